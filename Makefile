@@ -1,0 +1,32 @@
+# The two commands a newcomer needs: `make demo` and `make test`. Both install what they need into .venv.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+DEMO_DIR ?= demo-output
+
+.PHONY: install demo test bench clean
+
+install: $(STAMP)
+
+# torch first, pinned, so that pip never resolves a second (CUDA) build for the project's range.
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(PY) -m pipeline synthetic-warc --output $(DEMO_DIR)/sample.warc.gz --pages 300 --seed 1
+	$(PY) -m pipeline commoncrawl --warcs '$(DEMO_DIR)/sample.warc.gz' --output $(DEMO_DIR)/curated --num-shards 4
+	@echo "demo: shards and stats.json are in $(DEMO_DIR)/curated/"
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+bench: $(STAMP)
+	$(PY) bench/bench_commoncrawl.py
+
+clean:
+	rm -rf $(DEMO_DIR) .pytest_cache

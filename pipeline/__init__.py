@@ -1,0 +1,1 @@
+"""lmforge curation: sources → documents → extraction → language ID → filters → dedup → shards."""

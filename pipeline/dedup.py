@@ -1,0 +1,39 @@
+"""Deduplication logic that needs no pipeline: text normalisation, exact-duplicate keys, and the rule
+that picks which copy of a duplicate group survives."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import re
+import unicodedata
+from typing import Iterable
+
+from pipeline.schema import Document
+
+_NOT_WORD = re.compile(r"[\W_]+")
+
+
+def normalise(text: str) -> str:
+    """NFKC, lower case, punctuation and runs of whitespace folded to single spaces."""
+    return _NOT_WORD.sub(" ", unicodedata.normalize("NFKC", text).lower()).strip()
+
+
+def exact_key(text: str) -> str:
+    """128-bit hash of the normalised text: copies that differ only in case, punctuation or spacing
+    share a key."""
+    return hashlib.blake2b(normalise(text).encode("utf-8"), digest_size=16).hexdigest()
+
+
+_NO_DATE = dt.datetime.max.replace(tzinfo=dt.timezone.utc)
+
+
+def survivor_rank(doc: Document, prefer_sources: tuple[str, ...] = ()) -> tuple:
+    """Smaller ranks win: preferred source first, then the earliest date, then the smallest id, so the
+    choice is the same whatever order the copies arrive in."""
+    source_rank = prefer_sources.index(doc.source) if doc.source in prefer_sources else len(prefer_sources)
+    return (source_rank, doc.date or _NO_DATE, doc.id)
+
+
+def pick_survivor(docs: Iterable[Document], prefer_sources: tuple[str, ...] = ()) -> Document:
+    return min(docs, key=lambda d: survivor_rank(d, prefer_sources))

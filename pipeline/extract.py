@@ -1,0 +1,127 @@
+"""Main-text extraction with trafilatura, under a per-document time limit.
+
+`extract_text` is the plain function. `IsolatedExtractor` runs it in a child process it owns, so a
+pathological page that makes lxml or a regex spin (or crash) costs one document, not the worker: on a
+timeout the child is killed and a fresh one started. Threads cannot be interrupted inside C code and
+SIGALRM only works on the main thread, which Beam's SDK workers do not run bundles on.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import multiprocessing.connection
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TIMEOUT_S = 5.0
+_STARTUP_TIMEOUT_S = 300.0
+
+
+def extract_text(html_text: str, url: str | None = None, *, favor_precision: bool = True) -> str | None:
+    """Main text of a page, paragraphs separated by newlines; None when there is none.
+    Settings follow FineWeb (precision over recall, no comments, trafilatura's own deduplication)."""
+    import trafilatura
+
+    return trafilatura.extract(
+        html_text,
+        url=url,
+        favor_precision=favor_precision,
+        include_comments=False,
+        include_tables=True,
+        deduplicate=True,
+        with_metadata=False,
+    )
+
+
+class ExtractionTimeout(Exception):
+    pass
+
+
+class ExtractionFailed(Exception):
+    pass
+
+
+def _serve(conn: multiprocessing.connection.Connection, favor_precision: bool) -> None:
+    import trafilatura  # noqa: F401  (imported before the clock of the first page starts)
+
+    # trafilatura logs every page without main text as an error; the caller counts those instead.
+    for name in ("trafilatura", "htmldate", "courlan"):
+        logging.getLogger(name).setLevel(logging.CRITICAL)
+
+    conn.send(("ready", None))
+    while True:
+        try:
+            request = conn.recv()
+        except EOFError:
+            return
+        if request is None:
+            return
+        html_text, url = request
+        try:
+            conn.send(("ok", extract_text(html_text, url, favor_precision=favor_precision)))
+        except Exception as exc:  # any failure belongs to this page only
+            conn.send(("error", f"{type(exc).__name__}: {exc}"))
+
+
+class IsolatedExtractor:
+    """`extract_text` in a child process with a wall-clock limit per page. Call `close()` when done."""
+
+    def __init__(self, timeout_s: float = DEFAULT_TIMEOUT_S, favor_precision: bool = True):
+        self.timeout_s = timeout_s
+        self.favor_precision = favor_precision
+        self._context = multiprocessing.get_context("spawn")
+        self._process = None
+        self._conn = None
+
+    def _start(self) -> None:
+        parent, child = self._context.Pipe()
+        self._process = self._context.Process(
+            target=_serve, args=(child, self.favor_precision), daemon=True, name="lmforge-extract"
+        )
+        self._process.start()
+        child.close()
+        self._conn = parent
+        if not parent.poll(_STARTUP_TIMEOUT_S) or parent.recv()[0] != "ready":
+            self._kill()
+            raise ExtractionFailed(f"extractor process did not start within {_STARTUP_TIMEOUT_S}s")
+
+    def _kill(self) -> None:
+        if self._process is not None:
+            self._process.kill()
+            self._process.join(5)
+        if self._conn is not None:
+            self._conn.close()
+        self._process = self._conn = None
+
+    def __call__(self, html_text: str, url: str | None = None) -> str | None:
+        if self._process is None or not self._process.is_alive():
+            self._kill()
+            self._start()
+        try:
+            self._conn.send((html_text, url))
+            if not self._conn.poll(self.timeout_s):
+                self._kill()
+                raise ExtractionTimeout(f"no result within {self.timeout_s}s")
+            status, value = self._conn.recv()
+        except (EOFError, BrokenPipeError, ConnectionResetError, OSError) as exc:
+            self._kill()
+            raise ExtractionFailed(f"extractor process died: {exc!r}")
+        if status == "error":
+            raise ExtractionFailed(value)
+        return value
+
+    def close(self) -> None:
+        if self._conn is not None and self._process is not None and self._process.is_alive():
+            try:
+                self._conn.send(None)
+                self._process.join(5)
+            except OSError:
+                pass
+        self._kill()
+
+    def __enter__(self) -> "IsolatedExtractor":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -1,0 +1,165 @@
+"""Opening inputs wherever they live: HTTP(S) with retries and byte-range resume, or any filesystem Beam
+knows (local paths, gs://, s3:// where the extra is installed)."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import logging
+import time
+
+import requests
+from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystems import FileSystems
+
+log = logging.getLogger(__name__)
+
+# Errors worth another try: the connection, not the request, was at fault.
+_TRANSIENT = (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError)
+
+
+class FetchError(IOError):
+    """A remote file could not be read even after retries (or the server refused it for good)."""
+
+
+class ResumableHTTPStream(io.RawIOBase):
+    """A read-only stream over an HTTP(S) URL.
+
+    Connection errors and 5xx answers are retried with exponential backoff; a stream that breaks part way
+    is resumed from the current byte with a `Range` request rather than started over. A 4xx answer is final.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        max_retries: int = 6,
+        backoff: float = 0.5,
+        max_backoff: float = 30.0,
+        timeout: float = 60.0,
+        session: requests.Session | None = None,
+    ):
+        super().__init__()
+        self.url = url
+        self.max_retries = max_retries
+        self.backoff = backoff
+        self.max_backoff = max_backoff
+        self.timeout = timeout
+        self.session = session or requests.Session()
+        self.position = 0
+        self.retries = 0  # total retries over the stream's life, for logs and tests
+        self._response: requests.Response | None = None
+        self._length: int | None = None
+
+    def readable(self) -> bool:
+        return True
+
+    def _sleep_before_retry(self, attempt: int, why: str) -> None:
+        if attempt >= self.max_retries:
+            raise FetchError(f"{self.url}: giving up after {attempt} retries at byte {self.position}: {why}")
+        delay = min(self.max_backoff, self.backoff * 2**attempt)
+        log.warning("%s: %s; retry %d in %.1fs from byte %d", self.url, why, attempt + 1, delay, self.position)
+        self.retries += 1
+        time.sleep(delay)
+
+    def _connect(self) -> None:
+        attempt = 0
+        while True:
+            headers = {"Range": f"bytes={self.position}-"} if self.position else {}
+            try:
+                response = self.session.get(self.url, headers=headers, stream=True, timeout=self.timeout)
+            except _TRANSIENT as exc:
+                self._sleep_before_retry(attempt, f"connection error: {exc}")
+                attempt += 1
+                continue
+            if response.status_code >= 500 or response.status_code == 429:
+                response.close()
+                self._sleep_before_retry(attempt, f"HTTP {response.status_code}")
+                attempt += 1
+                continue
+            if response.status_code == 416 and self.position:
+                response.close()
+                self._response = None
+                self._length = self.position
+                return
+            if response.status_code >= 400:
+                response.close()
+                raise FetchError(f"{self.url}: HTTP {response.status_code}")
+            if self.position and response.status_code == 200:
+                # The server ignored the range: skip what we already have.
+                _discard(response.raw, self.position)
+            if self._length is None and response.status_code == 200:
+                length = response.headers.get("Content-Length")
+                self._length = int(length) if length and length.isdigit() else None
+            self._response = response
+            return
+
+    def readinto(self, buffer) -> int:
+        if self._length is not None and self.position >= self._length:
+            return 0
+        attempt = 0
+        while True:
+            if self._response is None:
+                self._connect()
+                if self._response is None:
+                    return 0
+            try:
+                data = self._response.raw.read(len(buffer), decode_content=False)
+            except Exception as exc:  # urllib3 raises several unrelated types for a dropped stream
+                self._response.close()
+                self._response = None
+                self._sleep_before_retry(attempt, f"stream broke: {exc!r}")
+                attempt += 1
+                continue
+            if not data and self._length is not None and self.position < self._length:
+                self._response.close()
+                self._response = None
+                self._sleep_before_retry(attempt, f"stream ended early ({self.position} of {self._length} bytes)")
+                attempt += 1
+                continue
+            buffer[: len(data)] = data
+            self.position += len(data)
+            return len(data)
+
+    def close(self) -> None:
+        if self._response is not None:
+            self._response.close()
+            self._response = None
+        super().close()
+
+
+def _discard(raw, count: int) -> None:
+    while count > 0:
+        chunk = raw.read(min(count, 1 << 20), decode_content=False)
+        if not chunk:
+            raise FetchError("stream ended while skipping to the resume position")
+        count -= len(chunk)
+
+
+def is_url(path: str) -> bool:
+    return path.startswith(("http://", "https://"))
+
+
+def open_input(path: str, **http_options) -> io.BufferedIOBase:
+    """Open a file for binary streaming reads, without undoing any compression."""
+    if is_url(path):
+        return io.BufferedReader(ResumableHTTPStream(path, **http_options), buffer_size=1 << 20)
+    try:
+        return FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
+    except Exception as exc:
+        raise FetchError(f"{path}: cannot open: {exc}") from exc
+
+
+def read_text_lines(path: str, **http_options) -> list[str]:
+    """Lines of a small text file (a paths listing), gunzipped if it is gzip."""
+    with open_input(path, **http_options) as stream:
+        data = stream.read()
+    if data[:2] == b"\x1f\x8b":
+        data = gzip.decompress(data)
+    return [line.strip() for line in data.decode("utf-8").splitlines() if line.strip()]
+
+
+def expand_glob(pattern: str) -> list[str]:
+    """Files matching a glob on any Beam filesystem, sorted so runs are deterministic."""
+    matches = FileSystems.match([pattern])[0].metadata_list
+    return sorted(m.path for m in matches)

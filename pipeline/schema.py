@@ -1,0 +1,101 @@
+"""The one document schema shared by every source and stage.
+
+A `Document` is what flows between stages; `ARROW_SCHEMA` is how it is stored in shards. Field names,
+types and the id rules live here and nowhere else (see docs/formats.md).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import hashlib
+import re
+
+import pyarrow as pa
+
+SCHEMA_VERSION = 1
+SCHEMA_VERSION_KEY = b"lmforge.schema_version"
+
+ARROW_SCHEMA = pa.schema(
+    [
+        pa.field("id", pa.string(), nullable=False),
+        pa.field("text", pa.large_string(), nullable=False),
+        pa.field("url", pa.string()),
+        pa.field("source", pa.string(), nullable=False),
+        pa.field("crawl", pa.string()),
+        pa.field("date", pa.timestamp("ms", tz="UTC")),  # Parquet has no second unit
+        pa.field("language", pa.string()),
+        pa.field("language_score", pa.float32()),
+        pa.field("title", pa.string()),
+    ],
+    metadata={SCHEMA_VERSION_KEY: str(SCHEMA_VERSION).encode()},
+)
+FIELD_NAMES = tuple(ARROW_SCHEMA.names)
+
+
+@dataclasses.dataclass
+class Document:
+    id: str
+    text: str
+    source: str
+    url: str | None = None
+    crawl: str | None = None
+    date: dt.datetime | None = None
+    language: str | None = None
+    language_score: float | None = None
+    title: str | None = None
+
+    def to_row(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_row(cls, row: dict) -> "Document":
+        return cls(**{name: row.get(name) for name in FIELD_NAMES})
+
+
+_UUID = re.compile(r"urn:uuid:([0-9a-fA-F-]{36})")
+
+
+def commoncrawl_id(record_id: str | None, fallback_key: str) -> str:
+    """`commoncrawl/<uuid>` from a WARC-Record-ID; records without one (ARC files) hash `fallback_key`
+    (file name and offset), which is stable for the same input."""
+    match = _UUID.search(record_id or "")
+    if match:
+        return f"commoncrawl/{match.group(1).lower()}"
+    return f"commoncrawl/sha1-{hashlib.sha1(fallback_key.encode()).hexdigest()[:32]}"
+
+
+def parse_warc_date(value: str | None) -> dt.datetime | None:
+    """WARC-Date is ISO 8601 in UTC (`2024-01-31T12:00:00Z`, sometimes with fractions); ARC dates are
+    `YYYYMMDDhhmmss`. Returns an aware UTC datetime truncated to seconds, or None if unparseable."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        if value.isdigit() and len(value) == 14:
+            parsed = dt.datetime.strptime(value, "%Y%m%d%H%M%S")
+        else:
+            parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=dt.timezone.utc)
+    return parsed.astimezone(dt.timezone.utc).replace(microsecond=0)
+
+
+def documents_to_table(docs: list[Document]) -> pa.Table:
+    columns = {name: [getattr(doc, name) for doc in docs] for name in FIELD_NAMES}
+    return pa.Table.from_pydict(columns, schema=ARROW_SCHEMA)
+
+
+def table_to_documents(table: pa.Table) -> list[Document]:
+    check_schema_version(table.schema)
+    return [Document.from_row(row) for row in table.select(list(FIELD_NAMES)).to_pylist()]
+
+
+def check_schema_version(schema: pa.Schema) -> None:
+    found = (schema.metadata or {}).get(SCHEMA_VERSION_KEY)
+    if found is not None and int(found) > SCHEMA_VERSION:
+        raise ValueError(
+            f"shard schema version {int(found)} is newer than this lmforge reads ({SCHEMA_VERSION}); upgrade lmforge"
+        )

@@ -1,0 +1,101 @@
+"""Writing and reading shards (Parquet with zstd, or Arrow IPC) on any Beam filesystem, atomically:
+a file appears under its final name only once it is complete."""
+
+from __future__ import annotations
+
+import json
+import posixpath
+import uuid
+
+import pyarrow as pa
+import pyarrow.ipc
+import pyarrow.parquet as pq
+from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystems import FileSystems
+
+from pipeline.schema import ARROW_SCHEMA, Document, documents_to_table, table_to_documents
+
+FORMATS = {"parquet": "parquet", "arrow": "arrow"}
+ROW_GROUP_ROWS = 10_000
+
+
+def shard_name(index: int, count: int, fmt: str = "parquet") -> str:
+    return f"part-{index:05d}-of-{count:05d}.{FORMATS[fmt]}"
+
+
+def join(directory: str, name: str) -> str:
+    return FileSystems.join(directory, name) if "://" in directory else posixpath.join(directory, name)
+
+
+def exists(path: str) -> bool:
+    return FileSystems.exists(path)
+
+
+def _create(path: str):
+    return FileSystems.create(path, mime_type="application/octet-stream", compression_type=CompressionTypes.UNCOMPRESSED)
+
+
+def _open(path: str):
+    return FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
+
+
+def write_atomically(path: str, write) -> None:
+    """Call `write(stream)` on a temporary file beside `path`, then rename it into place."""
+    directory = posixpath.dirname(path) if "://" not in path else FileSystems.split(path)[0]
+    if not FileSystems.exists(directory):
+        try:
+            FileSystems.mkdirs(directory)
+        except IOError:  # another worker made it first
+            pass
+    temporary = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
+    try:
+        with _create(temporary) as stream:
+            write(stream)
+        if FileSystems.exists(path):
+            FileSystems.delete([path])
+        FileSystems.rename([temporary], [path])
+    except BaseException:
+        if FileSystems.exists(temporary):
+            FileSystems.delete([temporary])
+        raise
+
+
+def write_table(path: str, table: pa.Table, fmt: str = "parquet") -> None:
+    def write(stream):
+        if fmt == "parquet":
+            pq.write_table(table, stream, compression="zstd", row_group_size=ROW_GROUP_ROWS)
+        else:
+            with pa.ipc.new_file(stream, table.schema) as writer:
+                writer.write_table(table, max_chunksize=ROW_GROUP_ROWS)
+
+    write_atomically(path, write)
+
+
+def write_documents(path: str, docs: list[Document], fmt: str = "parquet") -> None:
+    write_table(path, documents_to_table(docs), fmt)
+
+
+def read_table(path: str) -> pa.Table:
+    with _open(path) as stream:
+        data = stream.read()
+    if path.endswith(".arrow"):
+        return pa.ipc.open_file(pa.BufferReader(data)).read_all()
+    return pq.read_table(pa.BufferReader(data))
+
+
+def read_documents(path: str) -> list[Document]:
+    return table_to_documents(read_table(path))
+
+
+def write_json(path: str, data) -> None:
+    payload = (json.dumps(data, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
+    write_atomically(path, lambda stream: stream.write(payload))
+
+
+def read_json(path: str):
+    with _open(path) as stream:
+        return json.loads(stream.read().decode("utf-8"))
+
+
+def empty_table() -> pa.Table:
+    return ARROW_SCHEMA.empty_table()

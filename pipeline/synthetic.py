@@ -1,0 +1,175 @@
+"""Synthetic WARC files for the demo, the tests and the benchmarks: web pages with real boilerplate around
+real sentences (written for this project, in `pipeline/data/`), plus the things a crawl always contains
+(duplicates, near-empty pages, non-HTML, errors, other charsets, gzip and chunked bodies).
+
+`python -m pipeline synthetic-warc --output sample.warc.gz --pages 200`
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime as dt
+import gzip
+import html as html_escape
+import io
+import random
+from importlib import resources
+
+from warcio.statusandheaders import StatusAndHeaders
+from warcio.warcwriter import WARCWriter
+
+LANGUAGES = {"en": 0.55, "de": 0.15, "fr": 0.15, "es": 0.15}
+TOPICS = ["Town life", "Science", "Travel", "History", "Food", "Nature", "Music", "Transport", "Schools"]
+NAV = ["Home", "News", "World", "Business", "Science", "Culture", "Sport", "Travel", "Contact"]
+
+
+def sentences(language: str) -> list[str]:
+    text = resources.files("pipeline") / "data" / f"sentences_{language}.txt"
+    return [line.strip() for line in text.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def article_paragraphs(rng: random.Random, language: str) -> list[str]:
+    """Three to five paragraphs of distinct sentences, as a real article has."""
+    pool = sentences(language)
+    count = min(len(pool), rng.randint(12, 18))
+    chosen = rng.sample(pool, count)
+    cuts = sorted(rng.sample(range(2, count - 1), rng.randint(2, 4)))
+    return [" ".join(chosen[a:b]) for a, b in zip([0, *cuts], [*cuts, count])]
+
+
+def page_html(title: str, paragraphs: list[str], language: str, charset: str | None = "utf-8") -> str:
+    """An article page with navigation, a sidebar and a footer around the main text."""
+    esc = html_escape.escape
+    nav = "".join(f'<li><a href="/{item.lower()}/">{item}</a></li>' for item in NAV)
+    body = "".join(f"<p>{esc(p)}</p>" for p in paragraphs)
+    meta = f'<meta charset="{charset}">' if charset else ""
+    return (
+        f'<!DOCTYPE html><html lang="{language}"><head>{meta}<title>{esc(title)} | Example Media</title>'
+        '<script>window.dataLayer=[];function track(){}</script><style>body{font:16px serif}</style></head>'
+        f'<body><header><a href="/" class="logo">Example Media</a><nav><ul>{nav}</ul></nav></header>'
+        f"<main><article><h1>{esc(title)}</h1><p class=\"byline\">By Staff Writer</p>{body}</article></main>"
+        '<aside><h3>Most read</h3><ul><li><a href="/a">Weather warning</a></li><li><a href="/b">Local elections</a>'
+        "</li><li><a href=\"/c\">Cup final</a></li></ul></aside>"
+        "<footer><p>© 2026 Example Media. All rights reserved.</p>"
+        '<p>This site uses cookies. <a href="/privacy">Privacy policy</a> · <a href="/terms">Terms of use</a></p>'
+        "</footer></body></html>"
+    )
+
+
+def boilerplate_only_html() -> str:
+    nav = "".join(f'<li><a href="/{item.lower()}/">{item}</a></li>' for item in NAV)
+    return (
+        '<!DOCTYPE html><html><head><meta charset="utf-8"><title>Index</title></head><body>'
+        f"<nav><ul>{nav}</ul></nav><footer><p>© 2026 Example Media.</p></footer></body></html>"
+    )
+
+
+@dataclasses.dataclass
+class Response:
+    url: str
+    status: str = "200 OK"
+    content_type: str = "text/html; charset=utf-8"
+    body: bytes = b""
+    extra_headers: tuple = ()
+    record_id: str | None = None
+
+
+def write_warc(stream, responses: list[Response], date: dt.datetime | None = None, gzip_records: bool = True) -> None:
+    """Write a warcinfo record, then a request and a response record for each response."""
+    writer = WARCWriter(stream, gzip=gzip_records)
+    writer.write_record(writer.create_warcinfo_record("synthetic.warc.gz", {"software": "lmforge synthetic"}))
+    date = date or dt.datetime(2026, 1, 15, 12, 0, 0, tzinfo=dt.timezone.utc)
+    for index, response in enumerate(responses):
+        stamp = (date + dt.timedelta(seconds=index)).strftime("%Y-%m-%dT%H:%M:%SZ")
+        request = writer.create_warc_record(
+            response.url, "request",
+            payload=io.BytesIO(f"GET / HTTP/1.1\r\nHost: {response.url.split('/')[2]}\r\n\r\n".encode()),
+            warc_headers_dict={"WARC-Date": stamp},
+        )
+        headers = [("Content-Type", response.content_type), *response.extra_headers]
+        if not any(name.lower() == "transfer-encoding" for name, _ in response.extra_headers):
+            headers.append(("Content-Length", str(len(response.body))))
+        warc_headers = {"WARC-Date": stamp}
+        if response.record_id:
+            warc_headers["WARC-Record-ID"] = response.record_id
+        record = writer.create_warc_record(
+            response.url, "response",
+            payload=io.BytesIO(response.body),
+            http_headers=StatusAndHeaders(response.status, headers, protocol="HTTP/1.1"),
+            warc_headers_dict=warc_headers,
+        )
+        writer.write_record(request)
+        writer.write_record(record)
+
+
+def chunked(body: bytes, size: int = 500) -> bytes:
+    parts = [b"%x\r\n%s\r\n" % (len(body[i : i + size]), body[i : i + size]) for i in range(0, len(body), size)]
+    return b"".join(parts) + b"0\r\n\r\n"
+
+
+def sample_responses(pages: int, seed: int = 0, host: str = "news.example.com") -> list[Response]:
+    """A crawl-like mix: mostly articles in four languages, with duplicates, near-empty and short pages,
+    non-HTML, HTTP errors, legacy charsets, gzip and chunked bodies."""
+    rng = random.Random(seed)
+    responses: list[Response] = []
+    articles: list[bytes] = []
+    for index in range(pages):
+        url = f"https://{host}/{index // 100}/article-{index}.html"
+        roll = rng.random()
+        if roll < 0.04:
+            responses.append(Response(url.replace(".html", ".png"), content_type="image/png",
+                                      body=b"\x89PNG\r\n\x1a\n" + rng.randbytes(200)))
+        elif roll < 0.06:
+            responses.append(Response(url, status="404 Not Found", body=b"<html><body>Not found</body></html>"))
+        elif roll < 0.09:
+            responses.append(Response(url, body=boilerplate_only_html().encode()))
+        elif roll < 0.13:
+            language = rng.choice(list(LANGUAGES))
+            responses.append(Response(url, body=page_html("Notice", [rng.choice(sentences(language))], language).encode()))
+        elif roll < 0.21 and articles:
+            responses.append(Response(url, body=rng.choice(articles)))  # the same article at another URL
+        else:
+            language = rng.choices(list(LANGUAGES), weights=list(LANGUAGES.values()))[0]
+            paragraphs = article_paragraphs(rng, language)
+            title = f"{rng.choice(TOPICS)}: {rng.choice(['a report', 'notes', 'a letter', 'the week'])} ({index})"
+            encoding_roll = rng.random()
+            if language != "en" and encoding_roll < 0.25:
+                # a legacy charset, declared only in the HTTP header
+                page = page_html(title, paragraphs, language, charset=None).encode("iso-8859-1", "replace")
+                responses.append(Response(url, content_type="text/html; charset=ISO-8859-1", body=page))
+                continue
+            page = page_html(title, paragraphs, language).encode("utf-8")
+            articles.append(page)
+            if encoding_roll < 0.35:
+                responses.append(Response(url, body=gzip.compress(page), extra_headers=(("Content-Encoding", "gzip"),)))
+            elif encoding_roll < 0.45:
+                responses.append(Response(url, body=chunked(page), extra_headers=(("Transfer-Encoding", "chunked"),)))
+            else:
+                responses.append(Response(url, body=page))
+    return responses
+
+
+def write_sample_warc(path: str, pages: int = 200, seed: int = 0, host: str = "news.example.com") -> None:
+    with open(path, "wb") as stream:
+        write_warc(stream, sample_responses(pages, seed, host))
+
+
+def build_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "synthetic-warc",
+        help="write a WARC of generated pages (for demos, tests and benchmarks)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--output", required=True, help="the .warc.gz file to write")
+    parser.add_argument("--pages", type=int, default=200, help="response records to write (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--host", default="news.example.com")
+    parser.set_defaults(run=lambda args, extra: _run(args))
+
+
+def _run(args) -> int:
+    write_sample_warc(args.output, args.pages, args.seed, args.host)
+    print(f"wrote {args.output} ({args.pages} responses)")
+    return 0

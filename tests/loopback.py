@@ -1,0 +1,75 @@
+"""A loopback HTTP server for tests: serves bytes from a dict, honours Range requests, and can be told to
+answer with server errors or to drop a connection part way through a file."""
+
+from __future__ import annotations
+
+import collections
+import http.server
+import threading
+
+
+class LoopbackServer:
+    def __init__(self):
+        self.files: dict[str, bytes] = {}
+        self.fail_first: collections.Counter = collections.Counter()  # path → 5xx answers still to give
+        self.drop_after: dict[str, int] = {}  # path → bytes sent before the next response is cut off
+        self.ignore_range: set[str] = set()
+        self.requests: list[tuple[str, str | None]] = []  # (path, Range header)
+        server = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):
+                path = self.path
+                server.requests.append((path, self.headers.get("Range")))
+                if server.fail_first[path] > 0:
+                    server.fail_first[path] -= 1
+                    self.send_response(503)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                if path not in server.files:
+                    self.send_response(404)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                data = server.files[path]
+                start = 0
+                range_header = self.headers.get("Range")
+                if range_header and path not in server.ignore_range:
+                    start = int(range_header.split("=")[1].split("-")[0])
+                    self.send_response(206)
+                    self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+                else:
+                    self.send_response(200)
+                self.send_header("Content-Length", str(len(data) - start))
+                self.end_headers()
+                body = data[start:]
+                cut = server.drop_after.pop(path, None)
+                if cut is not None:
+                    self.wfile.write(body[:cut])
+                    self.wfile.flush()
+                    self.close_connection = True
+                    self.connection.shutdown(2)
+                    return
+                self.wfile.write(body)
+
+        self._httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self._httpd.server_address[1]}"
+        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+
+    def requests_for(self, path: str) -> list[str | None]:
+        return [rng for p, rng in self.requests if p == path]
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._httpd.shutdown()
+        self._httpd.server_close()

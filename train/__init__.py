@@ -1,0 +1,1 @@
+"""lmforge training: configuration, data loading from token bins, the training loop, checkpoints."""
