@@ -82,9 +82,13 @@ class IsolatedExtractor:
         self._process.start()
         child.close()
         self._conn = parent
-        if not parent.poll(_STARTUP_TIMEOUT_S) or parent.recv()[0] != "ready":
+        try:
+            started = parent.poll(_STARTUP_TIMEOUT_S) and parent.recv()[0] == "ready"
+        except (EOFError, OSError):
+            started = False
+        if not started:
             self._kill()
-            raise ExtractionFailed(f"extractor process did not start within {_STARTUP_TIMEOUT_S}s")
+            raise ExtractionFailed("the extractor process did not start (see its stderr)")
 
     def _kill(self) -> None:
         if self._process is not None:

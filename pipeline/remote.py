@@ -19,7 +19,12 @@ _TRANSIENT = (requests.ConnectionError, requests.Timeout, requests.exceptions.Ch
 
 
 class FetchError(IOError):
-    """A remote file could not be read even after retries (or the server refused it for good)."""
+    """A remote file could not be read: `transient` when retries ran out (a later run may succeed), not
+    when the server refused it for good (4xx) or the path does not exist."""
+
+    def __init__(self, message: str, transient: bool = False):
+        super().__init__(message)
+        self.transient = transient
 
 
 class ResumableHTTPStream(io.RawIOBase):
@@ -56,7 +61,7 @@ class ResumableHTTPStream(io.RawIOBase):
 
     def _sleep_before_retry(self, attempt: int, why: str) -> None:
         if attempt >= self.max_retries:
-            raise FetchError(f"{self.url}: giving up after {attempt} retries at byte {self.position}: {why}")
+            raise FetchError(f"{self.url}: giving up after {attempt} retries at byte {self.position}: {why}", True)
         delay = min(self.max_backoff, self.backoff * 2**attempt)
         log.warning("%s: %s; retry %d in %.1fs from byte %d", self.url, why, attempt + 1, delay, self.position)
         self.retries += 1

@@ -19,3 +19,19 @@ def http_server():
 
     with LoopbackServer() as server:
         yield server
+
+
+LANGID_REPORT_KEY = pytest.StashKey[dict]()
+
+
+@pytest.fixture
+def langid_report(request) -> dict:
+    return request.config.stash.setdefault(LANGID_REPORT_KEY, {})
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    report = config.stash.get(LANGID_REPORT_KEY, None)
+    if report:
+        terminalreporter.section("language ID accuracy (lid.176.ftz, ../shared/fixtures/langid)")
+        for language, (correct, total) in sorted(report.items()):
+            terminalreporter.write_line(f"  {language}: {correct / total:6.1%}  ({correct}/{total})")

@@ -103,7 +103,7 @@ def read_warc(
             yield ReadError(None, f"not a WARC/ARC file: {_one_line(exc)}")
             return
     except Exception as exc:
-        yield ReadError(None, f"cannot open: {_one_line(exc)}", isinstance(exc, FetchError))
+        yield ReadError(None, f"cannot open: {_one_line(exc)}", _transient(exc))
         return
     log.info("%s is one gzip member; reading it as a single stream", path)
     try:
@@ -112,12 +112,13 @@ def read_warc(
                 if index >= done:
                     yield item
     except Exception as exc:
-        yield ReadError(None, f"cannot open: {_one_line(exc)}", isinstance(exc, FetchError))
+        yield ReadError(None, f"cannot open: {_one_line(exc)}", _transient(exc))
 
 
 def _iterate(stream, max_html_bytes: int) -> Iterator[WarcItem]:
     records = ArchiveIterator(stream, arc2warc=True)
     offset = 0
+    first = True
     while True:
         try:
             record = next(records)
@@ -129,15 +130,26 @@ def _iterate(stream, max_html_bytes: int) -> Iterator[WarcItem]:
             yield ReadError(offset, _one_line(exc))
             return
         except Exception as exc:  # truncated gzip member, garbage between records, …
-            yield ReadError(offset, f"unreadable record: {_one_line(exc)}", isinstance(exc, FetchError))
+            yield ReadError(offset, f"unreadable record: {_one_line(exc)}", _transient(exc))
             return
+        target = record.rec_headers.get_header("WARC-Target-URI") or ""
+        if first and record.rec_type != "warcinfo" and "://" not in target:
+            # warcio takes any line of text for an ARC header; real files start with a warcinfo (ARC:
+            # filedesc) record or a record about a URL
+            yield ReadError(0, "not a WARC or ARC file")
+            return
+        first = False
         try:
             item = _classify(record, max_html_bytes)
             # Asked only now: warcio reads the rest of the record to answer.
             offset = item.offset = records.get_record_offset()
         except Exception as exc:
-            yield ReadError(offset, f"unreadable record payload: {_one_line(exc)}", isinstance(exc, FetchError))
+            yield ReadError(offset, f"unreadable record payload: {_one_line(exc)}", _transient(exc))
             return
+        missing = getattr(record.raw_stream, "limit", 0)
+        if missing > 0:  # the file ended (or a gzip member broke) inside this record
+            yield ReadError(offset, f"record truncated: {missing} bytes of its content are missing")
+            continue
         yield item
 
 
@@ -187,6 +199,10 @@ def warc_key(path: str) -> str:
     digest = hashlib.sha1(path.encode()).hexdigest()[:12]
     safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)[:80]
     return f"{safe}-{digest}"
+
+
+def _transient(exc: BaseException) -> bool:
+    return isinstance(exc, FetchError) and exc.transient
 
 
 def _one_line(exc: BaseException) -> str:

@@ -1,0 +1,35 @@
+import pytest
+
+from pipeline import extract, synthetic
+
+PARAGRAPHS = [
+    "The harbour town woke slowly as the fishing boats returned with the morning tide. Most gardeners agree "
+    "that tomatoes need at least six hours of direct sunlight every day.",
+    "The committee will publish its final report on the new railway line before the end of the year.",
+]
+
+
+def test_extracts_main_text_without_boilerplate():
+    page = synthetic.page_html("A title", PARAGRAPHS, "en")
+    text = extract.extract_text(page, "https://a.example/1")
+    assert PARAGRAPHS[0] in text and PARAGRAPHS[1] in text
+    for boilerplate in ("Most read", "All rights reserved", "Privacy policy", "Sport"):
+        assert boilerplate not in text
+
+
+def test_boilerplate_only_page_has_no_text():
+    assert not extract.extract_text(synthetic.boilerplate_only_html())
+
+
+def test_isolated_extractor_gives_the_same_text_and_survives_timeouts():
+    page = synthetic.page_html("A title", PARAGRAPHS, "en")
+    with extract.IsolatedExtractor(timeout_s=30) as extractor:
+        assert extractor(page, "https://a.example/1") == extract.extract_text(page, "https://a.example/1")
+        extractor.timeout_s = 1e-6  # nothing finishes this fast: the child is killed
+        huge = synthetic.page_html("Big", PARAGRAPHS * 3000, "en")
+        with pytest.raises(extract.ExtractionTimeout):
+            extractor(huge)
+        first_child = extractor._process
+        assert first_child is None  # killed
+        extractor.timeout_s = 30
+        assert extractor(page) == extract.extract_text(page)  # a fresh child serves the next page
