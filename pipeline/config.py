@@ -10,6 +10,7 @@ import json
 import tomllib
 
 from pipeline import extract, filters, html, langid
+from pipeline.remote import read_text_lines
 
 
 @dataclasses.dataclass
@@ -27,8 +28,6 @@ class ProcessConfig:
         """Short hash of every setting that changes which documents a file yields."""
         settings = dataclasses.asdict(self)
         if self.url_blocklist:
-            from pipeline.remote import read_text_lines
-
             settings["url_blocklist_content"] = read_text_lines(self.url_blocklist)
         payload = json.dumps([settings, list(extra)], sort_keys=True, default=str)
         return hashlib.sha1(payload.encode()).hexdigest()[:12]

@@ -20,7 +20,11 @@ _STARTUP_TIMEOUT_S = 300.0
 
 def extract_text(html_text: str, url: str | None = None, *, favor_precision: bool = True) -> str | None:
     """Main text of a page, paragraphs separated by newlines; None when there is none.
-    Settings follow FineWeb (precision over recall, no comments, trafilatura's own deduplication)."""
+
+    Settings follow FineWeb (precision over recall, no comments) except one: trafilatura's `deduplicate`
+    is off. It drops paragraphs seen in earlier pages through a cache that lives as long as the process,
+    so a page's text would depend on which pages the same worker saw before it, and runs would differ with
+    the number of workers. Repeated pages are the dedup stages' job."""
     import trafilatura
 
     return trafilatura.extract(
@@ -29,7 +33,7 @@ def extract_text(html_text: str, url: str | None = None, *, favor_precision: boo
         favor_precision=favor_precision,
         include_comments=False,
         include_tables=True,
-        deduplicate=True,
+        deduplicate=False,
         with_metadata=False,
     )
 
@@ -74,7 +78,8 @@ class IsolatedExtractor:
         self._process = None
         self._conn = None
 
-    def _start(self) -> None:
+    def start(self) -> None:
+        """Start the child now rather than on the first page (its imports take about a second)."""
         parent, child = self._context.Pipe()
         self._process = self._context.Process(
             target=_serve, args=(child, self.favor_precision), daemon=True, name="lmforge-extract"
@@ -101,7 +106,7 @@ class IsolatedExtractor:
     def __call__(self, html_text: str, url: str | None = None) -> str | None:
         if self._process is None or not self._process.is_alive():
             self._kill()
-            self._start()
+            self.start()
         try:
             self._conn.send((html_text, url))
             if not self._conn.poll(self.timeout_s):

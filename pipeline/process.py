@@ -42,6 +42,7 @@ class WarcProcessor:
         self.text = TextProcessor(config)
         self.blocklist = filters.UrlBlocklist.from_file(config.url_blocklist) if config.url_blocklist else None
         self.extractor = extract.IsolatedExtractor(config.extract_timeout)
+        self.extractor.start()
 
     def close(self) -> None:
         self.extractor.close()

@@ -13,6 +13,7 @@ import datetime as dt
 import gzip
 import html as html_escape
 import io
+import os
 import random
 from importlib import resources
 
@@ -151,6 +152,7 @@ def sample_responses(pages: int, seed: int = 0, host: str = "news.example.com") 
 
 
 def write_sample_warc(path: str, pages: int = 200, seed: int = 0, host: str = "news.example.com") -> None:
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with open(path, "wb") as stream:
         write_warc(stream, sample_responses(pages, seed, host))
 

@@ -68,3 +68,10 @@ def test_is_html():
     assert html.is_html("application/xhtml+xml")
     assert not html.is_html("image/png")
     assert not html.is_html(None)
+
+
+def test_binary_bytes_are_undecodable():
+    binary = bytes(range(32)) * 200 + bytes((i * 131 + 7) % 256 for i in range(3000))
+    with pytest.raises(html.Rejected) as rejected:
+        html.decode_html(binary, "text/html")
+    assert rejected.value.reason == "undecodable"

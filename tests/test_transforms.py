@@ -1,0 +1,60 @@
+"""The Beam transforms on their own: counters, dedup survivors, deterministic shards."""
+
+import apache_beam as beam
+from apache_beam.metrics.metric import MetricsFilter
+from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.testing.util import assert_that, equal_to
+
+from pipeline import sinks, synthetic, transforms
+from pipeline.config import ProcessConfig
+from pipeline.schema import Document
+
+IN_MEMORY = PipelineOptions(["--runner=DirectRunner", "--direct_running_mode=in_memory"])
+
+
+def counters(result, namespace):
+    query = result.metrics().query(MetricsFilter().with_namespace(namespace))
+    return {c.key.metric.name: c.committed for c in query["counters"]}
+
+
+def test_process_warcs_reports_the_funnel_as_beam_counters(tmp_path):
+    warc = tmp_path / "s.warc.gz"
+    synthetic.write_sample_warc(str(warc), pages=60, seed=3)
+    p = beam.Pipeline(options=IN_MEMORY)
+    docs, stats = p | beam.Create([str(warc)]) | transforms.ProcessWarcs(ProcessConfig(), str(tmp_path / "out"))
+    result = p.run()
+    result.wait_until_finish()
+    read = counters(result, "read")
+    assert read["input_files"] == 1
+    assert read["warc_records"] == 121  # warcinfo + a request and a response per page
+    assert read["skipped.not_response"] == 61
+    assert read["records_in"] == 60 - read.get("skipped.non_html", 0) - read.get("skipped.http_status", 0)
+    dropped = sum(counters(result, ns).get(name, 0) for ns in ("read", "extract", "langid", "filters")
+                  for name in counters(result, ns) if name.startswith("dropped."))
+    committed = sinks.read_documents(next((tmp_path / "out" / "_work").glob("*/*.parquet")).as_posix())
+    assert read["records_in"] == dropped + len(committed)
+
+
+def doc(doc_id, text, date=None):
+    return Document(id=doc_id, text=text, source="commoncrawl", date=date)
+
+
+def test_exact_dedup_keeps_one_per_normalised_text():
+    with beam.Pipeline(options=IN_MEMORY) as p:
+        docs = p | beam.Create([doc("c", "Hello, World!"), doc("a", "hello world"), doc("b", "Another text.")])
+        survivors, stats = docs | transforms.ExactDedup()
+        assert_that(survivors | beam.Map(lambda d: d.id), equal_to(["a", "b"]), label="ids")
+        assert_that(stats | beam.Map(lambda f: sum(f.dropped.values())) | beam.CombineGlobally(sum),
+                    equal_to([1]), label="dropped")
+
+
+def test_shards_do_not_depend_on_input_order(tmp_path):
+    docs = [doc(f"id-{i:03d}", f"text {i}") for i in range(50)]
+    outputs = []
+    for name, order in (("forward", docs), ("backward", docs[::-1])):
+        with beam.Pipeline(options=IN_MEMORY) as p:
+            _ = p | beam.Create(order) | transforms.WriteShards(str(tmp_path / name), 4)
+        outputs.append([(tmp_path / name / sinks.shard_name(i, 4)).read_bytes() for i in range(4)])
+    assert outputs[0] == outputs[1]
+    rows = [d.id for i in range(4) for d in sinks.read_documents(str(tmp_path / "forward" / sinks.shard_name(i, 4)))]
+    assert sorted(rows) == [d.id for d in docs]
