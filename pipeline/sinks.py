@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
-from pipeline.schema import ARROW_SCHEMA, Document, documents_to_table, table_to_documents
+from pipeline.schema import Document, documents_to_table, table_to_documents
 
 FORMATS = {"parquet": "parquet", "arrow": "arrow"}
 ROW_GROUP_ROWS = 10_000
@@ -95,7 +95,3 @@ def write_json(path: str, data) -> None:
 def read_json(path: str):
     with _open(path) as stream:
         return json.loads(stream.read().decode("utf-8"))
-
-
-def empty_table() -> pa.Table:
-    return ARROW_SCHEMA.empty_table()

@@ -111,7 +111,7 @@ class _KeepSurvivor(beam.CombineFn):
     def _better(self, a: Document | None, b: Document | None) -> Document | None:
         if a is None or b is None:
             return a or b
-        return min(a, b, key=lambda d: dedup.survivor_rank(d, self.prefer_sources))
+        return dedup.pick_survivor((a, b), self.prefer_sources)
 
     def add_input(self, accumulator, doc):
         best, count = accumulator
