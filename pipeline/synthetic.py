@@ -39,7 +39,7 @@ def article_paragraphs(rng: random.Random, language: str) -> list[str]:
     return [" ".join(chosen[a:b]) for a, b in zip([0, *cuts], [*cuts, count])]
 
 
-def page_html(title: str, paragraphs: list[str], language: str, charset: str | None = "utf-8") -> str:
+def article_page(title: str, paragraphs: list[str], language: str, charset: str | None = "utf-8") -> str:
     """An article page with navigation, a sidebar and a footer around the main text."""
     esc = html_escape.escape
     nav = "".join(f'<li><a href="/{item.lower()}/">{item}</a></li>' for item in NAV)
@@ -127,7 +127,7 @@ def sample_responses(pages: int, seed: int = 0, host: str = "news.example.com") 
             responses.append(Response(url, body=boilerplate_only_html().encode()))
         elif roll < 0.13:
             language = rng.choice(list(LANGUAGES))
-            responses.append(Response(url, body=page_html("Notice", [rng.choice(sentences(language))], language).encode()))
+            responses.append(Response(url, body=article_page("Notice", [rng.choice(sentences(language))], language).encode()))
         elif roll < 0.21 and articles:
             responses.append(Response(url, body=rng.choice(articles)))  # the same article at another URL
         else:
@@ -137,10 +137,10 @@ def sample_responses(pages: int, seed: int = 0, host: str = "news.example.com") 
             encoding_roll = rng.random()
             if language != "en" and encoding_roll < 0.25:
                 # a legacy charset, declared only in the HTTP header
-                page = page_html(title, paragraphs, language, charset=None).encode("iso-8859-1", "replace")
+                page = article_page(title, paragraphs, language, charset=None).encode("iso-8859-1", "replace")
                 responses.append(Response(url, content_type="text/html; charset=ISO-8859-1", body=page))
                 continue
-            page = page_html(title, paragraphs, language).encode("utf-8")
+            page = article_page(title, paragraphs, language).encode("utf-8")
             articles.append(page)
             if encoding_roll < 0.35:
                 responses.append(Response(url, body=gzip.compress(page), extra_headers=(("Content-Encoding", "gzip"),)))

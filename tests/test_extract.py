@@ -10,7 +10,7 @@ PARAGRAPHS = [
 
 
 def test_extracts_main_text_without_boilerplate():
-    page = synthetic.page_html("A title", PARAGRAPHS, "en")
+    page = synthetic.article_page("A title", PARAGRAPHS, "en")
     text = extract.extract_text(page, "https://a.example/1")
     assert PARAGRAPHS[0] in text and PARAGRAPHS[1] in text
     for boilerplate in ("Most read", "All rights reserved", "Privacy policy", "Sport"):
@@ -22,11 +22,11 @@ def test_boilerplate_only_page_has_no_text():
 
 
 def test_isolated_extractor_gives_the_same_text_and_survives_timeouts():
-    page = synthetic.page_html("A title", PARAGRAPHS, "en")
+    page = synthetic.article_page("A title", PARAGRAPHS, "en")
     with extract.IsolatedExtractor(timeout_s=30) as extractor:
         assert extractor(page, "https://a.example/1") == extract.extract_text(page, "https://a.example/1")
         extractor.timeout_s = 1e-6  # nothing finishes this fast: the child is killed
-        huge = synthetic.page_html("Big", PARAGRAPHS * 3000, "en")
+        huge = synthetic.article_page("Big", PARAGRAPHS * 3000, "en")
         with pytest.raises(extract.ExtractionTimeout):
             extractor(huge)
         first_child = extractor._process

@@ -16,7 +16,7 @@ CRAWL = "CC-MAIN-2026-01"
 
 def article(language: str, seed: int) -> bytes:
     paragraphs = synthetic.article_paragraphs(random.Random(seed), language)
-    return synthetic.page_html(f"Story {seed}", paragraphs, language).encode()
+    return synthetic.article_page(f"Story {seed}", paragraphs, language).encode()
 
 
 def warc(responses) -> bytes:
@@ -25,7 +25,7 @@ def warc(responses) -> bytes:
     return stream.getvalue()
 
 
-GERMAN_LATIN1 = synthetic.page_html(
+GERMAN_LATIN1 = synthetic.article_page(
     "Stadt", synthetic.article_paragraphs(random.Random(7), "de"), "de", charset=None
 ).encode("iso-8859-1")
 SHARED_STORY = article("en", 100)

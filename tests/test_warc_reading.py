@@ -7,7 +7,7 @@ from pipeline import html, synthetic
 from pipeline.sources import commoncrawl
 from pipeline.sources.commoncrawl import HtmlPage, ReadError, SkippedRecord, read_warc
 
-PAGE = synthetic.page_html("Title", ["The harbour town woke slowly as the boats returned."], "en").encode()
+PAGE = synthetic.article_page("Title", ["The harbour town woke slowly as the boats returned."], "en").encode()
 
 
 def warc_bytes(responses, gzip_records=True) -> bytes:
