@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import multiprocessing.connection
+import time
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +78,8 @@ class IsolatedExtractor:
         self._context = multiprocessing.get_context("spawn")
         self._process = None
         self._conn = None
+        self._deadline = 0.0
+        self._send_error: Exception | None = None
 
     def start(self) -> None:
         """Start the child now rather than on the first page (its imports take about a second)."""
@@ -103,13 +106,26 @@ class IsolatedExtractor:
             self._conn.close()
         self._process = self._conn = None
 
-    def __call__(self, html_text: str, url: str | None = None) -> str | None:
+    def submit(self, html_text: str, url: str | None = None) -> None:
+        """Hands a page to the child and returns at once; `result()` collects it. The child works on it
+        while the caller does something else (language ID and filters of the previous page), and
+        because the child is idle whenever a page is sent, neither side can block on a full pipe."""
         if self._process is None or not self._process.is_alive():
             self._kill()
             self.start()
+        self._deadline = time.monotonic() + self.timeout_s
         try:
             self._conn.send((html_text, url))
-            if not self._conn.poll(self.timeout_s):
+            self._send_error = None
+        except (BrokenPipeError, ConnectionResetError, OSError) as exc:
+            self._send_error = exc
+
+    def result(self) -> str | None:
+        """The text of the page last submitted; raises ExtractionTimeout or ExtractionFailed."""
+        try:
+            if self._send_error is not None:
+                raise self._send_error
+            if not self._conn.poll(max(0.0, self._deadline - time.monotonic())):
                 self._kill()
                 raise ExtractionTimeout(f"no result within {self.timeout_s}s")
             status, value = self._conn.recv()
@@ -119,6 +135,10 @@ class IsolatedExtractor:
         if status == "error":
             raise ExtractionFailed(value)
         return value
+
+    def __call__(self, html_text: str, url: str | None = None) -> str | None:
+        self.submit(html_text, url)
+        return self.result()
 
     def close(self) -> None:
         if self._conn is not None and self._process is not None and self._process.is_alive():

@@ -32,3 +32,19 @@ def test_isolated_extractor_gives_the_same_text_and_survives_timeouts():
         assert extractor._process is None  # the stuck child was killed
         extractor.timeout_s = 30
         assert extractor(page) == extract.extract_text(page)  # a fresh child serves the next page
+
+
+def test_submitted_pages_larger_than_a_pipe_buffer_come_back_in_order():
+    """submit/result is how the WARC processor overlaps extraction with its own work: pages and texts
+    far larger than a pipe's 64 KiB buffer must not deadlock either side."""
+    pages = [synthetic.article_page(f"Page {i}", PARAGRAPHS * (300 * (i + 1)), "en") for i in range(3)]
+    assert all(len(page) > 65536 for page in pages)
+    with extract.IsolatedExtractor(timeout_s=60) as extractor:
+        texts = []
+        extractor.submit(pages[0])
+        for page in pages[1:]:
+            texts.append(extractor.result())
+            extractor.submit(page)
+        texts.append(extractor.result())
+    assert texts == [extract.extract_text(page) for page in pages]
+    assert len(texts[-1]) > 65536
