@@ -12,12 +12,14 @@ import os
 import sys
 import time
 
-from pipeline import extract, filters, html, langid
+from pipeline import extract, filters, html, langid, minhash
 from pipeline.config import ProcessConfig, load_filter_settings
 from pipeline.remote import FetchError, expand_glob
 from pipeline.sources import commoncrawl
 
 log = logging.getLogger("pipeline")
+
+DEFAULT_PREFER = ("wikipedia",)
 
 COMMONCRAWL_EXAMPLE = """examples:
   # two WARCs of a crawl, English and German only, on this machine
@@ -88,7 +90,37 @@ def add_output_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--format", choices=("parquet", "arrow"), default="parquet",
                        help="Parquet with zstd (default) or Arrow IPC")
     group.add_argument("--num-shards", type=int, default=8, help="number of output shards (default: %(default)s)")
-    group.add_argument("--no-dedup", action="store_true", help="skip deduplication")
+
+
+def add_dedup_arguments(parser: argparse.ArgumentParser, switchable: bool = True) -> None:
+    group = parser.add_argument_group("deduplication: exact, then MinHash near-duplicates")
+    if switchable:
+        group.add_argument("--no-dedup", action="store_true", help="skip both deduplication stages")
+    group.add_argument("--no-minhash", action="store_true", help="exact deduplication only")
+    group.add_argument("--threshold", type=float, default=minhash.DEFAULT_THRESHOLD,
+                       help="Jaccard similarity that bands × rows are chosen for (default: %(default)s)")
+    group.add_argument("--num-perm", type=int, default=minhash.DEFAULT_NUM_PERM,
+                       help="MinHash permutations (default: %(default)s)")
+    group.add_argument("--bands", type=int, help="LSH bands (with --rows; default: chosen from --threshold)")
+    group.add_argument("--rows", type=int, help="rows per band (with --bands); FineWeb used 14 × 8")
+    group.add_argument("--ngram", type=int, default=minhash.DEFAULT_NGRAM, help="words per shingle (default: %(default)s)")
+    group.add_argument("--verify", action="store_true",
+                       help="join a bucket's documents only when their estimated similarity reaches --threshold")
+    group.add_argument("--prefer", type=_csv, default=DEFAULT_PREFER, metavar="SOURCE,…",
+                       help="sources whose copy survives first, in order (default: %(default)s)")
+    group.add_argument("--components-rounds", type=int, default=minhash.DEFAULT_ROUNDS, metavar="N",
+                       help="large-star/small-star rounds built into the pipeline; if the components have not "
+                            "converged, the pipeline runs again with twice as many (default: %(default)s)")
+
+
+def dedup_settings(args: argparse.Namespace) -> minhash.MinHashConfig | None:
+    if args.no_minhash:
+        return None
+    try:
+        return minhash.MinHashConfig.create(args.threshold, args.num_perm, args.bands, args.rows,
+                                            ngram=args.ngram, verify=args.verify)
+    except ValueError as exc:
+        raise UsageError(str(exc))
 
 
 def build_commoncrawl_parser(subparsers) -> None:
@@ -116,7 +148,31 @@ def build_commoncrawl_parser(subparsers) -> None:
     pages.add_argument("--url-blocklist", metavar="FILE", help="domains or URLs to drop before extraction, one per line")
     add_process_arguments(parser)
     add_output_arguments(parser)
+    add_dedup_arguments(parser)
     parser.set_defaults(run=run_commoncrawl)
+
+
+DEDUP_EXAMPLE = """examples:
+  # near-duplicates across two crawls' shards, FineWeb's 14 bands × 8 rows
+  python -m pipeline dedup --input 'out/cc-*/part-*.parquet' --bands 14 --rows 8 --output out/dedup
+  # Wikipedia's copy of an article survives, then the earliest crawl's
+  python -m pipeline dedup --input 'out/*/part-*.parquet' --prefer wikipedia,commoncrawl --output out/all
+"""
+
+
+def build_dedup_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "dedup",
+        help="exact and MinHash near-duplicate removal over any set of shards",
+        description="Deduplicate shards of the lmforge schema (Parquet or Arrow; only id and text are required), "
+                    "across crawls and sources. Writes shards, duplicates/ (the report) and stats.json.",
+        epilog=DEDUP_EXAMPLE,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--input", required=True, metavar="GLOB", help="shards on any Beam filesystem")
+    add_output_arguments(parser)
+    add_dedup_arguments(parser, switchable=False)
+    parser.set_defaults(run=run_dedup)
 
 
 def warc_inputs(args: argparse.Namespace) -> list[str]:
@@ -156,28 +212,94 @@ def beam_options(extra: list[str]):
 def run_commoncrawl(args: argparse.Namespace, extra: list[str]) -> int:
     import apache_beam as beam
 
-    from pipeline import sinks, transforms
+    from pipeline import transforms
 
     config = process_config(args)
-    if args.num_shards < 1:
-        raise UsageError("--num-shards must be at least 1")
+    check_output_arguments(args)
+    dedup_config = None if args.no_dedup else dedup_settings(args)
     paths = warc_inputs(args)
     log.info("%d WARC file(s), first %s", len(paths), paths[0])
-    stats_path = sinks.join(args.output, "stats.json")
-    started = time.time()
-    with beam.Pipeline(options=beam_options(extra)) as p:
+
+    def build(p, rounds: int):
         docs, read_stats = (
             p
             | "Paths" >> beam.Create(paths)
             | "Warcs" >> transforms.ProcessWarcs(config, args.output)
         )
-        funnels = [read_stats]
-        if not args.no_dedup:
-            docs, dedup_stats = docs | "ExactDedup" >> transforms.ExactDedup()
-            funnels.append(dedup_stats)
-        funnels.append(docs | "Shards" >> transforms.WriteShards(args.output, args.num_shards, args.format))
-        _ = funnels | "AllStats" >> beam.Flatten() | "Stats" >> transforms.WriteStats(stats_path)
-    return report(args.output, stats_path, time.time() - started)
+        write_outputs(args, docs, [read_stats], dedup_config, rounds)
+
+    return run_to_convergence(build, args, extra)
+
+
+def run_dedup(args: argparse.Namespace, extra: list[str]) -> int:
+    import apache_beam as beam
+
+    from pipeline import transforms
+
+    check_output_arguments(args)
+    dedup_config = dedup_settings(args)
+    try:
+        paths = [path for path in expand_glob(args.input) if not path.endswith((".json", ".tmp"))]
+    except OSError as exc:
+        raise UsageError(f"--input: {exc}")
+    if not paths:
+        raise UsageError(f"--input: no file matches {args.input}")
+    log.info("%d shard(s), first %s", len(paths), paths[0])
+
+    def build(p, rounds: int):
+        docs, read_stats = p | "Paths" >> beam.Create(paths) | "Shards" >> transforms.ReadShards()
+        write_outputs(args, docs, [read_stats], dedup_config, rounds, dedup=True)
+
+    return run_to_convergence(build, args, extra)
+
+
+def check_output_arguments(args: argparse.Namespace) -> None:
+    if args.num_shards < 1:
+        raise UsageError("--num-shards must be at least 1")
+
+
+def write_outputs(args, docs, funnels: list, dedup_config, rounds: int, dedup: bool | None = None) -> None:
+    """Deduplication (unless switched off), shards, the duplicates report and stats.json."""
+    import apache_beam as beam
+
+    from pipeline import sinks, transforms
+
+    funnels = list(funnels)
+    if dedup if dedup is not None else not args.no_dedup:
+        docs, dedup_stats, report_rows = docs | "Dedup" >> transforms.Deduplicate(dedup_config, args.prefer, rounds)
+        funnels.append(dedup_stats)
+        _ = report_rows | "Report" >> transforms.WriteShards(
+            sinks.join(args.output, "duplicates"), args.num_shards, "parquet", transforms.REPORT)
+    funnels.append(docs | "Write" >> transforms.WriteDocuments(args.output, args.num_shards, args.format))
+    _ = funnels | "AllStats" >> beam.Flatten() | "Stats" >> transforms.WriteStats(sinks.join(args.output, "stats.json"))
+
+
+def run_to_convergence(build, args: argparse.Namespace, extra: list[str]) -> int:
+    """Builds and runs the pipeline; when MinHash's connected components had not converged within the
+    rounds built in (the pipeline graph is fixed before it runs), runs it again with twice the rounds.
+    Finished per-file work is committed, so a second run only repeats the cheap stages."""
+    import apache_beam as beam
+    from apache_beam.metrics.metric import MetricsFilter
+
+    from pipeline import sinks, transforms
+
+    started = time.time()
+    rounds = getattr(args, "components_rounds", minhash.DEFAULT_ROUNDS)
+    if rounds < 1:
+        raise UsageError("--components-rounds must be at least 1")
+    while True:
+        pipeline = beam.Pipeline(options=beam_options(extra))
+        build(pipeline, rounds)
+        result = pipeline.run()
+        result.wait_until_finish()
+        query = result.metrics().query(MetricsFilter().with_namespace("dedup").with_name(transforms.UNCONVERGED_COUNTER))
+        unconverged = sum((counter.committed or counter.attempted or 0) for counter in query["counters"])
+        if not unconverged:
+            break
+        log.warning("connected components had not converged after %d rounds (%d nodes); running again with %d",
+                    rounds, unconverged, rounds * 2)
+        rounds *= 2
+    return report(args.output, sinks.join(args.output, "stats.json"), time.time() - started)
 
 
 def report(output: str, stats_path: str, seconds: float) -> int:
@@ -186,8 +308,10 @@ def report(output: str, stats_path: str, seconds: float) -> int:
 
     funnel = Funnel.from_json(sinks.read_json(stats_path))
     print(f"shards:  {output}/part-*")
+    if sinks.exists(sinks.join(output, "duplicates")):
+        print(f"report:  {output}/duplicates/part-*  (every group of copies: kept id, removed ids)")
     print(f"stats:   {stats_path}")
-    print(f"records: {funnel.records_in} HTML documents in, {funnel.kept} kept, "
+    print(f"records: {funnel.records_in} documents in, {funnel.kept} kept, "
           f"{sum(funnel.dropped.values())} dropped, {len(funnel.errors)} input error(s), {seconds:.1f}s")
     for reason, count in sorted(funnel.dropped.items(), key=lambda kv: -kv[1]):
         print(f"  dropped {count:6d}  {reason}")
@@ -223,6 +347,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log every skipped document")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     build_commoncrawl_parser(subparsers)
+    build_dedup_parser(subparsers)
     from pipeline import synthetic
 
     synthetic.build_parser(subparsers)

@@ -3,7 +3,6 @@ that picks which copy of a duplicate group survives."""
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 import re
 import unicodedata
@@ -25,15 +24,18 @@ def exact_key(text: str) -> str:
     return hashlib.blake2b(normalise(text).encode("utf-8"), digest_size=16).hexdigest()
 
 
-_NO_DATE = dt.datetime.max.replace(tzinfo=dt.timezone.utc)
+# Later than any real date, so undated documents lose to dated ones.
+_NO_DATE_MS = 2**62
 
 
-def survivor_rank(doc: Document, prefer_sources: tuple[str, ...] = ()) -> tuple:
-    """Smaller ranks win: preferred source first, then the earliest date, then the smallest id, so the
-    choice is the same whatever order the copies arrive in."""
+def survivor_key(doc: Document, prefer_sources: tuple[str, ...] = ()) -> tuple[int, int, str]:
+    """Smaller keys win: preferred source first, then the earliest date, then the smallest id, so the
+    choice is the same whatever order the copies arrive in. Plain ints and a string, so the key is also
+    a deterministic Beam key and a node of the near-duplicate graph."""
     source_rank = prefer_sources.index(doc.source) if doc.source in prefer_sources else len(prefer_sources)
-    return (source_rank, doc.date or _NO_DATE, doc.id)
+    date_ms = int(doc.date.timestamp() * 1000) if doc.date is not None else _NO_DATE_MS
+    return (source_rank, date_ms, doc.id)
 
 
 def pick_survivor(docs: Iterable[Document], prefer_sources: tuple[str, ...] = ()) -> Document:
-    return min(docs, key=lambda d: survivor_rank(d, prefer_sources))
+    return min(docs, key=lambda d: survivor_key(d, prefer_sources))

@@ -32,6 +32,18 @@ ARROW_SCHEMA = pa.schema(
 )
 FIELD_NAMES = tuple(ARROW_SCHEMA.names)
 
+# The duplicates report written beside deduplicated shards: one row per group of copies.
+REPORT_SCHEMA = pa.schema(
+    [
+        pa.field("cluster_id", pa.string(), nullable=False),  # "<kind>:<kept_id>"
+        pa.field("kind", pa.string(), nullable=False),  # "exact" or "near" (MinHash)
+        pa.field("cluster_size", pa.int64(), nullable=False),
+        pa.field("kept_id", pa.string(), nullable=False),
+        pa.field("removed_ids", pa.list_(pa.string()), nullable=False),
+    ],
+    metadata={SCHEMA_VERSION_KEY: str(SCHEMA_VERSION).encode()},
+)
+
 
 @dataclasses.dataclass
 class Document:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import posixpath
 import uuid
+from typing import Iterator
 
 import pyarrow as pa
 import pyarrow.ipc
@@ -13,7 +14,7 @@ import pyarrow.parquet as pq
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
-from pipeline.schema import Document, documents_to_table, table_to_documents
+from pipeline.schema import FIELD_NAMES, Document, check_schema_version, documents_to_table, table_to_documents
 
 FORMATS = {"parquet": "parquet", "arrow": "arrow"}
 ROW_GROUP_ROWS = 10_000
@@ -85,6 +86,26 @@ def read_table(path: str) -> pa.Table:
 
 def read_documents(path: str) -> list[Document]:
     return table_to_documents(read_table(path))
+
+
+def iter_document_batches(path: str) -> Iterator[list[Document]]:
+    """Documents of one shard, a record batch at a time, so a large shard never sits in memory whole.
+    Shards from other tools work too: only `id` and `text` are required."""
+    with _open(path) as stream:
+        if path.endswith(".arrow"):
+            reader = pa.ipc.open_file(stream)
+            batches = (reader.get_batch(i) for i in range(reader.num_record_batches))
+            schema = reader.schema
+        else:
+            parquet = pq.ParquetFile(stream)
+            schema = parquet.schema_arrow
+            batches = parquet.iter_batches(batch_size=ROW_GROUP_ROWS, columns=[n for n in FIELD_NAMES if n in schema.names])
+        check_schema_version(schema)
+        missing = {"id", "text"} - set(schema.names)
+        if missing:
+            raise ValueError(f"no {' or '.join(sorted(missing))} column")
+        for batch in batches:
+            yield [Document.from_row(row) for row in batch.to_pylist()]
 
 
 def write_json(path: str, data) -> None:

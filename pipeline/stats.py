@@ -1,7 +1,7 @@
 """The funnel counters behind `stats.json`.
 
 Two identities hold for every run, and `Funnel.check()` verifies them:
-  warc_records == records_in + sum(records_skipped)     (every WARC record is accounted for)
+  records_read == records_in + sum(records_skipped)     (every record read is accounted for)
   records_in   == kept + sum(dropped)                   (every HTML document is accounted for)
 """
 
@@ -14,7 +14,7 @@ import logging
 
 log = logging.getLogger(__name__)
 
-STATS_VERSION = 1
+STATS_VERSION = 2  # 2: warc_records became records_read, as non-WARC sources count records too
 
 # Beam metrics namespace for each drop reason that is not a filter rule ("<filter>.<rule>" → "filters").
 DROP_STAGES = {
@@ -27,7 +27,9 @@ DROP_STAGES = {
     "extraction_empty": "extract",
     "language": "langid",
     "language_score": "langid",
+    "empty_text": "read",
     "duplicate": "dedup",
+    "near_duplicate": "dedup",
 }
 
 
@@ -40,7 +42,7 @@ class Funnel:
     """Mergeable counts for one input file, a bundle, or the whole run."""
 
     input_files: int = 0
-    warc_records: int = 0
+    records_read: int = 0
     records_skipped: collections.Counter = dataclasses.field(default_factory=collections.Counter)
     records_in: int = 0
     kept: int = 0
@@ -55,7 +57,7 @@ class Funnel:
 
     def merge(self, other: "Funnel") -> "Funnel":
         self.input_files += other.input_files
-        self.warc_records += other.warc_records
+        self.records_read += other.records_read
         self.records_skipped.update(other.records_skipped)
         self.records_in += other.records_in
         self.kept += other.kept
@@ -65,9 +67,9 @@ class Funnel:
 
     def problems(self) -> list[str]:
         found = []
-        if self.warc_records != self.records_in + sum(self.records_skipped.values()):
+        if self.records_read != self.records_in + sum(self.records_skipped.values()):
             found.append(
-                f"warc_records {self.warc_records} != records_in {self.records_in} + skipped "
+                f"records_read {self.records_read} != records_in {self.records_in} + skipped "
                 f"{sum(self.records_skipped.values())}"
             )
         if self.records_in != self.kept + sum(self.dropped.values()):
@@ -80,7 +82,7 @@ class Funnel:
         return {
             "version": STATS_VERSION,
             "input_files": self.input_files,
-            "warc_records": self.warc_records,
+            "records_read": self.records_read,
             "records_skipped": dict(sorted(self.records_skipped.items())),
             "records_in": self.records_in,
             "kept": self.kept,
@@ -94,7 +96,7 @@ class Funnel:
             raise ValueError(f"stats version {data['version']} is newer than this lmforge reads")
         return cls(
             input_files=data.get("input_files", 0),
-            warc_records=data.get("warc_records", 0),
+            records_read=data.get("records_read", data.get("warc_records", 0)),
             records_skipped=collections.Counter(data.get("records_skipped", {})),
             records_in=data.get("records_in", 0),
             kept=data.get("kept", 0),

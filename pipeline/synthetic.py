@@ -1,6 +1,6 @@
 """Synthetic WARC files for the demo, the tests and the benchmarks: web pages with real boilerplate around
 real sentences (written for this project, in `pipeline/data/`), plus the things a crawl always contains
-(duplicates, near-empty pages, non-HTML, errors, other charsets, gzip and chunked bodies).
+(exact and near duplicates, near-empty pages, non-HTML, errors, other charsets, gzip and chunked bodies).
 
 `python -m pipeline synthetic-warc --output sample.warc.gz --pages 200`
 """
@@ -37,6 +37,31 @@ def article_paragraphs(rng: random.Random, language: str) -> list[str]:
     chosen = rng.sample(pool, count)
     cuts = sorted(rng.sample(range(2, count - 1), rng.randint(2, 4)))
     return [" ".join(chosen[a:b]) for a, b in zip([0, *cuts], [*cuts, count])]
+
+
+def vocabulary() -> list[str]:
+    """Every distinct word of the bundled sentences (about a thousand)."""
+    found = {}
+    for language in LANGUAGES:
+        for sentence in sentences(language):
+            for word in sentence.split():
+                found.setdefault(word.strip(".,;:!?()«»\"'").lower(), None)
+    return [word for word in found if word]
+
+
+def word_document(rng: random.Random, words: int, vocab: list[str]) -> str:
+    """Words drawn with Zipf-like weights: unrelated documents share almost no 5-word shingles, as
+    unrelated web pages do, and any document size is cheap to make (dedup tests and benchmarks)."""
+    weights = [1.0 / (rank + 1) for rank in range(len(vocab))]
+    return " ".join(rng.choices(vocab, weights=weights, k=words))
+
+
+def edit_words(rng: random.Random, text: str, fraction: float, vocab: list[str]) -> str:
+    """A near copy: `fraction` of the words replaced at random positions."""
+    tokens = text.split()
+    for position in rng.sample(range(len(tokens)), round(fraction * len(tokens))):
+        tokens[position] = rng.choice(vocab)
+    return " ".join(tokens)
 
 
 def article_page(title: str, paragraphs: list[str], language: str, charset: str | None = "utf-8") -> str:
@@ -110,8 +135,8 @@ def chunked(body: bytes, size: int = 500) -> bytes:
 
 
 def sample_responses(pages: int, seed: int = 0, host: str = "news.example.com") -> list[Response]:
-    """A crawl-like mix: mostly articles in four languages, with duplicates, near-empty and short pages,
-    non-HTML, HTTP errors, legacy charsets, gzip and chunked bodies."""
+    """A crawl-like mix: mostly articles in four languages, with exact and near duplicates, near-empty and
+    short pages, non-HTML, HTTP errors, legacy charsets, gzip and chunked bodies."""
     rng = random.Random(seed)
     responses: list[Response] = []
     articles: list[bytes] = []
@@ -129,7 +154,13 @@ def sample_responses(pages: int, seed: int = 0, host: str = "news.example.com") 
             language = rng.choice(list(LANGUAGES))
             responses.append(Response(url, body=article_page("Notice", [rng.choice(sentences(language))], language).encode()))
         elif roll < 0.21 and articles:
-            responses.append(Response(url, body=rng.choice(articles)))  # the same article at another URL
+            responses.append(Response(url, body=rng.choice(articles)[0]))  # the same article at another URL
+        elif roll < 0.25 and articles:
+            # republished with a new title and a correction appended: a near-duplicate for MinHash
+            _, language, paragraphs = rng.choice(articles)
+            correction = f"Correction: an earlier version of this article gave the wrong date ({index})."
+            page = article_page(f"Republished ({index})", [*paragraphs, correction], language)
+            responses.append(Response(url, body=page.encode("utf-8")))
         else:
             language = rng.choices(list(LANGUAGES), weights=list(LANGUAGES.values()))[0]
             paragraphs = article_paragraphs(rng, language)
@@ -141,7 +172,7 @@ def sample_responses(pages: int, seed: int = 0, host: str = "news.example.com") 
                 responses.append(Response(url, content_type="text/html; charset=ISO-8859-1", body=page))
                 continue
             page = article_page(title, paragraphs, language).encode("utf-8")
-            articles.append(page)
+            articles.append((page, language, paragraphs))
             if encoding_roll < 0.35:
                 responses.append(Response(url, body=gzip.compress(page), extra_headers=(("Content-Encoding", "gzip"),)))
             elif encoding_roll < 0.45:

@@ -14,11 +14,12 @@ import hashlib
 import logging
 
 import apache_beam as beam
+import pyarrow as pa
 from apache_beam.metrics import Metrics
 
-from pipeline import dedup, sinks
+from pipeline import dedup, minhash, sinks
 from pipeline.config import ProcessConfig
-from pipeline.schema import Document
+from pipeline.schema import REPORT_SCHEMA, documents_to_table
 from pipeline.sources.commoncrawl import warc_key
 from pipeline.stats import Funnel, stage_of
 
@@ -29,7 +30,7 @@ STATS_TAG = "stats"
 
 def report_counters(funnel: Funnel) -> None:
     """The funnel as Beam counters (one namespace per stage), so they show in the runner's UI."""
-    for name in ("input_files", "warc_records", "records_in"):
+    for name in ("input_files", "records_read", "records_in"):
         Metrics.counter("read", name).inc(getattr(funnel, name))
     for reason, count in funnel.records_skipped.items():
         Metrics.counter("read", f"skipped.{reason}").inc(count)
@@ -100,35 +101,44 @@ def _without_kept(funnel: Funnel) -> Funnel:
 
 
 class _KeepSurvivor(beam.CombineFn):
-    """(survivor, copies) over the documents sharing an exact-duplicate key."""
+    """(survivor, ids of the other copies) over the documents sharing an exact-duplicate key. The ids
+    held are one group's, like the members of one LSH bucket."""
 
     def __init__(self, prefer_sources: tuple[str, ...]):
         self.prefer_sources = prefer_sources
 
     def create_accumulator(self):
-        return None, 0
+        return None, []
 
-    def _better(self, a: Document | None, b: Document | None) -> Document | None:
-        if a is None or b is None:
-            return a or b
-        return dedup.pick_survivor((a, b), self.prefer_sources)
+    def _merge(self, a, b):
+        (best_a, removed_a), (best_b, removed_b) = a, b
+        if best_a is None or best_b is None:
+            return best_a or best_b, removed_a + removed_b
+        best = dedup.pick_survivor((best_a, best_b), self.prefer_sources)
+        loser = best_b if best is best_a else best_a
+        return best, removed_a + removed_b + [loser.id]
 
     def add_input(self, accumulator, doc):
-        best, count = accumulator
-        return self._better(best, doc), count + 1
+        return self._merge(accumulator, (doc, []))
 
     def merge_accumulators(self, accumulators):
-        best, count = None, 0
-        for other, other_count in accumulators:
-            best, count = self._better(best, other), count + other_count
-        return best, count
+        merged = self.create_accumulator()
+        for accumulator in accumulators:
+            merged = self._merge(merged, accumulator)
+        return merged
 
     def extract_output(self, accumulator):
         return accumulator
 
 
+def _report_row(kind: str, kept_id: str, removed_ids) -> dict:
+    removed = sorted(removed_ids)
+    return {"cluster_id": f"{kind}:{kept_id}", "kind": kind, "cluster_size": 1 + len(removed),
+            "kept_id": kept_id, "removed_ids": removed}
+
+
 class ExactDedup(beam.PTransform):
-    """Keeps one document per normalised-text hash; returns (documents, stats)."""
+    """Keeps one document per normalised-text hash; returns (documents, stats, report rows)."""
 
     def __init__(self, prefer_sources: tuple[str, ...] = ()):
         super().__init__()
@@ -142,57 +152,272 @@ class ExactDedup(beam.PTransform):
             | "Groups" >> beam.Values()
         )
         survivors = groups | "Survivors" >> beam.Map(lambda group: group[0])
-        stats = groups | "Copies" >> beam.Map(_duplicates_funnel)
-        return survivors, stats
+        stats = groups | "Copies" >> beam.Map(lambda group: _dropped("duplicate", len(group[1])))
+        report = (
+            groups
+            | "Duplicated" >> beam.Filter(lambda group: group[1])
+            | "Rows" >> beam.Map(lambda group: _report_row("exact", group[0].id, group[1]))
+        )
+        return survivors, stats, report
 
 
-def _duplicates_funnel(group) -> Funnel:
+def _dropped(reason: str, count: int) -> Funnel:
     funnel = Funnel()
-    copies = group[1] - 1
-    if copies:
-        funnel.drop("duplicate", copies)
-        Metrics.counter("dedup", "dropped.duplicate").inc(copies)
+    if count:
+        funnel.drop(reason, count)
+        Metrics.counter(stage_of(reason), f"dropped.{reason}").inc(count)
     return funnel
 
 
-def shard_of(doc_id: str, num_shards: int) -> int:
-    return int.from_bytes(hashlib.blake2b(doc_id.encode(), digest_size=8).digest(), "little") % num_shards
+class _SignFn(beam.DoFn):
+    """Batches of documents → (band key, graph node) per band, or (band key, (node, signature)) when
+    candidates are verified."""
+
+    def __init__(self, config: minhash.MinHashConfig, prefer_sources: tuple[str, ...]):
+        self.config = config
+        self.prefer_sources = prefer_sources
+
+    def setup(self):
+        self.signer = minhash.Signer(self.config.num_perm, self.config.ngram, self.config.seed)
+
+    def process(self, batch):
+        signatures = self.signer.signatures([doc.text for doc in batch])
+        Metrics.counter("dedup", "signatures").inc(len(batch))
+        for doc, signature in zip(batch, signatures):
+            node = dedup.survivor_key(doc, self.prefer_sources)
+            member = (node, signature) if self.config.verify else (node, None)
+            for key in minhash.band_keys(signature, self.config.bands, self.config.rows):
+                yield key, member
+
+
+def _bucket_edges(bucket, threshold: float | None):
+    _, members = bucket
+    members = list(members)
+    if len(members) > 1:
+        Metrics.distribution("dedup", "bucket_size").update(len(members))
+        yield from minhash.bucket_edges(members, threshold)
+
+
+class _StarStep(beam.PTransform):
+    """One large-star or small-star step: every node sees its neighbours (edges in both directions)."""
+
+    def __init__(self, step):
+        super().__init__()
+        self.step = step
+
+    def expand(self, edges):
+        return (
+            edges
+            | "BothWays" >> beam.FlatMap(lambda edge: (edge, edge[::-1]))
+            | "Neighbours" >> beam.GroupByKey()
+            | "Step" >> beam.FlatMap(lambda node: self.step(node[0], set(node[1])))
+        )
+
+
+def _unconverged(node) -> int:
+    """1 when the node breaks the final shape (every component a star around its smallest node): it
+    has a parent and children, or more than one parent."""
+    _, roles = node
+    parents = {value for role, value in roles if role == "parent"}
+    has_children = any(role == "child" for role, _ in roles)
+    return int(len(parents) > 1 or (bool(parents) and has_children))
+
+
+UNCONVERGED_COUNTER = "components.unconverged"
+
+
+class ConnectedComponents(beam.PTransform):
+    """Undirected edges → (node, smallest node of its component) for every node that has an edge, by
+    `rounds` rounds of large-star then small-star (Kiveris et al., 2014). Nothing is gathered on one
+    worker: each step groups by node. Convergence is checked at the end; the nodes that break the final
+    shape are counted in the `dedup/components.unconverged` counter (zero once converged), so a driver
+    can rerun with more rounds."""
+
+    def __init__(self, rounds: int):
+        super().__init__()
+        self.rounds = rounds
+
+    def expand(self, edges):
+        for index in range(self.rounds):
+            edges = (
+                edges
+                | f"LargeStar{index}" >> _StarStep(minhash.large_star)
+                | f"SmallStar{index}" >> _StarStep(minhash.small_star)
+            )
+        edges = edges | "Distinct" >> beam.Distinct()
+        _ = (
+            edges
+            | "Roles" >> beam.FlatMap(lambda edge: ((edge[0], ("parent", edge[1])), (edge[1], ("child", edge[0]))))
+            | "ByNode" >> beam.GroupByKey()
+            | "Check" >> beam.Map(_unconverged)
+            | "Count" >> beam.CombineGlobally(sum)
+            | "Counter" >> beam.Map(lambda count: Metrics.counter("dedup", UNCONVERGED_COUNTER).inc(count))
+        )
+        return edges
+
+
+def _remove_marked(element):
+    _, grouped = element
+    docs = list(grouped["docs"])
+    if grouped["removed"]:
+        yield beam.pvalue.TaggedOutput(STATS_TAG, _dropped("near_duplicate", len(docs)))
+    else:
+        yield from docs
+
+
+class MinHashDedup(beam.PTransform):
+    """Near-duplicate removal: signatures → LSH buckets → star edges → connected components → one
+    survivor per component (the smallest survivor key). Returns (documents, stats, report rows).
+
+    Memory per worker is bounded by the largest bucket or component (ids only); documents themselves
+    only pass through a join by id."""
+
+    def __init__(self, config: minhash.MinHashConfig, prefer_sources: tuple[str, ...] = (),
+                 rounds: int = minhash.DEFAULT_ROUNDS):
+        super().__init__()
+        self.config = config
+        self.prefer_sources = prefer_sources
+        self.rounds = rounds
+
+    def expand(self, docs):
+        threshold = self.config.threshold if self.config.verify else None
+        edges = (
+            docs
+            | "Batch" >> beam.BatchElements(min_batch_size=16, max_batch_size=256)
+            | "Sign" >> beam.ParDo(_SignFn(self.config, self.prefer_sources))
+            | "Buckets" >> beam.GroupByKey()
+            | "Stars" >> beam.FlatMap(_bucket_edges, threshold)
+            | "Components" >> ConnectedComponents(self.rounds)
+        )
+        clusters = (
+            edges
+            | "ByRoot" >> beam.Map(lambda edge: (edge[1], edge[0]))
+            | "Clusters" >> beam.GroupByKey()
+        )
+        report = clusters | "Rows" >> beam.Map(lambda c: _report_row("near", c[0][2], {node[2] for node in c[1]}))
+        removed = clusters | "Removed" >> beam.FlatMap(lambda c: ((node[2], True) for node in set(c[1])))
+        results = (
+            {"docs": docs | "ById" >> beam.Map(lambda doc: (doc.id, doc)), "removed": removed}
+            | "Join" >> beam.CoGroupByKey()
+            | "Keep" >> beam.FlatMap(_remove_marked).with_outputs(STATS_TAG, main="docs")
+        )
+        return results.docs, results[STATS_TAG], report
+
+
+class Deduplicate(beam.PTransform):
+    """Exact dedup, then (unless `minhash` is None) MinHash near-duplicate removal. Returns (documents,
+    stats, report rows); the survivor of every group is the same rule's (`dedup.survivor_key`)."""
+
+    def __init__(self, minhash_config: minhash.MinHashConfig | None, prefer_sources: tuple[str, ...] = (),
+                 rounds: int = minhash.DEFAULT_ROUNDS):
+        super().__init__()
+        self.minhash_config = minhash_config
+        self.prefer_sources = prefer_sources
+        self.rounds = rounds
+
+    def expand(self, docs):
+        docs, exact_stats, exact_report = docs | "Exact" >> ExactDedup(self.prefer_sources)
+        if self.minhash_config is None:
+            return docs, exact_stats, exact_report
+        docs, near_stats, near_report = docs | "MinHash" >> MinHashDedup(self.minhash_config, self.prefer_sources, self.rounds)
+        return (
+            docs,
+            (exact_stats, near_stats) | "Stats" >> beam.Flatten(),
+            (exact_report, near_report) | "Report" >> beam.Flatten(),
+        )
+
+
+class _ReadShardFn(beam.DoFn):
+    def process(self, path: str):
+        funnel = Funnel(input_files=1)
+        try:
+            for batch in sinks.iter_document_batches(path):
+                for doc in batch:
+                    funnel.records_read += 1
+                    funnel.records_in += 1
+                    if not doc.text:
+                        funnel.drop("empty_text")
+                        continue
+                    doc.source = doc.source or "unknown"
+                    yield doc
+        except (OSError, ValueError, pa.ArrowException) as exc:
+            log.warning("%s: cannot read: %s", path, exc)
+            funnel.error(path, None, f"{type(exc).__name__}: {exc}")
+        report_counters(funnel)
+        yield beam.pvalue.TaggedOutput(STATS_TAG, funnel)
+
+
+class ReadShards(beam.PTransform):
+    """Shard paths → documents, with a `stats` output of one Funnel per shard (unreadable shards are
+    listed in its errors)."""
+
+    def expand(self, paths):
+        results = paths | "Spread" >> beam.Reshuffle() | "Read" >> beam.ParDo(_ReadShardFn()).with_outputs(STATS_TAG, main="docs")
+        return results.docs, results[STATS_TAG]
+
+
+def shard_of(key: str, num_shards: int) -> int:
+    return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "little") % num_shards
 
 
 class _WriteShardFn(beam.DoFn):
-    def __init__(self, output_dir: str, num_shards: int, fmt: str):
+    def __init__(self, output_dir: str, num_shards: int, fmt: str, kind: "ShardKind"):
         self.output_dir = output_dir
         self.num_shards = num_shards
         self.fmt = fmt
+        self.kind = kind
 
     def process(self, element):
         index, grouped = element
-        docs = sorted(grouped["docs"], key=lambda doc: doc.id)
+        items = sorted(grouped["items"], key=self.kind.key)
         path = sinks.join(self.output_dir, sinks.shard_name(index, self.num_shards, self.fmt))
-        sinks.write_documents(path, docs, self.fmt)
-        Metrics.counter("write", "kept").inc(len(docs))
-        Metrics.counter("write", "shards").inc()
-        yield Funnel(kept=len(docs))
+        sinks.write_table(path, self.kind.to_table(items), self.fmt)
+        Metrics.counter("write", self.kind.counter).inc(len(items))
+        yield len(items)
+
+
+class ShardKind:
+    """What a set of shards holds: how an item is keyed (shard choice and row order) and tabled."""
+
+    def __init__(self, key, to_table, counter: str):
+        self.key, self.to_table, self.counter = key, to_table, counter
+
+
+DOCUMENTS = ShardKind(lambda doc: doc.id, documents_to_table, "kept")
+REPORT = ShardKind(lambda row: row["cluster_id"], lambda rows: pa.Table.from_pylist(rows, schema=REPORT_SCHEMA), "report_rows")
 
 
 class WriteShards(beam.PTransform):
-    """Documents → `part-NNNNN-of-MMMMM.<fmt>`, each document's shard chosen by a hash of its id and rows
-    sorted by id, so the same documents always give the same files (empty shards are written too)."""
+    """Items → `part-NNNNN-of-MMMMM.<fmt>`, each item's shard chosen by a hash of its key and rows sorted
+    by key, so the same items always give the same files (empty shards are written too). Returns the
+    number of rows written per shard."""
 
-    def __init__(self, output_dir: str, num_shards: int, fmt: str = "parquet"):
+    def __init__(self, output_dir: str, num_shards: int, fmt: str = "parquet", kind: ShardKind = DOCUMENTS):
         super().__init__()
         self.output_dir = output_dir
         self.num_shards = num_shards
         self.fmt = fmt
+        self.kind = kind
+
+    def expand(self, items):
+        keyed = items | "ByShard" >> beam.Map(lambda item: (shard_of(self.kind.key(item), self.num_shards), item))
+        every_shard = items.pipeline | "ShardIds" >> beam.Create([(i, None) for i in range(self.num_shards)])
+        return (
+            {"items": keyed, "ids": every_shard}
+            | "Group" >> beam.CoGroupByKey()
+            | "Write" >> beam.ParDo(_WriteShardFn(self.output_dir, self.num_shards, self.fmt, self.kind))
+        )
+
+
+class WriteDocuments(beam.PTransform):
+    """Documents → shards; returns the `kept` funnel."""
+
+    def __init__(self, output_dir: str, num_shards: int, fmt: str = "parquet"):
+        super().__init__()
+        self.shards = WriteShards(output_dir, num_shards, fmt, DOCUMENTS)
 
     def expand(self, docs):
-        keyed = docs | "ByShard" >> beam.Map(lambda doc: (shard_of(doc.id, self.num_shards), doc))
-        every_shard = docs.pipeline | "ShardIds" >> beam.Create([(i, None) for i in range(self.num_shards)])
-        return (
-            {"docs": keyed, "ids": every_shard}
-            | "Group" >> beam.CoGroupByKey()
-            | "Write" >> beam.ParDo(_WriteShardFn(self.output_dir, self.num_shards, self.fmt))
-        )
+        return docs | "Shards" >> self.shards | "Kept" >> beam.Map(lambda count: Funnel(kept=count))
 
 
 class _MergeFunnels(beam.CombineFn):

@@ -29,9 +29,22 @@ def langid_report(request) -> dict:
     return request.config.stash.setdefault(LANGID_REPORT_KEY, {})
 
 
+SUMMARY_KEY = pytest.StashKey[dict]()
+
+
+@pytest.fixture
+def summary(request) -> dict:
+    """Lines for the end-of-run summary, by section title: measured figures tests should show."""
+    return request.config.stash.setdefault(SUMMARY_KEY, {})
+
+
 def pytest_terminal_summary(terminalreporter, config):
     report = config.stash.get(LANGID_REPORT_KEY, None)
     if report:
         terminalreporter.section("language ID accuracy (lid.176.ftz, ../shared/fixtures/langid)")
         for language, (correct, total) in sorted(report.items()):
             terminalreporter.write_line(f"  {language}: {correct / total:6.1%}  ({correct}/{total})")
+    for title, lines in sorted(config.stash.get(SUMMARY_KEY, {}).items()):
+        terminalreporter.section(title)
+        for line in lines:
+            terminalreporter.write_line(f"  {line}")

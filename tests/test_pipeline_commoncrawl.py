@@ -96,7 +96,7 @@ def test_crawl_to_shards_over_http(crawl, tmp_path):
     funnel = Funnel.from_json(stats)
     assert funnel.problems() == []
     assert stats["records_in"] == stats["kept"] + sum(stats["dropped"].values())
-    assert stats["warc_records"] == stats["records_in"] + sum(stats["records_skipped"].values())
+    assert stats["records_read"] == stats["records_in"] + sum(stats["records_skipped"].values())
     assert stats["kept"] == len(rows) == len({row["id"] for row in rows})
 
     # languages and metadata

@@ -26,7 +26,7 @@ def test_process_warcs_reports_the_funnel_as_beam_counters(tmp_path):
     result.wait_until_finish()
     read = counters(result, "read")
     assert read["input_files"] == 1
-    assert read["warc_records"] == 121  # warcinfo + a request and a response per page
+    assert read["records_read"] == 121  # warcinfo + a request and a response per page
     assert read["skipped.not_response"] == 61
     assert read["records_in"] == 60 - read.get("skipped.non_html", 0) - read.get("skipped.http_status", 0)
     dropped = sum(counters(result, ns).get(name, 0) for ns in ("read", "extract", "langid", "filters")
@@ -42,10 +42,12 @@ def doc(doc_id, text, date=None):
 def test_exact_dedup_keeps_one_per_normalised_text():
     with beam.Pipeline(options=IN_MEMORY) as p:
         docs = p | beam.Create([doc("c", "Hello, World!"), doc("a", "hello world"), doc("b", "Another text.")])
-        survivors, stats = docs | transforms.ExactDedup()
+        survivors, stats, report = docs | transforms.ExactDedup()
         assert_that(survivors | beam.Map(lambda d: d.id), equal_to(["a", "b"]), label="ids")
         assert_that(stats | beam.Map(lambda f: sum(f.dropped.values())) | beam.CombineGlobally(sum),
                     equal_to([1]), label="dropped")
+        assert_that(report, equal_to([{"cluster_id": "exact:a", "kind": "exact", "cluster_size": 2,
+                                       "kept_id": "a", "removed_ids": ["c"]}]), label="report")
 
 
 def test_shards_do_not_depend_on_input_order(tmp_path):
@@ -53,7 +55,7 @@ def test_shards_do_not_depend_on_input_order(tmp_path):
     outputs = []
     for name, order in (("forward", docs), ("backward", docs[::-1])):
         with beam.Pipeline(options=IN_MEMORY) as p:
-            _ = p | beam.Create(order) | transforms.WriteShards(str(tmp_path / name), 4)
+            _ = p | beam.Create(order) | transforms.WriteDocuments(str(tmp_path / name), 4)
         outputs.append([(tmp_path / name / sinks.shard_name(i, 4)).read_bytes() for i in range(4)])
     assert outputs[0] == outputs[1]
     rows = [d.id for i in range(4) for d in sinks.read_documents(str(tmp_path / "forward" / sinks.shard_name(i, 4)))]
