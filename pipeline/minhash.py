@@ -14,6 +14,7 @@ of a component is the document the survivor rule keeps, and connected components
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import re
 import struct
 import unicodedata
@@ -32,9 +33,9 @@ DEFAULT_SEED = 1
 # Large-star/small-star rounds built into a pipeline; LSH star graphs usually converge in two or three.
 DEFAULT_ROUNDS = 4
 SCHEME = "affine64"
-# Runs of letters and digits: what `dedup.normalise` leaves between spaces.
-_WORD = re.compile(r"[^\W_]+")
-_ASCII_WORD = re.compile(rb"[^\W_]+")
+# Together these blank what `dedup.normalise` blanks (anything but letters and digits).
+_NON_ASCII_NON_WORD = re.compile(r"[^\x00-\x7f\w]+")
+_ASCII_NON_WORD_TO_SPACE = bytes(b if chr(b).isalnum() or b >= 0x80 else 0x20 for b in range(256))
 # Rows of (shingles × permutations) uint64 work held at once for one document: 16k × 112 × 8 B ≈ 15 MB.
 _BATCH_SHINGLES = 16_384
 # Position multipliers for combining word hashes into a shingle hash (odd, so each is a bijection).
@@ -77,19 +78,13 @@ class MinHashConfig:
 
 def words(text: str) -> list[bytes]:
     """The words of `dedup.normalise(text)` as UTF-8 (NFKC, lower case, punctuation removed), found
-    without building the normalised string; never empty, so every text has a shingle. ASCII text, the
-    common case, takes the faster bytes pattern."""
+    without building the normalised string; never empty, so every text has a shingle. Non-ASCII
+    punctuation is blanked by a pattern, ASCII punctuation by a byte table (much faster than a
+    pattern), and bytes.split() does the rest."""
     folded = unicodedata.normalize("NFKC", text).lower()
-    if folded.isascii():
-        tokens = _ASCII_WORD.findall(folded.encode("ascii"))
-    else:
-        tokens = [word.encode("utf-8") for word in _WORD.findall(folded)]
-    return tokens or [b""]
-
-
-def word_hashes(text: str) -> np.ndarray:
-    tokens = words(text)
-    return np.fromiter(map(xxhash.xxh3_64_intdigest, tokens), dtype=np.uint64, count=len(tokens))
+    if not folded.isascii():
+        folded = _NON_ASCII_NON_WORD.sub(" ", folded)
+    return folded.encode("utf-8").translate(_ASCII_NON_WORD_TO_SPACE).split() or [b""]
 
 
 def combine_shingles(hashes: np.ndarray, ngram: int) -> np.ndarray:
@@ -103,7 +98,7 @@ def combine_shingles(hashes: np.ndarray, ngram: int) -> np.ndarray:
 
 
 def shingle_hash(shingle: Sequence[bytes]) -> int:
-    """The base hash of one shingle (a tuple of words), as `shingle_hashes` computes it in bulk: the
+    """The base hash of one shingle (a tuple of words), as `Signer` computes it in bulk: the
     `hashfunc` that makes datasketch's MinHash give the same signatures as `Signer`."""
     value = 0
     for position, word in enumerate(shingle):
@@ -117,10 +112,6 @@ def shingles(text: str, ngram: int) -> list[tuple[bytes, ...]]:
     return [tuple(tokens[i:i + n]) for i in range(len(tokens) - n + 1)]
 
 
-def shingle_hashes(text: str, ngram: int) -> np.ndarray:
-    return combine_shingles(word_hashes(text), ngram)
-
-
 class Signer:
     """MinHash signatures (uint64, `num_perm` per document) for batches of texts."""
 
@@ -129,29 +120,35 @@ class Signer:
         self.a, self.b = MinHash(num_perm=num_perm, seed=seed, scheme=SCHEME).permutations
 
     def signatures(self, texts: Sequence[str]) -> np.ndarray:
-        """One row per text. Shingle hashes are combined for the whole batch in a few numpy calls; the
-        permutations run per document, whose (shingles × num_perm) block stays in cache (measured faster
-        than one block for many documents)."""
-        per_text = [word_hashes(text) for text in texts]
-        lengths = np.array([len(hashes) for hashes in per_text])
-        starts = np.concatenate(([0], np.cumsum(lengths)[:-1]))
-        all_words = np.concatenate(per_text) if per_text else np.empty(0, dtype=np.uint64)
+        """One row per text. Word hashes, shingle hashes and the pre-mix are computed for the whole batch
+        in a few numpy calls; the permutations run per document, whose (shingles × num_perm) block stays
+        in cache (measured faster than one block for many documents)."""
+        per_text = [words(text) for text in texts]
+        lengths = np.array([len(tokens) for tokens in per_text], dtype=np.int64)
+        starts = np.concatenate(([0], np.cumsum(lengths)[:-1])).astype(np.int64)
+        all_words = np.fromiter(map(xxhash.xxh3_64_intdigest, itertools.chain.from_iterable(per_text)),
+                                dtype=np.uint64, count=int(lengths.sum()))
         # Windows that cross a document boundary are computed too, and never read.
-        windows = combine_shingles(all_words, self.ngram) if len(all_words) >= self.ngram else all_words[:0]
+        windows = _fmix(combine_shingles(all_words, self.ngram), 64) if len(all_words) >= self.ngram else all_words[:0]
         result = np.empty((len(per_text), self.num_perm), dtype=np.uint64)
-        for row, (start, length, hashes) in enumerate(zip(starts, lengths, per_text)):
+        for row, (start, length) in enumerate(zip(starts, lengths)):
             if length >= self.ngram:
-                shingle_set = windows[start:start + length - self.ngram + 1]
+                mixed = windows[start:start + length - self.ngram + 1]
             else:
-                shingle_set = combine_shingles(hashes, self.ngram)
-            result[row] = self._signature(shingle_set)
+                mixed = _fmix(combine_shingles(all_words[start:start + length], self.ngram), 64)
+            result[row] = self._signature(mixed)
         return result
 
-    def _signature(self, hashes: np.ndarray) -> np.ndarray:
-        """In slices, so a huge text never needs a huge matrix."""
+    def signature_of(self, shingle_hashes: np.ndarray) -> np.ndarray:
+        """The signature of a set of 64-bit shingle hashes however they were made."""
+        return self._signature(_fmix(shingle_hashes, 64))
+
+    def _signature(self, mixed: np.ndarray) -> np.ndarray:
+        """Min over shingles of a·h + b per permutation, for pre-mixed shingle hashes; in slices, so a huge
+        text never needs a huge matrix."""
         signature = np.full(self.num_perm, np.iinfo(np.uint64).max, dtype=np.uint64)
-        for start in range(0, len(hashes), _BATCH_SHINGLES):
-            permuted = np.multiply.outer(_fmix(hashes[start:start + _BATCH_SHINGLES], 64), self.a)
+        for start in range(0, len(mixed), _BATCH_SHINGLES):
+            permuted = np.multiply.outer(mixed[start:start + _BATCH_SHINGLES], self.a)
             permuted += self.b
             np.minimum(signature, permuted.min(axis=0), out=signature)
         return signature

@@ -121,8 +121,8 @@ def test_detection_probability_follows_the_theory(summary):
         detected, similarity = 0, level
         for _ in range(pairs):
             first, second, similarity = pair_with_similarity(rng, level)
-            keys_first = set(minhash.band_keys(signer._signature(first), config.bands, config.rows))
-            keys_second = set(minhash.band_keys(signer._signature(second), config.bands, config.rows))
+            keys_first = set(minhash.band_keys(signer.signature_of(first), config.bands, config.rows))
+            keys_second = set(minhash.band_keys(signer.signature_of(second), config.bands, config.rows))
             detected += bool(keys_first & keys_second)
         expected = config.detection_probability(similarity)
         sigma = math.sqrt(max(expected * (1 - expected), 1e-4) / pairs)
