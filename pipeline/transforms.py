@@ -1,8 +1,9 @@
 """The Beam layer: thin composite transforms around the plain per-document modules.
 
-    paths ─► ProcessWarcs ─► documents ─► ExactDedup ─► WriteShards ─► shards
-                 │ stats                      │ stats        │ stats
-                 └────────────────────────────┴──────────────┴─► WriteStats ─► stats.json
+    paths ─► ProcessWarcs ─► documents ─► Deduplicate ─────────────► WriteDocuments ─► shards
+         (or ReadShards)         (ExactDedup, MinHashDedup) │ report ─► WriteShards ─► duplicates/
+                 │ stats                      │ stats                  │ stats
+                 └────────────────────────────┴────────────────────────┴─► WriteStats ─► stats.json
 
 Each WARC's documents are committed under `<output>/_work/<settings fingerprint>/` before they are passed
 on, so a rerun with the same settings reads finished WARCs back instead of processing them again.
