@@ -104,3 +104,13 @@ def test_real_warc_files_read_without_crashing(shared_fixtures):
                 assert commoncrawl.page_html(page, html.DEFAULT_MAX_HTML_BYTES)
             except html.Rejected as rejected:
                 assert rejected.reason in {"undecodable", "content_encoding", "html_too_large"}
+
+
+def test_a_file_rewritten_at_the_same_path_gets_a_new_resume_key(tmp_path):
+    path = tmp_path / "crawl.warc.gz"
+    synthetic.write_sample_warc(str(path), pages=5, seed=1)
+    first = commoncrawl.warc_key(str(path))
+    assert commoncrawl.warc_key(str(path)) == first
+    synthetic.write_sample_warc(str(path), pages=9, seed=2)
+    assert commoncrawl.warc_key(str(path)) != first
+    assert commoncrawl.warc_key("https://data.commoncrawl.org/a.warc.gz") == commoncrawl.warc_key("https://data.commoncrawl.org/a.warc.gz")
