@@ -9,8 +9,9 @@ each 5-word shingle string, then numpy broadcasting of the hashes against the pe
 Mersenne prime). Both normalise the text the same way. Runs alternate; medians are reported.
 
 `pipeline`: `python -m pipeline dedup` on DirectRunner over generated shards (10% of documents are near
-copies of another), with wall time and the peak resident memory of the runner process and of the largest
-SDK worker process, sampled every 0.2 s.
+copies of another), with wall time, the peak resident memory of the runner process and of the largest
+SDK worker process (sampled every 0.2 s), and the largest LSH bucket and cluster (what bounds the memory
+the pipeline's own steps hold per key), read from the command's log.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import hashlib
 import json
 import pathlib
 import random
+import re
 import statistics
 import struct
 import subprocess
@@ -137,11 +139,13 @@ def bench_pipeline(args) -> dict:
             write_corpus(corpus, size)
             output = pathlib.Path(tmp) / f"out-{size}"
             peaks, stop = {}, threading.Event()
+            log_path = pathlib.Path(tmp) / f"log-{size}.txt"
+            log_file = log_path.open("w")
             start = time.perf_counter()
             process = subprocess.Popen(
                 [sys.executable, "-m", "pipeline", "dedup", "--input", str(corpus / "*.parquet"), "--output", str(output),
                  f"--direct_num_workers={args.workers}"],
-                cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                cwd=REPO, stdout=subprocess.DEVNULL, stderr=log_file,
             )
             sampler = threading.Thread(target=peak_memory, args=(process, peaks, stop))
             sampler.start()
@@ -151,7 +155,9 @@ def bench_pipeline(args) -> dict:
             sampler.join()
             if process.returncode:
                 raise SystemExit(f"dedup of {size} documents failed ({process.returncode})")
+            log_file.close()
             stats = json.loads((output / "stats.json").read_text())
+            largest = dict(re.findall(r"largest (LSH bucket|near-duplicate cluster): (\d+) documents", log_path.read_text()))
             rows.append({
                 "documents": size,
                 "seconds": round(seconds, 1),
@@ -160,6 +166,8 @@ def bench_pipeline(args) -> dict:
                 "exact_duplicates_removed": stats["dropped"].get("duplicate", 0),
                 "runner_peak_mb": round(peaks.get("runner", 0) / 2**20),
                 "worker_peak_mb": round(peaks.get("worker", 0) / 2**20),
+                "largest_bucket": int(largest.get("LSH bucket", 0)),
+                "largest_cluster": int(largest.get("near-duplicate cluster", 0)),
             })
             print(json.dumps(rows[-1]), file=sys.stderr)
     return {"workers": args.workers, "runs": rows}

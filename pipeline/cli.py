@@ -274,6 +274,18 @@ def write_outputs(args, docs, funnels: list, dedup_config, rounds: int, dedup: b
     _ = funnels | "AllStats" >> beam.Flatten() | "Stats" >> transforms.WriteStats(sinks.join(args.output, "stats.json"))
 
 
+def log_largest_groups(result) -> None:
+    """What bounds a worker's memory in the dedup stages: the largest bucket and the largest cluster."""
+    from apache_beam.metrics.metric import MetricsFilter
+
+    for name, what in (("bucket_size", "LSH bucket"), ("cluster_size", "near-duplicate cluster")):
+        query = result.metrics().query(MetricsFilter().with_namespace("dedup").with_name(name))
+        for distribution in query["distributions"]:
+            value = distribution.committed or distribution.attempted
+            if value is not None and value.count:
+                log.info("largest %s: %d documents (%d of them)", what, value.max, value.count)
+
+
 def run_to_convergence(build, args: argparse.Namespace, extra: list[str]) -> int:
     """Builds and runs the pipeline; when MinHash's connected components had not converged within the
     rounds built in (the pipeline graph is fixed before it runs), runs it again with twice the rounds.
@@ -295,6 +307,7 @@ def run_to_convergence(build, args: argparse.Namespace, extra: list[str]) -> int
         query = result.metrics().query(MetricsFilter().with_namespace("dedup").with_name(transforms.UNCONVERGED_COUNTER))
         unconverged = sum((counter.committed or counter.attempted or 0) for counter in query["counters"])
         if not unconverged:
+            log_largest_groups(result)
             break
         log.warning("connected components had not converged after %d rounds (%d nodes); running again with %d",
                     rounds, unconverged, rounds * 2)
@@ -357,10 +370,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    level = logging.DEBUG if args.verbose else logging.INFO
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger().setLevel(level)  # importing Beam may already have configured the root logger
     quiet_third_party_logs()
     try:
         return args.run(args, extra)

@@ -257,6 +257,13 @@ class ConnectedComponents(beam.PTransform):
         return edges
 
 
+def _cluster_row(cluster) -> dict:
+    root, children = cluster
+    removed = {node[2] for node in children}
+    Metrics.distribution("dedup", "cluster_size").update(1 + len(removed))
+    return _report_row("near", root[2], removed)
+
+
 def _remove_marked(element):
     _, grouped = element
     docs = list(grouped["docs"])
@@ -295,7 +302,7 @@ class MinHashDedup(beam.PTransform):
             | "ByRoot" >> beam.Map(lambda edge: (edge[1], edge[0]))
             | "Clusters" >> beam.GroupByKey()
         )
-        report = clusters | "Rows" >> beam.Map(lambda c: _report_row("near", c[0][2], {node[2] for node in c[1]}))
+        report = clusters | "Rows" >> beam.Map(_cluster_row)
         removed = clusters | "Removed" >> beam.FlatMap(lambda c: ((node[2], True) for node in set(c[1])))
         results = (
             {"docs": docs | "ById" >> beam.Map(lambda doc: (doc.id, doc)), "removed": removed}
