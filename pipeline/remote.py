@@ -43,6 +43,7 @@ class ResumableHTTPStream(io.RawIOBase):
         max_backoff: float = 30.0,
         timeout: float = 60.0,
         session: requests.Session | None = None,
+        start: int = 0,
     ):
         super().__init__()
         self.url = url
@@ -51,7 +52,7 @@ class ResumableHTTPStream(io.RawIOBase):
         self.max_backoff = max_backoff
         self.timeout = timeout
         self.session = session or requests.Session()
-        self.position = 0
+        self.position = start  # a start past 0 is requested with a Range header
         self.retries = 0  # total retries over the stream's life, for logs and tests
         self._response: requests.Response | None = None
         self._length: int | None = None
@@ -145,12 +146,15 @@ def is_url(path: str) -> bool:
     return path.startswith(("http://", "https://"))
 
 
-def open_input(path: str, **http_options) -> io.BufferedIOBase:
-    """Open a file for binary streaming reads, without undoing any compression."""
+def open_input(path: str, start: int = 0, **http_options) -> io.BufferedIOBase:
+    """Open a file for binary streaming reads from byte `start`, without undoing any compression."""
     if is_url(path):
-        return io.BufferedReader(ResumableHTTPStream(path, **http_options), buffer_size=1 << 20)
+        return io.BufferedReader(ResumableHTTPStream(path, start=start, **http_options), buffer_size=1 << 20)
     try:
-        return FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
+        stream = FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
+        if start:
+            stream.seek(start)
+        return stream
     except Exception as exc:
         raise FetchError(f"{path}: cannot open: {exc}") from exc
 

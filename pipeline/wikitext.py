@@ -1,0 +1,84 @@
+"""Wikitext → plain text with mwparserfromhell.
+
+Removed: templates, references (and the other tags MediaWiki does not show as text), files and images,
+categories, interlanguage links, HTML comments, magic words and (by default) tables. Kept: link text,
+headings (each on its own line), list items, bold and italic text without their quotes.
+"""
+
+from __future__ import annotations
+
+import re
+
+import mwparserfromhell
+from mwparserfromhell.nodes import Comment, Tag, Template, Wikilink
+
+# Canonical names; a dump's own (localised) names for namespaces 6, -2 and 14 are added per dump.
+FILE_PREFIXES = frozenset({"file", "image", "media"})
+CATEGORY_PREFIXES = frozenset({"category"})
+_LANGUAGE_PREFIX = re.compile(r"^[a-z]{2,3}(?:-[a-z0-9]+)*$")
+_MAGIC_WORD = re.compile(r"__[A-Z]+__")
+_TABLE_LINE = re.compile(r"^\s*(?:\{\||\|\}|\|-|\|\+|\||!)")
+_STRAY_TEMPLATE = re.compile(r"\{\{[^{}]*\}\}")
+_STRAY_MARKUP = re.compile(r"\{\{|\}\}|\[\[|\]\]|'{2,}|<ref[^>]*>?")
+_BLANK_LINES = re.compile(r"\n{3,}")
+_SPACES = re.compile(r"[ \t\u00a0]+")
+
+
+class WikitextCleaner:
+    """`clean(wikitext)` → plain text. `file_prefixes` / `category_prefixes`: the dump's localised
+    namespace names (lower case), on top of the canonical English ones."""
+
+    def __init__(self, file_prefixes=(), category_prefixes=(), keep_tables: bool = False):
+        self.file_prefixes = FILE_PREFIXES | {p.lower() for p in file_prefixes}
+        self.category_prefixes = CATEGORY_PREFIXES | {p.lower() for p in category_prefixes}
+        self.keep_tables = keep_tables
+
+    def _unwanted_link(self, link: Wikilink) -> bool:
+        title = str(link.title).strip().lstrip(":")
+        if ":" not in title:
+            return False
+        prefix = title.split(":", 1)[0].strip().lower()
+        if prefix in self.file_prefixes or prefix in self.category_prefixes:
+            return True
+        # [[en:Article]] is an interlanguage link; [[:en:Article]] (leading colon) is an inline one
+        return _LANGUAGE_PREFIX.match(prefix) is not None and not str(link.title).startswith(":")
+
+    def _remove_nodes(self, code) -> None:
+        for node in code.filter(recursive=True, forcetype=(Template, Comment, Wikilink, Tag)):
+            try:
+                if isinstance(node, (Template, Comment)):
+                    code.remove(node)
+                elif isinstance(node, Wikilink) and self._unwanted_link(node):
+                    code.remove(node)
+                elif isinstance(node, Tag) and not self.keep_tables and str(node.tag).lower() == "table":
+                    code.remove(node)
+            except ValueError:
+                pass  # already gone with an enclosing node
+
+    def _remnants(self, text: str) -> str:
+        """What the parser could not read as markup because the source itself is broken (unclosed
+        tables, links with a single bracket, quotes that never close) still must not reach the text."""
+        prefixes = "|".join(re.escape(p) for p in sorted(self.file_prefixes | self.category_prefixes) if p)
+        text = re.sub(rf"\[\[\s*(?:{prefixes})\s*:[^\n]*?\]\]", "", text, flags=re.IGNORECASE)
+        lines = []
+        for line in text.splitlines():
+            if not self.keep_tables and _TABLE_LINE.match(line):
+                continue
+            lines.append(_STRAY_MARKUP.sub("", _STRAY_TEMPLATE.sub("", line)))
+        return "\n".join(lines)
+
+    def clean(self, wikitext: str) -> str:
+        code = mwparserfromhell.parse(wikitext)
+        self._remove_nodes(code)
+        for heading in code.filter_headings(recursive=False):
+            # a heading's own line, whatever surrounds it
+            code.replace(heading, f"\n{heading.title.strip_code().strip()}\n")
+        text = code.strip_code(normalize=True, collapse=True, keep_template_params=False)
+        text = self._remnants(_MAGIC_WORD.sub("", text))
+        lines = (_SPACES.sub(" ", line).strip() for line in text.splitlines())
+        return _BLANK_LINES.sub("\n\n", "\n".join(lines)).strip()
+
+
+def wikitext_to_text(wikitext: str, keep_tables: bool = False) -> str:
+    return WikitextCleaner(keep_tables=keep_tables).clean(wikitext)
+
