@@ -226,7 +226,7 @@ def run_commoncrawl(args: argparse.Namespace, extra: list[str]) -> int:
             | "Paths" >> beam.Create(paths)
             | "Warcs" >> transforms.ProcessWarcs(config, args.output)
         )
-        write_outputs(args, docs, [read_stats], dedup_config, rounds)
+        write_outputs(args, docs, [read_stats], dedup_config, rounds, deduplicate=not args.no_dedup)
 
     return run_to_convergence(build, args, extra)
 
@@ -248,7 +248,7 @@ def run_dedup(args: argparse.Namespace, extra: list[str]) -> int:
 
     def build(p, rounds: int):
         docs, read_stats = p | "Paths" >> beam.Create(paths) | "Shards" >> transforms.ReadShards()
-        write_outputs(args, docs, [read_stats], dedup_config, rounds, dedup=True)
+        write_outputs(args, docs, [read_stats], dedup_config, rounds, deduplicate=True)
 
     return run_to_convergence(build, args, extra)
 
@@ -258,14 +258,14 @@ def check_output_arguments(args: argparse.Namespace) -> None:
         raise UsageError("--num-shards must be at least 1")
 
 
-def write_outputs(args, docs, funnels: list, dedup_config, rounds: int, dedup: bool | None = None) -> None:
+def write_outputs(args, docs, funnels: list, dedup_config, rounds: int, deduplicate: bool) -> None:
     """Deduplication (unless switched off), shards, the duplicates report and stats.json."""
     import apache_beam as beam
 
     from pipeline import sinks, transforms
 
     funnels = list(funnels)
-    if dedup if dedup is not None else not args.no_dedup:
+    if deduplicate:
         docs, dedup_stats, report_rows = docs | "Dedup" >> transforms.Deduplicate(dedup_config, args.prefer, rounds)
         funnels.append(dedup_stats)
         _ = report_rows | "Report" >> transforms.WriteShards(
