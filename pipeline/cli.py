@@ -239,7 +239,8 @@ def run_dedup(args: argparse.Namespace, extra: list[str]) -> int:
     check_output_arguments(args)
     dedup_config = dedup_settings(args)
     try:
-        paths = [path for path in expand_glob(args.input) if not path.endswith((".json", ".tmp"))]
+        # stats.json and the temporary files of an unfinished write are never shards
+        paths = [path for path in expand_glob(args.input) if not path.endswith(".json") and ".tmp-" not in path]
     except OSError as exc:
         raise UsageError(f"--input: {exc}")
     if not paths:

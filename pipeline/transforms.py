@@ -112,12 +112,15 @@ class _KeepSurvivor(beam.CombineFn):
         return None, []
 
     def _merge(self, a, b):
-        (best_a, removed_a), (best_b, removed_b) = a, b
+        """Merges b into a, extending a's list in place: a group of many copies (boilerplate pages)
+        must not cost a list copy per document."""
+        (best_a, removed), (best_b, removed_b) = a, b
+        removed.extend(removed_b)
         if best_a is None or best_b is None:
-            return best_a or best_b, removed_a + removed_b
+            return best_a or best_b, removed
         best = dedup.pick_survivor((best_a, best_b), self.prefer_sources)
-        loser = best_b if best is best_a else best_a
-        return best, removed_a + removed_b + [loser.id]
+        removed.append((best_b if best is best_a else best_a).id)
+        return best, removed
 
     def add_input(self, accumulator, doc):
         return self._merge(accumulator, (doc, []))

@@ -60,3 +60,15 @@ def test_shards_do_not_depend_on_input_order(tmp_path):
     assert outputs[0] == outputs[1]
     rows = [d.id for i in range(4) for d in sinks.read_documents(str(tmp_path / "forward" / sinks.shard_name(i, 4)))]
     assert sorted(rows) == [d.id for d in docs]
+
+
+def test_exact_survivor_combine_keeps_every_removed_id_across_merged_accumulators():
+    combine = transforms._KeepSurvivor(prefer_sources=())
+    copies = [doc(f"id-{i}", "same text") for i in (5, 3, 9, 1, 7)]
+    left, right = combine.create_accumulator(), combine.create_accumulator()
+    for d in copies[:2]:
+        left = combine.add_input(left, d)
+    for d in copies[2:]:
+        right = combine.add_input(right, d)
+    best, removed = combine.extract_output(combine.merge_accumulators([left, right]))
+    assert best.id == "id-1" and sorted(removed) == ["id-3", "id-5", "id-7", "id-9"]
