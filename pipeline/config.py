@@ -13,6 +13,16 @@ from pipeline import extract, filters, html, langid
 from pipeline.remote import read_text_lines
 
 
+# The web heuristics (Gopher, C4, FineWeb) wrongly drop encyclopedic and book text (lists, headings, verse,
+# long documents), and language scores of short or multilingual articles run low: those sources get a minimum
+# length only and keep every language score; language ID still labels every document.
+SOURCE_DEFAULTS = {
+    "commoncrawl": {},
+    "wikipedia": {"filters": ("min_length",), "min_language_score": 0.0},
+    "text": {"filters": ("min_length",), "min_language_score": 0.0},
+}
+
+
 @dataclasses.dataclass
 class ProcessConfig:
     languages: tuple[str, ...] = ()  # empty: keep every language
@@ -23,6 +33,11 @@ class ProcessConfig:
     url_blocklist: str | None = None
     max_html_bytes: int = html.DEFAULT_MAX_HTML_BYTES
     extract_timeout: float = extract.DEFAULT_TIMEOUT_S
+
+    @classmethod
+    def for_source(cls, kind: str) -> "ProcessConfig":
+        """The defaults of a kind of source (`commoncrawl`, `wikipedia`, `text`)."""
+        return cls(**SOURCE_DEFAULTS.get(kind, {}))
 
     def fingerprint(self, *extra: str) -> str:
         """Short hash of every setting that changes which documents a file yields."""

@@ -299,18 +299,45 @@ class FineWebQualityFilter:
         return None
 
 
-FILTERS = {f.name: f for f in (GopherRepetitionFilter, GopherQualityFilter, C4QualityFilter, FineWebQualityFilter)}
-DEFAULT_FILTERS = tuple(FILTERS)  # FineWeb's order
+# Han and kana are written without spaces: each character counts as a word.
+_UNSPACED = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
+_LENGTH_WORDS = re.compile(f"[{_UNSPACED}]|[^\\W{_UNSPACED}]+")
+
+
+class MinLengthFilter:
+    """Drops documents too short to be worth training on: the only quality rule that suits encyclopedic
+    and book text, which the web heuristics misjudge (lists, tables of contents, headings without final
+    punctuation). Default: Dolma's 25 words for Wikipedia; Han and kana characters count one word each."""
+
+    name = "min_length"
+
+    def __init__(self, min_words: int | None = 25, min_chars: int | None = None):
+        self.min_words = min_words
+        self.min_chars = min_chars
+
+    def __call__(self, doc: Document) -> str | None:
+        if self.min_chars is not None and len(doc.text) < self.min_chars:
+            return "too_few_chars"
+        if self.min_words is not None and len(_LENGTH_WORDS.findall(doc.text)) < self.min_words:
+            return "too_few_words"
+        return None
+
+
+# Order of application: the cheap length check first, then FineWeb's order.
+FILTERS = {f.name: f for f in (MinLengthFilter, GopherRepetitionFilter, GopherQualityFilter, C4QualityFilter,
+                               FineWebQualityFilter)}
+WEB_FILTERS = ("gopher_repetition", "gopher_quality", "c4", "fineweb")  # FineWeb's
+DEFAULT_FILTERS = WEB_FILTERS
 
 
 def build_filters(names: Iterable[str], settings: dict | None = None) -> list:
-    """Filters by name, in FineWeb's order, with per-filter keyword overrides from `settings`."""
+    """Filters by name, in the order of `FILTERS`, with per-filter keyword overrides from `settings`."""
     settings = settings or {}
     names = list(names)
     unknown = sorted(set(names) - set(FILTERS)) + sorted(set(settings) - set(FILTERS))
     if unknown:
         raise ValueError(f"unknown filter(s) {', '.join(unknown)}; known: {', '.join(FILTERS)}")
-    return [FILTERS[name](**settings.get(name, {})) for name in DEFAULT_FILTERS if name in names]
+    return [FILTERS[name](**settings.get(name, {})) for name in FILTERS if name in names]
 
 
 def apply_filters(filters: list, doc: Document) -> str | None:

@@ -1,8 +1,9 @@
-"""The per-document chain, without Beam: WARC file → HTML pages → text → language → filters.
+"""The per-document chain of each source, without Beam: records → text → language → filters.
 
-`TextProcessor` is the part every source shares (language ID and quality filters); `WarcProcessor` adds
-what is particular to web pages (URL blocklist, decoding, main-text extraction). Both count every
-document they take in into a `Funnel`, so nothing is lost without a reason.
+`TextProcessor` is the part every source shares (language ID and quality filters). `WarcProcessor` adds
+what is particular to web pages (URL blocklist, decoding, main-text extraction), `WikipediaProcessor`
+wikitext cleaning, `TextFileProcessor` local corpora (Gutenberg stripping). Each counts every record it
+reads into a `Funnel`, so nothing is lost without a reason.
 """
 
 from __future__ import annotations
@@ -13,8 +14,9 @@ from typing import Iterator
 from pipeline import extract, filters, html, langid
 from pipeline.config import ProcessConfig
 from pipeline.schema import Document, commoncrawl_id, parse_warc_date
-from pipeline.sources import commoncrawl
+from pipeline.sources import commoncrawl, localtext, wikipedia
 from pipeline.stats import Funnel
+from pipeline.wikitext import WikitextCleaner
 
 log = logging.getLogger(__name__)
 
@@ -26,9 +28,11 @@ class TextProcessor:
         self.filters = filters.build_filters(config.filters, config.filter_settings)
 
     def __call__(self, doc: Document) -> str | None:
-        """Fills in the language; returns a drop reason, or None to keep the (possibly rewritten) document."""
-        doc.language, doc.language_score = self.identifier.identify(doc.text)
-        reason = self.selector(doc.language, doc.language_score)
+        """Fills in the language; returns a drop reason, or None to keep the (possibly rewritten) document.
+        A language the source declares (a wiki's) stays in `language`; fastText's label is kept beside it."""
+        doc.language_label, doc.language_score = self.identifier.identify(doc.text)
+        doc.language = doc.language or doc.language_label
+        reason = self.selector(doc.language_label, doc.language_score)
         if reason is None:
             reason = filters.apply_filters(self.filters, doc)
         return reason
@@ -127,3 +131,103 @@ class WarcProcessor:
         else:
             log.debug("%s @ %d: dropped (%s)", path, page.offset, reason)
             funnel.drop(reason)
+
+
+def _keep_or_drop(doc: Document, reason: str | None, where: str, funnel: Funnel) -> Iterator[Document]:
+    if reason is None:
+        funnel.kept += 1
+        yield doc
+    else:
+        log.debug("%s: dropped (%s)", where, reason)
+        funnel.drop(reason)
+
+
+class WikipediaProcessor:
+    """Turns one part of a dump (`wikipedia.DumpPart`) into kept documents, counting the rest."""
+
+    def __init__(self, config: ProcessConfig, namespaces=wikipedia.DEFAULT_NAMESPACES, keep_tables: bool = False):
+        self.text = TextProcessor(config)
+        self.namespaces = tuple(namespaces)
+        self.keep_tables = keep_tables
+
+    def cleaner(self, siteinfo: wikipedia.SiteInfo) -> WikitextCleaner:
+        """A cleaner that knows the wiki's own names for files and categories (`Datei:`, `Категорія:`)."""
+        names = siteinfo.namespaces
+        return WikitextCleaner(
+            file_prefixes=[names.get(6, ""), names.get(-2, "")],
+            category_prefixes=[names.get(14, "")],
+            keep_tables=self.keep_tables,
+        )
+
+    def process(self, part: wikipedia.DumpPart, funnel: Funnel) -> Iterator[Document]:
+        if part.first:
+            funnel.input_files += 1
+        site = part.siteinfo
+        cleaner = self.cleaner(site)
+        for item in wikipedia.read_part(part, self.namespaces):
+            if isinstance(item, wikipedia.ReadError):
+                log.warning("%s @ %s: %s", part.path, item.offset, item.error)
+                funnel.error(part.path, item.offset, item.error)
+                continue
+            funnel.records_read += 1
+            if isinstance(item, wikipedia.SkippedPage):
+                log.debug("%s: %r skipped (%s)", part.path, item.title, item.reason)
+                funnel.records_skipped[item.reason] += 1
+                continue
+            funnel.records_in += 1
+            where = f"{part.path}: {item.title!r}"
+            try:
+                text = cleaner.clean(item.text)
+            except Exception as exc:  # mwparserfromhell on input it was never shown; one page, not the run
+                log.warning("%s: wikitext cannot be cleaned: %s", where, exc)
+                funnel.drop("cleaning_failed")
+                continue
+            if not text:
+                funnel.drop("cleaned_empty")
+                continue
+            doc = Document(
+                id=f"{wikipedia.SOURCE}/{site.dbname}/{item.page_id}",
+                text=text,
+                source=wikipedia.SOURCE,
+                url=site.url(item.title),
+                date=item.timestamp,
+                language=site.language,
+                title=item.title,
+            )
+            yield from _keep_or_drop(doc, self.text(doc), where, funnel)
+
+
+class TextFileProcessor:
+    """Turns one local text file into kept documents of source `source`, counting the rest."""
+
+    def __init__(self, config: ProcessConfig, source: str = localtext.DEFAULT_SOURCE,
+                 text_field: str = localtext.DEFAULT_TEXT_FIELD, lines: bool = False,
+                 strip_gutenberg: bool = False, language: str | None = None):
+        self.text = TextProcessor(config)
+        self.source = source
+        self.text_field = text_field
+        self.lines = lines
+        self.strip_gutenberg = strip_gutenberg
+        self.language = language
+
+    def process(self, path: str, name: str, funnel: Funnel) -> Iterator[Document]:
+        """`name`: the file's path within the collection, which the document ids are made of."""
+        funnel.input_files += 1
+        for item in localtext.read_texts(path, name, self.text_field, self.lines):
+            if isinstance(item, localtext.ReadError):
+                log.warning("%s: %s", path, item.error)
+                funnel.error(path, None, item.error)
+                continue
+            funnel.records_read += 1
+            if isinstance(item, localtext.SkippedRecord):
+                log.info("%s: skipped (%s)", item.where, item.reason)
+                funnel.records_skipped[item.reason] += 1
+                continue
+            funnel.records_in += 1
+            text = localtext.strip_gutenberg(item.text) if self.strip_gutenberg else item.text
+            if not text.strip():
+                funnel.drop("cleaned_empty")
+                continue
+            doc = Document(id=f"{self.source}/{item.key}", text=text, source=self.source, url=item.url,
+                           date=item.date, language=self.language, title=item.title)
+            yield from _keep_or_drop(doc, self.text(doc), f"{path}: {item.key}", funnel)

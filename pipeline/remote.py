@@ -4,12 +4,15 @@ knows (local paths, gs://, s3:// where the extra is installed)."""
 from __future__ import annotations
 
 import gzip
+import hashlib
 import io
 import logging
+import posixpath
 import time
+from urllib.parse import urlsplit
 
 import requests
-from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystem import BeamIOError, CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
 log = logging.getLogger(__name__)
@@ -172,3 +175,20 @@ def expand_glob(pattern: str) -> list[str]:
     """Files matching a glob on any Beam filesystem, sorted so runs are deterministic."""
     matches = FileSystems.match([pattern])[0].metadata_list
     return sorted(m.path for m in matches)
+
+
+def input_key(path: str) -> str:
+    """A file-name-safe key for one input file, stable across runs (used for resumable commits). Files
+    on a filesystem also key on their size and modification time, so a file rewritten at the same path
+    is processed again; remote URLs (Common Crawl's are immutable) key on the URL alone."""
+    name = posixpath.basename(urlsplit(path).path) or "input"
+    identity = path
+    if not is_url(path):
+        try:
+            metadata = FileSystems.match([path])[0].metadata_list[0]
+            identity = f"{path}|{metadata.size_in_bytes}|{metadata.last_updated_in_seconds}"
+        except (IOError, IndexError, BeamIOError):
+            pass  # unreadable: reading it reports the error
+    digest = hashlib.sha1(identity.encode()).hexdigest()[:12]
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)[:80]
+    return f"{safe}-{digest}"

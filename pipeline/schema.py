@@ -13,7 +13,7 @@ import re
 
 import pyarrow as pa
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: language_label added; language is the source's own language where it declares one
 SCHEMA_VERSION_KEY = b"lmforge.schema_version"
 
 ARROW_SCHEMA = pa.schema(
@@ -27,6 +27,7 @@ ARROW_SCHEMA = pa.schema(
         pa.field("language", pa.string()),
         pa.field("language_score", pa.float32()),
         pa.field("title", pa.string()),
+        pa.field("language_label", pa.string()),
     ],
     metadata={SCHEMA_VERSION_KEY: str(SCHEMA_VERSION).encode()},
 )
@@ -53,9 +54,10 @@ class Document:
     url: str | None = None
     crawl: str | None = None
     date: dt.datetime | None = None
-    language: str | None = None
-    language_score: float | None = None
+    language: str | None = None  # the source's own (a wiki's language), else language_label
+    language_score: float | None = None  # fastText's probability of language_label
     title: str | None = None
+    language_label: str | None = None  # fastText's top label
 
     def to_row(self) -> dict:
         return dataclasses.asdict(self)
@@ -101,8 +103,13 @@ def documents_to_table(docs: list[Document]) -> pa.Table:
 
 
 def table_to_documents(table: pa.Table) -> list[Document]:
+    """Documents of a table of this or an older schema version (columns it lacks are None)."""
     check_schema_version(table.schema)
-    return [Document.from_row(row) for row in table.select(list(FIELD_NAMES)).to_pylist()]
+    return [Document.from_row(row) for row in table.select(present_fields(table.schema)).to_pylist()]
+
+
+def present_fields(schema: pa.Schema) -> list[str]:
+    return [name for name in FIELD_NAMES if name in schema.names]
 
 
 def check_schema_version(schema: pa.Schema) -> None:

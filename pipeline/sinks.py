@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
-from pipeline.schema import FIELD_NAMES, Document, check_schema_version, documents_to_table, table_to_documents
+from pipeline.schema import Document, check_schema_version, documents_to_table, present_fields, table_to_documents
 
 FORMATS = {"parquet": "parquet", "arrow": "arrow"}
 ROW_GROUP_ROWS = 10_000
@@ -99,7 +99,7 @@ def iter_document_batches(path: str) -> Iterator[list[Document]]:
         else:
             parquet = pq.ParquetFile(stream)
             schema = parquet.schema_arrow
-            batches = parquet.iter_batches(batch_size=ROW_GROUP_ROWS, columns=[n for n in FIELD_NAMES if n in schema.names])
+            batches = parquet.iter_batches(batch_size=ROW_GROUP_ROWS, columns=present_fields(schema))
         check_schema_version(schema)
         missing = {"id", "text"} - set(schema.names)
         if missing:

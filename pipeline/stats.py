@@ -25,6 +25,8 @@ DROP_STAGES = {
     "extraction_failed": "extract",
     "extraction_timeout": "extract",
     "extraction_empty": "extract",
+    "cleaning_failed": "extract",  # wikitext the parser could not clean
+    "cleaned_empty": "extract",  # nothing left after wikitext cleaning or Gutenberg stripping
     "language": "langid",
     "language_score": "langid",
     "empty_text": "read",

@@ -1,17 +1,20 @@
 """The Beam layer: thin composite transforms around the plain per-document modules.
 
-    paths ─► ProcessWarcs ─► documents ─► Deduplicate ─────────────► WriteDocuments ─► shards
+    inputs ─► ProcessWarcs ─► documents ─► Deduplicate ─────────────► WriteDocuments ─► shards
          (or ReadShards)         (ExactDedup, MinHashDedup) │ report ─► WriteShards ─► duplicates/
                  │ stats                      │ stats                  │ stats
                  └────────────────────────────┴────────────────────────┴─► WriteStats ─► stats.json
 
-Each WARC's documents are committed under `<output>/_work/<settings fingerprint>/` before they are passed
-on, so a rerun with the same settings reads finished WARCs back instead of processing them again.
+Sources: ProcessWarcs (Common Crawl), ReadWikipedia (dumps, by parts), ReadTextFiles (local corpora),
+ReadShards (shards already written). Each unit of work (a WARC, a part of a dump, a text file) is committed
+under `<output>/_work/<source>-<settings fingerprint>/` before its documents are passed on, so a rerun with
+the same settings reads finished units back instead of processing them again.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 
 import apache_beam as beam
@@ -21,7 +24,7 @@ from apache_beam.metrics import Metrics
 from pipeline import dedup, minhash, sinks
 from pipeline.config import ProcessConfig
 from pipeline.schema import REPORT_SCHEMA, documents_to_table
-from pipeline.sources.commoncrawl import warc_key
+from pipeline.remote import input_key
 from pipeline.stats import Funnel, stage_of
 
 log = logging.getLogger(__name__)
@@ -40,34 +43,38 @@ def report_counters(funnel: Funnel) -> None:
     Metrics.counter("read", "errors").inc(len(funnel.errors))
 
 
-class ProcessWarcFn(beam.DoFn):
-    def __init__(self, config: ProcessConfig, work_dir: str):
-        self.config = config
+class _CommittedUnitFn(beam.DoFn):
+    """Turns one unit of work (a WARC, a part of a dump, a text file) into documents and its Funnel (on
+    the `stats` output). Each finished unit is committed under `work_dir` before it is passed on, so a
+    rerun with the same settings reads it back instead of processing it again."""
+
+    def __init__(self, work_dir: str):
         self.work_dir = work_dir
         self.processor = None
 
-    def setup(self):
-        from pipeline.process import WarcProcessor  # loads fastText; runs once per worker
-
-        self.processor = WarcProcessor(self.config)
-
     def teardown(self):
-        if self.processor is not None:
+        if self.processor is not None and hasattr(self.processor, "close"):
             self.processor.close()
 
-    def process(self, path: str):
-        key = warc_key(path)
+    def key(self, unit) -> str:
+        raise NotImplementedError
+
+    def produce(self, unit, funnel: Funnel):
+        raise NotImplementedError
+
+    def process(self, unit):
+        key = self.key(unit)
         docs_path = sinks.join(self.work_dir, f"{key}.parquet")
         stats_path = sinks.join(self.work_dir, f"{key}.stats.json")
         if sinks.exists(docs_path):
-            log.info("%s: already processed, reading %s", path, docs_path)
+            log.info("%s: already processed, reading %s", key, docs_path)
             funnel = Funnel.from_json(sinks.read_json(stats_path))
             docs = sinks.read_documents(docs_path)
         else:
             funnel = Funnel()
-            docs = list(self.processor.process(path, funnel))
+            docs = list(self.produce(unit, funnel))
             if any(error["retryable"] for error in funnel.errors):
-                log.warning("%s: network failure, not committed; a rerun will read it again", path)
+                log.warning("%s: network failure, not committed; a rerun will read it again", key)
             else:
                 sinks.write_json(stats_path, funnel.to_json())  # the documents file, written last, commits
                 sinks.write_documents(docs_path, docs)
@@ -76,24 +83,153 @@ class ProcessWarcFn(beam.DoFn):
         yield from docs
 
 
+class ProcessWarcFn(_CommittedUnitFn):
+    def __init__(self, config: ProcessConfig, work_dir: str):
+        super().__init__(work_dir)
+        self.config = config
+
+    def setup(self):
+        from pipeline.process import WarcProcessor  # loads fastText; runs once per worker
+
+        self.processor = WarcProcessor(self.config)
+
+    def key(self, path: str) -> str:
+        return input_key(path)
+
+    def produce(self, path: str, funnel: Funnel):
+        return self.processor.process(path, funnel)
+
+
+def work_dir(output_dir: str, kind: str, config: ProcessConfig, *settings: str) -> str:
+    """Where a source's finished units are committed: one folder per source kind and settings."""
+    return sinks.join(sinks.join(output_dir, "_work"), f"{kind}-{config.fingerprint(*settings)}")
+
+
+class _ProcessUnits(beam.PTransform):
+    """Units of work → kept documents, with a `stats` output of one Funnel per unit."""
+
+    def __init__(self, fn: _CommittedUnitFn):
+        super().__init__()
+        self.fn = fn
+
+    def expand(self, units):
+        results = (
+            units
+            # one unit per element, spread over the workers
+            | "Spread" >> beam.Reshuffle()
+            | "Process" >> beam.ParDo(self.fn).with_outputs(STATS_TAG, main="docs")
+        )
+        # Documents are counted as kept only once they are written (after dedup).
+        stats = results[STATS_TAG] | "PreDedup" >> beam.Map(_without_kept)
+        return results.docs, stats
+
+
 class ProcessWarcs(beam.PTransform):
     """WARC paths → kept documents, with a `stats` output of one Funnel per WARC."""
 
     def __init__(self, config: ProcessConfig, output_dir: str):
         super().__init__()
-        self.config = config
-        self.work_dir = sinks.join(sinks.join(output_dir, "_work"), f"commoncrawl-{config.fingerprint()}")
+        self.fn = ProcessWarcFn(config, work_dir(output_dir, "commoncrawl", config))
 
     def expand(self, paths):
-        results = (
-            paths
-            # one WARC per element, spread over the workers
-            | "Spread" >> beam.Reshuffle()
-            | "Process" >> beam.ParDo(ProcessWarcFn(self.config, self.work_dir)).with_outputs(STATS_TAG, main="docs")
-        )
-        # Documents are counted as kept only once they are written (after dedup).
-        stats = results[STATS_TAG] | "PreDedup" >> beam.Map(_without_kept)
-        return results.docs, stats
+        return paths | _ProcessUnits(self.fn)
+
+
+class _PlanDumpFn(beam.DoFn):
+    """(dump, index or None) → the dump's parts; a dump or index that cannot be read becomes a Funnel
+    error (the other dumps of the run go on)."""
+
+    def __init__(self, streams_per_part: int | None):
+        self.streams_per_part = streams_per_part
+
+    def process(self, dump_and_index):
+        from pipeline.sources import wikipedia
+
+        dump, index = dump_and_index
+        try:
+            parts = wikipedia.plan_dump(dump, index, self.streams_per_part)
+        except (OSError, ValueError, EOFError) as exc:
+            log.error("%s: cannot plan the dump: %s", dump, exc)
+            funnel = Funnel(input_files=1)
+            funnel.error(index or dump, None, f"{type(exc).__name__}: {exc}")
+            report_counters(funnel)
+            yield beam.pvalue.TaggedOutput(STATS_TAG, funnel)
+            return
+        log.info("%s: %d part(s)%s", dump, len(parts), " through the index" if index else ", read sequentially")
+        yield from parts
+
+
+class ProcessDumpPartFn(_CommittedUnitFn):
+    def __init__(self, config: ProcessConfig, work_dir: str, namespaces: tuple[int, ...], keep_tables: bool):
+        super().__init__(work_dir)
+        self.config = config
+        self.namespaces = namespaces
+        self.keep_tables = keep_tables
+
+    def setup(self):
+        from pipeline.process import WikipediaProcessor
+
+        self.processor = WikipediaProcessor(self.config, self.namespaces, self.keep_tables)
+
+    def key(self, part) -> str:
+        if part.offsets is None:
+            return input_key(part.path)
+        return f"{input_key(part.path)}-{part.offsets[0]}-{part.offsets[-1]}-{part.next_offset}"
+
+    def produce(self, part, funnel: Funnel):
+        return self.processor.process(part, funnel)
+
+
+class ReadWikipedia(beam.PTransform):
+    """(dump, index or None) pairs → kept documents and a `stats` output. With an index each dump is
+    split into runs of bz2 streams that workers read on their own (seeking, or with HTTP Range requests);
+    without one, a dump is one unit read sequentially."""
+
+    def __init__(self, config: ProcessConfig, output_dir: str, namespaces=(0,), keep_tables: bool = False,
+                 streams_per_part: int | None = None):
+        super().__init__()
+        settings = (f"namespaces={sorted(namespaces)}", f"keep_tables={keep_tables}")
+        self.streams_per_part = streams_per_part
+        self.fn = ProcessDumpPartFn(config, work_dir(output_dir, "wikipedia", config, *settings),
+                                    tuple(namespaces), keep_tables)
+
+    def expand(self, dumps):
+        planned = dumps | "Plan" >> beam.ParDo(_PlanDumpFn(self.streams_per_part)).with_outputs(STATS_TAG, main="parts")
+        docs, stats = planned.parts | "Parts" >> _ProcessUnits(self.fn)
+        return docs, (stats, planned[STATS_TAG]) | "PlanStats" >> beam.Flatten()
+
+
+class ProcessTextFileFn(_CommittedUnitFn):
+    def __init__(self, config: ProcessConfig, work_dir: str, options: dict):
+        super().__init__(work_dir)
+        self.config = config
+        self.options = options
+
+    def setup(self):
+        from pipeline.process import TextFileProcessor
+
+        self.processor = TextFileProcessor(self.config, **self.options)
+
+    def key(self, path_and_name) -> str:
+        return input_key(path_and_name[0])
+
+    def produce(self, path_and_name, funnel: Funnel):
+        path, name = path_and_name
+        return self.processor.process(path, name, funnel)
+
+
+class ReadTextFiles(beam.PTransform):
+    """(path, name within the collection) pairs → kept documents of one source, with a `stats` output.
+    `options` are `process.TextFileProcessor`'s (source, text_field, lines, strip_gutenberg, language)."""
+
+    def __init__(self, config: ProcessConfig, output_dir: str, **options):
+        super().__init__()
+        settings = json.dumps(options, sort_keys=True)
+        kind = f"text-{options.get('source', 'text')}"
+        self.fn = ProcessTextFileFn(config, work_dir(output_dir, kind, config, settings), options)
+
+    def expand(self, paths_and_names):
+        return paths_and_names | _ProcessUnits(self.fn)
 
 
 def _without_kept(funnel: Funnel) -> Funnel:

@@ -1,6 +1,7 @@
 """Wikitext → plain text with mwparserfromhell.
 
-Removed: templates, references (and the other tags MediaWiki does not show as text), files and images,
+Removed: templates, references with their content (and the other tags whose content is not running text:
+galleries, formulas, code, timelines), files and images,
 categories, interlanguage links, HTML comments, magic words and (by default) tables. Kept: link text,
 headings (each on its own line), list items, bold and italic text without their quotes.
 """
@@ -15,6 +16,13 @@ from mwparserfromhell.nodes import Comment, Tag, Template, Wikilink
 # Canonical names; a dump's own (localised) names for namespaces 6, -2 and 14 are added per dump.
 FILE_PREFIXES = frozenset({"file", "image", "media"})
 CATEGORY_PREFIXES = frozenset({"category"})
+# Tags whose content is not prose. mwparserfromhell's strip_code keeps the content of most of them (`ref`
+# included), so they are removed first.
+NON_TEXT_TAGS = frozenset({
+    "ref", "references", "gallery", "imagemap", "timeline", "graph", "score", "math", "chem", "ce",
+    "syntaxhighlight", "source", "templatestyles", "templatedata", "indicator", "mapframe", "maplink",
+    "inputbox", "categorytree", "section",
+})
 _LANGUAGE_PREFIX = re.compile(r"^[a-z]{2,3}(?:-[a-z0-9]+)*$")
 _MAGIC_WORD = re.compile(r"__[A-Z]+__")
 _TABLE_LINE = re.compile(r"^\s*(?:\{\||\|\}|\|-|\|\+|\||!)")
@@ -43,6 +51,9 @@ class WikitextCleaner:
         # [[en:Article]] is an interlanguage link; [[:en:Article]] (leading colon) is an inline one
         return _LANGUAGE_PREFIX.match(prefix) is not None and not str(link.title).startswith(":")
 
+    def _unwanted_tag(self, name: str) -> bool:
+        return name in NON_TEXT_TAGS or (name == "table" and not self.keep_tables)
+
     def _remove_nodes(self, code) -> None:
         for node in code.filter(recursive=True, forcetype=(Template, Comment, Wikilink, Tag)):
             try:
@@ -50,7 +61,7 @@ class WikitextCleaner:
                     code.remove(node)
                 elif isinstance(node, Wikilink) and self._unwanted_link(node):
                     code.remove(node)
-                elif isinstance(node, Tag) and not self.keep_tables and str(node.tag).lower() == "table":
+                elif isinstance(node, Tag) and self._unwanted_tag(str(node.tag).strip().lower()):
                     code.remove(node)
             except ValueError:
                 pass  # already gone with an enclosing node

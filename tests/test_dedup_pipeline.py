@@ -12,7 +12,6 @@ import apache_beam as beam
 import pyarrow.parquet as pq
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
-from apache_beam.testing.util import assert_that, equal_to
 
 from pipeline import cli, dedup, minhash, sinks, synthetic, transforms
 from pipeline.schema import Document

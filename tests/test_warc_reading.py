@@ -3,7 +3,7 @@ import io
 
 import pytest
 
-from pipeline import html, synthetic
+from pipeline import html, remote, synthetic
 from pipeline.sources import commoncrawl
 from pipeline.sources.commoncrawl import HtmlPage, ReadError, SkippedRecord, read_warc
 
@@ -109,8 +109,8 @@ def test_real_warc_files_read_without_crashing(shared_fixtures):
 def test_a_file_rewritten_at_the_same_path_gets_a_new_resume_key(tmp_path):
     path = tmp_path / "crawl.warc.gz"
     synthetic.write_sample_warc(str(path), pages=5, seed=1)
-    first = commoncrawl.warc_key(str(path))
-    assert commoncrawl.warc_key(str(path)) == first
+    first = remote.input_key(str(path))
+    assert remote.input_key(str(path)) == first
     synthetic.write_sample_warc(str(path), pages=9, seed=2)
-    assert commoncrawl.warc_key(str(path)) != first
-    assert commoncrawl.warc_key("https://data.commoncrawl.org/a.warc.gz") == commoncrawl.warc_key("https://data.commoncrawl.org/a.warc.gz")
+    assert remote.input_key(str(path)) != first
+    assert remote.input_key("https://data.commoncrawl.org/a.warc.gz") == remote.input_key("https://data.commoncrawl.org/a.warc.gz")

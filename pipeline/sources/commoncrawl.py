@@ -8,14 +8,10 @@ from __future__ import annotations
 
 import dataclasses
 import gzip
-import hashlib
 import logging
-import posixpath
 from typing import Callable, Iterator
 from urllib.parse import urljoin, urlsplit
 
-from apache_beam.io.filesystem import BeamIOError
-from apache_beam.io.filesystems import FileSystems
 from warcio.archiveiterator import ArchiveIterator
 from warcio.exceptions import ArchiveLoadFailed
 
@@ -193,23 +189,6 @@ def page_html(page: HtmlPage, max_html_bytes: int) -> str:
         raise html.Rejected("html_too_large", f"body over {max_html_bytes} bytes")
     text, _ = html.decode_html(body, page.content_type)
     return text
-
-
-def warc_key(path: str) -> str:
-    """A file-name-safe key for one input WARC, stable across runs (used for resumable commits). Files
-    on a filesystem also key on their size and modification time, so a file rewritten at the same path
-    is processed again; remote URLs (Common Crawl's are immutable) key on the URL alone."""
-    name = posixpath.basename(urlsplit(path).path) or "warc"
-    identity = path
-    if not is_url(path):
-        try:
-            metadata = FileSystems.match([path])[0].metadata_list[0]
-            identity = f"{path}|{metadata.size_in_bytes}|{metadata.last_updated_in_seconds}"
-        except (IOError, IndexError, BeamIOError):
-            pass  # unreadable: reading it reports the error
-    digest = hashlib.sha1(identity.encode()).hexdigest()[:12]
-    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)[:80]
-    return f"{safe}-{digest}"
 
 
 def _transient(exc: BaseException) -> bool:

@@ -8,6 +8,9 @@ Three ways in, all yielding `Page`, `SkippedPage` or `ReadError`:
   and a corrupt stream costs only its own pages.
 - `read_siteinfo(path, header_end)`: the dump's `<siteinfo>` (first stream of a multistream dump).
 
+`plan_dump(path, index)` turns a dump into `DumpPart` work units (runs of streams, or the whole file when
+there is no index) that `read_part` reads, each carrying the dump's siteinfo.
+
 Parsing never expands entities, loads a DTD or touches the network, and clears each page once read, so
 memory stays bounded by one page (or one stream of ~100 pages).
 """
@@ -19,6 +22,7 @@ import dataclasses
 import datetime as dt
 import io
 import lzma
+import math
 import posixpath
 from typing import Iterable, Iterator
 from urllib.parse import quote
@@ -255,3 +259,49 @@ def _dbname_from_path(path: str) -> str:
     """`ukwiki-20230501-pages-articles.xml.bz2` → `ukwiki`, for dumps without a siteinfo."""
     return posixpath.basename(path).split("-", 1)[0]
 
+
+@dataclasses.dataclass
+class DumpPart:
+    """A unit of work: the streams at `offsets` (None: the whole dump, read sequentially), ending where
+    `next_offset` begins. The first part of a dump counts the dump as an input file."""
+
+    path: str
+    offsets: tuple[int, ...] | None
+    next_offset: int | None
+    siteinfo: SiteInfo
+    first: bool
+
+    @property
+    def name(self) -> str:
+        if self.offsets is None:
+            return self.path
+        return f"{self.path}@{self.offsets[0]}-{self.offsets[-1]}"
+
+
+MAX_STREAMS_PER_PART = 100  # 10,000 pages: small enough to spread and to redo after a failure
+MIN_PARTS = 64  # so a small dump still spreads over the workers
+
+
+def plan_dump(path: str, index: str | None = None, streams_per_part: int | None = None) -> list[DumpPart]:
+    """The work units of a dump: with a multistream index, runs of consecutive streams (the first
+    stream, the header with the siteinfo, holds no pages and is left out); without one, the whole file."""
+    if index is None:
+        return [DumpPart(path, None, None, read_siteinfo(path), True)]
+    offsets = read_index(index)
+    if not offsets:
+        raise ValueError(f"{index}: the index lists no streams")
+    if streams_per_part is None:
+        streams_per_part = max(1, min(MAX_STREAMS_PER_PART, math.ceil(len(offsets) / MIN_PARTS)))
+    siteinfo = read_siteinfo(path, offsets[0])
+    groups = stream_groups(offsets, math.ceil(len(offsets) / streams_per_part))
+    parts = []
+    for number, group in enumerate(groups):
+        following = groups[number + 1][0] if number + 1 < len(groups) else None
+        parts.append(DumpPart(path, tuple(group), following, siteinfo, number == 0))
+    return parts
+
+
+def read_part(part: DumpPart, namespaces: Iterable[int] = DEFAULT_NAMESPACES) -> Iterator[Page | SkippedPage | ReadError]:
+    if part.offsets is None:
+        return read_dump(part.path, namespaces)
+    return read_streams(part.path, list(part.offsets), part.next_offset, namespaces)
