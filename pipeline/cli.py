@@ -474,18 +474,24 @@ def _read_text(p, args, files):
     return p | "TextFiles" >> beam.Create(files) | "Text" >> transforms.ReadTextFiles(config, args.output, **text_options(args))
 
 
-def run_sources(args: argparse.Namespace, extra: list[str], readers: list) -> int:
-    """Runs `readers` ((source name, kind, read(pipeline) → (documents, stats))) into one set of shards."""
-    import apache_beam as beam
-
-    check_source_prefixes(args, [name for name, _, _ in readers])
-    for name, kind, _ in readers:  # settings errors before any work starts
+def check_settings(args: argparse.Namespace, sources: list[tuple[str, str]]) -> None:
+    """Every setting error of the run ((source name, kind) pairs) before any input is listed or read."""
+    check_source_prefixes(args, [name for name, _ in sources])
+    for name, kind in sources:
         process_config(args, name, kind)
     check_output_arguments(args)
+    if not args.no_dedup:
+        dedup_settings(args)
+
+
+def run_sources(args: argparse.Namespace, extra: list[str], readers: list) -> int:
+    """Runs `readers` (each read(pipeline) → (documents, stats) of one source) into one set of shards."""
+    import apache_beam as beam
+
     dedup_config = None if args.no_dedup else dedup_settings(args)
 
     def build(p, rounds: int):
-        outputs = [read(p) for _, _, read in readers]
+        outputs = [read(p) for read in readers]
         docs = [docs for docs, _ in outputs]
         docs = docs[0] if len(docs) == 1 else docs | "AllSources" >> beam.Flatten()
         write_outputs(args, docs, [stats for _, stats in outputs], dedup_config, rounds, deduplicate=not args.no_dedup)
@@ -494,39 +500,48 @@ def run_sources(args: argparse.Namespace, extra: list[str], readers: list) -> in
 
 
 def run_commoncrawl(args: argparse.Namespace, extra: list[str]) -> int:
+    check_settings(args, [(commoncrawl.SOURCE, "commoncrawl")])
     paths = warc_inputs(args)
     log.info("%d WARC file(s), first %s", len(paths), paths[0])
-    return run_sources(args, extra, [(commoncrawl.SOURCE, "commoncrawl", lambda p: _read_commoncrawl(p, args, paths))])
+    return run_sources(args, extra, [lambda p: _read_commoncrawl(p, args, paths)])
 
 
 def run_wikipedia(args: argparse.Namespace, extra: list[str]) -> int:
+    check_settings(args, [(wikipedia.SOURCE, "wikipedia")])
     dumps = wikipedia_inputs(args)
-    return run_sources(args, extra, [(wikipedia.SOURCE, "wikipedia", lambda p: _read_wikipedia(p, args, dumps))])
+    return run_sources(args, extra, [lambda p: _read_wikipedia(p, args, dumps)])
 
 
 def run_text(args: argparse.Namespace, extra: list[str]) -> int:
+    check_settings(args, [(args.source_name, "text")])
     files = text_inputs(args, "--input")
     log.info("%d text file(s), first %s", len(files), files[0][0])
-    return run_sources(args, extra, [(args.source_name, "text", lambda p: _read_text(p, args, files))])
+    return run_sources(args, extra, [lambda p: _read_text(p, args, files)])
 
 
 def run_curate(args: argparse.Namespace, extra: list[str]) -> int:
+    sources = [(name, kind) for name, kind, wanted in (
+        (commoncrawl.SOURCE, "commoncrawl", args.crawl or args.warc_paths or args.warcs),
+        (wikipedia.SOURCE, "wikipedia", args.wiki or args.dump),
+        (args.source_name, "text", args.text_inputs),
+    ) if wanted]
+    if not sources:
+        raise UsageError("curate needs at least one source: --crawl/--warc-paths/--warcs, --wiki/--dump or --text")
+    if len({name for name, _ in sources}) < len(sources):
+        raise UsageError(f"--source-name {args.source_name!r} is already the name of another source")
+    check_settings(args, sources)
     readers = []
     if args.crawl or args.warc_paths or args.warcs:
         paths = warc_inputs(args)
         log.info("%d WARC file(s), first %s", len(paths), paths[0])
-        readers.append((commoncrawl.SOURCE, "commoncrawl", lambda p: _read_commoncrawl(p, args, paths)))
+        readers.append(lambda p: _read_commoncrawl(p, args, paths))
     if args.wiki or args.dump:
         dumps = wikipedia_inputs(args)
-        readers.append((wikipedia.SOURCE, "wikipedia", lambda p: _read_wikipedia(p, args, dumps)))
+        readers.append(lambda p: _read_wikipedia(p, args, dumps))
     if args.text_inputs:
         files = text_inputs(args, "--text")
         log.info("%d text file(s), first %s", len(files), files[0][0])
-        readers.append((args.source_name, "text", lambda p: _read_text(p, args, files)))
-    if not readers:
-        raise UsageError("curate needs at least one source: --crawl/--warc-paths/--warcs, --wiki/--dump or --text")
-    if len({name for name, _, _ in readers}) < len(readers):
-        raise UsageError(f"--source-name {args.source_name!r} is already the name of another source")
+        readers.append(lambda p: _read_text(p, args, files))
     return run_sources(args, extra, readers)
 
 

@@ -109,6 +109,7 @@ class WarcProcessor:
     def _finish(
         self, path: str, page: commoncrawl.HtmlPage, text: str | Exception | None, crawl: str | None, funnel: Funnel
     ) -> Iterator[Document]:
+        doc = None
         if isinstance(text, extract.ExtractionTimeout):
             reason = "extraction_timeout"
         elif isinstance(text, Exception):
@@ -125,12 +126,7 @@ class WarcProcessor:
                 date=parse_warc_date(page.date),
             )
             reason = self.text(doc)
-        if reason is None:
-            funnel.kept += 1
-            yield doc
-        else:
-            log.debug("%s @ %d: dropped (%s)", path, page.offset, reason)
-            funnel.drop(reason)
+        yield from _keep_or_drop(doc, reason, f"{path} @ {page.offset}", funnel)
 
 
 def _keep_or_drop(doc: Document, reason: str | None, where: str, funnel: Funnel) -> Iterator[Document]:
@@ -224,10 +220,13 @@ class TextFileProcessor:
                 funnel.records_skipped[item.reason] += 1
                 continue
             funnel.records_in += 1
-            text = localtext.strip_gutenberg(item.text) if self.strip_gutenberg else item.text
+            text, title = item.text, item.title
+            if self.strip_gutenberg:
+                title = title or localtext.gutenberg_title(text)
+                text = localtext.strip_gutenberg(text)
             if not text.strip():
                 funnel.drop("cleaned_empty")
                 continue
             doc = Document(id=f"{self.source}/{item.key}", text=text, source=self.source, url=item.url,
-                           date=item.date, language=self.language, title=item.title)
+                           date=item.date, language=self.language, title=title)
             yield from _keep_or_drop(doc, self.text(doc), f"{path}: {item.key}", funnel)

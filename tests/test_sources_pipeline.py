@@ -174,6 +174,7 @@ def test_gutenberg_header_and_footer_are_stripped():
     body = "Chapter 1\n\nIt was a test."
     assert localtext.strip_gutenberg(localtext.normalise_newlines(GUTENBERG.format(body=body))) == body
     assert localtext.strip_gutenberg("No markers here.\n") == "No markers here.\n"
+    assert localtext.gutenberg_title(GUTENBERG) == "A Test" and localtext.gutenberg_title("Title: not a header") is None
 
 
 def test_real_gutenberg_books_lose_their_licence_text(shared_fixtures):
@@ -182,6 +183,8 @@ def test_real_gutenberg_books_lose_their_licence_text(shared_fixtures):
         text = localtext.strip_gutenberg(record.text)
         assert "Project Gutenberg" in record.text and "PROJECT GUTENBERG" not in text
         assert "Gutenberg License" not in text and len(text) > 0.8 * len(record.text), path.name
+        assert "Alice" in localtext.gutenberg_title(record.text) or "Quixote" in localtext.gutenberg_title(record.text) \
+            or "Quijote" in localtext.gutenberg_title(record.text)
 
 
 def test_curate_deduplicates_across_sources_and_keeps_the_wikipedia_copy(tmp_path):

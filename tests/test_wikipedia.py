@@ -70,13 +70,15 @@ def test_wikitext_to_plain_text():
         "{{Infobox city|name=Kyiv}}\n'''Kyiv''' is the [[capital city|capital]] of [[Ukraine]].<ref>{{cite web|url=x}}</ref>"
         " It has <!-- hidden --> many parks.[[File:Kyiv.jpg|thumb|A [[view]] of Kyiv]]\n== History ==\nFounded early.<ref name=a/>\n"
         "* First item with ''italic''\n* Second [http://example.com external link]\n{| class=wikitable\n|-\n| cell 1 || cell 2\n|}\n"
+        "A formula <math>x^2</math> and a note.<ref group=n>Smith 2001, p. 4</ref>\n"
         "__NOTOC__\n[[Category:Cities]]\n[[Fichier:x.png|thumb|photo]]\n[[Catégorie:Villes]]\n[[en:Kyiv]]\n"
     )
     cleaner = wikitext.WikitextCleaner(file_prefixes=["Fichier"], category_prefixes=["Catégorie"])
     text = cleaner.clean(source)
     assert text.splitlines()[0] == "Kyiv is the capital of Ukraine. It has many parks."
     assert "\nHistory\n" in text and "First item with italic" in text and "Second external link" in text
-    for gone in ("Infobox", "cite", "hidden", "view of Kyiv", "cell 1", "NOTOC", "Cities", "photo", "Villes", "en:Kyiv"):
+    assert "A formula and a note." in text
+    for gone in ("Infobox", "cite", "Smith 2001", "x^2", "hidden", "view of Kyiv", "cell 1", "NOTOC", "Cities", "photo", "Villes", "en:Kyiv"):
         assert gone not in text
     assert not any(remnant in text for remnant in REMNANTS)
     assert "cell 1 cell 2" in wikitext.wikitext_to_text(source, keep_tables=True)

@@ -194,6 +194,16 @@ _GUTENBERG_END = re.compile(
 )
 
 
+_GUTENBERG_TITLE = re.compile(r"^Title:[ \t]*(.+)$", re.MULTILINE)
+
+
+def gutenberg_title(text: str) -> str | None:
+    """The `Title:` line of a Project Gutenberg header, if the text has one before its START line."""
+    start = _GUTENBERG_START.search(text)
+    match = _GUTENBERG_TITLE.search(text, 0, start.start() if start else 0)
+    return match.group(1).strip() if match else None
+
+
 def strip_gutenberg(text: str) -> str:
     """The book without Project Gutenberg's header and licence footer; text without the markers is
     returned unchanged."""
