@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 
 import mwparserfromhell
-from mwparserfromhell.nodes import Comment, Tag, Template, Wikilink
+from mwparserfromhell.nodes import Comment, Heading, Tag, Template, Text, Wikilink
 
 # Canonical names; a dump's own (localised) names for namespaces 6, -2 and 14 are added per dump.
 FILE_PREFIXES = frozenset({"file", "image", "media"})
@@ -54,17 +54,27 @@ class WikitextCleaner:
     def _unwanted_tag(self, name: str) -> bool:
         return name in NON_TEXT_TAGS or (name == "table" and not self.keep_tables)
 
-    def _remove_nodes(self, code) -> None:
-        for node in code.filter(recursive=True, forcetype=(Template, Comment, Wikilink, Tag)):
-            try:
-                if isinstance(node, (Template, Comment)):
-                    code.remove(node)
-                elif isinstance(node, Wikilink) and self._unwanted_link(node):
-                    code.remove(node)
-                elif isinstance(node, Tag) and self._unwanted_tag(str(node.tag).strip().lower()):
-                    code.remove(node)
-            except ValueError:
-                pass  # already gone with an enclosing node
+    def _unwanted(self, node) -> bool:
+        if isinstance(node, (Template, Comment)):
+            return True
+        if isinstance(node, Wikilink):
+            return self._unwanted_link(node)
+        return isinstance(node, Tag) and self._unwanted_tag(str(node.tag).strip().lower())
+
+    def _prune(self, code, top_level: bool = False) -> None:
+        """Removes unwanted nodes in one walk over the tree. (`Wikicode.remove` searches the whole tree
+        for each node: quadratic, 13 s instead of 0.3 s on a 330 KB article with 900 references.)"""
+        kept = []
+        for node in code.nodes:
+            if self._unwanted(node):
+                continue
+            for child in node.__children__():
+                self._prune(child)
+            if top_level and isinstance(node, Heading):
+                # a heading's own line, whatever surrounds it
+                node = Text(f"\n{node.title.strip_code().strip()}\n")
+            kept.append(node)
+        code.nodes[:] = kept
 
     def _remnants(self, text: str) -> str:
         """What the parser could not read as markup because the source itself is broken (unclosed
@@ -80,10 +90,7 @@ class WikitextCleaner:
 
     def clean(self, wikitext: str) -> str:
         code = mwparserfromhell.parse(wikitext)
-        self._remove_nodes(code)
-        for heading in code.filter_headings(recursive=False):
-            # a heading's own line, whatever surrounds it
-            code.replace(heading, f"\n{heading.title.strip_code().strip()}\n")
+        self._prune(code, top_level=True)
         text = code.strip_code(normalize=True, collapse=True, keep_template_params=False)
         text = self._remnants(_MAGIC_WORD.sub("", text))
         lines = (_SPACES.sub(" ", line).strip() for line in text.splitlines())
