@@ -1,3 +1,5 @@
 import sys
 
-sys.exit("python -m tokenizer: not built yet; training and encoding arrive with the tokenizer issue (#5).")
+from tokenizer.cli import main
+
+sys.exit(main())

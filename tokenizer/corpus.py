@@ -1,0 +1,181 @@
+"""Reading training and encoding corpora: any Parquet or Arrow files (a text column, by name), JSON lines
+(plain, .gz or .zst) and plain-text files (one document per file, or per line), on any filesystem Beam
+knows. Everything streams: Arrow record batches, lines, one plain-text file at a time.
+
+This package reads the pipeline's shards through pyarrow by column name and never imports `pipeline`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import heapq
+import hashlib
+import io
+import json
+import logging
+from typing import Iterable, Iterator
+
+import pyarrow as pa
+import pyarrow.ipc
+import pyarrow.parquet as pq
+from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystems import FileSystems
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TEXT_COLUMN = "text"
+BATCH_ROWS = 1_000
+
+
+@dataclasses.dataclass
+class CorpusSpec:
+    """Where the text is and how to read it."""
+
+    paths: list[str]
+    text_column: str = DEFAULT_TEXT_COLUMN
+    lines: bool = False  # plain text: a document per line instead of per file
+    id_column: str = "id"  # used for the train/validation split when present
+
+
+@dataclasses.dataclass
+class Record:
+    text: str
+    doc_id: str  # the record's own id, else "<file>:<position>"
+    source_bytes: int  # bytes this record occupied in the input, for progress
+
+
+def expand(patterns: Iterable[str]) -> list[str]:
+    """Files matching the globs, sorted; stats files and unfinished writes are never corpus files."""
+    paths = set()
+    for pattern in patterns:
+        found = [m.path for m in FileSystems.match([pattern])[0].metadata_list]
+        if not found:
+            raise FileNotFoundError(f"no file matches {pattern}")
+        paths.update(found)
+    return sorted(p for p in paths if ".tmp-" not in p and not p.endswith(NOT_CORPUS))
+
+
+NOT_CORPUS = ("/stats.json", ".stats.json", "/meta.json")  # the pipeline's and the bins' own files
+
+
+def file_size(path: str) -> int:
+    try:
+        return FileSystems.match([path])[0].metadata_list[0].size_in_bytes
+    except (IndexError, OSError):
+        return 0
+
+
+def _open(path: str):
+    return FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
+
+
+def _kind(path: str) -> tuple[str, str | None]:
+    lower = path.lower()
+    compression = next((c for c in (".gz", ".zst") if lower.endswith(c)), None)
+    if compression:
+        lower = lower[: -len(compression)]
+    if lower.endswith(".parquet"):
+        return "parquet", compression
+    if lower.endswith((".arrow", ".feather", ".ipc")):
+        return "arrow", compression
+    if lower.endswith((".jsonl", ".ndjson", ".json")):
+        return "jsonl", compression
+    return "text", compression
+
+
+def _decompressed(stream, compression: str | None):
+    if compression == ".gz":
+        return gzip.GzipFile(fileobj=stream)
+    if compression == ".zst":
+        import zstandard
+
+        return zstandard.ZstdDecompressor().stream_reader(stream, read_across_frames=True)
+    return stream
+
+
+def _table_records(path: str, batches, schema: pa.Schema, spec: CorpusSpec, compressed_size: int) -> Iterator[Record]:
+    if spec.text_column not in schema.names:
+        raise ValueError(f"{path}: no {spec.text_column!r} column (columns: {', '.join(schema.names)}); "
+                         f"choose one with --text-column")
+    row = 0
+    for batch in batches:
+        texts = batch.column(spec.text_column).to_pylist()
+        ids = batch.column(spec.id_column).to_pylist() if spec.id_column in batch.schema.names else [None] * len(texts)
+        share = compressed_size // max(1, batch.num_rows)  # progress in file bytes, spread over the rows
+        for text, doc_id in zip(texts, ids):
+            if text:
+                yield Record(text, str(doc_id) if doc_id is not None else f"{path}:{row}", share)
+            row += 1
+
+
+def read_records(path: str, spec: CorpusSpec) -> Iterator[Record]:
+    """The non-empty documents of one file."""
+    kind, compression = _kind(path)
+    size = file_size(path)
+    with _open(path) as raw:
+        if kind == "parquet":
+            parquet = pq.ParquetFile(raw)
+            columns = [c for c in (spec.text_column, spec.id_column) if c in parquet.schema_arrow.names]
+            batches = parquet.iter_batches(batch_size=BATCH_ROWS, columns=columns or None)
+            yield from _table_records(path, batches, parquet.schema_arrow, spec, size // max(1, parquet.metadata.num_rows))
+            return
+        stream = _decompressed(raw, compression)
+        if kind == "arrow":
+            reader = pa.ipc.open_file(pa.BufferReader(stream.read()))
+            batches = (reader.get_batch(i) for i in range(reader.num_record_batches))
+            yield from _table_records(path, batches, reader.schema, spec, size // max(1, reader.num_record_batches))
+            return
+        if kind == "jsonl":
+            for number, line in enumerate(io.TextIOWrapper(stream, encoding="utf-8"), 1):
+                if not line.strip():
+                    continue
+                try:
+                    fields = json.loads(line)
+                except json.JSONDecodeError:
+                    log.warning("%s:%d: not JSON, skipped", path, number)
+                    continue
+                text = fields.get(spec.text_column) if isinstance(fields, dict) else None
+                if isinstance(text, str) and text:
+                    doc_id = fields.get(spec.id_column)
+                    yield Record(text, str(doc_id) if doc_id is not None else f"{path}:{number}", len(line))
+            return
+        text = stream.read().decode("utf-8-sig", errors="replace")
+        if not spec.lines:
+            if text:
+                yield Record(text, path, size)
+            return
+        for number, line in enumerate(text.splitlines(), 1):
+            if line:
+                yield Record(line, f"{path}:{number}", len(line) + 1)
+
+
+def iter_records(spec: CorpusSpec) -> Iterator[Record]:
+    for path in spec.paths:
+        yield from read_records(path, spec)
+
+
+def sample_key(seed: int, text: str) -> bytes:
+    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=8, key=seed.to_bytes(8, "little")).digest()
+
+
+def seeded_sample(texts: Iterable[str], max_bytes: int, seed: int) -> list[str]:
+    """The documents with the smallest seeded hashes of their text whose UTF-8 sizes add up to at most
+    `max_bytes`: a fixed subset of any corpus (the same for the same corpus and seed, whatever the file
+    order), held in memory bounded by `max_bytes`."""
+    heap: list[tuple[bytes, int, str]] = []  # max-heap on the key, by negated bytes
+    total = 0
+    for text in texts:
+        size = len(text.encode("utf-8", "surrogatepass"))
+        if size > max_bytes:
+            continue
+        key = sample_key(seed, text)
+        negated = bytes(255 - b for b in key)
+        if total + size > max_bytes and heap and negated < heap[0][0]:
+            continue  # larger key than everything kept, and no room
+        heapq.heappush(heap, (negated, size, text))
+        total += size
+        while total > max_bytes:
+            _, dropped, _ = heapq.heappop(heap)
+            total -= dropped
+    return [text for _, _, text in sorted(heap, reverse=True)]

@@ -1,0 +1,162 @@
+"""Training a byte-level BPE tokenizer with HF `tokenizers`, and the tokenizer directory it writes.
+
+TOKDIR/tokenizer.json   loads as-is in `tokenizers.Tokenizer.from_file` and transformers'
+                        `PreTrainedTokenizerFast(tokenizer_file=…)`
+TOKDIR/meta.json        format version, split pattern, vocabulary size, special-token ids, the training
+                        corpus and sample, and the sha256 of tokenizer.json (see docs/formats.md)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import time
+from typing import Iterable, Iterator
+
+from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
+
+from tokenizer import corpus
+
+log = logging.getLogger(__name__)
+
+META_VERSION = 1
+TOKENIZER_FILE = "tokenizer.json"
+META_FILE = "meta.json"
+
+# Split patterns (the pre-tokenizer regex, applied before bytes are mapped): GPT-4's cl100k by default.
+PATTERNS = {
+    "cl100k": r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]++[\r\n]*|\s*[\r\n]|\s+(?!\S)|\s+""",
+    "o200k": "|".join([
+        r"""[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+(?i:'s|'t|'re|'ve|'m|'ll|'d)?""",
+        r"""[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*(?i:'s|'t|'re|'ve|'m|'ll|'d)?""",
+        r"""\p{N}{1,3}""",
+        r""" ?[^\s\p{L}\p{N}]+[\r\n/]*""",
+        r"""\s*[\r\n]+""",
+        r"""\s+(?!\S)""",
+        r"""\s+""",
+    ]),
+    "llama3": r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+""",
+    "gpt2": r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+""",
+}
+DEFAULT_PATTERN = "cl100k"
+
+END_OF_TEXT = "<|endoftext|>"
+RESERVED_SPECIALS = 16  # ids 0..15: <|endoftext|> then <|reserved_1|> … <|reserved_15|>, spare for later use
+
+
+def default_special_tokens() -> list[str]:
+    return [END_OF_TEXT] + [f"<|reserved_{i}|>" for i in range(1, RESERVED_SPECIALS)]
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    vocab_size: int = 32_000
+    pattern: str = DEFAULT_PATTERN  # a name in PATTERNS, or a regex
+    extra_special_tokens: tuple[str, ...] = ()
+    min_frequency: int = 2
+    max_bytes: int | None = None  # train on a seeded sample of at most this many bytes
+    max_doc_chars: int | None = 1_000_000  # longer documents are cut (bounded memory per document)
+    seed: int = 0
+
+    def regex(self) -> str:
+        return PATTERNS.get(self.pattern, self.pattern)
+
+    def special_tokens(self) -> list[str]:
+        specials = default_special_tokens()
+        return specials + [t for t in self.extra_special_tokens if t not in specials]
+
+
+def build_tokenizer(config: TrainConfig) -> Tokenizer:
+    """An untrained byte-level BPE tokenizer: the split regex, then bytes mapped to printable characters
+    (no prefix space), and the inverse as decoder."""
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(config.regex()), behavior="isolated", invert=False),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+    ])
+    tokenizer.decoder = decoders.ByteLevel()
+    return tokenizer
+
+
+def train_from_texts(texts: Iterable[str], config: TrainConfig) -> Tokenizer:
+    """Trains on texts (any iterable; it is consumed once). Every byte is in the initial alphabet, so any
+    text round-trips."""
+    specials = config.special_tokens()
+    if config.vocab_size < 256 + len(specials):
+        raise ValueError(f"vocab size {config.vocab_size} leaves no room: 256 bytes and {len(specials)} special tokens")
+    tokenizer = build_tokenizer(config)
+    trainer = trainers.BpeTrainer(
+        vocab_size=config.vocab_size,
+        min_frequency=config.min_frequency,
+        special_tokens=specials,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tokenizer.train_from_iterator(texts, trainer=trainer)
+    return tokenizer
+
+
+def _capped(texts: Iterable[str], max_chars: int | None) -> Iterator[str]:
+    for text in texts:
+        yield text[:max_chars] if max_chars else text
+
+
+def sha256_of(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def train(spec: corpus.CorpusSpec, config: TrainConfig, output_dir: str, progress=None) -> dict:
+    """Trains on the corpus (streamed, or a seeded sample of `max_bytes`) and writes the tokenizer
+    directory; returns its metadata. `progress(n_bytes)` is called as input is read."""
+    seen = {"documents": 0, "bytes": 0}
+
+    def records() -> Iterator[corpus.Record]:
+        for record in corpus.iter_records(spec):
+            if progress:
+                progress(record.source_bytes)
+            yield record
+
+    def counted(texts: Iterable[str]) -> Iterator[str]:
+        for text in texts:
+            seen["documents"] += 1
+            seen["bytes"] += len(text.encode("utf-8", "surrogatepass"))
+            yield text
+
+    started = time.time()
+    texts = (record.text for record in records())
+    if config.max_bytes:
+        texts = corpus.seeded_sample(_capped(texts, config.max_doc_chars), config.max_bytes, config.seed)
+    tokenizer = train_from_texts(counted(_capped(texts, config.max_doc_chars)), config)
+    os.makedirs(output_dir, exist_ok=True)
+    path = os.path.join(output_dir, TOKENIZER_FILE)
+    temporary = f"{path}.tmp"
+    tokenizer.save(temporary)
+    os.replace(temporary, path)
+    specials = {token: tokenizer.token_to_id(token) for token in config.special_tokens()}
+    meta = {
+        "version": META_VERSION,
+        "type": "byte-level BPE (HF tokenizers)",
+        "pattern": config.pattern if config.pattern in PATTERNS else "custom",
+        "regex": config.regex(),
+        "vocab_size": tokenizer.get_vocab_size(),
+        "special_tokens": specials,
+        "end_of_text": END_OF_TEXT,
+        "corpus": {"paths": spec.paths[:1000], "files": len(spec.paths), "text_column": spec.text_column,
+                   "lines": spec.lines},
+        "sample": {"documents": seen["documents"], "bytes": seen["bytes"], "max_bytes": config.max_bytes,
+                   "max_doc_chars": config.max_doc_chars, "seed": config.seed},
+        "min_frequency": config.min_frequency,
+        "training_seconds": round(time.time() - started, 1),
+        "sha256": sha256_of(path),
+    }
+    with open(os.path.join(output_dir, META_FILE), "w") as handle:
+        json.dump(meta, handle, indent=2, ensure_ascii=False)
+        handle.write("\n")
+    return meta
