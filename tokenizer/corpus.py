@@ -160,22 +160,21 @@ def sample_key(seed: int, text: str) -> bytes:
 
 
 def seeded_sample(texts: Iterable[str], max_bytes: int, seed: int) -> list[str]:
-    """The documents with the smallest seeded hashes of their text whose UTF-8 sizes add up to at most
-    `max_bytes`: a fixed subset of any corpus (the same for the same corpus and seed, whatever the file
-    order), held in memory bounded by `max_bytes`."""
-    heap: list[tuple[bytes, int, str]] = []  # max-heap on the key, by negated bytes
+    """The documents with the smallest seeded hashes of their text, taken in hash order while their UTF-8
+    sizes add up to at most `max_bytes` (documents larger than that on their own are left out): the same
+    subset for the same corpus and seed whatever the file order, held in memory bounded by `max_bytes`."""
+    heap: list[tuple[bytes, int, str]] = []  # max-heap on the key, through its complement
     total = 0
+    cutoff = None  # the smallest key left out for lack of room: nothing at or above it can be in the result
     for text in texts:
         size = len(text.encode("utf-8", "surrogatepass"))
-        if size > max_bytes:
-            continue
         key = sample_key(seed, text)
-        negated = bytes(255 - b for b in key)
-        if total + size > max_bytes and heap and negated < heap[0][0]:
-            continue  # larger key than everything kept, and no room
-        heapq.heappush(heap, (negated, size, text))
+        if size > max_bytes or (cutoff is not None and key >= cutoff):
+            continue
+        heapq.heappush(heap, (bytes(255 - b for b in key), size, text))
         total += size
         while total > max_bytes:
-            _, dropped, _ = heapq.heappop(heap)
+            complement, dropped, _ = heapq.heappop(heap)
             total -= dropped
+            cutoff = bytes(255 - b for b in complement)
     return [text for _, _, text in sorted(heap, reverse=True)]

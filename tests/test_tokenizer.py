@@ -1,0 +1,230 @@
+"""The tokenizer stage: training, encoding (tiktoken checked against HF), the bin format and its reader,
+parallel and resumed encoding, custom corpora. Real sentences in 14 languages from ../shared when present."""
+
+import filecmp
+import gzip
+import json
+import os
+import random
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import zstandard
+from tokenizers import Tokenizer
+
+from pipeline import synthetic
+from tokenizer import bins, cli, corpus, encode, train
+from tokenizer.encoding import MAX_RUN, Encoder, split_pathological
+
+SPECIAL = "<|endoftext|>"
+HARD_TEXTS = [
+    "Hello, world! It's 2026: prices rose 12.5% (from $1,234 to $1,388).",
+    "Zürich, Kraków, İstanbul — naïve café, ﬁ ligature, e\u0301 combining.",
+    "Привет, мир! Ελληνικά γράμματα. עברית וערבית: مرحبا بالعالم",
+    "日本語の文章と中文句子，还有한국어 문장.",
+    "emoji 🙂👍🏽 👨‍👩‍👧‍👦 flags 🇺🇦🇯🇵 and symbols ∑∫√∞",
+    "control \x00\x01\x07\x1b[31m red \x7f tab\tcr\r\nlf\n\u2028\ufeff end",
+    f"literal {SPECIAL} inside a page, and <|reserved_3|> too",
+    "a" * (MAX_RUN * 2 + 17),
+    " " * 30_000 + "x" + "\n" * 40_000,
+    "x" * 1000 + " " + "🙂" * 3000,
+    "",
+]
+
+
+def corpus_texts(count=300, seed=0) -> list[str]:
+    rng = random.Random(seed)
+    texts = []
+    for _ in range(count):
+        language = rng.choice(["en", "de", "fr", "es"])
+        texts.append("\n\n".join(synthetic.article_paragraphs(rng, language)))
+    return texts
+
+
+def write_shards(folder, texts, shards=3):
+    folder.mkdir(parents=True, exist_ok=True)
+    for shard in range(shards):
+        rows = [(f"doc-{i:05d}", text) for i, text in enumerate(texts) if i % shards == shard]
+        pq.write_table(pa.table({"id": [r[0] for r in rows], "text": [r[1] for r in rows]}),
+                       folder / f"part-{shard:05d}-of-{shards:05d}.parquet")
+    return sorted(str(p) for p in folder.glob("part-*.parquet"))
+
+
+@pytest.fixture(scope="module")
+def tokdir(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("tok")
+    paths = write_shards(folder / "shards", corpus_texts())
+    train.train(corpus.CorpusSpec(paths), train.TrainConfig(vocab_size=1200), str(folder / "tok"))
+    return str(folder / "tok")
+
+
+def test_round_trip_and_special_tokens_never_parsed_from_text(tokdir):
+    encoder = Encoder(tokdir)
+    assert encoder.backend == "tiktoken"
+    fast, reference = encoder.encode_fast(HARD_TEXTS), encoder.encode_hf(HARD_TEXTS)
+    assert fast == reference
+    for text, ids in zip(HARD_TEXTS, fast):
+        assert encoder.decode(ids) == text
+    literal = fast[HARD_TEXTS.index(f"literal {SPECIAL} inside a page, and <|reserved_3|> too")]
+    assert encoder.end_of_text not in literal and 3 not in literal
+    meta = json.load(open(os.path.join(tokdir, "meta.json")))
+    assert meta["special_tokens"][SPECIAL] == 0 and meta["special_tokens"]["<|reserved_15|>"] == 15
+    assert meta["vocab_size"] == 1200 and meta["sha256"] == train.sha256_of(os.path.join(tokdir, "tokenizer.json"))
+
+
+def test_real_sentences_in_14_languages_round_trip(tokdir, shared_fixtures, summary):
+    encoder = Encoder(tokdir)
+    lines = []
+    for folder in sorted((shared_fixtures / "langid").iterdir()):
+        sentences = (folder / "sentences.txt").read_text(encoding="utf-8").splitlines()
+        ids = encoder.encode(sentences)
+        assert ids == encoder.encode_hf(sentences), folder.name
+        assert [encoder.decode(i) for i in ids] == sentences, folder.name
+        size = sum(len(s.encode()) for s in sentences)
+        lines.append(f"{folder.name}: {size / sum(map(len, ids)):.2f} bytes/token")
+    summary["tokenizer (1,200 ids, trained on en/de/fr/es): bytes per token on ../shared langid"] = lines
+
+
+def test_the_file_loads_in_tokenizers_and_transformers(tokdir):
+    from transformers import PreTrainedTokenizerFast
+
+    text = "Loaded as-is: ünïcode 🙂"
+    ids = Encoder(tokdir).encode([text])[0]
+    assert Tokenizer.from_file(os.path.join(tokdir, "tokenizer.json")).encode(text).ids == ids
+    hf = PreTrainedTokenizerFast(tokenizer_file=os.path.join(tokdir, "tokenizer.json"))
+    assert hf(text)["input_ids"] == ids and hf.decode(ids) == text
+
+
+def test_pathological_runs_are_cut_like_llama3():
+    assert split_pathological("short text") == ["short text"]
+    pieces = split_pathological("ab " + "x" * (2 * MAX_RUN + 5) + " cd")
+    assert "".join(pieces) == "ab " + "x" * (2 * MAX_RUN + 5) + " cd"
+    assert [len(p) for p in pieces] == [3 + MAX_RUN, MAX_RUN, 5 + 3]
+
+
+def test_a_vocabulary_past_65536_ids_writes_uint32(tmp_path):
+    paths = write_shards(tmp_path / "shards", corpus_texts(40), shards=1)
+    extra = tuple(f"<|extra_{i}|>" for i in range(65_600))
+    train.train(corpus.CorpusSpec(paths), train.TrainConfig(vocab_size=65_600 + 16 + 400, extra_special_tokens=extra),
+                str(tmp_path / "tok"))
+    meta = encode.encode_corpus(str(tmp_path / "tok"), corpus.CorpusSpec(paths), str(tmp_path / "bins"),
+                                encode.EncodeConfig(workers=1))
+    assert meta["dtype"] == "uint32" and meta["vocab_size"] > 65_536
+    reader = bins.BinReader(str(tmp_path / "bins"))
+    assert reader.tokens(0, reader.num_tokens).max() >= 65_536
+    assert bins.dtype_for(65_536) == np.uint16 and bins.dtype_for(65_537) == np.uint32
+
+
+def test_bins_hold_exactly_the_encoded_documents_whatever_the_worker_count(tokdir, tmp_path):
+    texts = corpus_texts(200, seed=3) + ["short " + SPECIAL, "z" * (MAX_RUN + 10)]
+    paths = write_shards(tmp_path / "shards", texts, shards=4)
+    spec = corpus.CorpusSpec(paths)
+    one = encode.encode_corpus(tokdir, spec, str(tmp_path / "one"), encode.EncodeConfig(workers=1, val_fraction=0.1, batch_chars=20_000))
+    two = encode.encode_corpus(tokdir, spec, str(tmp_path / "two"), encode.EncodeConfig(workers=2, val_fraction=0.1, batch_chars=20_000))
+    assert one == two
+    for split in bins.SPLITS:
+        comparison = filecmp.dircmp(tmp_path / "one" / split, tmp_path / "two" / split)
+        assert not comparison.diff_files and not comparison.left_only and len(comparison.same_files) == 12
+
+    encoder = Encoder(tokdir)
+    expected = {"train": [], "val": []}
+    for path in paths:
+        for record in corpus.read_records(path, spec):
+            expected["val" if bins.is_validation(record.doc_id, 0.1) else "train"].append(encoder.encode_hf([record.text])[0])
+    assert 5 <= len(expected["val"]) <= 40
+    for split, documents in expected.items():
+        reader = bins.BinReader(str(tmp_path / "one"), split)
+        assert reader.num_documents == len(documents)
+        assert [reader.document(i).tolist() for i in range(reader.num_documents)] == documents
+        assert reader.num_tokens == sum(len(d) + 1 for d in documents) == one["splits"][split]["tokens"]
+        starts = reader.document_starts
+        assert all(reader.tokens(int(s), 1)[0] == encoder.end_of_text for s in starts)
+        # a window across the boundary of two shards is the two shards' tokens in order
+        whole = np.concatenate([[encoder.end_of_text, *d] for d in documents])
+        assert reader.tokens(5, reader.num_tokens - 10).tolist() == whole[5:-5].tolist()
+
+
+def test_an_interrupted_run_resumes_to_identical_files(tokdir, tmp_path):
+    paths = write_shards(tmp_path / "shards", corpus_texts(120, seed=4), shards=3)
+    spec = corpus.CorpusSpec(paths)
+    config = encode.EncodeConfig(workers=1)
+    encode.encode_corpus(tokdir, spec, str(tmp_path / "whole"), config)
+
+    calls = []
+
+    def interrupt_after_first_shard(_):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        encode.encode_corpus(tokdir, spec, str(tmp_path / "resumed"), config, interrupt_after_first_shard)
+    assert not (tmp_path / "resumed" / "meta.json").exists()
+    # a crash in the middle of a shard leaves its files unfinished: they never count as complete
+    (tmp_path / "resumed" / "train" / "part-00002.bin").write_bytes(b"\x00" * 10)
+    (tmp_path / "resumed" / "train" / "part-00002.json").write_text('{"tokens": 999, "dtype": "uint16"}')
+    first = (tmp_path / "resumed" / "train" / "part-00000.bin").stat().st_mtime_ns
+    encode.encode_corpus(tokdir, spec, str(tmp_path / "resumed"), config)
+    assert (tmp_path / "resumed" / "train" / "part-00000.bin").stat().st_mtime_ns == first  # skipped
+    for split in bins.SPLITS:
+        for name in os.listdir(tmp_path / "whole" / split):
+            assert filecmp.cmp(tmp_path / "whole" / split / name, tmp_path / "resumed" / split / name, shallow=False), name
+    assert not [n for n in os.listdir(tmp_path / "resumed" / "train") if ".tmp-" in n]
+
+
+def test_custom_corpora_and_a_seeded_bounded_sample(tmp_path):
+    texts = corpus_texts(30, seed=5)
+    (tmp_path / "c").mkdir()
+    with gzip.open(tmp_path / "c" / "a.jsonl.gz", "wt") as handle:
+        handle.writelines(json.dumps({"body": t, "id": f"j{i}"}) + "\n" for i, t in enumerate(texts[:10]))
+    (tmp_path / "c" / "b.jsonl.zst").write_bytes(zstandard.ZstdCompressor().compress(
+        "".join(json.dumps({"body": t}) + "\n" for t in texts[10:20]).encode()))
+    (tmp_path / "c" / "c.txt").write_text("\n".join(t.replace("\n", " ") for t in texts[20:]))
+    spec = corpus.CorpusSpec(corpus.expand([str(tmp_path / "c" / "*.jsonl.*")]), text_column="body")
+    records = list(corpus.iter_records(spec))
+    assert [r.text for r in records] == texts[:20] and records[0].doc_id == "j0"
+    lines = list(corpus.iter_records(corpus.CorpusSpec([str(tmp_path / "c" / "c.txt")], lines=True)))
+    assert len(lines) == 10
+    sample = corpus.seeded_sample(texts, 8_000, seed=1)
+    assert sum(len(t.encode()) for t in sample) <= 8_000 and len(sample) >= 3
+    assert sorted(sample) == sorted(corpus.seeded_sample(reversed(texts), 8_000, seed=1))
+    assert sorted(sample) != sorted(corpus.seeded_sample(texts, 8_000, seed=2))
+
+
+def test_command_line_train_and_encode(tmp_path, capsys):
+    paths = write_shards(tmp_path / "shards", corpus_texts(60, seed=6), shards=2)
+    pattern = str(tmp_path / "shards" / "*.parquet")
+    assert cli.main(["train", "--input", pattern, "--vocab-size", "600", "--pattern", "llama3", "--max-bytes", "50e3",
+                     "--special-tokens", "<|user|>", "--output", str(tmp_path / "tok")]) == 0
+    meta = json.load(open(tmp_path / "tok" / "meta.json"))
+    assert meta["pattern"] == "llama3" and meta["special_tokens"]["<|user|>"] == 16
+    assert meta["sample"]["bytes"] <= 50_000 and meta["corpus"]["files"] == len(paths)
+    assert cli.main(["encode", "--tokenizer", str(tmp_path / "tok"), "--input", pattern, "--output", str(tmp_path / "bins"),
+                     "--workers", "1"]) == 0
+    assert "train:" in capsys.readouterr().out
+    assert bins.BinReader(str(tmp_path / "bins")).num_documents + bins.BinReader(str(tmp_path / "bins"), "val").num_documents == 60
+    assert cli.main(["encode", "--tokenizer", str(tmp_path / "nope"), "--input", pattern, "--output", str(tmp_path / "b")]) == 2
+    assert cli.main(["train", "--input", str(tmp_path / "none*.parquet"), "--output", str(tmp_path / "t")]) == 2
+    assert "no file matches" in capsys.readouterr().err
+
+
+def test_the_beam_transform_writes_the_same_bins(tokdir, tmp_path):
+    import apache_beam as beam
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    from tokenizer.beam import EncodeToBins
+
+    paths = write_shards(tmp_path / "shards", corpus_texts(90, seed=7), shards=3)
+    spec = corpus.CorpusSpec(paths)
+    config = encode.EncodeConfig(workers=1, val_fraction=0.1)
+    expected = encode.encode_corpus(tokdir, spec, str(tmp_path / "direct"), config)
+    groups = encode.plan_shards(paths, 1)
+    options = PipelineOptions(["--runner=DirectRunner", "--direct_num_workers=2", "--direct_running_mode=multi_threading"])
+    with beam.Pipeline(options=options) as p:
+        _ = p | beam.Create(list(enumerate(groups))) | EncodeToBins(tokdir, str(tmp_path / "beam"), spec, groups, config)
+    assert json.load(open(tmp_path / "beam" / "meta.json")) == expected
+    for split in bins.SPLITS:
+        for name in os.listdir(tmp_path / "direct" / split):
+            assert filecmp.cmp(tmp_path / "direct" / split / name, tmp_path / "beam" / split / name, shallow=False)
