@@ -19,8 +19,6 @@ from typing import Iterable, Iterator
 import pyarrow as pa
 import pyarrow.ipc
 import pyarrow.parquet as pq
-from apache_beam.io.filesystem import CompressionTypes
-from apache_beam.io.filesystems import FileSystems
 
 log = logging.getLogger(__name__)
 
@@ -45,8 +43,14 @@ class Record:
     source_bytes: int  # bytes this record occupied in the input, for progress
 
 
+# Beam's filesystems are imported where used: importing Beam costs a second, and encoding workers that
+# only receive texts never need it.
+
+
 def expand(patterns: Iterable[str]) -> list[str]:
     """Files matching the globs, sorted; stats files and unfinished writes are never corpus files."""
+    from apache_beam.io.filesystems import FileSystems
+
     paths = set()
     for pattern in patterns:
         found = [m.path for m in FileSystems.match([pattern])[0].metadata_list]
@@ -60,6 +64,8 @@ NOT_CORPUS = ("/stats.json", ".stats.json", "/meta.json")  # the pipeline's and 
 
 
 def file_size(path: str) -> int:
+    from apache_beam.io.filesystems import FileSystems
+
     try:
         return FileSystems.match([path])[0].metadata_list[0].size_in_bytes
     except (IndexError, OSError):
@@ -67,6 +73,9 @@ def file_size(path: str) -> int:
 
 
 def _open(path: str):
+    from apache_beam.io.filesystem import CompressionTypes
+    from apache_beam.io.filesystems import FileSystems
+
     return FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
 
 

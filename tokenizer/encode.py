@@ -32,9 +32,9 @@ class EncodeConfig:
     val_fraction: float = DEFAULT_VAL_FRACTION
     inputs_per_shard: int = 1
     workers: int = 0  # 0: one per core
-    batch_chars: int = 2_000_000
+    batch_chars: int = 1_000_000
     backend: str = "tiktoken"  # "hf" to skip the fast encoder
-    check_documents: int = 200  # per bin shard, compared between the fast encoder and HF
+    check_chars: int = 100_000  # per bin shard, the text on which the fast encoder is compared with HF
 
 
 def plan_shards(paths: list[str], inputs_per_shard: int) -> list[list[str]]:
@@ -122,7 +122,12 @@ def encode_shard(encoder: Encoder, spec: corpus.CorpusSpec, inputs: list[str], o
             nonlocal use_hf, checked
             for batch in _batches(corpus.iter_records(shard_spec), config.batch_chars):
                 if not checked:
-                    sample = [r.text for r in batch[: config.check_documents]]
+                    sample, size = [], 0
+                    for record in batch:
+                        if size >= config.check_chars:
+                            break
+                        sample.append(record.text[: config.check_chars])
+                        size += len(sample[-1])
                     if not encoder.agrees(sample):
                         log.warning("bin shard %d: tiktoken's ids differ from HF's on a sample; encoding with HF", index)
                         use_hf = True
