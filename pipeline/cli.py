@@ -237,19 +237,22 @@ def add_text_inputs(parser: argparse.ArgumentParser, flag: str, required: bool =
                        help="the corpus's own language, stored as `language` (fastText's label is kept beside it)")
 
 
-def build_commoncrawl_parser(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "commoncrawl",
-        help="Common Crawl WARCs → extracted, language-identified, filtered, deduplicated shards",
-        description="Curate Common Crawl WARC files into Arrow/Parquet shards on Apache Beam.",
-        epilog=COMMONCRAWL_EXAMPLE,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    add_commoncrawl_inputs(parser)
+def add_source_command(subparsers, name: str, help_text: str, description: str, example: str, add_inputs, run) -> None:
+    """A command that curates sources into shards: its inputs, then the settings every such command shares."""
+    parser = subparsers.add_parser(name, help=help_text, description=description, epilog=example,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_inputs(parser)
     add_process_arguments(parser)
     add_output_arguments(parser)
     add_dedup_arguments(parser)
-    parser.set_defaults(run=run_commoncrawl)
+    parser.set_defaults(run=run)
+
+
+def build_commoncrawl_parser(subparsers) -> None:
+    add_source_command(
+        subparsers, "commoncrawl", "Common Crawl WARCs → extracted, language-identified, filtered, deduplicated shards",
+        "Curate Common Crawl WARC files into Arrow/Parquet shards on Apache Beam.",
+        COMMONCRAWL_EXAMPLE, add_commoncrawl_inputs, run_commoncrawl)
 
 
 WIKIPEDIA_EXAMPLE = """examples:
@@ -262,19 +265,11 @@ WIKIPEDIA_EXAMPLE = """examples:
 
 
 def build_wikipedia_parser(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "wikipedia",
-        help="Wikipedia (MediaWiki XML) dumps → clean plain-text shards",
-        description="Read MediaWiki XML dumps (in parallel through a multistream index), turn wikitext into plain "
-                    "text, identify the language, filter and deduplicate into Arrow/Parquet shards.",
-        epilog=WIKIPEDIA_EXAMPLE,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    add_wikipedia_inputs(parser)
-    add_process_arguments(parser)
-    add_output_arguments(parser)
-    add_dedup_arguments(parser)
-    parser.set_defaults(run=run_wikipedia)
+    add_source_command(
+        subparsers, "wikipedia", "Wikipedia (MediaWiki XML) dumps → clean plain-text shards",
+        "Read MediaWiki XML dumps (in parallel through a multistream index), turn wikitext into plain text, identify "
+        "the language, filter and deduplicate into Arrow/Parquet shards.",
+        WIKIPEDIA_EXAMPLE, add_wikipedia_inputs, run_wikipedia)
 
 
 TEXT_EXAMPLE = """examples:
@@ -286,19 +281,11 @@ TEXT_EXAMPLE = """examples:
 
 
 def build_text_parser(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "text",
-        help="local text collections (plain text, JSON lines, Parquet) → shards",
-        description="Bring a local text collection into the shard schema with the same language ID, filters and "
-                    "deduplication as the other sources.",
-        epilog=TEXT_EXAMPLE,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    add_text_inputs(parser, "--input")
-    add_process_arguments(parser)
-    add_output_arguments(parser)
-    add_dedup_arguments(parser)
-    parser.set_defaults(run=run_text)
+    add_source_command(
+        subparsers, "text", "local text collections (plain text, JSON lines, Parquet) → shards",
+        "Bring a local text collection into the shard schema with the same language ID, filters and deduplication "
+        "as the other sources.",
+        TEXT_EXAMPLE, lambda parser: add_text_inputs(parser, "--input"), run_text)
 
 
 CURATE_EXAMPLE = """examples:
@@ -311,21 +298,16 @@ CURATE_EXAMPLE = """examples:
 
 
 def build_curate_parser(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "curate",
-        help="every source at once (crawl, Wikipedia, local text) → one deduplicated set of shards",
-        description="Curate Common Crawl, Wikipedia dumps and local text collections in one pipeline, with exact and "
-                    "MinHash deduplication across sources (by default Wikipedia's copy survives).",
-        epilog=CURATE_EXAMPLE,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    add_commoncrawl_inputs(parser, required=False)
-    add_wikipedia_inputs(parser, required=False)
-    add_text_inputs(parser, "--text", required=False)
-    add_process_arguments(parser)
-    add_output_arguments(parser)
-    add_dedup_arguments(parser)
-    parser.set_defaults(run=run_curate)
+    def add_inputs(parser):
+        add_commoncrawl_inputs(parser, required=False)
+        add_wikipedia_inputs(parser, required=False)
+        add_text_inputs(parser, "--text", required=False)
+
+    add_source_command(
+        subparsers, "curate", "every source at once (crawl, Wikipedia, local text) → one deduplicated set of shards",
+        "Curate Common Crawl, Wikipedia dumps and local text collections in one pipeline, with exact and MinHash "
+        "deduplication across sources (by default Wikipedia's copy survives).",
+        CURATE_EXAMPLE, add_inputs, run_curate)
 
 
 DEDUP_EXAMPLE = """examples:
