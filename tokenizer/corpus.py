@@ -103,7 +103,8 @@ def _decompressed(stream, compression: str | None):
     return stream
 
 
-def _table_records(path: str, batches, schema: pa.Schema, spec: CorpusSpec, compressed_size: int) -> Iterator[Record]:
+def _table_records(path: str, batches, schema: pa.Schema, spec: CorpusSpec, bytes_per_row: int) -> Iterator[Record]:
+    """`bytes_per_row`: the file's size spread over its rows, for progress in file bytes."""
     if spec.text_column not in schema.names:
         raise ValueError(f"{path}: no {spec.text_column!r} column (columns: {', '.join(schema.names)}); "
                          f"choose one with --text-column")
@@ -111,10 +112,9 @@ def _table_records(path: str, batches, schema: pa.Schema, spec: CorpusSpec, comp
     for batch in batches:
         texts = batch.column(spec.text_column).to_pylist()
         ids = batch.column(spec.id_column).to_pylist() if spec.id_column in batch.schema.names else [None] * len(texts)
-        share = compressed_size // max(1, batch.num_rows)  # progress in file bytes, spread over the rows
         for text, doc_id in zip(texts, ids):
             if text:
-                yield Record(text, str(doc_id) if doc_id is not None else f"{path}:{row}", share)
+                yield Record(text, str(doc_id) if doc_id is not None else f"{path}:{row}", bytes_per_row)
             row += 1
 
 
@@ -133,7 +133,8 @@ def read_records(path: str, spec: CorpusSpec) -> Iterator[Record]:
         if kind == "arrow":
             reader = pa.ipc.open_file(pa.BufferReader(stream.read()))
             batches = (reader.get_batch(i) for i in range(reader.num_record_batches))
-            yield from _table_records(path, batches, reader.schema, spec, size // max(1, reader.num_record_batches))
+            rows = sum(reader.get_batch(i).num_rows for i in range(reader.num_record_batches))
+            yield from _table_records(path, batches, reader.schema, spec, size // max(1, rows))
             return
         if kind == "jsonl":
             for number, line in enumerate(io.TextIOWrapper(stream, encoding="utf-8"), 1):

@@ -130,10 +130,10 @@ def train(spec: corpus.CorpusSpec, config: TrainConfig, output_dir: str, progres
             yield text
 
     started = time.time()
-    texts = (record.text for record in records())
+    texts = _capped((record.text for record in records()), config.max_doc_chars)
     if config.max_bytes:
-        texts = corpus.seeded_sample(_capped(texts, config.max_doc_chars), config.max_bytes, config.seed)
-    tokenizer = train_from_texts(counted(_capped(texts, config.max_doc_chars)), config)
+        texts = corpus.seeded_sample(texts, config.max_bytes, config.seed)
+    tokenizer = train_from_texts(counted(texts), config)
     os.makedirs(output_dir, exist_ok=True)
     path = os.path.join(output_dir, TOKENIZER_FILE)
     temporary = f"{path}.tmp"
