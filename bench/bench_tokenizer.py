@@ -53,9 +53,7 @@ def load_documents() -> list[str]:
     for dump in sorted((FIXTURES / "wikipedia").glob("*wiki-*.xml*")):
         if "truncated" in dump.name or "tiny" in dump.name:
             continue
-        siteinfo = wikipedia.read_siteinfo(str(dump), wikipedia.read_index(str(dump).replace("-multistream-head4MB.xml.bz2", "-multistream-index-head4MB.txt.bz2"))[0]
-                                           if "multistream" in dump.name else None)
-        cleaner = processor.cleaner(siteinfo)
+        cleaner = processor.cleaner(wikipedia.read_siteinfo(str(dump)))
         for page in wikipedia.read_dump(str(dump)):
             if isinstance(page, wikipedia.Page):
                 text = cleaner.clean(page.text)

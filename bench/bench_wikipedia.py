@@ -36,9 +36,9 @@ from pipeline.sources import wikipedia  # noqa: E402
 
 FIXTURES = REPO.parent / "shared" / "fixtures" / "wikipedia"
 DUMPS = {
-    "ltg": ("ltgwiki-pages-articles.xml", None),
-    "uk": ("ukwiki-pages-articles-multistream-head4MB.xml.bz2", "ukwiki-pages-articles-multistream-index-head4MB.txt.bz2"),
-    "ja": ("jawiki-pages-articles-multistream-head4MB.xml.bz2", "jawiki-pages-articles-multistream-index-head4MB.txt.bz2"),
+    "ltg": "ltgwiki-pages-articles.xml",
+    "uk": "ukwiki-pages-articles-multistream-head4MB.xml.bz2",
+    "ja": "jawiki-pages-articles-multistream-head4MB.xml.bz2",
 }
 
 
@@ -48,17 +48,15 @@ def require_fixtures() -> None:
 
 
 def pages_of(name: str) -> tuple[list[wikipedia.Page], wikipedia.SiteInfo]:
-    dump, index = DUMPS[name]
-    path = str(FIXTURES / dump)
-    header_end = wikipedia.read_index(str(FIXTURES / index))[0] if index else None
-    return [p for p in wikipedia.read_dump(path) if isinstance(p, wikipedia.Page)], wikipedia.read_siteinfo(path, header_end)
+    path = str(FIXTURES / DUMPS[name])
+    return [p for p in wikipedia.read_dump(path) if isinstance(p, wikipedia.Page)], wikipedia.read_siteinfo(path)
 
 
 def bench_parse(args) -> None:
     require_fixtures()
     processor = WikipediaProcessor(ProcessConfig.for_source("wikipedia"))
     print(f"{'dump':5} {'pages':>6} {'wikitext MB':>11} {'parse pages/s':>14} {'parse+clean pages/s':>20} {'clean MB/s':>10}")
-    for name, (dump, _) in DUMPS.items():
+    for name, dump in DUMPS.items():
         path = str(FIXTURES / dump)
         pages, siteinfo = pages_of(name)
         cleaner = processor.cleaner(siteinfo)

@@ -208,6 +208,8 @@ def test_command_line_train_and_encode(tmp_path, capsys):
     assert cli.main(["encode", "--tokenizer", str(tmp_path / "nope"), "--input", pattern, "--output", str(tmp_path / "b")]) == 2
     assert cli.main(["train", "--input", str(tmp_path / "none*.parquet"), "--output", str(tmp_path / "t")]) == 2
     assert "no file matches" in capsys.readouterr().err
+    assert cli.main(["train", "--input", pattern, "--pattern", "[unclosed", "--output", str(tmp_path / "t")]) == 2
+    assert "nor a valid regex" in capsys.readouterr().err
 
 
 def test_the_beam_transform_writes_the_same_bins(tokdir, tmp_path):
@@ -228,3 +230,16 @@ def test_the_beam_transform_writes_the_same_bins(tokdir, tmp_path):
     for split in bins.SPLITS:
         for name in os.listdir(tmp_path / "direct" / split):
             assert filecmp.cmp(tmp_path / "direct" / split / name, tmp_path / "beam" / split / name, shallow=False)
+
+
+def test_progress_counts_the_bytes_of_the_files_read(tmp_path):
+    texts = corpus_texts(40, seed=8)
+    with gzip.open(tmp_path / "a.jsonl.gz", "wt") as handle:
+        handle.writelines(json.dumps({"text": t}) + "\n" for t in texts)
+    (tmp_path / "b.txt").write_text("\n".join(t.replace("\n", " ") for t in texts))
+    paths = [str(tmp_path / "a.jsonl.gz"), str(tmp_path / "b.txt")]
+    shards = write_shards(tmp_path / "shards", texts, shards=2)
+    for spec in (corpus.CorpusSpec(paths, lines=True), corpus.CorpusSpec(shards)):
+        counted = sum(record.source_bytes for record in corpus.iter_records(spec))
+        total = sum(corpus.file_size(p) for p in spec.paths)
+        assert 0.9 * total <= counted <= total, (spec.paths, counted, total)

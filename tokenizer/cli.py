@@ -77,8 +77,13 @@ class Progress:
 
 
 def run_train(args) -> int:
-    if args.pattern not in train.PATTERNS and "(" not in args.pattern and "\\" not in args.pattern:
-        raise UsageError(f"--pattern: {args.pattern!r} is neither a known name ({', '.join(train.PATTERNS)}) nor a regex")
+    if args.pattern not in train.PATTERNS:
+        from tokenizers import Regex
+
+        try:
+            Regex(args.pattern)
+        except Exception as exc:  # tokenizers raises a bare Exception for Oniguruma errors
+            raise UsageError(f"--pattern: not a known name ({', '.join(train.PATTERNS)}) nor a valid regex: {exc}")
     config = train.TrainConfig(
         vocab_size=args.vocab_size, pattern=args.pattern,
         extra_special_tokens=tuple(t.strip() for t in args.special_tokens.split(",") if t.strip()),

@@ -137,6 +137,13 @@ def read_records(path: str, spec: CorpusSpec) -> Iterator[Record]:
             yield from _table_records(path, batches, reader.schema, spec, size // max(1, rows))
             return
         if kind == "jsonl":
+            position = 0  # of the (compressed) file: progress counts what was read of it
+
+            def consumed() -> int:
+                nonlocal position
+                before, position = position, raw.tell()
+                return position - before
+
             for number, line in enumerate(io.TextIOWrapper(stream, encoding="utf-8"), 1):
                 if not line.strip():
                     continue
@@ -148,16 +155,18 @@ def read_records(path: str, spec: CorpusSpec) -> Iterator[Record]:
                 text = fields.get(spec.text_column) if isinstance(fields, dict) else None
                 if isinstance(text, str) and text:
                     doc_id = fields.get(spec.id_column)
-                    yield Record(text, str(doc_id) if doc_id is not None else f"{path}:{number}", len(line))
+                    yield Record(text, str(doc_id) if doc_id is not None else f"{path}:{number}", consumed())
             return
         text = stream.read().decode("utf-8-sig", errors="replace")
         if not spec.lines:
             if text:
                 yield Record(text, path, size)
             return
+        unreported = size  # the file was read whole: its first document carries it
         for number, line in enumerate(text.splitlines(), 1):
             if line:
-                yield Record(line, f"{path}:{number}", len(line) + 1)
+                yield Record(line, f"{path}:{number}", unreported)
+                unreported = 0
 
 
 def iter_records(spec: CorpusSpec) -> Iterator[Record]:

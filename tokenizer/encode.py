@@ -116,7 +116,6 @@ def encode_shard(encoder: Encoder, spec: corpus.CorpusSpec, inputs: list[str], o
     shard_spec = dataclasses.replace(spec, paths=inputs)
     use_hf = encoder.fast is None
     checked = use_hf
-    counts = {"input_bytes": 0}
     try:
         def batches():
             nonlocal use_hf, checked
@@ -136,7 +135,6 @@ def encode_shard(encoder: Encoder, spec: corpus.CorpusSpec, inputs: list[str], o
 
         for batch, ids_list in encode_batches(batches(), use_hf):
             for record, ids in zip(batch, ids_list):
-                counts["input_bytes"] += record.source_bytes
                 split = "val" if bins.is_validation(record.doc_id, config.val_fraction) else "train"
                 writers[split].add(ids)
         infos = {split: writer.commit({**identity, "encoder": "hf" if use_hf else "tiktoken"})
