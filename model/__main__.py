@@ -1,3 +1,3 @@
 import sys
 
-sys.exit("python -m model: the model package has no command; train it with `python -m train` (issue #6).")
+sys.exit("python -m model: the model package has no command; train with `python -m train --config configs/demo.toml`.")

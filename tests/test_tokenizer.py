@@ -5,18 +5,16 @@ import filecmp
 import gzip
 import json
 import os
-import random
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 import zstandard
 from tokenizers import Tokenizer
 
-from pipeline import synthetic
 from tokenizer import bins, cli, corpus, encode, train
 from tokenizer.encoding import MAX_RUN, Encoder, split_pathological
+
+from tests.textdata import corpus_texts, write_shards
 
 SPECIAL = "<|endoftext|>"
 HARD_TEXTS = [
@@ -32,24 +30,6 @@ HARD_TEXTS = [
     "x" * 1000 + " " + "🙂" * 3000,
     "",
 ]
-
-
-def corpus_texts(count=300, seed=0) -> list[str]:
-    rng = random.Random(seed)
-    texts = []
-    for _ in range(count):
-        language = rng.choice(["en", "de", "fr", "es"])
-        texts.append("\n\n".join(synthetic.article_paragraphs(rng, language)))
-    return texts
-
-
-def write_shards(folder, texts, shards=3):
-    folder.mkdir(parents=True, exist_ok=True)
-    for shard in range(shards):
-        rows = [(f"doc-{i:05d}", text) for i, text in enumerate(texts) if i % shards == shard]
-        pq.write_table(pa.table({"id": [r[0] for r in rows], "text": [r[1] for r in rows]}),
-                       folder / f"part-{shard:05d}-of-{shards:05d}.parquet")
-    return sorted(str(p) for p in folder.glob("part-*.parquet"))
 
 
 @pytest.fixture(scope="module")

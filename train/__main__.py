@@ -1,3 +1,5 @@
 import sys
 
-sys.exit("python -m train: not built yet; the trainer arrives with the training issue (#6).")
+from train.cli import main
+
+sys.exit(main())

@@ -1,0 +1,223 @@
+"""The trainer: configuration, the bin loader and its mixture, resumption, checkpoints, non-finite losses,
+generation from a run. Runs on CPU in float32 through the real command lines."""
+
+import json
+import math
+import os
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from tokenizer import corpus, encode, train as tokenizer_train
+from tokenizer.bins import BinReader
+from train import checkpoint, cli, config as config_module, generate as generate_module
+from train.data import MixtureLoader
+from train.optim import build_optimizer, lr_factor
+
+from tests.textdata import corpus_texts, write_shards
+
+TINY_RUN = ["--model.dim", "32", "--model.n_layers", "2", "--model.n_heads", "4", "--model.n_kv_heads", "2",
+            "--model.multiple_of", "16", "--model.max_seq_len", "32", "--data.seq_len", "32",
+            "--training.micro_batch_size", "4", "--training.batch_tokens", "256", "--training.device", "cpu",
+            "--schedule.warmup_steps", "2", "--optim.lr", "3e-3", "--logging.interval", "1",
+            "--logging.eval_interval", "0", "--logging.eval_batches", "2", "--logging.tensorboard", "false"]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    """A tokenizer and two bin directories (different texts), 10% validation."""
+    root = tmp_path_factory.mktemp("train-data")
+    shards = write_shards(root / "shards", corpus_texts(count=200))
+    tokenizer_train.train(corpus.CorpusSpec(shards), tokenizer_train.TrainConfig(vocab_size=600), str(root / "tok"))
+    for name, seed in (("web", 1), ("books", 2)):
+        paths = write_shards(root / f"{name}-shards", corpus_texts(count=60, seed=seed), shards=2)
+        encode.encode_corpus(str(root / "tok"), corpus.CorpusSpec(paths), str(root / name),
+                             encode.EncodeConfig(val_fraction=0.1))
+    return root
+
+
+def run_args(data, run_dir, *extra):
+    sources = f'[{{path="{data / "web"}", weight=3}}, {{path="{data / "books"}", weight=1}}]'
+    return ["--data.sources", sources, "--data.tokenizer", str(data / "tok"), "--run.dir", str(run_dir),
+            *TINY_RUN, *extra]
+
+
+def losses(run_dir):
+    with open(os.path.join(run_dir, "metrics.jsonl")) as handle:
+        return {r["step"]: r["loss"] for r in map(json.loads, handle) if "loss" in r}
+
+
+def test_the_loader_is_deterministic_mixes_exactly_and_resumes_at_its_position(data):
+    readers = [BinReader(str(data / "web")), BinReader(str(data / "books"))]
+
+    def loader(seed=5, batch=4, rank=0, world=1):
+        return MixtureLoader(readers, [3, 1], ["web", "books"], 32, batch, seed, rank, world)
+
+    first, second = loader(), loader()
+    batches = [first.next_batch() for _ in range(10)]
+    assert all(torch.equal(a, second.next_batch()) for a in batches)
+    assert batches[0].shape == (4, 33) and batches[0].dtype == torch.int64
+    assert first.state_dict() == {"samples": 40, "cursors": {"web": 30, "books": 10}}  # exactly 3:1
+    assert not torch.equal(loader(seed=6).next_batch(), batches[0])
+
+    resumed = loader()
+    resumed.load_state_dict(json.loads(json.dumps(first.state_dict())))  # as a checkpoint stores it
+    assert all(torch.equal(resumed.next_batch(), first.next_batch()) for _ in range(5))
+
+    # an epoch of a source visits each of its windows once, every window is the stream's tokens there
+    web = first.sources[0]
+    seen = [tuple(web.window(c).tolist()) for c in range(web.windows)]
+    every = {tuple(readers[0].tokens(w * 32, 33).tolist()) for w in range(web.windows)}
+    assert sorted(web._order.tolist()) == list(range(web.windows)) and set(seen) == every
+    assert [tuple(web.window(c).tolist()) for c in range(web.windows, 2 * web.windows)] != seen  # reshuffled
+
+    # two ranks of a two-process run split exactly what one process with twice the micro-batch reads
+    whole = loader(batch=8).next_batch()
+    halves = [loader(rank=r, world=2).next_batch() for r in (0, 1)]
+    assert torch.equal(torch.cat(halves), whole)
+
+
+def test_schedules_and_weight_decay_groups():
+    cosine = config_module.ScheduleConfig(kind="cosine", warmup_steps=10, min_lr_ratio=0.1)
+    assert lr_factor(5, 100, cosine) == pytest.approx(0.5)
+    assert lr_factor(10, 100, cosine) == pytest.approx(1.0)
+    assert lr_factor(55, 100, cosine) == pytest.approx(0.55)
+    assert lr_factor(100, 100, cosine) == pytest.approx(0.1)
+    wsd = config_module.ScheduleConfig(kind="wsd", warmup_steps=10, min_lr_ratio=0.0, decay_fraction=0.2)
+    assert [lr_factor(s, 100, wsd) for s in (50, 80, 90, 100)] == pytest.approx([1.0, 1.0, 0.5, 0.0])
+
+    from model import ModelConfig, Transformer
+
+    model = Transformer(ModelConfig(vocab_size=64, dim=16, n_layers=1, n_heads=2, multiple_of=16))
+    optimizer = build_optimizer(model, config_module.OptimConfig(weight_decay=0.1), torch.device("cpu"))
+    decayed, plain = optimizer.param_groups
+    names = {id(p): n for n, p in model.named_parameters()}
+    assert decayed["weight_decay"] == 0.1 and plain["weight_decay"] == 0.0
+    assert sorted(names[id(p)] for p in plain["params"]) == [
+        "layers.0.attention_norm.weight", "layers.0.ffn_norm.weight", "norm.weight", "tok_embeddings.weight"]
+    assert len(decayed["params"]) == 7  # wq, wk, wv, wo, w1, w2, w3
+
+
+def test_configuration_errors_name_the_setting(data, tmp_path, capsys):
+    with pytest.raises(config_module.ConfigError, match=r"unknown setting optim\.lrr \(did you mean optim\.lr\?\)"):
+        config_module.load(None, config_module.parse_overrides(["--optim.lrr", "1e-3"]))
+    with pytest.raises(config_module.ConfigError, match="training.steps: expected int"):
+        config_module.load(None, config_module.parse_overrides(["--training.steps=many"]))
+    loaded = config_module.load("configs/demo.toml", config_module.parse_overrides(
+        ["--optim.betas", "[0.8, 0.9]", "--training.compile", "true", "--training.batch_tokens", "16384",
+         "--data.sources", '[{path="bins/web/"}]']))
+    assert loaded.optim.betas == [0.8, 0.9] and loaded.training.compile is True
+    assert loaded.training.batch_tokens == 16384 and loaded.data.sources[0].name == "web"
+    assert loaded.model.n_kv_heads == 4  # from the preset file
+
+    assert cli.main(run_args(data, tmp_path / "r", "--training.batch_tokens", "100")) == 2
+    assert "multiple of micro_batch_size" in capsys.readouterr().err
+    assert cli.main(run_args(data, tmp_path / "r", "--data.sources", '[{path="nowhere"}]')) == 2
+    assert "nowhere has no meta.json" in capsys.readouterr().err
+    for preset in sorted(os.listdir("configs")):
+        config_module.load(os.path.join("configs", preset)).model  # every preset validates
+
+
+def test_an_interrupted_and_resumed_run_equals_an_uninterrupted_one(data, tmp_path, capsys):
+    whole, parts = tmp_path / "whole", tmp_path / "parts"
+    common = ["--training.steps", "8", "--checkpoint.interval", "2", "--checkpoint.keep", "2"]
+    assert cli.main(run_args(data, whole, *common)) == 0
+    assert cli.main(run_args(data, parts, *common, "--checkpoint.exit_at_step", "3")) == 0
+    assert "stopped at step 3" in capsys.readouterr().out
+    assert sorted(losses(parts)) == [1, 2, 3]
+    assert cli.main(run_args(data, parts, *common)) == 2  # a run directory with checkpoints needs --resume
+    assert "--resume auto" in capsys.readouterr().err
+    assert cli.main(["--resume", "auto", *run_args(data, parts, *common)]) == 0
+
+    expected, resumed = losses(whole), losses(parts)
+    assert sorted(resumed) == list(range(1, 9))
+    assert resumed == expected  # bit for bit: same batches, same optimiser state, same schedule
+    assert expected[8] < expected[1]
+    names = sorted(os.listdir(parts / "checkpoints"))
+    assert names == ["step-00000006", "step-00000008"]  # keep = 2
+    final_whole = load_file(str(whole / "checkpoints/step-00000008/model.safetensors"))
+    final_parts = load_file(str(parts / "checkpoints/step-00000008/model.safetensors"))
+    assert all(torch.equal(final_whole[k], final_parts[k]) for k in final_whole)
+    state = json.load(open(parts / "checkpoints/step-00000008/trainer.json"))
+    assert state["step"] == 8 and state["tokens"] == 8 * 256 and sum(state["data"]["cursors"].values()) == 64
+    saved = config_module.load(str(parts / "config.toml"))
+    assert saved.model.vocab_size == 640 and saved.training.steps == 8 and saved.model.dim == 32
+    assert (parts / "loss.png").stat().st_size > 1000
+    assert os.path.exists(parts / "tokenizer" / "tokenizer.json")
+
+
+def test_resume_auto_never_picks_a_corrupt_or_half_written_checkpoint(data, tmp_path, capsys, caplog):
+    caplog.set_level("INFO")
+    run = tmp_path / "run"
+    assert cli.main(run_args(data, run, "--training.steps", "6", "--checkpoint.interval", "2",
+                             "--checkpoint.keep", "3")) == 0
+    root = run / "checkpoints"
+    assert checkpoint.latest(str(run)) == str(root / "step-00000006")
+
+    weights = root / "step-00000006" / "model.safetensors"
+    raw = bytearray(weights.read_bytes())
+    raw[-5] ^= 0xFF  # same size, one flipped byte
+    weights.write_bytes(bytes(raw))
+    half = root / "step-00000010"  # a directory that never got its manifest
+    shutil.copytree(root / "step-00000004", half)
+    os.remove(half / "manifest.json")
+    (root / ".step-00000012.abc").mkdir()  # a staging directory of a run killed mid-write
+    optimizer = root / "step-00000004" / "optimizer.pt"
+    optimizer.write_bytes(optimizer.read_bytes()[:-100])  # truncated
+    assert checkpoint.latest(str(run)) == str(root / "step-00000002")
+    assert "step-00000006: incomplete or corrupt" in caplog.text
+
+    assert cli.main(["--resume", "auto", *run_args(data, run, "--training.steps", "6",
+                                                   "--checkpoint.interval", "2", "--checkpoint.keep", "3")]) == 0
+    assert "resuming from" in caplog.text and "step-00000002 (step 2)" in caplog.text
+    assert sorted(losses(run)) == list(range(1, 7))
+    assert checkpoint.latest(str(run)) == str(root / "step-00000006")  # rewritten; the manifest-less one ignored
+    assert not (root / ".step-00000012.abc").exists()
+    with pytest.raises(checkpoint.CheckpointError, match="no complete checkpoint"):
+        checkpoint.resolve(str(tmp_path / "empty"))
+
+
+def test_a_non_finite_loss_stops_the_run_naming_the_step(data, tmp_path, capsys):
+    run = tmp_path / "nan"
+    poisoned = ["--training.steps", "6", "--checkpoint.interval", "1", "--optim.lr", "1e30",
+                "--schedule.warmup_steps", "0", "--training.grad_clip", "0"]
+    assert cli.main(run_args(data, run, *poisoned)) == 3
+    message = capsys.readouterr().err
+    step = int(message.split("step ")[1].split(":")[0])
+    assert 1 < step <= 6 and "not finite" in message and ("nan" in message or "inf" in message)
+    kept = sorted(os.listdir(run / "checkpoints"))
+    assert kept and kept[-1] == f"step-{step - 1:08d}"  # nothing written for the poisoned step
+    for name in kept:
+        assert all(torch.isfinite(t).all() for t in load_file(str(run / "checkpoints" / name / "model.safetensors")).values())
+
+    skipping = tmp_path / "skip"
+    assert cli.main(run_args(data, skipping, *poisoned, "--training.on_nonfinite", "skip",
+                             "--training.max_skipped_steps", "2")) == 3
+    assert "3 consecutive skipped steps" in capsys.readouterr().err
+    with open(skipping / "metrics.jsonl") as handle:
+        assert sum(1 for r in map(json.loads, handle) if r.get("skipped")) == 2
+
+
+def test_generation_from_a_run_uses_its_tokenizer_and_is_repeatable(data, tmp_path, capsys):
+    run = tmp_path / "gen"
+    assert cli.main(run_args(data, run, "--training.steps", "3", "--checkpoint.interval", "3")) == 0
+    capsys.readouterr()
+    arguments = ["--checkpoint", str(run), "--prompt", "Die kleine Stadt", "--max-new-tokens", "12",
+                 "--temperature", "1.0", "--seed", "4"]
+    assert generate_module.main(arguments) == 0
+    first = capsys.readouterr().out
+    assert generate_module.main(arguments) == 0
+    assert capsys.readouterr().out == first and first.startswith("Die kleine Stadt")
+    assert generate_module.main(["--checkpoint", str(tmp_path / "none")]) == 2
+    assert "no complete checkpoint" in capsys.readouterr().err
+
+    model, encoder = generate_module.load_run(str(run))
+    ids = encoder.encode(["Die kleine Stadt"])[0]
+    new = generate_module.generate(model, [encoder.end_of_text, *ids], 12, temperature=0.0)
+    with torch.no_grad():
+        logits = model(torch.tensor([[encoder.end_of_text, *ids]]))[0, -1]
+    assert new[0] == int(logits.argmax()) and not math.isnan(float(logits.sum()))
+    assert np.all(np.asarray(new) < model.config.vocab_size)

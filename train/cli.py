@@ -1,0 +1,57 @@
+"""`python -m train --config configs/<name>.toml [--resume auto] [--section.field VALUE …]`"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from train import config as config_module
+from train.checkpoint import CheckpointError
+from train.data import DataError
+from train.trainer import NonFiniteLoss, train
+
+EXAMPLE = """examples:
+  # the CPU demo preset on bins written by `python -m tokenizer encode`
+  python -m train --config configs/demo.toml --data.sources '[{path="bins/"}]' --data.tokenizer tok/
+  # GPT-2-small size, two corpora mixed 70/30, a higher learning rate, continuing the run if it has checkpoints
+  python -m train --config configs/gpt2-small.toml --resume auto --optim.lr 1e-3 \\
+      --data.sources '[{path="bins/web", weight=0.7}, {path="bins/wiki", weight=0.3}]'
+
+Any field of the configuration can be overridden as --section.field VALUE; VALUE is read as TOML (6e-4, true,
+[0.9, 0.95], "text") and otherwise taken as a string. The resolved configuration is saved as RUN/config.toml.
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m train", description=__doc__.strip() + "\n\nTrains the "
+                                     "Llama-style model on token bins.", epilog=EXAMPLE,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", help="a TOML file (presets in configs/); without it, the defaults")
+    parser.add_argument("--resume", default="never", metavar="auto|never|PATH",
+                        help="auto: continue from the run directory's newest complete checkpoint, if any; PATH: "
+                             "from that checkpoint; never (default): refuse a run directory that has checkpoints")
+    return parser
+
+
+def main(argv=None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s",
+                        datefmt="%H:%M:%S")
+    args, rest = build_parser().parse_known_args(argv)
+    try:
+        config = config_module.load(args.config, config_module.parse_overrides(rest))
+        summary = train(config, resume=args.resume)
+    except (config_module.ConfigError, DataError, CheckpointError) as exc:
+        print(f"python -m train: {exc}", file=sys.stderr)
+        return 2
+    except NonFiniteLoss as exc:
+        print(f"python -m train: {exc}", file=sys.stderr)
+        return 3
+    if summary["stopped_early"]:
+        print(f"stopped at step {summary['step']}; checkpoint {summary['checkpoint']}")
+    else:
+        val = f", validation loss {summary['val.loss']:.4f}" if "val.loss" in summary else ""
+        print(f"trained {summary['step']} steps ({summary['tokens']:,} tokens){val}; checkpoint {summary['checkpoint']}")
+        if summary["loss_plot"]:
+            print(f"loss curve: {summary['loss_plot']}")
+    return 0

@@ -1,0 +1,227 @@
+"""Training configuration: TOML sections validated into dataclasses, command-line overrides of any field
+(`--optim.lr 6e-4`), and the resolved configuration written back as TOML with every run."""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import tomllib
+import typing
+from dataclasses import dataclass, field
+
+import tomli_w
+
+from model import ModelConfig
+
+
+class ConfigError(ValueError):
+    pass
+
+
+@dataclass
+class DataSource:
+    path: str  # a bin directory written by `python -m tokenizer encode`
+    weight: float = 1.0  # mixture weight; normalised over the sources
+    name: str = ""  # in logs and validation metrics; defaults to the directory's name
+
+
+@dataclass
+class DataConfig:
+    sources: list[DataSource] = field(default_factory=list)
+    tokenizer: str = ""  # the tokenizer directory the bins were encoded with; copied into the run
+    seq_len: int = 1024
+
+
+@dataclass
+class TrainingConfig:
+    steps: int = 1000
+    batch_tokens: int = 524288  # global batch per optimiser step; gradient accumulation makes up the rest
+    micro_batch_size: int = 8  # sequences per forward pass
+    seed: int = 1337
+    device: str = "auto"  # auto: cuda when available, else cpu
+    dtype: str = "auto"  # auto: bfloat16 autocast on CUDA, float32 on CPU; or float32 / bfloat16
+    compile: bool = False
+    grad_clip: float = 1.0  # 0 disables clipping (the norm is still logged)
+    on_nonfinite: str = "stop"  # stop: end the run naming the step; skip: drop the step's update
+    max_skipped_steps: int = 10  # with on_nonfinite = "skip": consecutive skips before the run stops anyway
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 6e-4
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.95])
+    eps: float = 1e-8
+    weight_decay: float = 0.1  # not applied to norms and embeddings
+
+
+@dataclass
+class ScheduleConfig:
+    kind: str = "cosine"  # cosine | wsd (warmup-stable-decay) | constant
+    warmup_steps: int = 100
+    min_lr_ratio: float = 0.1  # final learning rate as a fraction of optim.lr
+    decay_fraction: float = 0.2  # wsd: the share of steps spent decaying at the end
+
+
+@dataclass
+class CheckpointConfig:
+    interval: int = 1000  # steps between checkpoints; one is always written at the end
+    keep: int = 3  # complete checkpoints kept; older ones are deleted after a new one is written
+    exit_at_step: int = 0  # write a checkpoint and exit after this step (a scheduler's time slot); 0: never
+
+
+@dataclass
+class LoggingConfig:
+    interval: int = 10  # steps between console and metrics lines
+    eval_interval: int = 500  # steps between validation passes; 0: only at the end
+    eval_batches: int = 20  # micro-batches per source per validation pass
+    tensorboard: bool = True  # when the tensorboard package is installed
+    peak_flops: float = 0.0  # per device, for MFU; 0: looked up from the accelerator's name
+
+
+@dataclass
+class RunConfig:
+    dir: str = "runs/default"
+
+
+@dataclass
+class Config:
+    run: RunConfig = field(default_factory=RunConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+
+    def check(self) -> None:
+        """Cross-field rules; raises ConfigError naming the setting."""
+        t = self.training
+        if not self.data.sources:
+            raise ConfigError("data.sources: at least one bin directory is needed")
+        if not self.data.tokenizer:
+            raise ConfigError("data.tokenizer: the tokenizer directory is needed (generation uses it)")
+        if any(s.weight <= 0 for s in self.data.sources):
+            raise ConfigError("data.sources: every weight must be positive")
+        names = [s.name for s in self.data.sources]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"data.sources: names must differ, got {names}")
+        if self.data.seq_len > self.model.max_seq_len:
+            raise ConfigError(f"data.seq_len ({self.data.seq_len}) exceeds model.max_seq_len ({self.model.max_seq_len})")
+        per_micro = t.micro_batch_size * self.data.seq_len
+        if t.batch_tokens <= 0 or t.batch_tokens % per_micro:
+            raise ConfigError(f"training.batch_tokens ({t.batch_tokens}) must be a multiple of micro_batch_size × "
+                              f"data.seq_len ({per_micro})")
+        for name, value, allowed in (("training.on_nonfinite", t.on_nonfinite, ("stop", "skip")),
+                                     ("training.dtype", t.dtype, ("auto", "float32", "bfloat16")),
+                                     ("schedule.kind", self.schedule.kind, ("cosine", "wsd", "constant"))):
+            if value not in allowed:
+                raise ConfigError(f"{name}: {value!r} is not one of {', '.join(allowed)}")
+        if t.steps <= 0 or self.schedule.warmup_steps < 0 or self.checkpoint.keep < 1:
+            raise ConfigError("training.steps must be positive, schedule.warmup_steps non-negative, checkpoint.keep ≥ 1")
+        if len(self.optim.betas) != 2:
+            raise ConfigError("optim.betas: two numbers, e.g. [0.9, 0.95]")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def _convert(value, kind, where: str):
+    origin = typing.get_origin(kind)
+    if dataclasses.is_dataclass(kind):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a table, got {value!r}")
+        return _build(kind, value, where)
+    if origin is list:
+        (item,) = typing.get_args(kind)
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        return [_convert(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+    elif kind is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif kind is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():  # 5e5 on a command line
+            return int(value)
+    elif kind is str:
+        return str(value)
+    raise ConfigError(f"{where}: expected {kind.__name__}, got {value!r}")
+
+
+def _build(cls, table: dict, where: str):
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    for key in table:
+        if key not in known:
+            close = difflib.get_close_matches(key, known, n=1)
+            hint = f" (did you mean {where + '.' if where else ''}{close[0]}?)" if close else ""
+            raise ConfigError(f"unknown setting {where + '.' if where else ''}{key}{hint}")
+    values = {key: _convert(value, hints[key], f"{where}.{key}" if where else key) for key, value in table.items()}
+    try:
+        return cls(**values)
+    except ValueError as exc:
+        raise ConfigError(f"{where}: {exc}")
+
+
+def _parse_value(text: str):
+    """A TOML value (`6e-4`, `true`, `[0.9, 0.95]`, `[{path="bins", weight=1}]`), else the bare string."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def _set(table: dict, dotted: str, value) -> None:
+    *sections, key = dotted.split(".")
+    for section in sections:
+        table = table.setdefault(section, {})
+        if not isinstance(table, dict):
+            raise ConfigError(f"--{dotted}: {section} is not a section")
+    table[key] = value
+
+
+def parse_overrides(arguments: list[str]) -> list[tuple[str, object]]:
+    """`--section.field VALUE` or `--section.field=VALUE` pairs."""
+    pairs, index = [], 0
+    while index < len(arguments):
+        argument = arguments[index]
+        if not argument.startswith("--") or "." not in argument:
+            raise ConfigError(f"unexpected argument {argument!r}; overrides look like --optim.lr 6e-4")
+        if "=" in argument:
+            name, text = argument[2:].split("=", 1)
+            index += 1
+        else:
+            if index + 1 >= len(arguments):
+                raise ConfigError(f"{argument}: a value is missing")
+            name, text = argument[2:], arguments[index + 1]
+            index += 2
+        pairs.append((name, _parse_value(text)))
+    return pairs
+
+
+def load(path: str | None, overrides: list[tuple[str, object]] = ()) -> Config:
+    table: dict = {}
+    if path:
+        try:
+            with open(path, "rb") as handle:
+                table = tomllib.load(handle)
+        except FileNotFoundError:
+            raise ConfigError(f"--config: {path} does not exist")
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"--config: {path} is not valid TOML: {exc}")
+    for name, value in overrides:
+        _set(table, name, value)
+    config = _build(Config, table, "")
+    for source in config.data.sources:
+        source.name = source.name or source.path.rstrip("/").rsplit("/", 1)[-1]
+    return config
+
+
+def save(config: Config, path: str) -> None:
+    with open(path, "wb") as handle:
+        tomli_w.dump(config.to_dict(), handle)

@@ -1,0 +1,133 @@
+"""Where a run reports: a console line per interval, the same as JSON lines in RUN/metrics.jsonl, TensorBoard
+when installed, a progress bar with an ETA on a terminal, and a loss-curve PNG at the end."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+
+import torch
+
+log = logging.getLogger("train")
+
+METRICS_FILE = "metrics.jsonl"
+LOSS_PLOT = "loss.png"
+
+# Dense bf16 tensor-core peak per device, FLOP/s, from the vendors' data sheets; the first match of the device
+# name wins, so the more specific names come first.
+PEAK_FLOPS = (
+    ("H100 PCIe", 756e12), ("H100 NVL", 835e12), ("GH200", 989e12), ("H100", 989e12), ("H200", 989e12),
+    ("B200", 2250e12), ("A100", 312e12), ("L40S", 362e12), ("L4", 121e12),
+    ("RTX 4090", 165e12), ("RTX 3090", 71e12), ("V100", 125e12), ("T4", 65e12),
+)
+
+
+def peak_flops(device: torch.device, configured: float) -> float:
+    """Peak FLOP/s of one device for MFU: the configured figure, else the table's by CUDA device name, else 0
+    (unknown: MFU is not reported)."""
+    if configured > 0:
+        return configured
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+        for key, flops in PEAK_FLOPS:
+            if key in name:
+                return flops
+        log.warning("no peak FLOP/s known for %s; pass --logging.peak_flops to get MFU", name)
+    return 0.0
+
+
+class MetricsLog:
+    def __init__(self, run_dir: str, total_steps: int, start_step: int, use_tensorboard: bool):
+        self.path = os.path.join(run_dir, METRICS_FILE)
+        self.run_dir = run_dir
+        self._truncate_after(start_step)
+        self.file = open(self.path, "a")
+        self.tensorboard = None
+        if use_tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:
+                log.info("tensorboard is not installed; metrics go to %s only", self.path)
+            else:
+                self.tensorboard = SummaryWriter(os.path.join(run_dir, "tensorboard"), purge_step=start_step + 1)
+        self.bar = None
+        if sys.stderr.isatty():
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total_steps, initial=start_step, unit="step", dynamic_ncols=True)
+
+    def _truncate_after(self, step: int) -> None:
+        """A resumed run rewrites history from its checkpoint on: lines of later steps of the run it replaces go."""
+        if not os.path.exists(self.path):
+            return
+        with open(self.path) as handle:
+            kept = [line for line in handle if line.strip() and json.loads(line).get("step", 0) <= step]
+        with open(self.path, "w") as handle:
+            handle.writelines(kept)
+
+    def write(self, record: dict) -> None:
+        self.file.write(json.dumps(record) + "\n")
+        self.file.flush()
+        if self.tensorboard is not None:
+            for key, value in record.items():
+                if key != "step" and isinstance(value, (int, float)):
+                    self.tensorboard.add_scalar(key.replace(".", "/"), value, record["step"])
+
+    def step_line(self, record: dict) -> None:
+        mfu = f" | mfu {record['mfu'] * 100:5.1f}%" if "mfu" in record else ""
+        line = (f"step {record['step']:>6} | loss {record['loss']:.4f} | lr {record['lr']:.2e} | "
+                f"grad norm {record['grad_norm']:.3f} | {record['tokens_per_second']:,.0f} tok/s{mfu}")
+        if self.bar is not None:
+            self.bar.write(line)
+        else:
+            log.info(line)
+
+    def advance(self, steps: int = 1, loss: float | None = None) -> None:
+        if self.bar is not None:
+            self.bar.update(steps)
+            if loss is not None:
+                self.bar.set_postfix(loss=f"{loss:.4f}")
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+        if self.tensorboard is not None:
+            self.tensorboard.close()
+        self.file.close()
+
+
+def plot_losses(run_dir: str) -> str | None:
+    """RUN/loss.png from metrics.jsonl: training loss per logged step and validation loss per pass."""
+    path = os.path.join(run_dir, METRICS_FILE)
+    if not os.path.exists(path):
+        return None
+    train_points, val_points = [], []
+    with open(path) as handle:
+        for line in handle:
+            record = json.loads(line)
+            if "loss" in record:
+                train_points.append((record["step"], record["loss"]))
+            if "val.loss" in record:
+                val_points.append((record["step"], record["val.loss"]))
+    if not train_points:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot
+
+    figure, axes = pyplot.subplots(figsize=(7, 4), dpi=120)
+    axes.plot(*zip(*train_points), label="train", linewidth=1)
+    if val_points:
+        axes.plot(*zip(*val_points), "o-", label="validation", markersize=3)
+    axes.set_xlabel("step")
+    axes.set_ylabel("loss (nats/token)")
+    axes.grid(alpha=0.3)
+    axes.legend()
+    figure.tight_layout()
+    output = os.path.join(run_dir, LOSS_PLOT)
+    figure.savefig(output)
+    pyplot.close(figure)
+    return output

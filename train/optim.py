@@ -1,0 +1,46 @@
+"""AdamW with weight decay on matrices only, and the learning-rate schedules."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from train.config import OptimConfig, ScheduleConfig
+
+
+def build_optimizer(model: nn.Module, config: OptimConfig, device: torch.device) -> torch.optim.AdamW:
+    """Decay for the weight matrices of attention, MLP and an untied head; none for norms and embeddings (a tied
+    head is the embedding). Fused kernel on CUDA."""
+    embeddings = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
+    decay, no_decay = [], []
+    for param in model.parameters():
+        if param.requires_grad:
+            (decay if param.dim() >= 2 and id(param) not in embeddings else no_decay).append(param)
+    groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=config.lr, betas=tuple(config.betas), eps=config.eps,
+                             fused=device.type == "cuda")
+
+
+def lr_factor(step: int, total_steps: int, config: ScheduleConfig) -> float:
+    """Multiplier of optim.lr for optimiser step `step` (1-based): linear warm-up, then cosine decay to
+    min_lr_ratio, or warmup-stable-decay (constant, then linear decay over the last decay_fraction of steps)."""
+    if step <= config.warmup_steps:
+        return step / config.warmup_steps
+    if config.kind == "constant":
+        return 1.0
+    floor = config.min_lr_ratio
+    if config.kind == "cosine":
+        progress = (step - config.warmup_steps) / max(1, total_steps - config.warmup_steps)
+        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+    decay_steps = max(1, round(total_steps * config.decay_fraction))
+    decay_start = total_steps - decay_steps
+    if step <= decay_start:
+        return 1.0
+    return floor + (1 - floor) * (1 - min(1.0, (step - decay_start) / decay_steps))
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr

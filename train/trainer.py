@@ -1,0 +1,242 @@
+"""The training loop: batches from the bins, gradient accumulation to a fixed number of tokens per step,
+AdamW with warm-up and decay, clipping, validation, checkpoints, and a stop (or a skipped step) on a loss that
+is not finite."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import math
+import os
+import shutil
+import signal
+import time
+
+import torch
+import torch.nn.functional as F
+
+from model import Transformer
+from train import checkpoint
+from train.config import Config, ConfigError, save as save_config
+from train.data import Corpus, validation_batches
+from train.metrics import MetricsLog, peak_flops, plot_losses
+from train.optim import build_optimizer, lr_factor, set_lr
+
+log = logging.getLogger("train")
+
+VOCAB_PADDING = 128  # a vocabulary padded to a multiple of 128 keeps the head's matmul on fast tensor-core tiles
+
+
+class NonFiniteLoss(RuntimeError):
+    pass
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"training.device: {name} requested but CUDA is not available")
+    return device
+
+
+def autocast_dtype(name: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype, or None for plain float32 (weights stay float32 either way)."""
+    if name == "bfloat16" or (name == "auto" and device.type == "cuda"):
+        return torch.bfloat16
+    return None
+
+
+def resolve_vocab(config: Config, tokenizer_vocab: int) -> None:
+    if config.model.vocab_size == 0:
+        config.model.vocab_size = VOCAB_PADDING * math.ceil(tokenizer_vocab / VOCAB_PADDING)
+    elif config.model.vocab_size < tokenizer_vocab:
+        raise ConfigError(f"model.vocab_size ({config.model.vocab_size}) is smaller than the tokenizer's "
+                          f"vocabulary ({tokenizer_vocab}); set it to 0 to follow the tokenizer")
+
+
+def loss_of(model, batch: torch.Tensor) -> torch.Tensor:
+    logits = model(batch[:, :-1])
+    return F.cross_entropy(logits.flatten(0, 1).float(), batch[:, 1:].flatten())
+
+
+@torch.no_grad()
+def evaluate(model, corpus: Corpus, config: Config, device, amp) -> dict:
+    """Mean validation loss per source, and their mixture-weighted mean as `val.loss`."""
+    model.eval()
+    result, weighted, weight_sum = {}, 0.0, 0.0
+    for name, weight, reader in zip(corpus.names, corpus.weights, corpus.val):
+        total, rows = 0.0, 0
+        for batch in validation_batches(reader, config.data.seq_len, config.training.micro_batch_size,
+                                        config.logging.eval_batches):
+            with amp():
+                total += loss_of(model, batch.to(device)).item() * len(batch)
+            rows += len(batch)
+        if rows:
+            result[f"val.{name}"] = total / rows
+            weighted += weight * result[f"val.{name}"]
+            weight_sum += weight
+    if weight_sum:
+        result["val.loss"] = weighted / weight_sum
+    model.train()
+    return result
+
+
+def _prepare_run_dir(config: Config, resume: str) -> str | None:
+    """Creates the run directory; returns the checkpoint to resume from, if any."""
+    run_dir = config.run.dir
+    os.makedirs(run_dir, exist_ok=True)
+    newest = checkpoint.latest(run_dir)
+    if resume == "auto":
+        start = newest
+    elif resume in ("", "never"):
+        if newest is not None:
+            raise ConfigError(f"run.dir {run_dir} already has checkpoints (newest {newest}); pass --resume auto to "
+                              "continue it or choose another --run.dir")
+        start = None
+    else:
+        start = checkpoint.resolve(resume)
+    tokenizer_copy = os.path.join(run_dir, "tokenizer")
+    os.makedirs(tokenizer_copy, exist_ok=True)
+    for name in ("tokenizer.json", "meta.json"):
+        shutil.copyfile(os.path.join(config.data.tokenizer, name), os.path.join(tokenizer_copy, name))
+    save_config(config, os.path.join(run_dir, "config.toml"))
+    return start
+
+
+class _StopRequest:
+    """SIGTERM (a scheduler's preemption) ends the run after the current step with a checkpoint."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = None
+
+    def __enter__(self):
+        try:
+            self._previous = signal.signal(signal.SIGTERM, self._handle)
+        except ValueError:  # not the main thread
+            self._previous = None
+        return self
+
+    def _handle(self, signum, frame):
+        log.warning("SIGTERM: stopping after this step with a checkpoint")
+        self.requested = True
+
+    def __exit__(self, *exc):
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+
+
+def train(config: Config, resume: str = "never") -> dict:
+    """Runs (or continues) the configured training; returns a summary of the run."""
+    config.check()
+    t = config.training
+    device = resolve_device(t.device)
+    corpus = Corpus(config.data)
+    resolve_vocab(config, corpus.vocab_size)
+    start_from = _prepare_run_dir(config, resume)
+
+    torch.manual_seed(t.seed)
+    model = Transformer(config.model).to(device)
+    optimizer = build_optimizer(model, config.optim, device)
+    loader = corpus.loader(config.data.seq_len, t.micro_batch_size, t.seed)
+    step, tokens_seen, skipped = 0, 0, 0
+    if start_from is not None:
+        saved = checkpoint.load_config(start_from)
+        if saved.model != config.model:
+            raise ConfigError(f"the model settings differ from the checkpoint's ({start_from}/config.toml)")
+        checkpoint.load_weights(start_from, model)
+        state = checkpoint.load_training_state(start_from, optimizer)
+        loader.load_state_dict(state["data"])
+        step, tokens_seen = state["step"], state["tokens"]
+        log.info("resuming from %s (step %d)", start_from, step)
+
+    runnable = torch.compile(model) if t.compile else model
+    dtype = autocast_dtype(t.dtype, device)
+    amp = (lambda: torch.autocast(device.type, dtype=dtype)) if dtype else contextlib.nullcontext
+    accumulation = t.batch_tokens // (t.micro_batch_size * config.data.seq_len)
+    flops_per_token = model.flops_per_token(config.data.seq_len)
+    peak = peak_flops(device, config.logging.peak_flops)
+    log.info("model: %.2fM parameters (%.2fM without the embedding), %.3g FLOPs per token; %d micro-batches of "
+             "%d × %d per step; device %s%s", model.num_params() / 1e6, model.num_params(embedding=False) / 1e6,
+             flops_per_token, accumulation, t.micro_batch_size, config.data.seq_len, device,
+             f", autocast {dtype}" if dtype else "")
+
+    metrics = MetricsLog(config.run.dir, t.steps, step, config.logging.tensorboard)
+    last_checkpoint, last_eval, stopped_early = None, {}, False
+    interval_start, interval_tokens = time.perf_counter(), 0
+
+    def trainer_state() -> dict:
+        return {"step": step, "tokens": tokens_seen, "skipped_steps": skipped, "data": loader.state_dict(),
+                "schedule": {"kind": config.schedule.kind, "lr": optimizer.param_groups[0]["lr"]}}
+
+    try:
+        with _StopRequest() as stop:
+            while step < t.steps:
+                step += 1
+                set_lr(optimizer, config.optim.lr * lr_factor(step, t.steps, config.schedule))
+                loss_sum = torch.zeros((), device=device)
+                for _ in range(accumulation):
+                    batch = loader.next_batch().to(device, non_blocking=True)
+                    with amp():
+                        loss = loss_of(runnable, batch)
+                    (loss / accumulation).backward()
+                    loss_sum += loss.detach()
+                grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip if t.grad_clip > 0 else math.inf)
+                loss_value, norm_value = (loss_sum / accumulation).item(), grad_norm.item()
+                tokens_seen += t.batch_tokens
+                interval_tokens += t.batch_tokens
+                if not (math.isfinite(loss_value) and math.isfinite(norm_value)):
+                    optimizer.zero_grad(set_to_none=True)
+                    skipped += 1
+                    if t.on_nonfinite == "stop" or skipped > t.max_skipped_steps:
+                        why = ("" if t.on_nonfinite == "stop" else
+                               f" after {skipped} consecutive skipped steps (training.max_skipped_steps)")
+                        raise NonFiniteLoss(
+                            f"step {step}: not finite: loss {loss_value}, gradient norm {norm_value}{why}; stopped without "
+                            "writing a checkpoint for it. Lower optim.lr, raise schedule.warmup_steps or check the "
+                            "data; training.on_nonfinite = \"skip\" drops such steps instead")
+                    log.warning("step %d: not finite: loss %s, gradient norm %s; update skipped (%d in a row)", step,
+                                loss_value, norm_value, skipped)
+                    metrics.write({"step": step, "skipped": True, "nonfinite": f"loss {loss_value}, grad norm {norm_value}"})
+                    metrics.advance()
+                    continue
+                skipped = 0
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+                metrics.advance(loss=loss_value)
+
+                if step % config.logging.interval == 0 or step == t.steps:
+                    elapsed = time.perf_counter() - interval_start
+                    record = {"step": step, "loss": loss_value, "lr": optimizer.param_groups[0]["lr"],
+                              "grad_norm": norm_value, "tokens": tokens_seen,
+                              "tokens_per_second": interval_tokens / elapsed}
+                    if peak:
+                        record["mfu"] = flops_per_token * record["tokens_per_second"] / peak
+                    metrics.write(record)
+                    metrics.step_line(record)
+                    interval_start, interval_tokens = time.perf_counter(), 0
+                eval_due = config.logging.eval_interval and step % config.logging.eval_interval == 0
+                if eval_due or step == t.steps:
+                    last_eval = evaluate(runnable, corpus, config, device, amp)
+                    if last_eval:
+                        metrics.write({"step": step, **last_eval})
+                        log.info("step %6d | validation %s", step,
+                                 " | ".join(f"{k[4:]} {v:.4f}" for k, v in last_eval.items()))
+                    interval_start = time.perf_counter()  # validation is not training throughput
+                exit_now = step == config.checkpoint.exit_at_step or stop.requested
+                if step % config.checkpoint.interval == 0 or step == t.steps or exit_now:
+                    last_checkpoint = checkpoint.save(config.run.dir, step, model, optimizer, trainer_state(), config,
+                                                      config.checkpoint.keep)
+                    interval_start = time.perf_counter()
+                if exit_now and step < t.steps:
+                    log.info("stopping at step %d with checkpoint %s; continue with --resume auto", step, last_checkpoint)
+                    stopped_early = True
+                    break
+    finally:
+        metrics.close()
+    plot = plot_losses(config.run.dir)
+    return {"step": step, "tokens": tokens_seen, "checkpoint": last_checkpoint, "loss_plot": plot,
+            "stopped_early": stopped_early, **last_eval,
+            "config": dataclasses.asdict(config)}
