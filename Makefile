@@ -21,6 +21,14 @@ demo: $(STAMP)
 	$(PY) -m pipeline synthetic-warc --output $(DEMO_DIR)/sample.warc.gz --pages 300 --seed 1
 	$(PY) -m pipeline commoncrawl --warcs '$(DEMO_DIR)/sample.warc.gz' --output $(DEMO_DIR)/curated --num-shards 4
 	@echo "demo: shards and stats.json are in $(DEMO_DIR)/curated/"
+	$(PY) -m tokenizer train --input '$(DEMO_DIR)/curated/part-*.parquet' --vocab-size 2048 --output $(DEMO_DIR)/tokenizer
+	$(PY) -m tokenizer encode --tokenizer $(DEMO_DIR)/tokenizer --input '$(DEMO_DIR)/curated/part-*.parquet' \
+		--val-fraction 0.05 --output $(DEMO_DIR)/bins
+	rm -rf $(DEMO_DIR)/run
+	$(PY) -m train --config configs/demo.toml --run.dir $(DEMO_DIR)/run \
+		--data.sources '[{path="$(DEMO_DIR)/bins"}]' --data.tokenizer $(DEMO_DIR)/tokenizer
+	@echo "demo: a sample from the trained model:"
+	$(PY) -m train.generate --checkpoint $(DEMO_DIR)/run --prompt "The harbour town" --max-new-tokens 60 --seed 1
 
 test: $(STAMP)
 	$(PY) -m pytest -q

@@ -57,18 +57,56 @@ class ModelConfig:
         return self.multiple_of * math.ceil(hidden / self.multiple_of)
 
 
-def rotary_tables(head_dim: int, max_seq_len: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos and sin of position · θ^(-2i/d), shape (max_seq_len, head_dim / 2), float32."""
+class _RMSNormFunction(torch.autograd.Function):
+    """RMSNorm with its gradient written out in fused reductions: on CPU about twice as fast as autograd through
+    F.rms_norm's pieces."""
+
+    @staticmethod
+    def forward(ctx, x, weight, eps):
+        mean_square = torch.linalg.vector_norm(x, dim=-1, keepdim=True).square_().div_(x.size(-1))
+        rstd = mean_square.add_(eps).rsqrt_()
+        normed = x * rstd
+        ctx.save_for_backward(normed, weight, rstd)
+        return normed * weight
+
+    @staticmethod
+    def backward(ctx, grad):
+        normed, weight, rstd = ctx.saved_tensors
+        grad_normed = grad * weight
+        projection = torch.linalg.vecdot(grad_normed, normed).unsqueeze(-1).div_(normed.size(-1))
+        grad_x = (grad_normed - normed * projection).mul_(rstd)
+        grad_weight = torch.linalg.vecdot(grad.flatten(0, -2).t(), normed.flatten(0, -2).t())
+        return grad_x, grad_weight, None
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def reset_parameters(self) -> None:
+        nn.init.ones_(self.weight)
+
+    def forward(self, x):
+        if x.is_cuda:  # a fused kernel there, and torch.compile fuses either form
+            return F.rms_norm(x, (x.size(-1),), self.weight, self.eps)
+        return _RMSNormFunction.apply(x, self.weight, self.eps)
+
+
+def rotary_frequencies(head_dim: int, max_seq_len: int, theta: float) -> torch.Tensor:
+    """e^(i · position · θ^(-2k/d)) for each position and pair k: complex64, (max_seq_len, head_dim / 2)."""
     inv_freq = 1.0 / theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim)
     angles = torch.outer(torch.arange(max_seq_len, dtype=torch.float32), inv_freq)
-    return angles.cos(), angles.sin()
+    return torch.polar(torch.ones_like(angles), angles)
 
 
-def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotates (batch, seq, heads, head_dim) by position; the two halves of head_dim are the pair (HF's layout)."""
-    first, second = x.float().chunk(2, dim=-1)
-    cos, sin = cos[None, :, None, :], sin[None, :, None, :]
-    return torch.cat((first * cos - second * sin, first * sin + second * cos), dim=-1).type_as(x)
+def apply_rotary(x: torch.Tensor, freqs: torch.Tensor) -> torch.Tensor:
+    """Rotates (batch, seq, heads, head_dim) by position: each pair of neighbouring features (2k, 2k+1) is a
+    complex number multiplied by the position's rotation (Meta's Llama layout; one complex multiply is four times
+    faster than the rotate-half form built from real halves)."""
+    pairs = torch.view_as_complex(x.float().reshape(*x.shape[:-1], -1, 2))
+    return torch.view_as_real(pairs * freqs[None, :, None, :]).flatten(3).type_as(x)
 
 
 class KVCache:
@@ -98,10 +136,10 @@ class Attention(nn.Module):
         self.wv = nn.Linear(config.dim, config.kv_heads * config.head_dim, bias=False)
         self.wo = nn.Linear(config.n_heads * config.head_dim, config.dim, bias=False)
 
-    def forward(self, x, cos, sin, cache: KVCache | None = None, layer: int = 0):
+    def forward(self, x, freqs, cache: KVCache | None = None, layer: int = 0):
         batch, seq, _ = x.shape
-        q = apply_rotary(self.wq(x).view(batch, seq, -1, self.head_dim), cos, sin).transpose(1, 2)
-        k = apply_rotary(self.wk(x).view(batch, seq, -1, self.head_dim), cos, sin).transpose(1, 2)
+        q = apply_rotary(self.wq(x).view(batch, seq, -1, self.head_dim), freqs).transpose(1, 2)
+        k = apply_rotary(self.wk(x).view(batch, seq, -1, self.head_dim), freqs).transpose(1, 2)
         v = self.wv(x).view(batch, seq, -1, self.head_dim).transpose(1, 2)
         past = 0
         if cache is not None:
@@ -134,13 +172,13 @@ class FeedForward(nn.Module):
 class Block(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
-        self.attention_norm = nn.RMSNorm(config.dim, eps=config.norm_eps)
+        self.attention_norm = RMSNorm(config.dim, config.norm_eps)
         self.attention = Attention(config)
-        self.ffn_norm = nn.RMSNorm(config.dim, eps=config.norm_eps)
+        self.ffn_norm = RMSNorm(config.dim, config.norm_eps)
         self.feed_forward = FeedForward(config)
 
-    def forward(self, x, cos, sin, cache: KVCache | None = None, layer: int = 0):
-        x = x + self.attention(self.attention_norm(x), cos, sin, cache, layer)
+    def forward(self, x, freqs, cache: KVCache | None = None, layer: int = 0):
+        x = x + self.attention(self.attention_norm(x), freqs, cache, layer)
         return x + self.feed_forward(self.ffn_norm(x))
 
 
@@ -152,20 +190,19 @@ class Transformer(nn.Module):
         self.config = config
         self.tok_embeddings = nn.Embedding(config.vocab_size, config.dim)
         self.layers = nn.ModuleList(Block(config) for _ in range(config.n_layers))
-        self.norm = nn.RMSNorm(config.dim, eps=config.norm_eps)
+        self.norm = RMSNorm(config.dim, config.norm_eps)
         self.output = nn.Linear(config.dim, config.vocab_size, bias=False)
         if config.tie_embeddings:
             self.output.weight = self.tok_embeddings.weight
-        cos, sin = rotary_tables(config.head_dim, config.max_seq_len, config.rope_theta)
-        self.register_buffer("rope_cos", cos, persistent=False)
-        self.register_buffer("rope_sin", sin, persistent=False)
+        self.register_buffer("rope_freqs", rotary_frequencies(config.head_dim, config.max_seq_len, config.rope_theta),
+                             persistent=False)
         self.init_weights()
 
     @torch.no_grad()
     def init_weights(self) -> None:
         """Normal(0, init_std) everywhere; the projections that write into the residual stream (wo, w2) scaled
         by 1/√(2·n_layers) so the residual's variance does not grow with depth (GPT-2). Also recomputes the
-        rotary tables, so a model built on the meta device and then `to_empty`'d is complete after this call."""
+        rotary frequencies, so a model built on the meta device and then `to_empty`'d is complete after this call."""
         std = self.config.init_std
         nn.init.normal_(self.tok_embeddings.weight, std=std)
         if not self.config.tie_embeddings:
@@ -178,20 +215,17 @@ class Transformer(nn.Module):
             block.attention_norm.reset_parameters()
             block.ffn_norm.reset_parameters()
         self.norm.reset_parameters()
-        cos, sin = rotary_tables(self.config.head_dim, self.config.max_seq_len, self.config.rope_theta)
-        self.rope_cos.copy_(cos)
-        self.rope_sin.copy_(sin)
+        self.rope_freqs.copy_(rotary_frequencies(self.config.head_dim, self.config.max_seq_len, self.config.rope_theta))
 
     def forward(self, tokens: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
         """tokens (batch, seq) → logits (batch, seq, vocab). With a cache, `tokens` continue what it holds."""
         start = cache.length if cache is not None else 0
         if start + tokens.size(1) > self.config.max_seq_len:
             raise ValueError(f"{start + tokens.size(1)} positions exceed model.max_seq_len ({self.config.max_seq_len})")
-        cos = self.rope_cos[start: start + tokens.size(1)]
-        sin = self.rope_sin[start: start + tokens.size(1)]
+        freqs = self.rope_freqs[start: start + tokens.size(1)]
         h = self.tok_embeddings(tokens)
         for index, block in enumerate(self.layers):
-            h = block(h, cos, sin, cache, index)
+            h = block(h, freqs, cache, index)
         if cache is not None:
             cache.length += tokens.size(1)
         return self.output(self.norm(h))

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from model import KVCache, ModelConfig, Transformer
-from model.model import Attention, apply_rotary, rotary_tables
+from model.model import Attention, apply_rotary, rotary_frequencies
 from train.generate import generate
 
 TINY = dict(vocab_size=97, dim=32, n_layers=2, n_heads=4, max_seq_len=64, multiple_of=16)
@@ -32,22 +32,22 @@ def test_changing_a_later_token_never_changes_earlier_logits(n_kv_heads):
 
 def test_rotary_scores_depend_only_on_relative_position():
     head_dim = 16
-    cos, sin = rotary_tables(head_dim, 64, theta=10000.0)
+    freqs = rotary_frequencies(head_dim, 64, theta=10000.0)
     q, k = torch.randn(1, 1, 1, head_dim), torch.randn(1, 1, 1, head_dim)
 
     def score(query_position, key_position):
-        rq = apply_rotary(q, cos[query_position: query_position + 1], sin[query_position: query_position + 1])
-        rk = apply_rotary(k, cos[key_position: key_position + 1], sin[key_position: key_position + 1])
+        rq = apply_rotary(q, freqs[query_position: query_position + 1])
+        rk = apply_rotary(k, freqs[key_position: key_position + 1])
         return (rq * rk).sum().item()
 
     assert score(3, 1) == pytest.approx(score(40, 38), rel=1e-5, abs=1e-5)
     assert score(7, 7) == pytest.approx(score(0, 0), rel=1e-5, abs=1e-5)
     assert score(5, 1) != pytest.approx(score(3, 1), rel=1e-3)
-    norm = apply_rotary(q, cos[9:10], sin[9:10]).norm()  # a rotation: lengths are kept
+    norm = apply_rotary(q, freqs[9:10]).norm()  # a rotation: lengths are kept
     assert norm.item() == pytest.approx(q.norm().item(), rel=1e-5)
 
 
-def reference_attention(attention: Attention, x, cos, sin, n_heads):
+def reference_attention(attention: Attention, x, freqs, n_heads):
     """Plain multi-head attention written out: explicit scores, causal mask, softmax."""
     batch, seq, dim = x.shape
     head_dim = dim // n_heads
@@ -55,8 +55,8 @@ def reference_attention(attention: Attention, x, cos, sin, n_heads):
     def heads(t):
         return t.view(batch, seq, n_heads, head_dim)
 
-    q = apply_rotary(heads(attention.wq(x)), cos, sin).transpose(1, 2)
-    k = apply_rotary(heads(attention.wk(x)), cos, sin).transpose(1, 2)
+    q = apply_rotary(heads(attention.wq(x)), freqs).transpose(1, 2)
+    k = apply_rotary(heads(attention.wk(x)), freqs).transpose(1, 2)
     v = heads(attention.wv(x)).transpose(1, 2)
     scores = q @ k.transpose(-1, -2) / math.sqrt(head_dim)
     scores = scores.masked_fill(torch.ones(seq, seq, dtype=torch.bool).triu(1), float("-inf"))
@@ -67,11 +67,11 @@ def reference_attention(attention: Attention, x, cos, sin, n_heads):
 def test_grouped_query_attention_matches_multi_head_attention():
     torch.manual_seed(0)
     config = ModelConfig(**TINY)
-    cos, sin = rotary_tables(config.head_dim, 16, config.rope_theta)
+    freqs = rotary_frequencies(config.head_dim, 16, config.rope_theta)
     x = torch.randn(2, 16, config.dim)
     with torch.no_grad():
         full = Attention(config)  # n_kv_heads = n_heads
-        torch.testing.assert_close(full(x, cos, sin), reference_attention(full, x, cos, sin, 4), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(full(x, freqs), reference_attention(full, x, freqs, 4), rtol=1e-5, atol=1e-5)
 
         grouped = Attention(ModelConfig(**TINY, n_kv_heads=2))
         assert grouped.wk.weight.shape == (2 * config.head_dim, config.dim)
@@ -82,7 +82,7 @@ def test_grouped_query_attention_matches_multi_head_attention():
         for name in ("wk", "wv"):
             per_head = getattr(grouped, name).weight.view(2, config.head_dim, config.dim)
             getattr(expanded, name).weight.copy_(per_head.repeat_interleave(2, dim=0).reshape(config.dim, config.dim))
-        torch.testing.assert_close(grouped(x, cos, sin), reference_attention(expanded, x, cos, sin, 4), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(grouped(x, freqs), reference_attention(expanded, x, freqs, 4), rtol=1e-5, atol=1e-5)
 
 
 def test_a_tiny_model_overfits_one_batch():
@@ -136,3 +136,13 @@ def test_initialisation_scales_residual_projections_with_depth_and_counts_flops(
     assert model.flops_per_token(128) == 6 * matmul + 12 * 8 * 256 * 128
     untied = Transformer(ModelConfig(**{**TINY, "tie_embeddings": False}))
     assert untied.num_params() == tiny().num_params() + 97 * 32
+
+
+def test_rms_norm_gradients_match_autograd_through_the_formula():
+    from model.model import RMSNorm
+
+    norm = RMSNorm(8, eps=1e-5).double()
+    torch.nn.init.normal_(norm.weight)
+    x = torch.randn(3, 5, 8, dtype=torch.double, requires_grad=True)
+    assert torch.autograd.gradcheck(norm, (x,))
+    torch.testing.assert_close(norm(x), F.rms_norm(x, (8,), norm.weight, 1e-5))

@@ -203,8 +203,15 @@ def test_a_non_finite_loss_stops_the_run_naming_the_step(data, tmp_path, capsys)
 
 def test_generation_from_a_run_uses_its_tokenizer_and_is_repeatable(data, tmp_path, capsys):
     run = tmp_path / "gen"
-    assert cli.main(run_args(data, run, "--training.steps", "3", "--checkpoint.interval", "3")) == 0
+    assert cli.main(run_args(data, run, "--training.steps", "3", "--checkpoint.interval", "3",
+                             "--logging.tensorboard", "true")) == 0
     capsys.readouterr()
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run / "tensorboard"))
+    events.Reload()
+    assert [e.step for e in events.Scalars("loss")] == [1, 2, 3]
+    assert [round(e.value, 5) for e in events.Scalars("loss")] == [round(v, 5) for v in losses(run).values()]
     arguments = ["--checkpoint", str(run), "--prompt", "Die kleine Stadt", "--max-new-tokens", "12",
                  "--temperature", "1.0", "--seed", "4"]
     assert generate_module.main(arguments) == 0

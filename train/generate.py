@@ -46,7 +46,7 @@ def generate(model: Transformer, prompt: list[int], max_new_tokens: int, tempera
              use_cache: bool = True) -> list[int]:
     """The new tokens after `prompt`. With the KV cache each step runs one token through the model; without it
     the whole sequence is recomputed (the reference the cache is tested against)."""
-    device = model.rope_cos.device
+    device = model.rope_freqs.device
     limit = model.config.max_seq_len
     if len(prompt) >= limit:
         raise ValueError(f"the prompt has {len(prompt)} tokens; the model's context is {limit}")

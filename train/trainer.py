@@ -222,8 +222,8 @@ def train(config: Config, resume: str = "never") -> dict:
                     last_eval = evaluate(runnable, corpus, config, device, amp)
                     if last_eval:
                         metrics.write({"step": step, **last_eval})
-                        log.info("step %6d | validation %s", step,
-                                 " | ".join(f"{k[4:]} {v:.4f}" for k, v in last_eval.items()))
+                        per_source = ", ".join(f"{k[4:]} {v:.4f}" for k, v in last_eval.items() if k != "val.loss")
+                        log.info("step %6d | validation loss %.4f (%s)", step, last_eval["val.loss"], per_source)
                     interval_start = time.perf_counter()  # validation is not training throughput
                 exit_now = step == config.checkpoint.exit_at_step or stop.requested
                 if step % config.checkpoint.interval == 0 or step == t.steps or exit_now:
