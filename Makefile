@@ -35,6 +35,7 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) bench/bench_commoncrawl.py
+	$(PY) bench/bench_train.py
 
 clean:
 	rm -rf $(DEMO_DIR) .pytest_cache
