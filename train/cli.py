@@ -24,8 +24,9 @@ Any field of the configuration can be overridden as --section.field VALUE; VALUE
 
 
 def build_parser() -> argparse.ArgumentParser:
+    epilog = f"{EXAMPLE}\nsettings and their defaults (meanings in docs/formats.md and train/config.py):\n{config_module.describe()}"
     parser = argparse.ArgumentParser(prog="python -m train", description=__doc__.strip() + "\n\nTrains the "
-                                     "Llama-style model on token bins.", epilog=EXAMPLE,
+                                     "Llama-style model on token bins.", epilog=epilog,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", help="a TOML file (presets in configs/); without it, the defaults")
     parser.add_argument("--resume", default="never", metavar="auto|never|PATH",

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import json
 import tomllib
 import typing
 from dataclasses import dataclass, field
@@ -220,6 +221,16 @@ def load(path: str | None, overrides: list[tuple[str, object]] = ()) -> Config:
     for source in config.data.sources:
         source.name = source.name or source.path.rstrip("/").rsplit("/", 1)[-1]
     return config
+
+
+def describe() -> str:
+    """Every setting with its default, one section per line, for --help."""
+    lines = []
+    for section in dataclasses.fields(Config):
+        values = dataclasses.asdict(section.default_factory())
+        lines.append(f"  [{section.name}] " + ", ".join(f"{key} = {json.dumps(value)}"
+                                                       for key, value in values.items()))
+    return "\n".join(lines)
 
 
 def save(config: Config, path: str) -> None:
