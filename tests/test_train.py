@@ -228,3 +228,28 @@ def test_generation_from_a_run_uses_its_tokenizer_and_is_repeatable(data, tmp_pa
         logits = model(torch.tensor([[encoder.end_of_text, *ids]]))[0, -1]
     assert new[0] == int(logits.argmax()) and not math.isnan(float(logits.sum()))
     assert np.all(np.asarray(new) < model.config.vocab_size)
+
+
+def test_sigterm_stops_after_the_step_with_a_checkpoint(data, tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    run = tmp_path / "preempted"
+    process = subprocess.Popen([sys.executable, "-m", "train", *run_args(data, run, "--training.steps", "100000",
+                                                                       "--checkpoint.interval", "100000")],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not (run / "metrics.jsonl").exists() or not (run / "metrics.jsonl").read_text().strip():
+            assert process.poll() is None and time.monotonic() < deadline
+            time.sleep(0.2)
+        process.send_signal(signal.SIGTERM)
+        out, err = process.communicate(timeout=120)
+    finally:
+        process.kill()
+    assert process.returncode == 0, err
+    step = int(out.split("stopped at step ")[1].split(";")[0])
+    assert checkpoint.latest(str(run)) == str(run / "checkpoints" / f"step-{step:08d}")
+    assert max(losses(run)) == step
