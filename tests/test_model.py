@@ -146,3 +146,11 @@ def test_rms_norm_gradients_match_autograd_through_the_formula():
     x = torch.randn(3, 5, 8, dtype=torch.double, requires_grad=True)
     assert torch.autograd.gradcheck(norm, (x,))
     torch.testing.assert_close(norm(x), F.rms_norm(x, (8,), norm.weight, 1e-5))
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # from inside torch.compile
+def test_the_compiled_rotation_equals_the_eager_one():
+    freqs = rotary_frequencies(16, 32, theta=500000.0)
+    x = torch.randn(2, 32, 3, 16)
+    compiled = torch.compile(apply_rotary, fullgraph=True)
+    torch.testing.assert_close(compiled(x, freqs), apply_rotary(x, freqs), rtol=1e-5, atol=1e-5)
