@@ -124,7 +124,13 @@ def test_configuration_errors_name_the_setting(data, tmp_path, capsys):
 def test_an_interrupted_and_resumed_run_equals_an_uninterrupted_one(data, tmp_path, capsys):
     whole, parts = tmp_path / "whole", tmp_path / "parts"
     common = ["--training.steps", "8", "--checkpoint.interval", "2", "--checkpoint.keep", "2"]
-    assert cli.main(run_args(data, whole, *common)) == 0
+    assert cli.main(run_args(data, whole, *common, "--peak-flops", "1e11")) == 0
+    with open(whole / "metrics.jsonl") as handle:
+        record = json.loads(handle.readline())
+    from model import Transformer
+
+    flops = Transformer(config_module.load(str(whole / "config.toml")).model).flops_per_token(32)
+    assert record["mfu"] == pytest.approx(record["tokens_per_second"] * flops / 1e11)
     assert cli.main(run_args(data, parts, *common, "--checkpoint.exit_at_step", "3")) == 0
     assert "stopped at step 3" in capsys.readouterr().out
     assert sorted(losses(parts)) == [1, 2, 3]

@@ -32,6 +32,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--resume", default="never", metavar="auto|never|PATH",
                         help="auto: continue from the run directory's newest complete checkpoint, if any; PATH: "
                              "from that checkpoint; never (default): refuse a run directory that has checkpoints")
+    parser.add_argument("--peak-flops", type=float, metavar="FLOP/S",
+                        help="peak FLOP/s of one device for MFU (same as --logging.peak_flops); by default looked up "
+                             "from the GPU's name")
     return parser
 
 
@@ -40,7 +43,10 @@ def main(argv=None) -> int:
                         datefmt="%H:%M:%S")
     args, rest = build_parser().parse_known_args(argv)
     try:
-        config = config_module.load(args.config, config_module.parse_overrides(rest))
+        overrides = config_module.parse_overrides(rest)
+        if args.peak_flops is not None:
+            overrides.append(("logging.peak_flops", args.peak_flops))
+        config = config_module.load(args.config, overrides)
         summary = train(config, resume=args.resume)
     except (config_module.ConfigError, DataError, CheckpointError) as exc:
         print(f"python -m train: {exc}", file=sys.stderr)
