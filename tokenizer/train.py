@@ -105,11 +105,8 @@ def _capped(texts: Iterable[str], max_chars: int | None) -> Iterator[str]:
 
 
 def sha256_of(path: str) -> str:
-    digest = hashlib.sha256()
     with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def train(spec: corpus.CorpusSpec, config: TrainConfig, output_dir: str, progress=None) -> dict:

@@ -14,6 +14,7 @@ RUN/checkpoints/step-00000100/
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -40,11 +41,8 @@ class CheckpointError(ValueError):
 
 
 def _file_hash(path: str) -> str:
-    digest = xxhash.xxh3_128()
     with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(handle, xxhash.xxh3_128).hexdigest()
 
 
 def _fsync_dir(path: str) -> None:
