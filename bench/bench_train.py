@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
-import contextlib
 import math
 import multiprocessing
 import pathlib
@@ -39,7 +38,7 @@ from model import ModelConfig, Transformer  # noqa: E402
 from train import config as config_module  # noqa: E402
 from train.metrics import peak_flops  # noqa: E402
 from train.optim import build_optimizer  # noqa: E402
-from train.trainer import loss_of  # noqa: E402
+from train.trainer import loss_of, precision_context  # noqa: E402
 
 
 class NanoGPTBlock(nn.Module):
@@ -149,7 +148,7 @@ def measure(name: str, args) -> dict:
     generator = torch.Generator().manual_seed(0)
     batches = [torch.randint(0, args.vocab_size, (micro, seq_len + 1), generator=generator).to(device)
                for _ in range(args.steps)]
-    amp = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if args.dtype == "bfloat16" else contextlib.nullcontext
+    amp = precision_context(args.dtype, device)
     seconds = step_time(runnable, optimizer, batches, amp, device, warmup=3 if args.compile else 1)
     return {"seconds": seconds, "tokens": micro * seq_len, "flops_per_token": model.flops_per_token(seq_len),
             "parameters": sum(p.numel() for p in model.parameters()), "threads": torch.get_num_threads()}

@@ -17,7 +17,10 @@ from train import checkpoint, cli, config as config_module, generate as generate
 from train.data import MixtureLoader
 from train.optim import build_optimizer, lr_factor
 
+from tests.conftest import REPO
 from tests.textdata import corpus_texts, write_shards
+
+CONFIGS = REPO / "configs"
 
 TINY_RUN = ["--model.dim", "32", "--model.n_layers", "2", "--model.n_heads", "4", "--model.n_kv_heads", "2",
             "--model.multiple_of", "16", "--model.max_seq_len", "32", "--data.seq_len", "32",
@@ -106,7 +109,7 @@ def test_configuration_errors_name_the_setting(data, tmp_path, capsys):
         config_module.load(None, config_module.parse_overrides(["--optim.lrr", "1e-3"]))
     with pytest.raises(config_module.ConfigError, match="training.steps: expected int"):
         config_module.load(None, config_module.parse_overrides(["--training.steps=many"]))
-    loaded = config_module.load("configs/demo.toml", config_module.parse_overrides(
+    loaded = config_module.load(str(CONFIGS / "demo.toml"), config_module.parse_overrides(
         ["--optim.betas", "[0.8, 0.9]", "--training.compile", "true", "--training.batch_tokens", "16384",
          "--data.sources", '[{path="bins/web/"}]']))
     assert loaded.optim.betas == [0.8, 0.9] and loaded.training.compile is True
@@ -117,8 +120,15 @@ def test_configuration_errors_name_the_setting(data, tmp_path, capsys):
     assert "multiple of micro_batch_size" in capsys.readouterr().err
     assert cli.main(run_args(data, tmp_path / "r", "--data.sources", '[{path="nowhere"}]')) == 2
     assert "nowhere has no meta.json" in capsys.readouterr().err
-    for preset in sorted(os.listdir("configs")):
-        config_module.load(os.path.join("configs", preset)).model  # every preset validates
+    from model import Transformer
+
+    expected = {"demo.toml": 3.5, "gpt2-small.toml": 124, "350m.toml": 360, "1b.toml": 1076}  # millions, 50,304 ids
+    for preset, millions in expected.items():
+        model_config = config_module.load(str(CONFIGS / preset)).model
+        model_config.vocab_size = 2048 if preset == "demo.toml" else 50304
+        with torch.device("meta"):
+            assert Transformer(model_config).num_params() / 1e6 == pytest.approx(millions, rel=0.02)
+    assert sorted(p.name for p in CONFIGS.iterdir()) == sorted(expected)
 
 
 def test_an_interrupted_and_resumed_run_equals_an_uninterrupted_one(data, tmp_path, capsys):

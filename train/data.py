@@ -99,20 +99,19 @@ class Corpus:
         if not os.path.exists(os.path.join(config.tokenizer, "tokenizer.json")):
             raise DataError(f"data.tokenizer: {config.tokenizer} has no tokenizer.json "
                             "(train one with `python -m tokenizer train`)")
-        self.tokenizer_meta = load_meta(config.tokenizer)
+        tokenizer_sha256 = load_meta(config.tokenizer)["sha256"]
         self.train, self.val = [], []
         for source in config.sources:
             if not os.path.exists(os.path.join(source.path, "meta.json")):
                 raise DataError(f"data source {source.name}: {source.path} has no meta.json "
                                 "(write bins with `python -m tokenizer encode`)")
             train = BinReader(source.path, "train")
-            if train.meta["tokenizer_sha256"] != self.tokenizer_meta["sha256"]:
+            if train.meta["tokenizer_sha256"] != tokenizer_sha256:
                 raise DataError(f"data source {source.name}: {source.path} was encoded with another tokenizer "
                                 f"than {config.tokenizer} (sha256 differs)")
             self.train.append(train)
             self.val.append(BinReader(source.path, "val"))
         self.vocab_size = self.train[0].meta["vocab_size"]
-        self.end_of_text = self.train[0].end_of_text
 
     def loader(self, seq_len: int, micro_batch_size: int, seed: int, rank: int = 0, world_size: int = 1) -> MixtureLoader:
         return MixtureLoader(self.train, self.weights, self.names, seq_len, micro_batch_size, seed, rank, world_size)

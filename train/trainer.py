@@ -5,7 +5,6 @@ is not finite."""
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import logging
 import math
 import os
@@ -46,6 +45,12 @@ def autocast_dtype(name: str, device: torch.device) -> torch.dtype | None:
     if name == "bfloat16" or (name == "auto" and device.type == "cuda"):
         return torch.bfloat16
     return None
+
+
+def precision_context(name: str, device: torch.device):
+    """A no-argument callable giving the context that forward passes run in: bf16 autocast or nothing."""
+    dtype = autocast_dtype(name, device)
+    return (lambda: torch.autocast(device.type, dtype=dtype)) if dtype else contextlib.nullcontext
 
 
 def resolve_vocab(config: Config, tokenizer_vocab: int) -> None:
@@ -154,7 +159,7 @@ def train(config: Config, resume: str = "never") -> dict:
 
     runnable = torch.compile(model) if t.compile else model
     dtype = autocast_dtype(t.dtype, device)
-    amp = (lambda: torch.autocast(device.type, dtype=dtype)) if dtype else contextlib.nullcontext
+    amp = precision_context(t.dtype, device)
     accumulation = t.batch_tokens // (t.micro_batch_size * config.data.seq_len)
     flops_per_token = model.flops_per_token(config.data.seq_len)
     peak = peak_flops(device, config.logging.peak_flops)
@@ -238,5 +243,4 @@ def train(config: Config, resume: str = "never") -> dict:
         metrics.close()
     plot = plot_losses(config.run.dir)
     return {"step": step, "tokens": tokens_seen, "checkpoint": last_checkpoint, "loss_plot": plot,
-            "stopped_early": stopped_early, **last_eval,
-            "config": dataclasses.asdict(config)}
+            "stopped_early": stopped_early, **last_eval}
