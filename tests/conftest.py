@@ -48,3 +48,11 @@ def pytest_terminal_summary(terminalreporter, config):
         terminalreporter.section(title)
         for line in lines:
             terminalreporter.write_line(f"  {line}")
+
+
+@pytest.fixture(scope="session")
+def train_data(tmp_path_factory):
+    """A tokenizer and two bin directories for the trainer's tests (tests/trainruns.py)."""
+    from tests.trainruns import build_data
+
+    return build_data(tmp_path_factory.mktemp("train-data"))

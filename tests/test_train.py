@@ -9,52 +9,20 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from safetensors.torch import load_file
 
-from tokenizer import corpus, encode, train as tokenizer_train
 from tokenizer.bins import BinReader
 from train import checkpoint, cli, config as config_module, generate as generate_module
 from train.data import MixtureLoader
 from train.optim import build_optimizer, lr_factor
 
 from tests.conftest import REPO
-from tests.textdata import corpus_texts, write_shards
+from tests.trainruns import ONE_PROCESS_SHARD, losses, run_args, weights
 
 CONFIGS = REPO / "configs"
 
-TINY_RUN = ["--model.dim", "32", "--model.n_layers", "2", "--model.n_heads", "4", "--model.n_kv_heads", "2",
-            "--model.multiple_of", "16", "--model.max_seq_len", "32", "--data.seq_len", "32",
-            "--training.micro_batch_size", "4", "--training.batch_tokens", "256", "--training.device", "cpu",
-            "--schedule.warmup_steps", "2", "--optim.lr", "3e-3", "--logging.interval", "1",
-            "--logging.eval_interval", "0", "--logging.eval_batches", "2", "--logging.tensorboard", "false"]
 
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    """A tokenizer and two bin directories (different texts), 10% validation."""
-    root = tmp_path_factory.mktemp("train-data")
-    shards = write_shards(root / "shards", corpus_texts(count=200))
-    tokenizer_train.train(corpus.CorpusSpec(shards), tokenizer_train.TrainConfig(vocab_size=600), str(root / "tok"))
-    for name, seed in (("web", 1), ("books", 2)):
-        paths = write_shards(root / f"{name}-shards", corpus_texts(count=60, seed=seed), shards=2)
-        encode.encode_corpus(str(root / "tok"), corpus.CorpusSpec(paths), str(root / name),
-                             encode.EncodeConfig(val_fraction=0.1))
-    return root
-
-
-def run_args(data, run_dir, *extra):
-    sources = f'[{{path="{data / "web"}", weight=3}}, {{path="{data / "books"}", weight=1}}]'
-    return ["--data.sources", sources, "--data.tokenizer", str(data / "tok"), "--run.dir", str(run_dir),
-            *TINY_RUN, *extra]
-
-
-def losses(run_dir):
-    with open(os.path.join(run_dir, "metrics.jsonl")) as handle:
-        return {r["step"]: r["loss"] for r in map(json.loads, handle) if "loss" in r}
-
-
-def test_the_loader_is_deterministic_mixes_exactly_and_resumes_at_its_position(data):
-    readers = [BinReader(str(data / "web")), BinReader(str(data / "books"))]
+def test_the_loader_is_deterministic_mixes_exactly_and_resumes_at_its_position(train_data):
+    readers = [BinReader(str(train_data / "web")), BinReader(str(train_data / "books"))]
 
     def loader(seed=5, batch=4, rank=0, world=1):
         return MixtureLoader(readers, [3, 1], ["web", "books"], 32, batch, seed, rank, world)
@@ -104,7 +72,7 @@ def test_schedules_and_weight_decay_groups():
     assert len(decayed["params"]) == 7  # wq, wk, wv, wo, w1, w2, w3
 
 
-def test_configuration_errors_name_the_setting(data, tmp_path, capsys):
+def test_configuration_errors_name_the_setting(train_data, tmp_path, capsys):
     with pytest.raises(config_module.ConfigError, match=r"unknown setting optim\.lrr \(did you mean optim\.lr\?\)"):
         config_module.load(None, config_module.parse_overrides(["--optim.lrr", "1e-3"]))
     with pytest.raises(config_module.ConfigError, match="training.steps: expected int"):
@@ -116,9 +84,9 @@ def test_configuration_errors_name_the_setting(data, tmp_path, capsys):
     assert loaded.training.batch_tokens == 16384 and loaded.data.sources[0].name == "web"
     assert loaded.model.n_kv_heads == 4  # from the preset file
 
-    assert cli.main(run_args(data, tmp_path / "r", "--training.batch_tokens", "100")) == 2
+    assert cli.main(run_args(train_data, tmp_path / "r", "--training.batch_tokens", "100")) == 2
     assert "multiple of micro_batch_size" in capsys.readouterr().err
-    assert cli.main(run_args(data, tmp_path / "r", "--data.sources", '[{path="nowhere"}]')) == 2
+    assert cli.main(run_args(train_data, tmp_path / "r", "--data.sources", '[{path="nowhere"}]')) == 2
     assert "nowhere has no meta.json" in capsys.readouterr().err
     from model import Transformer
 
@@ -131,22 +99,22 @@ def test_configuration_errors_name_the_setting(data, tmp_path, capsys):
     assert sorted(p.name for p in CONFIGS.iterdir()) == sorted(expected)
 
 
-def test_an_interrupted_and_resumed_run_equals_an_uninterrupted_one(data, tmp_path, capsys):
+def test_an_interrupted_and_resumed_run_equals_an_uninterrupted_one(train_data, tmp_path, capsys):
     whole, parts = tmp_path / "whole", tmp_path / "parts"
     common = ["--training.steps", "8", "--checkpoint.interval", "2", "--checkpoint.keep", "2"]
-    assert cli.main(run_args(data, whole, *common, "--peak-flops", "1e11")) == 0
+    assert cli.main(run_args(train_data, whole, *common, "--peak-flops", "1e11")) == 0
     with open(whole / "metrics.jsonl") as handle:
         record = json.loads(handle.readline())
     from model import Transformer
 
     flops = Transformer(config_module.load(str(whole / "config.toml")).model).flops_per_token(32)
     assert record["mfu"] == pytest.approx(record["tokens_per_second"] * flops / 1e11)
-    assert cli.main(run_args(data, parts, *common, "--checkpoint.exit_at_step", "3")) == 0
+    assert cli.main(run_args(train_data, parts, *common, "--checkpoint.exit_at_step", "3")) == 0
     assert "stopped at step 3" in capsys.readouterr().out
     assert sorted(losses(parts)) == [1, 2, 3]
-    assert cli.main(run_args(data, parts, *common)) == 2  # a run directory with checkpoints needs --resume
+    assert cli.main(run_args(train_data, parts, *common)) == 2  # a run directory with checkpoints needs --resume
     assert "--resume auto" in capsys.readouterr().err
-    assert cli.main(["--resume", "auto", *run_args(data, parts, *common)]) == 0
+    assert cli.main(["--resume", "auto", *run_args(train_data, parts, *common)]) == 0
 
     expected, resumed = losses(whole), losses(parts)
     assert sorted(resumed) == list(range(1, 9))
@@ -154,8 +122,8 @@ def test_an_interrupted_and_resumed_run_equals_an_uninterrupted_one(data, tmp_pa
     assert expected[8] < expected[1]
     names = sorted(os.listdir(parts / "checkpoints"))
     assert names == ["step-00000006", "step-00000008"]  # keep = 2
-    final_whole = load_file(str(whole / "checkpoints/step-00000008/model.safetensors"))
-    final_parts = load_file(str(parts / "checkpoints/step-00000008/model.safetensors"))
+    final_whole = weights(whole / "checkpoints/step-00000008")
+    final_parts = weights(parts / "checkpoints/step-00000008")
     assert all(torch.equal(final_whole[k], final_parts[k]) for k in final_whole)
     state = json.load(open(parts / "checkpoints/step-00000008/trainer.json"))
     assert state["step"] == 8 and state["tokens"] == 8 * 256 and sum(state["data"]["cursors"].values()) == 64
@@ -165,28 +133,72 @@ def test_an_interrupted_and_resumed_run_equals_an_uninterrupted_one(data, tmp_pa
     assert os.path.exists(parts / "tokenizer" / "tokenizer.json")
 
 
-def test_resume_auto_never_picks_a_corrupt_or_half_written_checkpoint(data, tmp_path, capsys, caplog):
+def write_format_1(source, target):
+    """A checkpoint as the single-process trainer wrote it before format 2 (docs/formats.md), holding the state of
+    the checkpoint `source`."""
+    from safetensors.torch import save_model
+
+    from model import Transformer
+    from train import parallel
+
+    config = checkpoint.load_config(str(source))
+    model = Transformer(config.model)
+    optimizer = build_optimizer(model, config.optim, torch.device("cpu"))
+    checkpoint.load_weights(str(source), model)
+    checkpoint.load_training_state(str(source), model, optimizer, parallel.Layout(torch.device("cpu")))
+    target.mkdir()
+    save_model(model, str(target / "model.safetensors"))
+    torch.save(optimizer.state_dict(), target / "optimizer.pt")
+    torch.save({"cpu": torch.get_rng_state()}, target / "rng.pt")
+    for name in ("trainer.json", "config.toml"):
+        shutil.copyfile(source / name, target / name)
+    files = {path.name: {"bytes": path.stat().st_size, "xxh3_128": checkpoint._file_hash(str(path))}
+             for path in sorted(target.iterdir())}
+    step = json.loads((source / "trainer.json").read_text())["step"]
+    (target / "manifest.json").write_text(json.dumps({"version": 1, "step": step, "files": files}))
+
+
+def test_a_format_1_checkpoint_resumes_and_a_torn_metrics_line_is_skipped(train_data, tmp_path, caplog):
+    whole, old = tmp_path / "whole", tmp_path / "old"
+    common = ["--training.steps", "6", "--checkpoint.interval", "3"]
+    assert cli.main(run_args(train_data, whole, *common)) == 0
+    assert cli.main(run_args(train_data, old, *common, "--checkpoint.exit_at_step", "3")) == 0
+    step3 = old / "checkpoints" / "step-00000003"
+    write_format_1(step3, tmp_path / "format-1")
+    shutil.rmtree(step3)
+    (tmp_path / "format-1").rename(step3)
+    assert checkpoint.format_version(str(step3)) == 1 and sorted(os.listdir(step3)) == [
+        "config.toml", "manifest.json", "model.safetensors", "optimizer.pt", "rng.pt", "trainer.json"]
+    with open(old / "metrics.jsonl", "a") as handle:
+        handle.write('{"step": 4, "loss": 6.4')  # a crash in the middle of a write
+    assert cli.main(["--resume", "auto", *run_args(train_data, old, *common)]) == 0
+    assert "line 4 is not complete JSON" in caplog.text
+    assert losses(old) == losses(whole)  # bit for bit, through the format-1 optimiser state
+    assert checkpoint.format_version(str(old / "checkpoints" / "step-00000006")) == 2
+
+
+def test_resume_auto_never_picks_a_corrupt_or_half_written_checkpoint(train_data, tmp_path, capsys, caplog):
     caplog.set_level("INFO")
     run = tmp_path / "run"
-    assert cli.main(run_args(data, run, "--training.steps", "6", "--checkpoint.interval", "2",
+    assert cli.main(run_args(train_data, run, "--training.steps", "6", "--checkpoint.interval", "2",
                              "--checkpoint.keep", "3")) == 0
     root = run / "checkpoints"
     assert checkpoint.latest(str(run)) == str(root / "step-00000006")
 
-    weights = root / "step-00000006" / "model.safetensors"
-    raw = bytearray(weights.read_bytes())
+    shard = root / "step-00000006" / "model" / ONE_PROCESS_SHARD
+    raw = bytearray(shard.read_bytes())
     raw[-5] ^= 0xFF  # same size, one flipped byte
-    weights.write_bytes(bytes(raw))
+    shard.write_bytes(bytes(raw))
     half = root / "step-00000010"  # a directory that never got its manifest
     shutil.copytree(root / "step-00000004", half)
     os.remove(half / "manifest.json")
     (root / ".step-00000012.abc").mkdir()  # a staging directory of a run killed mid-write
-    optimizer = root / "step-00000004" / "optimizer.pt"
+    optimizer = root / "step-00000004" / "optimizer" / ONE_PROCESS_SHARD
     optimizer.write_bytes(optimizer.read_bytes()[:-100])  # truncated
     assert checkpoint.latest(str(run)) == str(root / "step-00000002")
     assert "step-00000006: incomplete or corrupt" in caplog.text
 
-    assert cli.main(["--resume", "auto", *run_args(data, run, "--training.steps", "6",
+    assert cli.main(["--resume", "auto", *run_args(train_data, run, "--training.steps", "6",
                                                    "--checkpoint.interval", "2", "--checkpoint.keep", "3")]) == 0
     assert "resuming from" in caplog.text and "step-00000002 (step 2)" in caplog.text
     assert sorted(losses(run)) == list(range(1, 7))
@@ -196,30 +208,30 @@ def test_resume_auto_never_picks_a_corrupt_or_half_written_checkpoint(data, tmp_
         checkpoint.resolve(str(tmp_path / "empty"))
 
 
-def test_a_non_finite_loss_stops_the_run_naming_the_step(data, tmp_path, capsys):
+def test_a_non_finite_loss_stops_the_run_naming_the_step(train_data, tmp_path, capsys):
     run = tmp_path / "nan"
     poisoned = ["--training.steps", "6", "--checkpoint.interval", "1", "--optim.lr", "1e30",
                 "--schedule.warmup_steps", "0", "--training.grad_clip", "0"]
-    assert cli.main(run_args(data, run, *poisoned)) == 3
+    assert cli.main(run_args(train_data, run, *poisoned)) == 3
     message = capsys.readouterr().err
     step = int(message.split("step ")[1].split(":")[0])
     assert 1 < step <= 6 and "not finite" in message and ("nan" in message or "inf" in message)
     kept = sorted(os.listdir(run / "checkpoints"))
     assert kept and kept[-1] == f"step-{step - 1:08d}"  # nothing written for the poisoned step
     for name in kept:
-        assert all(torch.isfinite(t).all() for t in load_file(str(run / "checkpoints" / name / "model.safetensors")).values())
+        assert all(torch.isfinite(t).all() for t in weights(run / "checkpoints" / name).values())
 
     skipping = tmp_path / "skip"
-    assert cli.main(run_args(data, skipping, *poisoned, "--training.on_nonfinite", "skip",
+    assert cli.main(run_args(train_data, skipping, *poisoned, "--training.on_nonfinite", "skip",
                              "--training.max_skipped_steps", "2")) == 3
     assert "3 consecutive skipped steps" in capsys.readouterr().err
     with open(skipping / "metrics.jsonl") as handle:
         assert sum(1 for r in map(json.loads, handle) if r.get("skipped")) == 2
 
 
-def test_generation_from_a_run_uses_its_tokenizer_and_is_repeatable(data, tmp_path, capsys):
+def test_generation_from_a_run_uses_its_tokenizer_and_is_repeatable(train_data, tmp_path, capsys):
     run = tmp_path / "gen"
-    assert cli.main(run_args(data, run, "--training.steps", "3", "--checkpoint.interval", "3",
+    assert cli.main(run_args(train_data, run, "--training.steps", "3", "--checkpoint.interval", "3",
                              "--logging.tensorboard", "true")) == 0
     capsys.readouterr()
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -246,14 +258,14 @@ def test_generation_from_a_run_uses_its_tokenizer_and_is_repeatable(data, tmp_pa
     assert np.all(np.asarray(new) < model.config.vocab_size)
 
 
-def test_sigterm_stops_after_the_step_with_a_checkpoint(data, tmp_path):
+def test_sigterm_stops_after_the_step_with_a_checkpoint(train_data, tmp_path):
     import signal
     import subprocess
     import sys
     import time
 
     run = tmp_path / "preempted"
-    process = subprocess.Popen([sys.executable, "-m", "train", *run_args(data, run, "--training.steps", "100000",
+    process = subprocess.Popen([sys.executable, "-m", "train", *run_args(train_data, run, "--training.steps", "100000",
                                                                        "--checkpoint.interval", "100000")],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:

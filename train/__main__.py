@@ -1,5 +1,8 @@
 import sys
 
+from torch.distributed.elastic.multiprocessing.errors import record
+
 from train.cli import main
 
-sys.exit(main())
+# under torchrun, an uncaught error of a rank is written where the launcher reports it, naming the rank
+sys.exit(record(main)())

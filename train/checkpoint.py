@@ -1,19 +1,26 @@
 """Checkpoints: written into a temporary directory and renamed into place, with a manifest written last that
 records every file's size and xxh3-128 hash, so a half-written or corrupted checkpoint is never mistaken for a
-complete one. Loading never unpickles arbitrary objects: weights are safetensors, the optimiser and RNG states
-load with `weights_only=True`, everything else is JSON.
+complete one. Nothing is unpickled on load: tensors are safetensors, everything else JSON or TOML.
+
+Format 2 (this trainer) is written with torch.distributed.checkpoint (DCP): every rank writes the shards it
+holds, in parallel, as safetensors files whose headers record each shard's offsets in the full tensor, so a
+checkpoint loads into any other layout (tp=2 into one process, FSDP over 2 ranks into dp2×tp2, and back):
 
 RUN/checkpoints/step-00000100/
-    model.safetensors   the model's weights (float32 master weights; a tied head is stored once)
-    optimizer.pt        the optimiser's state_dict
-    rng.pt              torch CPU and CUDA generator states
-    trainer.json        step, data-loader position, schedule, tokens seen
+    model/shard-NNNNN-model-00001-of-00001.safetensors       the float32 weights, one file per writing rank
+    optimizer/shard-NNNNN-model-00001-of-00001.safetensors   AdamW's step, exp_avg, exp_avg_sq per parameter
+    rng/rank-NNNNN.safetensors   each rank's torch generator states
+    trainer.json        step, data-loader position (global: samples drawn), schedule, tokens seen
     config.toml         the resolved configuration of the run
     manifest.json       format version, step and {file: {bytes, xxh3_128}}; its presence marks completion
+
+Format 1 (the single-process trainer before it) still loads: model.safetensors, optimizer.pt (loaded with
+weights_only=True), rng.pt, trainer.json, config.toml, manifest.json.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -21,19 +28,27 @@ import os
 import re
 import shutil
 import tempfile
+import warnings
 
 import torch
+import torch.distributed.checkpoint as dcp
 import xxhash
-from safetensors.torch import load_model, save_model
+from safetensors.torch import load_file, save_file
+from torch.distributed.checkpoint import HuggingFaceStorageReader, HuggingFaceStorageWriter
+from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict, get_optimizer_state_dict,
+                                                     set_model_state_dict, set_optimizer_state_dict)
 
 from train import config as config_module
+from train import parallel
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 MANIFEST = "manifest.json"
 CHECKPOINTS = "checkpoints"
 STEP_DIR = re.compile(r"^step-(\d{8})$")
+MODEL, OPTIMIZER, RNG = "model", "optimizer", "rng"
+FLAT = StateDictOptions(flatten_optimizer_state_dict=True)
 
 
 class CheckpointError(ValueError):
@@ -53,41 +68,85 @@ def _fsync_dir(path: str) -> None:
         os.close(fd)
 
 
-def save(run_dir: str, step: int, model, optimizer, trainer_state: dict, config, keep: int) -> str:
-    """Writes checkpoint `step`; deletes complete checkpoints beyond the newest `keep`. Returns its directory."""
+def _model_tensors(model) -> dict:
+    """The model's state by parameter name, a tied head and embedding once (as tok_embeddings.weight)."""
+    unique = {name for name, _ in model.named_parameters()}
+    return {name: tensor for name, tensor in get_model_state_dict(model).items() if name in unique}
+
+
+def _optimizer_tensors(model, optimizer) -> tuple[dict, dict]:
+    """The optimiser's state flattened by parameter name, and its tensors alone (the hyperparameters in
+    param_groups come from the configuration)."""
+    state = get_optimizer_state_dict(model, optimizer, options=FLAT)
+    return state, {key: value for key, value in state.items() if isinstance(value, torch.Tensor)}
+
+
+@contextlib.contextmanager
+def _one_process_is_meant():
+    """DCP warns on every call without a process group that it assumes one process; that is what we mean."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "torch.distributed is disabled, unavailable or uninitialized", UserWarning)
+        yield
+
+
+def _rng_state() -> dict:
+    state = {"cpu": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state()
+    return state
+
+
+def save(run_dir: str, step: int, model, optimizer, trainer_state: dict, config, keep: int,
+         layout: parallel.Layout) -> str:
+    """Writes checkpoint `step` (every rank calls this); deletes complete checkpoints beyond the newest `keep`.
+    Returns its directory."""
     root = os.path.join(run_dir, CHECKPOINTS)
-    os.makedirs(root, exist_ok=True)
     final = os.path.join(root, f"step-{step:08d}")
-    staging = tempfile.mkdtemp(prefix=f".step-{step:08d}.", dir=root)
+    staging = None
+    if layout.is_main:
+        os.makedirs(root, exist_ok=True)
+        staging = tempfile.mkdtemp(prefix=f".step-{step:08d}.", dir=root)
+    staging = parallel.broadcast(layout, staging)
     try:
-        save_model(model, os.path.join(staging, "model.safetensors"))
-        torch.save(optimizer.state_dict(), os.path.join(staging, "optimizer.pt"))
-        rng = {"cpu": torch.get_rng_state()}
-        if torch.cuda.is_available():
-            rng["cuda"] = torch.cuda.get_rng_state_all()
-        torch.save(rng, os.path.join(staging, "rng.pt"))
-        with open(os.path.join(staging, "trainer.json"), "w") as handle:
-            json.dump(trainer_state, handle, indent=1)
-        config_module.save(config, os.path.join(staging, "config.toml"))
-        files = {}
-        for name in sorted(os.listdir(staging)):
-            path = os.path.join(staging, name)
+        for name, tensors in ((MODEL, _model_tensors(model)), (OPTIMIZER, _optimizer_tensors(model, optimizer)[1])):
+            writer = HuggingFaceStorageWriter(os.path.join(staging, name), save_distributed=True)
+            with _one_process_is_meant():
+                dcp.save(tensors, storage_writer=writer, no_dist=not layout.distributed)
+        os.makedirs(os.path.join(staging, RNG), exist_ok=True)
+        save_file(_rng_state(), os.path.join(staging, RNG, f"rank-{layout.rank:05d}.safetensors"))
+        parallel.barrier(layout)  # every rank's shards are written
+        if layout.is_main:
+            _commit(staging, final, root, step, trainer_state, config)
+        parallel.barrier(layout)
+    except BaseException:
+        if layout.is_main:
+            shutil.rmtree(staging, ignore_errors=True)
+        raise
+    if layout.is_main:
+        _prune(root, keep)
+    return final
+
+
+def _commit(staging: str, final: str, root: str, step: int, trainer_state: dict, config) -> None:
+    """Rank 0, once every rank has written: the JSON and TOML files, the manifest over every file, the rename."""
+    with open(os.path.join(staging, "trainer.json"), "w") as handle:
+        json.dump(trainer_state, handle, indent=1)
+    config_module.save(config, os.path.join(staging, "config.toml"))
+    files = {}
+    for directory, _, names in sorted(os.walk(staging)):
+        for name in sorted(names):
+            path = os.path.join(directory, name)
             with open(path, "rb") as handle:
                 os.fsync(handle.fileno())
-            files[name] = {"bytes": os.path.getsize(path), "xxh3_128": _file_hash(path)}
-        with open(os.path.join(staging, MANIFEST), "w") as handle:
-            json.dump({"version": FORMAT_VERSION, "step": step, "files": files}, handle, indent=1)
-            handle.flush()
-            os.fsync(handle.fileno())
-        if os.path.exists(final):  # a rerun of the same step after a resume from an older checkpoint
-            shutil.rmtree(final)
-        os.rename(staging, final)
-        _fsync_dir(root)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    _prune(root, keep)
-    return final
+            files[os.path.relpath(path, staging)] = {"bytes": os.path.getsize(path), "xxh3_128": _file_hash(path)}
+    with open(os.path.join(staging, MANIFEST), "w") as handle:
+        json.dump({"version": FORMAT_VERSION, "step": step, "files": files}, handle, indent=1)
+        handle.flush()
+        os.fsync(handle.fileno())
+    if os.path.exists(final):  # a rerun of the same step after a resume from an older checkpoint
+        shutil.rmtree(final)
+    os.rename(staging, final)
+    _fsync_dir(root)
 
 
 def _prune(root: str, keep: int) -> None:
@@ -153,19 +212,62 @@ def load_config(path: str):
     return config_module.load(os.path.join(path, "config.toml"))
 
 
+def format_version(path: str) -> int:
+    with open(os.path.join(path, MANIFEST)) as handle:
+        return json.load(handle)["version"]
+
+
+def _load_sharded(tensors: dict, directory: str) -> None:
+    """Fills `tensors` (plain or DTensor, in any layout) in place from the shards under `directory`."""
+    from torch.distributed import is_initialized
+
+    try:
+        with _one_process_is_meant():
+            dcp.load(tensors, storage_reader=HuggingFaceStorageReader(directory), no_dist=not is_initialized())
+    except (RuntimeError, ValueError, KeyError) as exc:  # DCP wraps a missing key or a wrong shape per rank
+        raise CheckpointError(f"{directory}: does not fit the model ({str(exc).strip().splitlines()[-1]})") from exc
+
+
 def load_weights(path: str, model) -> None:
-    missing, unexpected = load_model(model, os.path.join(path, "model.safetensors"), strict=False)
-    if missing or unexpected:
-        raise CheckpointError(f"{path}: weights do not fit the model (missing {sorted(missing)[:3]}, "
-                              f"unexpected {sorted(unexpected)[:3]})")
+    """The weights of a checkpoint of either format into `model`, in whatever layout it is."""
+    if format_version(path) == 1:
+        weights = load_file(os.path.join(path, "model.safetensors"))
+        shared = [weights[name] for name in ("output.weight", "tok_embeddings.weight") if name in weights]
+        if model.config.tie_embeddings and shared:  # format 1 stored the shared tensor once
+            weights["output.weight"] = weights["tok_embeddings.weight"] = shared[0]
+        expected = set(get_model_state_dict(model))
+        if set(weights) != expected:
+            raise CheckpointError(f"{path}: weights do not fit the model (missing {sorted(expected - set(weights))[:3]}, "
+                                  f"unexpected {sorted(set(weights) - expected)[:3]})")
+        set_model_state_dict(model, weights, options=StateDictOptions(full_state_dict=True))
+        return
+    tensors = _model_tensors(model)
+    _load_sharded(tensors, os.path.join(path, MODEL))
+    set_model_state_dict(model, tensors, options=StateDictOptions(strict=False))  # a tied head comes with the embedding
 
 
-def load_training_state(path: str, optimizer) -> dict:
-    """Restores the optimiser and RNG states; returns trainer.json."""
-    optimizer.load_state_dict(torch.load(os.path.join(path, "optimizer.pt"), weights_only=True, map_location="cpu"))
-    rng = torch.load(os.path.join(path, "rng.pt"), weights_only=True)
-    torch.set_rng_state(rng["cpu"])
-    if "cuda" in rng and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(rng["cuda"])
+def load_training_state(path: str, model, optimizer, layout: parallel.Layout) -> dict:
+    """Restores the optimiser and this rank's RNG states; returns trainer.json."""
+    if format_version(path) == 1:
+        saved = torch.load(os.path.join(path, "optimizer.pt"), weights_only=True, map_location="cpu")
+        # format 1 is torch's own state dict, parameters numbered in the optimiser's order; name them
+        names = {id(param): name for name, param in model.named_parameters()}
+        fqns = [names[id(param)] for group in optimizer.param_groups for param in group["params"]]
+        state = {"state": {fqns[index]: value for index, value in saved["state"].items()},
+                 "param_groups": [{**group, "params": [fqns[i] for i in group["params"]]}
+                                  for group in saved["param_groups"]]}
+        set_optimizer_state_dict(model, optimizer, state, options=StateDictOptions(full_state_dict=True))
+        rng = torch.load(os.path.join(path, "rng.pt"), weights_only=True)
+        rng = {"cpu": rng["cpu"], **({"cuda": rng["cuda"][0]} if rng.get("cuda") else {})}
+    else:
+        state, tensors = _optimizer_tensors(model, optimizer)
+        _load_sharded(tensors, os.path.join(path, OPTIMIZER))
+        set_optimizer_state_dict(model, optimizer, {**state, **tensors}, options=FLAT)
+        own = os.path.join(path, RNG, f"rank-{layout.rank:05d}.safetensors")
+        rng = load_file(own) if os.path.exists(own) else {}  # a rank the saving job did not have starts seeded
+    if "cpu" in rng:
+        torch.set_rng_state(rng["cpu"])
+    if "cuda" in rng and layout.device.type == "cuda":
+        torch.cuda.set_rng_state(rng["cuda"])
     with open(os.path.join(path, "trainer.json")) as handle:
         return json.load(handle)

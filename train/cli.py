@@ -1,9 +1,11 @@
-"""`python -m train --config configs/<name>.toml [--resume auto] [--section.field VALUE …]`"""
+"""`python -m train --config configs/<name>.toml [--resume auto] [--section.field VALUE …]`, or the same under
+`torchrun --nproc_per_node N -m train …` for a job of N processes."""
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
 from train import config as config_module
@@ -17,6 +19,9 @@ EXAMPLE = """examples:
   # GPT-2-small size, two corpora mixed 70/30, a higher learning rate, continuing the run if it has checkpoints
   python -m train --config configs/gpt2-small.toml --resume auto --optim.lr 1e-3 \\
       --data.sources '[{path="bins/web", weight=0.7}, {path="bins/wiki", weight=0.3}]'
+  # eight GPUs of one node: tensor parallel in pairs, FSDP over the four pairs (docs/distributed.md)
+  torchrun --nproc_per_node 8 -m train --config configs/1b.toml --data.sources '[{path="bins/"}]' \\
+      --data.tokenizer tok/ --parallel.tp 2 --parallel.fsdp true --parallel.sequence_parallel true
 
 Any field of the configuration can be overridden as --section.field VALUE; VALUE is read as TOML (6e-4, true,
 [0.9, 0.95], "text") and otherwise taken as a string. The resolved configuration is saved as RUN/config.toml.
@@ -38,6 +43,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _fail(exc: Exception) -> None:
+    """One line on stderr. In a job, errors in the settings and checkpoints are the same on every rank and only
+    rank 0 prints them; the data can differ between nodes, so each rank names itself."""
+    rank = int(os.environ.get("RANK", "0"))
+    if isinstance(exc, DataError) and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        print(f"python -m train (rank {rank}): {exc}", file=sys.stderr)
+    elif rank == 0:
+        print(f"python -m train: {exc}", file=sys.stderr)
+
+
 def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s",
                         datefmt="%H:%M:%S")
@@ -49,11 +64,13 @@ def main(argv=None) -> int:
         config = config_module.load(args.config, overrides)
         summary = train(config, resume=args.resume)
     except (config_module.ConfigError, DataError, CheckpointError) as exc:
-        print(f"python -m train: {exc}", file=sys.stderr)
+        _fail(exc)
         return 2
     except NonFiniteLoss as exc:
-        print(f"python -m train: {exc}", file=sys.stderr)
+        _fail(exc)
         return 3
+    if not summary["is_main"]:
+        return 0
     if summary["stopped_early"]:
         print(f"stopped at step {summary['step']}; checkpoint {summary['checkpoint']}")
     else:

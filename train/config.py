@@ -85,6 +85,15 @@ class RunConfig:
 
 
 @dataclass
+class ParallelConfig:
+    """How a torchrun job splits the work; data parallelism is what is left: dp = world size / tp."""
+    tp: int = 1  # tensor-parallel degree: attention heads and the MLP split over this many devices
+    fsdp: bool = False  # shard parameters, gradients and optimiser state over dp (FSDP2) instead of replicating
+    sequence_parallel: bool = False  # with tp > 1: norms and residuals split along the sequence, less memory
+    timeout_seconds: float = 600.0  # a collective waiting longer than this ends the job (a rank hung or died)
+
+
+@dataclass
 class Config:
     run: RunConfig = field(default_factory=RunConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -94,6 +103,7 @@ class Config:
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
+    parallel: ParallelConfig = field(default_factory=ParallelConfig)
 
     def check(self) -> None:
         """Cross-field rules; raises ConfigError naming the setting."""
@@ -122,6 +132,8 @@ class Config:
             raise ConfigError("training.steps must be positive, schedule.warmup_steps non-negative, checkpoint.keep ≥ 1")
         if len(self.optim.betas) != 2:
             raise ConfigError("optim.betas: two numbers, e.g. [0.9, 0.95]")
+        if self.parallel.tp < 1 or self.parallel.timeout_seconds <= 0:
+            raise ConfigError("parallel.tp must be at least 1 and parallel.timeout_seconds positive")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

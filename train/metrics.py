@@ -38,8 +38,28 @@ def peak_flops(device: torch.device, configured: float) -> float:
     return 0.0
 
 
+def read_records(path: str) -> list[dict]:
+    """The records of a metrics.jsonl; a line that is not JSON (torn by a crash in the middle of a write) is
+    skipped with a warning."""
+    records = []
+    with open(path) as handle:
+        for number, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                log.warning("%s: line %d is not complete JSON (a crash mid-write?); skipped", path, number)
+    return records
+
+
 class MetricsLog:
-    def __init__(self, run_dir: str, total_steps: int, start_step: int, use_tensorboard: bool):
+    """Written by one process of a job (rank 0); on the others every method does nothing."""
+
+    def __init__(self, run_dir: str, total_steps: int, start_step: int, use_tensorboard: bool, enabled: bool = True):
+        self.enabled = enabled
+        if not enabled:
+            return
         self.path = os.path.join(run_dir, METRICS_FILE)
         self.run_dir = run_dir
         self._truncate_after(start_step)
@@ -62,12 +82,13 @@ class MetricsLog:
         """A resumed run rewrites history from its checkpoint on: lines of later steps of the run it replaces go."""
         if not os.path.exists(self.path):
             return
-        with open(self.path) as handle:
-            kept = [line for line in handle if line.strip() and json.loads(line).get("step", 0) <= step]
+        kept = [record for record in read_records(self.path) if record.get("step", 0) <= step]
         with open(self.path, "w") as handle:
-            handle.writelines(kept)
+            handle.writelines(json.dumps(record) + "\n" for record in kept)
 
     def write(self, record: dict) -> None:
+        if not self.enabled:
+            return
         self.file.write(json.dumps(record) + "\n")
         self.file.flush()
         if self.tensorboard is not None:
@@ -76,6 +97,8 @@ class MetricsLog:
                     self.tensorboard.add_scalar(key.replace(".", "/"), value, record["step"])
 
     def step_line(self, record: dict) -> None:
+        if not self.enabled:
+            return
         mfu = f" | mfu {record['mfu'] * 100:5.1f}%" if "mfu" in record else ""
         line = (f"step {record['step']:>6} | loss {record['loss']:.4f} | lr {record['lr']:.2e} | "
                 f"grad norm {record['grad_norm']:.3f} | {record['tokens_per_second']:,.0f} tok/s{mfu}")
@@ -85,12 +108,16 @@ class MetricsLog:
             log.info(line)
 
     def advance(self, steps: int = 1, loss: float | None = None) -> None:
+        if not self.enabled:
+            return
         if self.bar is not None:
             self.bar.update(steps)
             if loss is not None:
                 self.bar.set_postfix(loss=f"{loss:.4f}")
 
     def close(self) -> None:
+        if not self.enabled:
+            return
         if self.bar is not None:
             self.bar.close()
         if self.tensorboard is not None:
@@ -104,13 +131,11 @@ def plot_losses(run_dir: str) -> str | None:
     if not os.path.exists(path):
         return None
     train_points, val_points = [], []
-    with open(path) as handle:
-        for line in handle:
-            record = json.loads(line)
-            if "loss" in record:
-                train_points.append((record["step"], record["loss"]))
-            if "val.loss" in record:
-                val_points.append((record["step"], record["val.loss"]))
+    for record in read_records(path):
+        if "loss" in record:
+            train_points.append((record["step"], record["loss"]))
+        if "val.loss" in record:
+            val_points.append((record["step"], record["val.loss"]))
     if not train_points:
         return None
     import matplotlib

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from model import Transformer
-from train import checkpoint
+from train import checkpoint, parallel
 from train.config import Config, ConfigError, save as save_config
 from train.data import Corpus, validation_batches
 from train.metrics import MetricsLog, peak_flops, plot_losses
@@ -67,23 +67,32 @@ def loss_of(model, batch: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def evaluate(model, corpus: Corpus, config: Config, device, amp) -> dict:
-    """Mean validation loss per source, and their mixture-weighted mean as `val.loss`."""
+def evaluate(model, corpus: Corpus, config: Config, layout: parallel.Layout, amp) -> dict:
+    """Mean validation loss per source, and their mixture-weighted mean as `val.loss`. The batches are dealt
+    round-robin to the dp ranks; every rank runs the same number of forward passes (a rank short of a batch
+    repeats the first one and ignores it), which sharded parameters need."""
     model.eval()
     result, weighted, weight_sum = {}, 0.0, 0.0
     for name, weight, reader in zip(corpus.names, corpus.weights, corpus.val):
-        total, rows = 0.0, 0
-        for batch in validation_batches(reader, config.data.seq_len, config.training.micro_batch_size,
-                                        config.logging.eval_batches):
-            with amp():
-                total += loss_of(model, batch.to(device)).item() * len(batch)
-            rows += len(batch)
+        batches = list(validation_batches(reader, config.data.seq_len, config.training.micro_batch_size,
+                                          config.logging.eval_batches))
+        sums = torch.zeros(2, dtype=torch.float64, device=layout.device)  # loss × rows, rows
+        for first in range(0, len(batches), layout.dp):
+            index = first + layout.dp_rank
+            batch = batches[index] if index < len(batches) else batches[0]
+            with parallel.loss_context(layout), amp():
+                loss = parallel.full_value(loss_of(model, batch.to(layout.device)))
+            if index < len(batches):
+                sums += torch.stack([loss.double() * len(batch), torch.tensor(len(batch), dtype=torch.float64,
+                                                                               device=layout.device)])
+        total, rows = parallel.sum_over_dp(layout, sums).tolist()
         if rows:
             result[f"val.{name}"] = total / rows
             weighted += weight * result[f"val.{name}"]
             weight_sum += weight
     if weight_sum:
         result["val.loss"] = weighted / weight_sum
+    parallel.reshard(model)
     model.train()
     return result
 
@@ -134,41 +143,60 @@ class _StopRequest:
 
 
 def train(config: Config, resume: str = "never") -> dict:
-    """Runs (or continues) the configured training; returns a summary of the run."""
+    """Runs (or continues) the configured training in this process, one of a torchrun job or alone; returns a
+    summary of the run."""
     config.check()
     t = config.training
     device = resolve_device(t.device)
     corpus = Corpus(config.data)
     resolve_vocab(config, corpus.vocab_size)
-    start_from = _prepare_run_dir(config, resume)
+    parallel.check_layout(config, parallel.world_size_from_env())
+    layout = parallel.init(config.parallel, device)
+    try:
+        return _train(config, resume, corpus, layout)
+    finally:
+        parallel.shutdown(layout)
 
-    torch.manual_seed(t.seed)
+
+def _train(config: Config, resume: str, corpus: Corpus, layout: parallel.Layout) -> dict:
+    t, device = config.training, layout.device
+    if not layout.is_main:
+        logging.getLogger("train").setLevel(logging.WARNING)
+    start_from = parallel.on_main(layout, _prepare_run_dir, config, resume)
+
+    torch.manual_seed(t.seed)  # the same initial weights on every rank and in every layout
     model = Transformer(config.model).to(device)
+    flops_per_token = model.flops_per_token(config.data.seq_len)
+    parameters = model.num_params(), model.num_params(embedding=False)
+    dtype = autocast_dtype(t.dtype, device)
+    # bf16 compute over float32 master weights: FSDP2's mixed-precision policy when dp > 1, else autocast
+    parallel.parallelize(model, layout, config.parallel, t.compile, dtype)
+    amp = precision_context(t.dtype if parallel.autocast_needed(layout) else "float32", device)
     optimizer = build_optimizer(model, config.optim, device)
-    loader = corpus.loader(config.data.seq_len, t.micro_batch_size, t.seed)
+    loader = corpus.loader(config.data.seq_len, t.micro_batch_size, t.seed, layout.dp_rank, layout.dp)
     step, tokens_seen, skipped = 0, 0, 0
     if start_from is not None:
         saved = checkpoint.load_config(start_from)
         if saved.model != config.model:
             raise ConfigError(f"the model settings differ from the checkpoint's ({start_from}/config.toml)")
         checkpoint.load_weights(start_from, model)
-        state = checkpoint.load_training_state(start_from, optimizer)
+        state = checkpoint.load_training_state(start_from, model, optimizer, layout)
         loader.load_state_dict(state["data"])
         step, tokens_seen = state["step"], state["tokens"]
         log.info("resuming from %s (step %d)", start_from, step)
 
-    runnable = torch.compile(model) if t.compile else model
-    dtype = autocast_dtype(t.dtype, device)
-    amp = precision_context(t.dtype, device)
-    accumulation = t.batch_tokens // (t.micro_batch_size * config.data.seq_len)
-    flops_per_token = model.flops_per_token(config.data.seq_len)
+    accumulation = t.batch_tokens // (t.micro_batch_size * config.data.seq_len * layout.dp)
     peak = peak_flops(device, config.logging.peak_flops)
     log.info("model: %.2fM parameters (%.2fM without the embedding), %.3g FLOPs per token; %d micro-batches of "
-             "%d × %d per step; device %s%s", model.num_params() / 1e6, model.num_params(embedding=False) / 1e6,
-             flops_per_token, accumulation, t.micro_batch_size, config.data.seq_len, device,
-             f", autocast {dtype}" if dtype else "")
+             "%d × %d per step on each of %d data-parallel ranks; device %s%s%s", parameters[0] / 1e6,
+             parameters[1] / 1e6, flops_per_token, accumulation, t.micro_batch_size, config.data.seq_len, layout.dp,
+             device, f", bf16 compute" if dtype else "",
+             f"; {layout.world_size} processes: dp {layout.dp} × tp {layout.tp}"
+             f"{', FSDP' if config.parallel.fsdp else ''}"
+             f"{', sequence parallel' if config.parallel.sequence_parallel and layout.tp > 1 else ''}"
+             if layout.distributed else "")
 
-    metrics = MetricsLog(config.run.dir, t.steps, step, config.logging.tensorboard)
+    metrics = MetricsLog(config.run.dir, t.steps, step, config.logging.tensorboard, enabled=layout.is_main)
     last_checkpoint, last_eval, stopped_early = None, {}, False
     interval_start, interval_tokens = time.perf_counter(), 0
 
@@ -182,14 +210,17 @@ def train(config: Config, resume: str = "never") -> dict:
                 step += 1
                 set_lr(optimizer, config.optim.lr * lr_factor(step, t.steps, config.schedule))
                 loss_sum = torch.zeros((), device=device)
-                for _ in range(accumulation):
+                for micro_step in range(accumulation):
                     batch = loader.next_batch().to(device, non_blocking=True)
-                    with amp():
-                        loss = loss_of(runnable, batch)
-                    (loss / accumulation).backward()
+                    parallel.set_gradient_sync(model, micro_step == accumulation - 1)  # before the forward pass
+                    with parallel.loss_context(layout):
+                        with amp():
+                            loss = parallel.full_value(loss_of(model, batch))
+                        (loss / accumulation).backward()
                     loss_sum += loss.detach()
-                grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip if t.grad_clip > 0 else math.inf)
-                loss_value, norm_value = (loss_sum / accumulation).item(), grad_norm.item()
+                grad_norm = parallel.clip_grad_norm_(model.parameters(), t.grad_clip if t.grad_clip > 0 else math.inf)
+                loss_value, stop_requested = parallel.agree(layout, loss_sum / accumulation, stop.requested)
+                norm_value = grad_norm.item()
                 tokens_seen += t.batch_tokens
                 interval_tokens += t.batch_tokens
                 if not (math.isfinite(loss_value) and math.isfinite(norm_value)):
@@ -218,22 +249,22 @@ def train(config: Config, resume: str = "never") -> dict:
                               "grad_norm": norm_value, "tokens": tokens_seen,
                               "tokens_per_second": interval_tokens / elapsed}
                     if peak:
-                        record["mfu"] = flops_per_token * record["tokens_per_second"] / peak
+                        record["mfu"] = flops_per_token * record["tokens_per_second"] / (peak * layout.world_size)
                     metrics.write(record)
                     metrics.step_line(record)
                     interval_start, interval_tokens = time.perf_counter(), 0
                 eval_due = config.logging.eval_interval and step % config.logging.eval_interval == 0
                 if eval_due or step == t.steps:
-                    last_eval = evaluate(runnable, corpus, config, device, amp)
+                    last_eval = evaluate(model, corpus, config, layout, amp)
                     if last_eval:
                         metrics.write({"step": step, **last_eval})
                         per_source = ", ".join(f"{k[4:]} {v:.4f}" for k, v in last_eval.items() if k != "val.loss")
                         log.info("step %6d | validation loss %.4f (%s)", step, last_eval["val.loss"], per_source)
                     interval_start = time.perf_counter()  # validation is not training throughput
-                exit_now = step == config.checkpoint.exit_at_step or stop.requested
+                exit_now = step == config.checkpoint.exit_at_step or stop_requested
                 if step % config.checkpoint.interval == 0 or step == t.steps or exit_now:
                     last_checkpoint = checkpoint.save(config.run.dir, step, model, optimizer, trainer_state(), config,
-                                                      config.checkpoint.keep)
+                                                      config.checkpoint.keep, layout)
                     interval_start = time.perf_counter()
                 if exit_now and step < t.steps:
                     log.info("stopping at step %d with checkpoint %s; continue with --resume auto", step, last_checkpoint)
@@ -241,6 +272,6 @@ def train(config: Config, resume: str = "never") -> dict:
                     break
     finally:
         metrics.close()
-    plot = plot_losses(config.run.dir)
+    plot = plot_losses(config.run.dir) if layout.is_main else None
     return {"step": step, "tokens": tokens_seen, "checkpoint": last_checkpoint, "loss_plot": plot,
-            "stopped_early": stopped_early, **last_eval}
+            "stopped_early": stopped_early, "is_main": layout.is_main, **last_eval}

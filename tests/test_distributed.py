@@ -1,0 +1,194 @@
+"""The trainer as a job of several processes: real torchrun launches on gloo, float32, the tiny model. Every layout
+must reproduce the loss curve of one process with the same global batch, and checkpoints must move between
+layouts (tp=2 → one process, tp=2 → dp2×tp2, dp2×tp2 → FSDP dp=2, FSDP dp=2 → one process)."""
+
+import json
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import psutil
+import pytest
+import torch
+
+from train import checkpoint, cli, generate as generate_module
+from tests.conftest import REPO
+from tests.trainruns import launcher_env, losses, records, run_args, torchrun, torchrun_command, weights
+
+STEPS = ["--training.steps", "8", "--checkpoint.interval", "2", "--checkpoint.keep", "10"]
+HALF_MICRO_BATCH = ["--training.micro_batch_size", "2"]  # with dp=2: the same global batch in 2 micro-batches
+
+
+@pytest.fixture(scope="module")
+def baseline(train_data, tmp_path_factory):
+    """One process: the curve every layout must reproduce."""
+    run = tmp_path_factory.mktemp("baseline") / "run"
+    assert cli.main(run_args(train_data, run, *STEPS)) == 0
+    return run
+
+
+def assert_same_curve(run, baseline, steps):
+    got, expected = losses(run), losses(baseline)
+    assert sorted(got) == sorted(set(got) | set(steps)) and set(steps) <= set(got)
+    assert [got[s] for s in steps] == pytest.approx([expected[s] for s in steps], rel=1e-5, abs=1e-6)
+
+
+def assert_ok(result):
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
+
+
+def test_tensor_parallel_gives_the_logits_losses_and_tied_weights_of_one_process(tmp_path):
+    output = tmp_path / "result.json"
+    assert_ok(torchrun(2, str(output), module="tests.tensor_parallel_worker"))
+    result = json.loads(output.read_text())
+    assert result["logits_max_diff"] <= 1e-5
+    whole, split = zip(*result["losses"])
+    assert split == pytest.approx(whole, rel=1e-5) and len(whole) == 4 and whole[-1] != whole[0]
+    norms_whole, norms_split = zip(*result["grad_norms"])
+    assert norms_split == pytest.approx(norms_whole, rel=1e-5)  # clipped at 0.5 by the global norm
+    assert result["tied_before"] and result["tied_after"]  # the plan re-ties embedding and head
+    assert result["weights_max_diff"] < 1e-4
+    # bf16 through FSDP2's policy: the rotary table stays float32, gradients are reduced in float32
+    assert result["rotary_dtypes"] == ["torch.float32"] and result["bf16_gradient_dtype"] == "torch.float32"
+    assert result["bf16_loss"] == pytest.approx(result["float32_loss"], abs=2e-2)
+
+
+def test_data_parallel_with_accumulation_gives_the_losses_of_one_process(train_data, baseline, tmp_path):
+    run = tmp_path / "dp2"
+    result = torchrun(2, *run_args(train_data, run, *STEPS, *HALF_MICRO_BATCH, "--checkpoint.exit_at_step", "4"))
+    assert_ok(result)
+    assert_same_curve(run, baseline, [1, 2, 3, 4])
+    by_step = {r["step"]: r for r in records(run) if "loss" in r}
+    expected = {r["step"]: r for r in records(baseline) if "loss" in r}
+    assert [by_step[s]["grad_norm"] for s in (1, 2, 3, 4)] == pytest.approx([expected[s]["grad_norm"] for s in (1, 2, 3, 4)], rel=1e-5)
+    assert [r["step"] for r in records(run) if "loss" in r] == [1, 2, 3, 4]  # rank 0 alone writes metrics
+    assert result.stdout.count("stopped at step 4") == 1  # and prints
+    assert "2 micro-batches of 2 × 32 per step on each of 2 data-parallel ranks" in result.stderr
+
+
+def test_checkpoints_reshard_between_layouts_and_continue_the_curve(train_data, baseline, tmp_path, capsys):
+    tp2 = tmp_path / "tp2"
+    assert_ok(torchrun(2, *run_args(train_data, tp2, *STEPS, "--parallel.tp", "2", "--parallel.sequence_parallel",
+                                    "true", "--checkpoint.exit_at_step", "4")))
+    assert_same_curve(tp2, baseline, [1, 2, 3, 4])
+
+    one = tmp_path / "tp2-then-one"  # tp=2 → one process
+    shutil.copytree(tp2, one)
+    assert cli.main(["--resume", "auto", *run_args(train_data, one, *STEPS)]) == 0
+    assert_same_curve(one, baseline, [5, 6, 7, 8])
+
+    mixed = tmp_path / "mixed"  # tp=2 → dp2×tp2 with FSDP on 4 processes → FSDP dp=2 → one process
+    shutil.copytree(tp2, mixed)
+    result = torchrun(4, "--resume", "auto", *run_args(train_data, mixed, *STEPS, *HALF_MICRO_BATCH, "--parallel.tp",
+                                                      "2", "--parallel.fsdp", "true", "--parallel.sequence_parallel",
+                                                      "true", "--checkpoint.exit_at_step", "6"))
+    assert_ok(result)
+    assert "dp 2 × tp 2, FSDP, sequence parallel" in result.stderr
+    assert_same_curve(mixed, baseline, [5, 6])
+    assert_ok(torchrun(2, "--resume", "auto", *run_args(train_data, mixed, *STEPS, *HALF_MICRO_BATCH,
+                                                       "--parallel.fsdp", "true", "--checkpoint.exit_at_step", "7")))
+    assert_same_curve(mixed, baseline, [7])
+    assert cli.main(["--resume", "auto", *run_args(train_data, mixed, *STEPS)]) == 0
+    assert_same_curve(mixed, baseline, [8])
+    assert sorted(losses(mixed)) == list(range(1, 9))
+
+    # every rank wrote its own shards; one process reads any of them whole
+    step6 = mixed / "checkpoints" / "step-00000006"
+    assert len(list((step6 / "model").glob("shard-*.safetensors"))) == 4
+    assert len(list((step6 / "rng").glob("rank-*.safetensors"))) == 4
+    assert checkpoint.format_version(str(step6)) == 2
+    for run, step in ((tp2, 4), (mixed, 6), (mixed, 8)):
+        name = f"step-{step:08d}"
+        got, expected = weights(run / "checkpoints" / name), weights(baseline / "checkpoints" / name)
+        assert all(torch.allclose(got[key], expected[key], atol=1e-5) for key in expected)
+    capsys.readouterr()
+    assert generate_module.main(["--checkpoint", str(step6), "--prompt", "The", "--max-new-tokens", "5",
+                                 "--temperature", "0", "--seed", "1"]) == 0
+    assert capsys.readouterr().out.startswith("The")
+
+
+def test_compiled_tensor_parallel_keeps_the_curve(train_data, baseline, tmp_path):
+    # on CPU, compiled blocks under tensor parallelism lose the embedding's gradient (torch 2.13): the whole
+    # model is compiled instead, and the curve must be the one of one process
+    run = tmp_path / "compiled"
+    result = torchrun(2, *run_args(train_data, run, *STEPS, "--parallel.tp", "2", "--parallel.sequence_parallel",
+                                   "true", "--training.compile", "true", "--checkpoint.exit_at_step", "3"))
+    assert_ok(result)
+    assert "torch.compile: the whole model, not each block" in result.stderr
+    assert_same_curve(run, baseline, [1, 2, 3])
+
+
+@pytest.mark.parametrize("world_size, arguments, message", [
+    (4, ["--parallel.tp", "3"], "parallel.tp (3) must divide the number of processes (4)"),
+    (8, ["--parallel.tp", "8"], "parallel.tp (8) must divide model.n_heads (4)"),
+    (4, ["--parallel.tp", "4"], "parallel.tp (4) must divide model.n_kv_heads (2)"),
+    (2, ["--parallel.tp", "2", "--parallel.sequence_parallel", "true", "--data.seq_len", "31", "--training.batch_tokens",
+         "248"], "data.seq_len (31) must be a multiple of parallel.tp (2) with parallel.sequence_parallel"),
+    (4, [], "training.batch_tokens (256) must be a multiple of micro_batch_size × data.seq_len × dp (4 × 32 × 4 = 512)"),
+])
+def test_a_bad_layout_fails_before_any_work_with_one_line(train_data, tmp_path, monkeypatch, capsys, world_size,
+                                                         arguments, message):
+    # the environment torchrun gives rank 0; the check comes before the process group, so nothing waits for peers
+    for name, value in (("WORLD_SIZE", world_size), ("RANK", 0), ("LOCAL_RANK", 0)):
+        monkeypatch.setenv(name, str(value))
+    assert cli.main(run_args(train_data, tmp_path / "run", *arguments)) == 2
+    assert capsys.readouterr().err == f"python -m train: {message}\n"
+    assert not (tmp_path / "run").exists()
+
+
+def test_under_torchrun_a_bad_layout_is_one_line_and_exit_code_2(train_data, tmp_path):
+    result = torchrun(2, *run_args(train_data, tmp_path / "run", "--parallel.tp", "3"))
+    assert result.returncode != 0
+    assert result.stderr.count("python -m train: parallel.tp (3) must divide the number of processes (2)") == 1
+    assert re.search(r"exitcode\s*:\s*2", result.stderr)
+
+
+def start_job(train_data, run, processes=2):
+    """A long job; returns the launcher and its rank processes once the first step is logged."""
+    launcher = subprocess.Popen(torchrun_command(processes, *run_args(
+        train_data, run, "--training.steps", "100000", "--checkpoint.interval", "100000",
+        "--training.micro_batch_size", "2")), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env=launcher_env(), cwd=REPO)
+    deadline = time.monotonic() + 120
+    while not (run / "metrics.jsonl").exists() or not (run / "metrics.jsonl").read_text().strip():
+        assert launcher.poll() is None and time.monotonic() < deadline, launcher.communicate()
+        time.sleep(0.2)
+    ranks = {}
+    for child in psutil.Process(launcher.pid).children(recursive=True):
+        rank = child.environ().get("RANK")
+        if rank is not None and "train" in child.cmdline():
+            ranks[int(rank)] = child
+    assert sorted(ranks) == list(range(processes))
+    return launcher, ranks
+
+
+def test_a_killed_rank_ends_the_job_naming_it(train_data, tmp_path):
+    launcher, ranks = start_job(train_data, tmp_path / "killed")
+    try:
+        ranks[1].send_signal(signal.SIGKILL)
+        out, err = launcher.communicate(timeout=90)  # the others are ended too: no hang
+    finally:
+        launcher.kill()
+    assert launcher.returncode != 0
+    assert re.search(r"rank\s*:\s*1 \(local_rank: 1\)", err) and re.search(r"exitcode\s*:\s*-9", err)
+    assert not ranks[0].is_running()
+
+
+def test_sigterm_on_one_rank_stops_every_rank_at_the_same_step_with_one_checkpoint(train_data, tmp_path):
+    run = tmp_path / "preempted"
+    launcher, ranks = start_job(train_data, run)
+    try:
+        ranks[1].send_signal(signal.SIGTERM)  # rank 0 never hears of it but from rank 1
+        out, err = launcher.communicate(timeout=120)
+    finally:
+        launcher.kill()
+    assert launcher.returncode == 0, err[-3000:]
+    step = int(out.split("stopped at step ")[1].split(";")[0])
+    assert checkpoint.latest(str(run)) == str(run / "checkpoints" / f"step-{step:08d}")
+    assert max(losses(run)) == step
+    state = json.loads((run / "checkpoints" / f"step-{step:08d}" / "trainer.json").read_text())
+    assert state["step"] == step and state["data"]["samples"] == step * 8  # 256 tokens a step, 32 a sample
+    assert weights(run / "checkpoints" / f"step-{step:08d}")  # complete and readable

@@ -1,0 +1,301 @@
+"""The parallelism plan, applied to the model from outside (as torchtitan's `parallelize` does), and the few
+collectives the training loop needs. Nothing else in lmforge knows about process groups or meshes.
+
+A job of N processes (torchrun sets WORLD_SIZE, RANK, LOCAL_RANK) gets one 2-D device mesh (dp, tp), with
+dp = N / parallel.tp:
+- tensor parallelism over `tp` (torch.distributed.tensor.parallel): q/k/v and the MLP's gate and up
+  projections split by column, the attention output and the MLP's down projection by row, the embedding by
+  row, the output head by column with the loss computed on the vocabulary shards (loss parallel), and, with
+  parallel.sequence_parallel, the norms and residual stream split along the sequence;
+- data parallelism over `dp` with FSDP2: `fully_shard` (parallel.fsdp) shards parameters, gradients and
+  optimiser state; otherwise its `replicate` keeps a full copy per rank and all-reduces gradients (DDP's
+  semantics, on FSDP2's machinery, so that it composes with tensor parallelism and uses the same
+  mixed-precision policy).
+One process (plain `python -m train`, or WORLD_SIZE=1) builds no process group and applies nothing but
+compilation.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import timedelta
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from train.config import Config, ConfigError, ParallelConfig
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Layout:
+    """Where this process sits in the job."""
+    device: torch.device
+    world_size: int = 1
+    rank: int = 0
+    tp: int = 1
+    mesh: object = None  # torch.distributed.device_mesh.DeviceMesh with dims ("dp", "tp") when distributed
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def dp(self) -> int:
+        return self.world_size // self.tp
+
+    @property
+    def dp_rank(self) -> int:
+        return self.mesh["dp"].get_local_rank() if self.distributed else 0
+
+
+def world_size_from_env() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def check_layout(config: Config, world_size: int) -> None:
+    """The rules a layout must meet, checked before any process group or model exists (some of them otherwise
+    surface as a gloo abort or a silent misfit deep inside a collective). Raises ConfigError naming the setting."""
+    tp, model = config.parallel.tp, config.model
+    if world_size % tp:
+        raise ConfigError(f"parallel.tp ({tp}) must divide the number of processes ({world_size})")
+    for name, value in (("model.n_heads", model.n_heads), ("model.n_kv_heads", model.kv_heads),
+                        ("the MLP width (model.ffn_hidden_dim)", model.hidden_dim),
+                        ("model.vocab_size", model.vocab_size)):
+        if value % tp:
+            raise ConfigError(f"parallel.tp ({tp}) must divide {name} ({value})")
+    if config.parallel.sequence_parallel and config.data.seq_len % tp:
+        raise ConfigError(f"data.seq_len ({config.data.seq_len}) must be a multiple of parallel.tp ({tp}) with "
+                          "parallel.sequence_parallel")
+    dp = world_size // tp
+    per_step = config.training.micro_batch_size * config.data.seq_len * dp
+    if config.training.batch_tokens % per_step:
+        raise ConfigError(f"training.batch_tokens ({config.training.batch_tokens}) must be a multiple of "
+                          f"micro_batch_size × data.seq_len × dp ({config.training.micro_batch_size} × "
+                          f"{config.data.seq_len} × {dp} = {per_step})")
+
+
+def init(parallel: ParallelConfig, device: torch.device) -> Layout:
+    """Joins the job torchrun started (NCCL on CUDA, with gloo beside it for CPU tensors; gloo on CPU) and
+    builds the (dp, tp) mesh; a one-process run returns a Layout without either."""
+    world_size = world_size_from_env()
+    if world_size == 1:
+        return Layout(device=device)
+    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    if device.type == "cuda":
+        device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
+        backend = "cuda:nccl,cpu:gloo"
+    else:
+        backend = "gloo"
+    dist.init_process_group(backend, timeout=timedelta(seconds=parallel.timeout_seconds))
+    from torch.distributed.device_mesh import init_device_mesh
+
+    mesh = init_device_mesh(device.type, (world_size // parallel.tp, parallel.tp), mesh_dim_names=("dp", "tp"))
+    return Layout(device=device, world_size=world_size, rank=rank, tp=parallel.tp, mesh=mesh)
+
+
+def shutdown(layout: Layout) -> None:
+    if layout.distributed and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def apply_tensor_parallel(model: nn.Module, tp_mesh, sequence_parallel: bool) -> None:
+    """Megatron's split of every block, with the embedding and head split over the vocabulary. The head's
+    output stays a DTensor sharded over the vocabulary, so the loss must run under `loss_context`."""
+    from torch.distributed.tensor import Replicate, Shard
+    from torch.distributed.tensor.parallel import (ColwiseParallel, PrepareModuleInput, RowwiseParallel,
+                                                   SequenceParallel, parallelize_module)
+
+    residual = Shard(1) if sequence_parallel else Replicate()  # the layout between blocks
+    root_plan = {
+        "tok_embeddings": RowwiseParallel(input_layouts=Replicate(), output_layouts=residual),
+        "output": ColwiseParallel(input_layouts=residual, output_layouts=Shard(-1), use_local_output=False),
+    }
+    if sequence_parallel:
+        root_plan["norm"] = SequenceParallel()
+    parallelize_module(model, tp_mesh, root_plan)
+    for block in model.layers:
+        plan = {
+            "attention.wq": ColwiseParallel(),
+            "attention.wk": ColwiseParallel(),
+            "attention.wv": ColwiseParallel(),
+            "attention.wo": RowwiseParallel(output_layouts=residual),
+            "feed_forward.w1": ColwiseParallel(),
+            "feed_forward.w3": ColwiseParallel(),
+            "feed_forward.w2": RowwiseParallel(output_layouts=residual),
+        }
+        if sequence_parallel:
+            plan.update({
+                "attention_norm": SequenceParallel(),
+                "ffn_norm": SequenceParallel(),
+                # attention(x, freqs, cache, layer) and feed_forward(x) see the whole sequence
+                "attention": PrepareModuleInput(input_layouts=(Shard(1), None, None, None),
+                                                desired_input_layouts=(Replicate(), None, None, None)),
+                "feed_forward": PrepareModuleInput(input_layouts=(Shard(1),), desired_input_layouts=(Replicate(),)),
+            })
+        parallelize_module(block, tp_mesh, plan)
+    if model.config.tie_embeddings:  # each plan distributed its own copy of the shared weight; share it again
+        model.output.weight = model.tok_embeddings.weight
+
+
+def apply_compile(model: nn.Module, layout: Layout) -> None:
+    """torch.compile each block in place (parameter names unchanged; one graph reused by every block).
+
+    With tensor parallelism on CPU (torch 2.13), compiled blocks silently drop the gradient that flows back into
+    the embedding, and compiling the whole model fails under FSDP2's hooks: there the whole model is compiled
+    when it has no data-parallel wrapper (dp = 1), and nothing otherwise, saying so in the log."""
+    if layout.tp > 1 and layout.device.type == "cpu":
+        if layout.dp > 1:
+            log.warning("torch.compile is off: with tensor parallelism on CPU, compiled blocks lose the embedding's "
+                        "gradient and a compiled whole model fails under FSDP2 (torch 2.13); training runs eagerly")
+            return
+        log.info("torch.compile: the whole model, not each block (with tensor parallelism on CPU, compiled blocks "
+                 "lose the embedding's gradient in torch 2.13)")
+        model.compile()
+        return
+    for block in model.layers:
+        block.compile()
+
+
+def apply_data_parallel(model: nn.Module, dp_mesh, shard: bool, param_dtype: torch.dtype | None) -> None:
+    """FSDP2 over dp: each block is one unit (its parameters gathered for its forward and backward), the
+    embedding, final norm and head the root's. bf16 compute keeps float32 master weights and reduces gradients in
+    float32. Forward inputs are not cast: the rotary table that every block receives must stay float32."""
+    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+
+    if shard:
+        wrap = fully_shard
+    else:
+        from torch.distributed._composable.replicate_with_fsdp import replicate as wrap
+    policy = MixedPrecisionPolicy(param_dtype=param_dtype, reduce_dtype=torch.float32, cast_forward_inputs=False)
+    for block in model.layers:
+        wrap(block, mesh=dp_mesh, mp_policy=policy)
+    wrap(model, mesh=dp_mesh, mp_policy=policy)
+
+
+def parallelize(model: nn.Module, layout: Layout, parallel: ParallelConfig, compile: bool,
+                param_dtype: torch.dtype | None) -> None:
+    """Tensor parallelism, then compilation, then data parallelism (torchtitan's order: FSDP shards the
+    DTensors the plan made; compiled blocks see the plan's layouts). `param_dtype` is the compute dtype of the
+    data-parallel wrapper, which exists only when dp > 1 (see `autocast_needed`)."""
+    if layout.tp > 1:
+        apply_tensor_parallel(model, layout.mesh["tp"], parallel.sequence_parallel)
+    if compile:
+        apply_compile(model, layout)
+    if layout.dp > 1:
+        apply_data_parallel(model, layout.mesh["dp"], parallel.fsdp, param_dtype)
+    elif parallel.fsdp and layout.distributed:
+        log.info("parallel.fsdp: nothing to shard over with dp = 1; parameters are split by tensor parallelism only")
+
+
+def autocast_needed(layout: Layout) -> bool:
+    """Whether bf16 compute comes from autocast (no data-parallel wrapper) rather than FSDP2's policy."""
+    return layout.dp == 1
+
+
+def loss_context(layout: Layout):
+    """The context for forward, loss and backward: with tensor parallelism the head's logits stay sharded over
+    the vocabulary and cross-entropy reduces across the shards."""
+    if layout.tp > 1:
+        from torch.distributed.tensor.parallel import loss_parallel
+
+        return loss_parallel()
+    return contextlib.nullcontext()
+
+
+def set_gradient_sync(model: nn.Module, enabled: bool) -> None:
+    """Whether the next backward pass reduces gradients across dp. Set before the micro-batch's forward pass:
+    it decides how that pass's backward hooks behave."""
+    from torch.distributed.fsdp import FSDPModule
+
+    if isinstance(model, FSDPModule):
+        model.set_requires_gradient_sync(enabled)
+
+
+def reshard(model: nn.Module) -> None:
+    """After forward passes without backward (validation), FSDP still holds the root's gathered parameters in
+    their place; put the sharded ones back, which the optimiser and the checkpoint know."""
+    from torch.distributed.fsdp import FSDPModule
+
+    if isinstance(model, FSDPModule):
+        model.reshard()
+
+
+def full_value(tensor: torch.Tensor) -> torch.Tensor:
+    """A plain tensor of a (possibly DTensor) result such as the loss."""
+    from torch.distributed.tensor import DTensor
+
+    return tensor.full_tensor() if isinstance(tensor, DTensor) else tensor
+
+
+def clip_grad_norm_(parameters, max_norm: float) -> torch.Tensor:
+    """Clips to the norm of the whole gradient, over every shard on every rank, and returns that norm (the same
+    on all ranks). Gradients that live on different meshes are reduced per mesh, then combined."""
+    from torch.distributed.tensor import DTensor
+
+    parameters = [p for p in parameters if p.grad is not None]
+    groups = defaultdict(list)
+    for param in parameters:
+        groups[param.grad.device_mesh if isinstance(param.grad, DTensor) else None].append(param.grad)
+    norms = [full_value(torch.nn.utils.get_total_norm(grads)) for grads in groups.values()]
+    total = torch.linalg.vector_norm(torch.stack(norms))
+    if max_norm < math.inf:
+        torch.nn.utils.clip_grads_with_norm_(parameters, max_norm, total)
+    return total
+
+
+def agree(layout: Layout, loss: torch.Tensor, stop_requested: bool) -> tuple[float, bool]:
+    """One all-reduce per step: the loss averaged over dp ranks (tp ranks hold the same value) and whether any
+    rank was asked to stop, so that every rank takes the same decision on the same step."""
+    if not layout.distributed:
+        return loss.item(), stop_requested
+    values = torch.stack([loss.detach().float(), torch.tensor(float(stop_requested), device=loss.device)])
+    dist.all_reduce(values)
+    return (values[0] / layout.world_size).item(), bool(values[1] > 0)
+
+
+def sum_over_dp(layout: Layout, values: torch.Tensor) -> torch.Tensor:
+    if layout.distributed:
+        dist.all_reduce(values, group=layout.mesh.get_group("dp"))
+    return values
+
+
+def broadcast(layout: Layout, value):
+    """Rank 0's value of a small picklable object, on every rank."""
+    if not layout.distributed:
+        return value
+    holder = [value]
+    dist.broadcast_object_list(holder, src=0)
+    return holder[0]
+
+
+def barrier(layout: Layout) -> None:
+    if layout.distributed:
+        dist.barrier()
+
+
+def on_main(layout: Layout, function, *args):
+    """`function(*args)` run by rank 0 alone (file-system work on a shared run directory); every rank gets its
+    result, or raises its error, so that no rank waits for one that has failed."""
+    result, error = None, None
+    if layout.is_main:
+        try:
+            result = function(*args)
+        except Exception as exc:  # noqa: BLE001 - handed to every rank and raised there
+            error = exc
+    result, error = broadcast(layout, (result, error))
+    if error is not None:
+        raise error
+    return result
