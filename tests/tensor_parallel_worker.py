@@ -29,22 +29,22 @@ def build(layout, parallel_config, param_dtype=None):
     return model
 
 
-def main(output: str) -> None:
-    layout = parallel.init(ParallelConfig(tp=2), torch.device("cpu"))
-    sequence_parallel = ParallelConfig(tp=2, sequence_parallel=True)
-    whole, split = build(None, None), build(layout, sequence_parallel)
+def compare(layout, sequence_parallel: bool) -> dict:
+    """Logits, losses and clipped gradient norms over four AdamW steps, one model split over tp, one whole."""
+    whole, split = build(None, None), build(layout, ParallelConfig(tp=2, sequence_parallel=sequence_parallel))
     result = {"tied_before": split.output.weight is split.tok_embeddings.weight}
     optimizers = [build_optimizer(m, OptimConfig(lr=1e-2), torch.device("cpu")) for m in (whole, split)]
 
     tokens = batches(1)[0][:, :-1]
     with torch.no_grad():
         result["logits_max_diff"] = (parallel.full_value(split(tokens)) - whole(tokens)).abs().max().item()
-    parallel.reshard(split)
+
     result["losses"], result["grad_norms"] = [], []
+    one_process = parallel.Layout(torch.device("cpu"))
     for batch in batches(4):
         step = {}
         for name, model, optimizer in (("whole", whole, optimizers[0]), ("split", split, optimizers[1])):
-            with parallel.loss_context(layout if model is split else parallel.Layout(torch.device("cpu"))):
+            with parallel.loss_context(layout if model is split else one_process):
                 loss = parallel.full_value(F.cross_entropy(model(batch[:, :-1]).flatten(0, 1), batch[:, 1:].flatten()))
                 loss.backward()
             norm = parallel.clip_grad_norm_(model.parameters(), 0.5)
@@ -57,6 +57,12 @@ def main(output: str) -> None:
     result["tied_after"] = split.output.weight is split.tok_embeddings.weight
     result["weights_max_diff"] = max((parallel.full_value(p.detach()) - whole.state_dict()[name]).abs().max().item()
                                      for name, p in split.named_parameters())
+    return result
+
+
+def main(output: str) -> None:
+    layout = parallel.init(ParallelConfig(tp=2), torch.device("cpu"))
+    result = {"sequence_parallel": compare(layout, True), "replicated_norms": compare(layout, False)}
 
     # bf16 compute through FSDP2's policy (FSDP over a dp=2 mesh of the same two processes): the rotary table
     # each block receives stays float32
@@ -73,8 +79,9 @@ def main(output: str) -> None:
     mixed_loss.backward()
     with torch.no_grad():
         reference_loss = F.cross_entropy(reference(batch[:, :-1]).flatten(0, 1), batch[:, 1:].flatten())
-    result.update(bf16_loss=mixed_loss.item(), float32_loss=reference_loss.item(), rotary_dtypes=rotary_dtypes,
-                  bf16_gradient_dtype=str(parallel.full_value(mixed.layers[0].attention.wq.weight.grad).dtype))
+    gradient = parallel.full_value(mixed.layers[0].attention.wq.weight.grad)
+    result["mixed_precision"] = {"bf16_loss": mixed_loss.item(), "float32_loss": reference_loss.item(),
+                                 "rotary_dtypes": rotary_dtypes, "gradient_dtype": str(gradient.dtype)}
     if layout.is_main:
         with open(output, "w") as handle:
             json.dump(result, handle)

@@ -242,17 +242,19 @@ def full_value(tensor: torch.Tensor) -> torch.Tensor:
 
 def clip_grad_norm_(parameters, max_norm: float) -> torch.Tensor:
     """Clips to the norm of the whole gradient, over every shard on every rank, and returns that norm (the same
-    on all ranks). Gradients that live on different meshes are reduced per mesh, then combined."""
+    on all ranks). Gradients on different meshes (or none: replicated norms without sequence parallelism) are
+    reduced and scaled group by group."""
     from torch.distributed.tensor import DTensor
 
-    parameters = [p for p in parameters if p.grad is not None]
     groups = defaultdict(list)
     for param in parameters:
-        groups[param.grad.device_mesh if isinstance(param.grad, DTensor) else None].append(param.grad)
-    norms = [full_value(torch.nn.utils.get_total_norm(grads)) for grads in groups.values()]
+        if param.grad is not None:
+            groups[param.grad.device_mesh if isinstance(param.grad, DTensor) else None].append(param)
+    norms = [full_value(torch.nn.utils.get_total_norm([p.grad for p in group])) for group in groups.values()]
     total = torch.linalg.vector_norm(torch.stack(norms))
     if max_norm < math.inf:
-        torch.nn.utils.clip_grads_with_norm_(parameters, max_norm, total)
+        for group in groups.values():
+            torch.nn.utils.clip_grads_with_norm_(group, max_norm, total)
     return total
 
 
