@@ -36,6 +36,7 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(PY) bench/bench_commoncrawl.py
 	$(PY) bench/bench_train.py
+	$(PY) bench/bench_distributed.py
 
 clean:
 	rm -rf $(DEMO_DIR) .pytest_cache

@@ -150,8 +150,10 @@ def measure(name: str, args) -> dict:
                for _ in range(args.steps)]
     amp = precision_context(args.dtype, device)
     seconds = step_time(runnable, optimizer, batches, amp, device, warmup=3 if args.compile else 1)
+    peak_memory = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else 0
     return {"seconds": seconds, "tokens": micro * seq_len, "flops_per_token": model.flops_per_token(seq_len),
-            "parameters": sum(p.numel() for p in model.parameters()), "threads": torch.get_num_threads()}
+            "parameters": sum(p.numel() for p in model.parameters()), "threads": torch.get_num_threads(),
+            "peak_memory": peak_memory}
 
 
 def main() -> None:
@@ -190,8 +192,9 @@ def main() -> None:
         median = statistics.median(r["seconds"] for r in runs)
         rates[name] = runs[0]["tokens"] / median
         mfu = f", MFU {runs[0]['flops_per_token'] * rates[name] / peak:.1%}" if peak else ""
+        memory = f", peak memory {max(r['peak_memory'] for r in runs) / 1e9:.1f} GB" if device.type == "cuda" else ""
         print(f"{name}: {runs[0]['parameters'] / 1e6:.2f}M parameters, {runs[0]['flops_per_token'] / 1e6:.1f} MFLOPs/token; "
-              f"{median * 1e3:.1f} ms/step (median of {len(runs)}), {rates[name]:,.0f} tokens/s{mfu}")
+              f"{median * 1e3:.1f} ms/step (median of {len(runs)}), {rates[name]:,.0f} tokens/s{mfu}{memory}")
     if len(rates) == 2:
         print(f"lmforge / nanoGPT-style tokens per second: {rates['lmforge'] / rates['nanoGPT-style']:.2f}×")
 

@@ -115,9 +115,7 @@ def save(run_dir: str, step: int, model, optimizer, trainer_state: dict, config,
         os.makedirs(os.path.join(staging, RNG), exist_ok=True)
         save_file(_rng_state(), os.path.join(staging, RNG, f"rank-{layout.rank:05d}.safetensors"))
         parallel.barrier(layout)  # every rank's shards are written
-        if layout.is_main:
-            _commit(staging, final, root, step, trainer_state, config)
-        parallel.barrier(layout)
+        parallel.on_main(layout, _commit, staging, final, root, step, trainer_state, config)
     except BaseException:
         if layout.is_main:
             shutil.rmtree(staging, ignore_errors=True)

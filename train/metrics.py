@@ -100,8 +100,9 @@ class MetricsLog:
         if not self.enabled:
             return
         mfu = f" | mfu {record['mfu'] * 100:5.1f}%" if "mfu" in record else ""
+        memory = f" | peak memory {record['peak_memory_gb']:.1f} GB" if "peak_memory_gb" in record else ""
         line = (f"step {record['step']:>6} | loss {record['loss']:.4f} | lr {record['lr']:.2e} | "
-                f"grad norm {record['grad_norm']:.3f} | {record['tokens_per_second']:,.0f} tok/s{mfu}")
+                f"grad norm {record['grad_norm']:.3f} | {record['tokens_per_second']:,.0f} tok/s{mfu}{memory}")
         if self.bar is not None:
             self.bar.write(line)
         else:

@@ -7,10 +7,10 @@ dp = N / parallel.tp:
   projections split by column, the attention output and the MLP's down projection by row, the embedding by
   row, the output head by column with the loss computed on the vocabulary shards (loss parallel), and, with
   parallel.sequence_parallel, the norms and residual stream split along the sequence;
-- data parallelism over `dp` with FSDP2: `fully_shard` (parallel.fsdp) shards parameters, gradients and
-  optimiser state; otherwise its `replicate` keeps a full copy per rank and all-reduces gradients (DDP's
-  semantics, on FSDP2's machinery, so that it composes with tensor parallelism and uses the same
-  mixed-precision policy).
+- data parallelism over `dp` (when dp > 1) with FSDP2: `fully_shard` (parallel.fsdp) shards parameters,
+  gradients and optimiser state; otherwise its `replicate` keeps a full copy per rank and all-reduces gradients
+  (DDP's semantics on FSDP2's machinery, which composes with tensor-parallel DTensors on a 2-D mesh and shares
+  the mixed-precision policy).
 One process (plain `python -m train`, or WORLD_SIZE=1) builds no process group and applies nothing but
 compilation.
 """
@@ -28,6 +28,12 @@ from datetime import timedelta
 import torch
 import torch.distributed as dist
 from torch import nn
+from torch.distributed._composable.replicate_with_fsdp import replicate
+from torch.distributed.device_mesh import DeviceMesh, init_device_mesh
+from torch.distributed.fsdp import FSDPModule, MixedPrecisionPolicy, fully_shard
+from torch.distributed.tensor import DTensor, Replicate, Shard
+from torch.distributed.tensor.parallel import (ColwiseParallel, PrepareModuleInput, RowwiseParallel, SequenceParallel,
+                                               loss_parallel, parallelize_module)
 
 from train.config import Config, ConfigError, ParallelConfig
 
@@ -41,7 +47,7 @@ class Layout:
     world_size: int = 1
     rank: int = 0
     tp: int = 1
-    mesh: object = None  # torch.distributed.device_mesh.DeviceMesh with dims ("dp", "tp") when distributed
+    mesh: DeviceMesh | None = None  # dims ("dp", "tp"), in a job of several processes
 
     @property
     def distributed(self) -> bool:
@@ -100,8 +106,6 @@ def init(parallel: ParallelConfig, device: torch.device) -> Layout:
     else:
         backend = "gloo"
     dist.init_process_group(backend, timeout=timedelta(seconds=parallel.timeout_seconds))
-    from torch.distributed.device_mesh import init_device_mesh
-
     mesh = init_device_mesh(device.type, (world_size // parallel.tp, parallel.tp), mesh_dim_names=("dp", "tp"))
     return Layout(device=device, world_size=world_size, rank=rank, tp=parallel.tp, mesh=mesh)
 
@@ -114,10 +118,6 @@ def shutdown(layout: Layout) -> None:
 def apply_tensor_parallel(model: nn.Module, tp_mesh, sequence_parallel: bool) -> None:
     """Megatron's split of every block, with the embedding and head split over the vocabulary. The head's
     output stays a DTensor sharded over the vocabulary, so the loss must run under `loss_context`."""
-    from torch.distributed.tensor import Replicate, Shard
-    from torch.distributed.tensor.parallel import (ColwiseParallel, PrepareModuleInput, RowwiseParallel,
-                                                   SequenceParallel, parallelize_module)
-
     residual = Shard(1) if sequence_parallel else Replicate()  # the layout between blocks
     root_plan = {
         "tok_embeddings": RowwiseParallel(input_layouts=Replicate(), output_layouts=residual),
@@ -173,12 +173,7 @@ def apply_data_parallel(model: nn.Module, dp_mesh, shard: bool, param_dtype: tor
     """FSDP2 over dp: each block is one unit (its parameters gathered for its forward and backward), the
     embedding, final norm and head the root's. bf16 compute keeps float32 master weights and reduces gradients in
     float32. Forward inputs are not cast: the rotary table that every block receives must stay float32."""
-    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
-
-    if shard:
-        wrap = fully_shard
-    else:
-        from torch.distributed._composable.replicate_with_fsdp import replicate as wrap
+    wrap = fully_shard if shard else replicate
     policy = MixedPrecisionPolicy(param_dtype=param_dtype, reduce_dtype=torch.float32, cast_forward_inputs=False)
     for block in model.layers:
         wrap(block, mesh=dp_mesh, mp_policy=policy)
@@ -209,8 +204,6 @@ def loss_context(layout: Layout):
     """The context for forward, loss and backward: with tensor parallelism the head's logits stay sharded over
     the vocabulary and cross-entropy reduces across the shards."""
     if layout.tp > 1:
-        from torch.distributed.tensor.parallel import loss_parallel
-
         return loss_parallel()
     return contextlib.nullcontext()
 
@@ -218,8 +211,6 @@ def loss_context(layout: Layout):
 def set_gradient_sync(model: nn.Module, enabled: bool) -> None:
     """Whether the next backward pass reduces gradients across dp. Set before the micro-batch's forward pass:
     it decides how that pass's backward hooks behave."""
-    from torch.distributed.fsdp import FSDPModule
-
     if isinstance(model, FSDPModule):
         model.set_requires_gradient_sync(enabled)
 
@@ -227,16 +218,12 @@ def set_gradient_sync(model: nn.Module, enabled: bool) -> None:
 def reshard(model: nn.Module) -> None:
     """After forward passes without backward (validation), FSDP still holds the root's gathered parameters in
     their place; put the sharded ones back, which the optimiser and the checkpoint know."""
-    from torch.distributed.fsdp import FSDPModule
-
     if isinstance(model, FSDPModule):
         model.reshard()
 
 
 def full_value(tensor: torch.Tensor) -> torch.Tensor:
     """A plain tensor of a (possibly DTensor) result such as the loss."""
-    from torch.distributed.tensor import DTensor
-
     return tensor.full_tensor() if isinstance(tensor, DTensor) else tensor
 
 
@@ -244,8 +231,6 @@ def clip_grad_norm_(parameters, max_norm: float) -> torch.Tensor:
     """Clips to the norm of the whole gradient, over every shard on every rank, and returns that norm (the same
     on all ranks). Gradients on different meshes (or none: replicated norms without sequence parallelism) are
     reduced and scaled group by group."""
-    from torch.distributed.tensor import DTensor
-
     groups = defaultdict(list)
     for param in parameters:
         if param.grad is not None:

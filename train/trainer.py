@@ -250,6 +250,8 @@ def _train(config: Config, resume: str, corpus: Corpus, layout: parallel.Layout)
                               "tokens_per_second": interval_tokens / elapsed}
                     if peak:
                         record["mfu"] = flops_per_token * record["tokens_per_second"] / (peak * layout.world_size)
+                    if device.type == "cuda":  # rank 0's; the ranks of a balanced layout are alike
+                        record["peak_memory_gb"] = torch.cuda.max_memory_allocated(device) / 1e9
                     metrics.write(record)
                     metrics.step_line(record)
                     interval_start, interval_tokens = time.perf_counter(), 0
