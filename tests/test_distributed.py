@@ -6,6 +6,7 @@ import json
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -76,6 +77,26 @@ def test_data_parallel_with_accumulation_gives_the_losses_of_one_process(train_d
     assert [r["step"] for r in records(run) if "loss" in r] == [1, 2, 3, 4]  # rank 0 alone writes metrics
     assert result.stdout.count("stopped at step 4") == 1  # and prints
     assert "2 micro-batches of 2 × 32 per step on each of 2 data-parallel ranks" in result.stderr
+
+
+def test_two_launchers_meet_through_a_c10d_rendezvous_as_two_nodes(train_data, baseline, tmp_path):
+    # what docs/distributed.md runs on each node, here twice on one machine
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    command = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc_per_node", "1",
+               "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-id", "two-nodes", "-m",
+               "train", *run_args(train_data, tmp_path / "run", *STEPS, *HALF_MICRO_BATCH, "--checkpoint.exit_at_step", "2")]
+    nodes = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=launcher_env(),
+                              cwd=REPO) for _ in range(2)]
+    try:
+        outputs = [node.communicate(timeout=180) for node in nodes]
+    finally:
+        for node in nodes:
+            node.kill()
+    assert [node.returncode for node in nodes] == [0, 0], outputs
+    assert sum("2 processes: dp 2 × tp 1" in err for _, err in outputs) == 1
+    assert_same_curve(tmp_path / "run", baseline, [1, 2])
 
 
 def test_checkpoints_reshard_between_layouts_and_continue_the_curve(train_data, baseline, tmp_path, capsys):
@@ -153,6 +174,20 @@ def test_under_torchrun_a_bad_layout_is_one_line_and_exit_code_2(train_data, tmp
     assert result.returncode != 0
     assert result.stderr.count("python -m train: parallel.tp (3) must divide the number of processes (2)") == 1
     assert re.search(r"exitcode\s*:\s*2", result.stderr)
+
+
+def test_every_rank_takes_the_same_decision_on_a_non_finite_step(train_data, tmp_path):
+    run = tmp_path / "poisoned"
+    result = torchrun(2, *run_args(train_data, run, "--training.steps", "6", "--optim.lr", "1e30",
+                                   "--schedule.warmup_steps", "0", "--training.grad_clip", "0",
+                                   "--training.on_nonfinite", "skip", "--training.max_skipped_steps", "2",
+                                   "--checkpoint.interval", "1", *HALF_MICRO_BATCH))
+    assert result.returncode != 0 and len(re.findall(r"exitcode\s+:\s*3", result.stderr)) == 2  # both ranks, code 3
+    assert result.stderr.count("3 consecutive skipped steps") == 1  # said once, by rank 0
+    skipped = [r["step"] for r in records(run) if r.get("skipped")]
+    assert len(skipped) == 2 and skipped == sorted(skipped)
+    # the checkpoints before the poisoned steps are complete: every rank wrote them at the same steps
+    assert checkpoint.latest(str(run)) == str(run / "checkpoints" / f"step-{skipped[0] - 1:08d}")
 
 
 def start_job(train_data, run, processes=2):

@@ -29,7 +29,8 @@ Any field of the configuration can be overridden as --section.field VALUE; VALUE
 
 
 def build_parser() -> argparse.ArgumentParser:
-    epilog = f"{EXAMPLE}\nsettings and their defaults (meanings in docs/formats.md and train/config.py):\n{config_module.describe()}"
+    epilog = (f"{EXAMPLE}\nsettings and their defaults (meanings in train/config.py, docs/formats.md and, for "
+              f"[parallel], docs/distributed.md):\n{config_module.describe()}")
     parser = argparse.ArgumentParser(prog="python -m train", description=__doc__.strip() + "\n\nTrains the "
                                      "Llama-style model on token bins.", epilog=epilog,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
