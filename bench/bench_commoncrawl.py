@@ -69,7 +69,7 @@ def time_stages(warc: str) -> dict:
     languages = [identifier.identify(t) for t in texts]
     times["langid"] = time.perf_counter() - start
 
-    chain = filters.build_filters(filters.DEFAULT_FILTERS)
+    chain = filters.build_filters(filters.WEB_FILTERS)
     docs = [Document(id=str(i), text=t, source="bench", language=lang) for i, (t, (lang, _)) in enumerate(zip(texts, languages))]
     start = time.perf_counter()
     kept = sum(filters.apply_filters(chain, copy.copy(doc)) is None for doc in docs)

@@ -31,7 +31,7 @@ COMMONCRAWL_EXAMPLE = """examples:
   # the same on Dataflow: Beam options pass through (see docs/running-at-scale.md)
   python -m pipeline commoncrawl --crawl CC-MAIN-2024-10 --max-warcs 1000 --output gs://bucket/cc \\
       --runner DataflowRunner --project P --region us-central1 --temp_location gs://bucket/tmp \\
-      --setup_file ./setup.py
+      --setup_file ./pyproject.toml
 """
 
 
@@ -158,7 +158,7 @@ def add_dedup_arguments(parser: argparse.ArgumentParser, switchable: bool = True
     group.add_argument("--verify", action="store_true",
                        help="join a bucket's documents only when their estimated similarity reaches --threshold")
     group.add_argument("--prefer", type=_csv, default=DEFAULT_PREFER, metavar="SOURCE,…",
-                       help="sources whose copy survives first, in order (default: %(default)s)")
+                       help=f"sources whose copy survives first, in order (default: {','.join(DEFAULT_PREFER)})")
     group.add_argument("--components-rounds", type=int, default=minhash.DEFAULT_ROUNDS, metavar="N",
                        help="large-star/small-star rounds built into the pipeline; if the components have not "
                             "converged, the pipeline runs again with twice as many (default: %(default)s)")

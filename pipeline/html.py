@@ -15,6 +15,7 @@ from warcio.bufferedreaders import ChunkedDataReader
 DEFAULT_MAX_HTML_BYTES = 2 * 1024 * 1024
 _HTML_TYPES = ("text/html", "application/xhtml+xml")
 _CHARSET_IN_HEADER = re.compile(r"charset\s*=\s*[\"']?([\w.:-]+)", re.I)
+_GZIP_MAGIC = b"\x1f\x8b"
 _META_CHARSET = re.compile(rb"<meta[^>]+charset\s*=\s*[\"']?\s*([\w.:-]+)", re.I)
 
 
@@ -37,20 +38,24 @@ def dechunk(body: bytes) -> bytes:
 
 
 def decode_content(body: bytes, encoding: str | None, max_bytes: int) -> bytes:
-    """Undo a Content-Encoding, never producing more than `max_bytes` (a gzip bomb stops there)."""
+    """Undo a Content-Encoding, never producing more than `max_bytes` (a gzip bomb stops there). Only what the
+    bytes show is encoded is decoded: crawlers (ClueWeb's among them) store the decoded body and keep the header,
+    and such a body is returned as stored, as warcio and resiliparse do."""
     encoding = (encoding or "identity").strip().lower()
     if encoding in ("", "identity", "none"):
         return body
     if encoding in ("gzip", "x-gzip", "deflate"):
-        wbits = 47 if encoding != "deflate" else zlib.MAX_WBITS  # 47: gzip or zlib header, auto-detected
-        try:
-            output = _bounded_inflate(body, wbits, max_bytes)
-        except zlib.error:
-            if encoding != "deflate":
+        if _has_zlib_header(body) or (encoding != "deflate" and body.startswith(_GZIP_MAGIC)):
+            try:
+                return _bounded_inflate(body, 47, max_bytes)  # 47: gzip or zlib header, auto-detected
+            except zlib.error:
                 raise Rejected("content_encoding", f"corrupt {encoding} body")
-            output = _bounded_inflate(body, -zlib.MAX_WBITS, max_bytes)  # raw deflate, as some servers send
-        return output
+        if encoding != "deflate" or _looks_like_markup(body):
+            return body
+        return _bounded_inflate(body, -zlib.MAX_WBITS, max_bytes)  # raw deflate, as some servers send
     if encoding == "br":
+        if _looks_like_markup(body):  # brotli has no magic number; markup is not brotli
+            return body
         decompressor = brotli.Decompressor()
         try:
             output = decompressor.process(body, output_buffer_limit=max_bytes + 1)
@@ -60,6 +65,15 @@ def decode_content(body: bytes, encoding: str | None, max_bytes: int) -> bytes:
             raise Rejected("html_too_large", f"br body expands past {max_bytes} bytes")
         return output
     raise Rejected("content_encoding", f"unsupported Content-Encoding {encoding!r}")
+
+
+def _has_zlib_header(body: bytes) -> bool:
+    """RFC 1950: deflate method, 32K window or less, and a header checksum that divides by 31."""
+    return len(body) >= 2 and body[0] & 0x0F == 8 and body[0] >> 4 <= 7 and (body[0] << 8 | body[1]) % 31 == 0
+
+
+def _looks_like_markup(body: bytes) -> bool:
+    return body.lstrip(b"\xef\xbb\xbf \t\r\n")[:1] == b"<"
 
 
 def _bounded_inflate(body: bytes, wbits: int, max_bytes: int) -> bytes:

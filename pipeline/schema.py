@@ -59,12 +59,12 @@ class Document:
     title: str | None = None
     language_label: str | None = None  # fastText's top label
 
-    def to_row(self) -> dict:
-        return dataclasses.asdict(self)
-
     @classmethod
     def from_row(cls, row: dict) -> "Document":
-        return cls(**{name: row.get(name) for name in FIELD_NAMES})
+        """A row of this schema, or of another tool's (datatrove and dolma write dates as ISO-8601 strings)."""
+        values = {name: row.get(name) for name in FIELD_NAMES}
+        values["date"] = as_utc_datetime(values["date"])
+        return cls(**values)
 
 
 _UUID = re.compile(r"urn:uuid:([0-9a-fA-F-]{36})")
@@ -95,6 +95,28 @@ def parse_warc_date(value: str | None) -> dt.datetime | None:
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=dt.timezone.utc)
     return parsed.astimezone(dt.timezone.utc).replace(microsecond=0)
+
+
+def as_utc_datetime(value) -> dt.datetime | None:
+    """A document date as shards store it: a timestamp (a naive one taken as UTC), a date, or a string in
+    ISO 8601 or the ARC form (unparseable: None)."""
+    if value is None or isinstance(value, str):
+        return parse_warc_date(value)
+    if isinstance(value, dt.datetime):
+        return value.replace(tzinfo=dt.timezone.utc) if value.tzinfo is None else value.astimezone(dt.timezone.utc)
+    if isinstance(value, dt.date):
+        return dt.datetime(value.year, value.month, value.day, tzinfo=dt.timezone.utc)
+    raise ValueError(f"date {value!r}: expected a timestamp, a date or an ISO-8601 string")
+
+
+def check_date_column(schema: pa.Schema) -> None:
+    """Refuses a shard whose `date` column no reader of dates understands, naming the column's type."""
+    if "date" not in schema.names:
+        return
+    kind = schema.field("date").type
+    if not (pa.types.is_timestamp(kind) or pa.types.is_date(kind) or pa.types.is_string(kind)
+            or pa.types.is_large_string(kind) or pa.types.is_null(kind)):
+        raise ValueError(f"column date is {kind}; expected a timestamp, a date or ISO-8601 strings")
 
 
 def documents_to_table(docs: list[Document]) -> pa.Table:

@@ -14,14 +14,14 @@ import pyarrow.parquet as pq
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
-from pipeline.schema import Document, check_schema_version, documents_to_table, present_fields, table_to_documents
+from pipeline.schema import (Document, check_date_column, check_schema_version, documents_to_table, present_fields,
+                             table_to_documents)
 
-FORMATS = {"parquet": "parquet", "arrow": "arrow"}
 ROW_GROUP_ROWS = 10_000
 
 
 def shard_name(index: int, count: int, fmt: str = "parquet") -> str:
-    return f"part-{index:05d}-of-{count:05d}.{FORMATS[fmt]}"
+    return f"part-{index:05d}-of-{count:05d}.{fmt}"
 
 
 def join(directory: str, name: str) -> str:
@@ -104,6 +104,7 @@ def iter_document_batches(path: str) -> Iterator[list[Document]]:
         missing = {"id", "text"} - set(schema.names)
         if missing:
             raise ValueError(f"no {' or '.join(sorted(missing))} column")
+        check_date_column(schema)
         for batch in batches:
             yield [Document.from_row(row) for row in batch.to_pylist()]
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import json
 import logging
 
 log = logging.getLogger(__name__)
@@ -105,6 +104,3 @@ class Funnel:
             dropped=collections.Counter(data.get("dropped", {})),
             errors=list(data.get("errors", [])),
         )
-
-    def dumps(self) -> str:
-        return json.dumps(self.to_json(), indent=2, ensure_ascii=False) + "\n"

@@ -95,8 +95,3 @@ class WikitextCleaner:
         text = self._remnants(_MAGIC_WORD.sub("", text))
         lines = (_SPACES.sub(" ", line).strip() for line in text.splitlines())
         return _BLANK_LINES.sub("\n\n", "\n".join(lines)).strip()
-
-
-def wikitext_to_text(wikitext: str, keep_tables: bool = False) -> str:
-    return WikitextCleaner(keep_tables=keep_tables).clean(wikitext)
-

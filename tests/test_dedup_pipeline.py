@@ -9,6 +9,7 @@ import random
 import tempfile
 
 import apache_beam as beam
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
@@ -175,3 +176,27 @@ def test_dedup_command_user_errors(tmp_path, capsys):
     write_input_shards(tmp_path / "in", [Document(id="a", text="x", source="s")], shards=1)
     assert cli.main(["dedup", "--input", str(tmp_path / "in" / "*"), "--output", str(tmp_path / "o"), "--bands", "3"]) == 2
     assert "give both bands and rows" in capsys.readouterr().err
+
+
+def test_shards_written_by_other_tools_deduplicate_and_a_date_column_of_another_kind_is_refused_by_name(tmp_path):
+    """datatrove and dolma write `date` as ISO-8601 strings (or leave it out); a date32 column is read as that
+    day; a column of numbers is refused, naming the file and the column, while the other shards go through."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    text = "The same paragraph about the harbour town, copied by two crawls of the same site. " * 5
+    pq.write_table(pa.table({"id": ["datatrove-late", "datatrove-early"], "text": [text, text],
+                             "date": ["2024-03-01T10:00:00Z", "2023-12-31T08:30:00.000+00:00"],
+                             "metadata": ['{"url": "a"}', '{"url": "b"}']}), folder / "part-a.parquet")
+    pq.write_table(pa.table({"id": ["dolma-1"], "text": [text], "date": pa.array([dt.date(2024, 1, 5)], pa.date32())}),
+                   folder / "part-b.parquet")
+    pq.write_table(pa.table({"id": ["undated"], "text": [text]}), folder / "part-c.parquet")
+    pq.write_table(pa.table({"id": ["epoch"], "text": ["other text"], "date": pa.array([1704067200], pa.int64())}),
+                   folder / "part-d.parquet")
+    assert cli.main(["dedup", "--input", str(folder / "part-*.parquet"), "--output", str(tmp_path / "out")]) == 0
+    kept, report = read_output(tmp_path / "out")
+    assert [d.id for d in kept] == ["datatrove-early"]  # the earliest date survives; the undated copy loses
+    assert kept[0].date == dt.datetime(2023, 12, 31, 8, 30, tzinfo=dt.timezone.utc)
+    assert sorted(report[0]["removed_ids"]) == ["datatrove-late", "dolma-1", "undated"]
+    stats = sinks.read_json(str(tmp_path / "out" / "stats.json"))
+    (error,) = stats["errors"]
+    assert error["file"].endswith("part-d.parquet") and "column date is int64" in error["error"]

@@ -19,7 +19,7 @@ def doc(text: str, language: str = "en") -> Document:
 
 
 def test_every_filter_keeps_good_prose():
-    for quality_filter in filters.build_filters(filters.DEFAULT_FILTERS):
+    for quality_filter in filters.build_filters(filters.WEB_FILTERS):
         assert quality_filter(doc(GOOD)) is None, quality_filter.name
 
 
@@ -78,7 +78,7 @@ def test_fineweb_rules():
 
 
 def test_apply_filters_names_filter_and_rule():
-    chain = filters.build_filters(filters.DEFAULT_FILTERS)
+    chain = filters.build_filters(filters.WEB_FILTERS)
     assert filters.apply_filters(chain, doc("Too short.")) == "gopher_repetition.top_2_gram"
     chain = filters.build_filters(["gopher_quality", "fineweb"])
     assert filters.apply_filters(chain, doc("Too short.")) == "gopher_quality.short_doc"

@@ -27,12 +27,25 @@ def test_a_compression_bomb_stops_at_the_cap(encoding, compress):
 
 
 def test_corrupt_or_unknown_encodings_are_rejected_with_a_reason():
-    with pytest.raises(html.Rejected) as rejected:
-        html.decode_content(b"not gzip at all", "gzip", 1000)
-    assert rejected.value.reason == "content_encoding"
+    page = gzip.compress(b"<html><body>" + b"hello " * 1000 + b"</body></html>")
+    for corrupt, encoding in ((page[:40] + bytes(40), "gzip"), (b"\x78\x9c" + bytes(30), "deflate"),
+                              (b"\xff\xff\xff\xff binary, not brotli", "br"), (b"\xff\xfe\x00binary", "deflate")):
+        with pytest.raises(html.Rejected) as rejected:
+            html.decode_content(corrupt, encoding, 1 << 20)
+        assert rejected.value.reason == "content_encoding", encoding
     with pytest.raises(html.Rejected) as rejected:
         html.decode_content(b"x", "compress", 1000)
     assert rejected.value.reason == "content_encoding"
+
+
+def test_a_body_stored_decoded_under_an_encoding_header_is_kept_as_stored():
+    # crawlers such as ClueWeb's keep `Content-Encoding: gzip` on a body they stored decoded
+    page = '<html><head><meta charset="euc-jp"></head><body>日本語のページです。</body></html>'.encode("euc-jp")
+    for encoding in ("gzip", "x-gzip", "deflate", "br"):
+        assert html.decode_content(page, encoding, 1 << 20) == page
+        assert html.decode_content(b"\xef\xbb\xbf\n  " + page, encoding, 1 << 20) == b"\xef\xbb\xbf\n  " + page
+    text, _ = html.decode_html(html.decode_content(page, "gzip", 1 << 20), "text/html")
+    assert "日本語のページです。" in text
 
 
 def test_dechunk_and_not_really_chunked():

@@ -4,12 +4,14 @@ import gzip
 import io
 import json
 import random
+import re
 
 import pyarrow.parquet as pq
 import pytest
 
 from pipeline import cli, synthetic
 from pipeline.stats import Funnel
+from tests.conftest import REPO
 
 CRAWL = "CC-MAIN-2026-01"
 
@@ -171,3 +173,15 @@ def test_real_warc_files_through_the_pipeline(shared_fixtures, tmp_path):
     failed = {e["file"].rsplit("/", 1)[1] for e in stats["errors"]}
     assert "clipped.warc.gz" in failed  # its one record is cut short
     assert stats["kept"] == len(read_shards(output))
+
+
+@pytest.mark.parametrize("command", ["commoncrawl", "wikipedia", "text", "curate", "dedup"])
+def test_help_shows_plain_defaults_and_names_files_that_exist(command, capsys):
+    with pytest.raises(SystemExit):
+        cli.main([command, "--help"])
+    text = capsys.readouterr().out
+    assert "('" not in text and "(default: ()" not in text  # no Python tuples for the reader to decode
+    for staged in re.findall(r"--setup_file (\S+)", text):  # what Dataflow is told to build must be there
+        assert (REPO / staged).is_file(), staged
+    if command == "dedup":
+        assert "(default: wikipedia)" in " ".join(text.split())

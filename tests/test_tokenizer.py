@@ -5,6 +5,7 @@ import filecmp
 import gzip
 import json
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -124,6 +125,45 @@ def test_bins_hold_exactly_the_encoded_documents_whatever_the_worker_count(tokdi
         # a window across the boundary of two shards is the two shards' tokens in order
         whole = np.concatenate([[encoder.end_of_text, *d] for d in documents])
         assert reader.tokens(5, reader.num_tokens - 10).tolist() == whole[5:-5].tolist()
+        assert reader.tokens(0, 0).size == 0 and reader.tokens(reader.num_tokens, 0).size == 0
+        with pytest.raises(IndexError):
+            reader.tokens(3, -1)
+
+
+def test_a_shard_where_tiktoken_disagrees_with_hf_is_encoded_by_hf(tokdir, tmp_path):
+    # a fast encoder built with another split pattern than HF's disagrees as soon as punctuation appears
+    broken = tmp_path / "tok"
+    shutil.copytree(tokdir, broken)
+    meta = json.loads((broken / "meta.json").read_text())
+    (broken / "meta.json").write_text(json.dumps({**meta, "regex": r"\S+|\s+"}))
+    encoder = Encoder(str(broken))
+    texts = [HARD_TEXTS[0], *corpus_texts(20, seed=5)]
+    assert not encoder.agrees(texts[:1])
+    paths = write_shards(tmp_path / "shards", texts, shards=1)
+    expected = [encoder.encode_hf([r.text])[0] for r in corpus.read_records(paths[0], corpus.CorpusSpec(paths))]
+    for workers in (1, 2):
+        out = tmp_path / f"bins-{workers}"
+        encode.encode_corpus(str(broken), corpus.CorpusSpec(paths), str(out),
+                             encode.EncodeConfig(workers=workers, val_fraction=0, batch_chars=2_000))
+        assert json.loads((out / "train" / "part-00000.json").read_text())["encoder"] == "hf"
+        reader = bins.BinReader(str(out))
+        assert [reader.document(i).tolist() for i in range(reader.num_documents)] == expected, workers
+
+
+def test_meta_json_is_replaced_whole_or_not_at_all(tokdir, tmp_path, monkeypatch):
+    folder = tmp_path / "tok"
+    shutil.copytree(tokdir, folder)
+    before = (folder / "meta.json").read_text()
+
+    def torn(data, handle, **options):  # the disk fills up half-way through the file
+        handle.write(before[:40])
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(json, "dump", torn)
+    with pytest.raises(OSError, match="No space left"):
+        train.train(corpus.CorpusSpec(write_shards(tmp_path / "shards", corpus_texts(30))),
+                    train.TrainConfig(vocab_size=600), str(folder))
+    assert (folder / "meta.json").read_text() == before and sorted(os.listdir(folder)) == ["meta.json", "tokenizer.json"]
 
 
 def test_an_interrupted_run_resumes_to_identical_files(tokdir, tmp_path):
@@ -210,6 +250,17 @@ def test_the_beam_transform_writes_the_same_bins(tokdir, tmp_path):
     for split in bins.SPLITS:
         for name in os.listdir(tmp_path / "direct" / split):
             assert filecmp.cmp(tmp_path / "direct" / split / name, tmp_path / "beam" / split / name, shallow=False)
+
+    # the module's own example runs as written
+    import tokenizer.beam
+
+    example = [line.strip() for line in tokenizer.beam.__doc__.splitlines() if line.startswith("    ")]
+    with beam.Pipeline(options=options) as p:
+        exec("\n".join(example), {"p": p, "beam": beam, "plan_shards": encode.plan_shards, "EncodeToBins": EncodeToBins,
+                                   "CorpusSpec": corpus.CorpusSpec, "paths": paths, "tokenizer_dir": tokdir,
+                                   "bin_dir": str(tmp_path / "example")})
+    written = json.load(open(tmp_path / "example" / "meta.json"))["splits"]  # the default validation share
+    assert sum(s["tokens"] for s in written.values()) == sum(s["tokens"] for s in expected["splits"].values())
 
 
 def test_progress_counts_the_bytes_of_the_files_read(tmp_path):

@@ -81,7 +81,7 @@ def test_wikitext_to_plain_text():
     for gone in ("Infobox", "cite", "Smith 2001", "x^2", "hidden", "view of Kyiv", "cell 1", "NOTOC", "Cities", "photo", "Villes", "en:Kyiv"):
         assert gone not in text
     assert not any(remnant in text for remnant in REMNANTS)
-    assert "cell 1 cell 2" in wikitext.wikitext_to_text(source, keep_tables=True)
+    assert "cell 1 cell 2" in wikitext.WikitextCleaner(keep_tables=True).clean(source)
 
 
 def test_sequential_and_per_stream_reading_give_the_same_pages(tmp_path):

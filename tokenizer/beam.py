@@ -2,8 +2,8 @@
 shard (a group of input files) is one element, encoded on whichever worker gets it with the same code as
 `python -m tokenizer encode`, then `meta.json` is written once every shard is done.
 
-    groups = p | beam.Create(list(enumerate(plan_shards(paths, 4))))
-    meta = groups | EncodeToBins(tokenizer_dir, bin_dir, CorpusSpec(paths))
+    groups = plan_shards(paths, 4)  # four input files per bin shard
+    meta = p | beam.Create(list(enumerate(groups))) | EncodeToBins(tokenizer_dir, bin_dir, CorpusSpec(paths), groups)
 
 `tokenizer_dir` and `bin_dir` must be paths every worker can open (the bins are memory-mapped later, so a
 local disk or a mounted bucket); the inputs can live on any Beam filesystem.

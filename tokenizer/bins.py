@@ -86,11 +86,17 @@ class ShardWriter:
 
 
 def write_json(path: str, data: dict) -> None:
+    """Replaces `path` whole: written under a temporary name, then renamed."""
     temporary = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
-    with open(temporary, "w") as handle:
-        json.dump(data, handle, indent=2, ensure_ascii=False)
-        handle.write("\n")
-    os.replace(temporary, path)
+    try:
+        with open(temporary, "w") as handle:
+            json.dump(data, handle, indent=2, ensure_ascii=False)
+            handle.write("\n")
+        os.replace(temporary, path)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+        raise
 
 
 def read_shard_info(stem: str) -> dict | None:
@@ -132,8 +138,10 @@ class BinReader:
 
     def tokens(self, start: int, count: int) -> np.ndarray:
         """`count` tokens from stream position `start`, crossing shard boundaries."""
-        if start < 0 or start + count > self.num_tokens:
+        if start < 0 or count < 0 or start + count > self.num_tokens:
             raise IndexError(f"tokens {start}..{start + count} outside 0..{self.num_tokens}")
+        if count == 0:
+            return np.empty(0, dtype=self.dtype)
         parts = []
         shard = int(np.searchsorted(self._shard_starts, start, side="right") - 1)
         while count > 0:

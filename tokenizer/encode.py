@@ -77,9 +77,10 @@ class ParallelEncoding:
         context = multiprocessing.get_context("spawn")
         self.pool = context.Pool(workers, initializer=_init_worker, initargs=(tokenizer_dir, backend))
 
-    def __call__(self, batches: Iterator[list[corpus.Record]], use_hf: bool) -> Iterator[tuple[list[corpus.Record], list]]:
+    def __call__(self, batches: Iterator[tuple[list[corpus.Record], bool]]) -> Iterator[tuple[list[corpus.Record], list]]:
+        """(batch, encode with HF?) pairs → (batch, ids), in order."""
         pending = collections.deque()
-        for batch in batches:
+        for batch, use_hf in batches:
             pending.append((batch, self.pool.apply_async(_encode_in_worker, ((use_hf, [r.text for r in batch]),))))
             if len(pending) >= 2 * self.workers:
                 done, result = pending.popleft()
@@ -94,8 +95,8 @@ class ParallelEncoding:
 
 
 def in_process(encoder: Encoder):
-    def encode(batches, use_hf: bool):
-        for batch in batches:
+    def encode(batches: Iterator[tuple[list[corpus.Record], bool]]):
+        for batch, use_hf in batches:
             texts = [r.text for r in batch]
             yield batch, (encoder.encode_hf(texts) if use_hf else encoder.encode(texts))
     return encode
@@ -118,6 +119,7 @@ def encode_shard(encoder: Encoder, spec: corpus.CorpusSpec, inputs: list[str], o
     checked = use_hf
     try:
         def batches():
+            """Each batch with the encoder to use, decided (on the first batch's sample) before it is handed on."""
             nonlocal use_hf, checked
             for batch in _batches(corpus.iter_records(shard_spec), config.batch_chars):
                 if not checked:
@@ -131,9 +133,9 @@ def encode_shard(encoder: Encoder, spec: corpus.CorpusSpec, inputs: list[str], o
                         log.warning("bin shard %d: tiktoken's ids differ from HF's on a sample; encoding with HF", index)
                         use_hf = True
                     checked = True
-                yield batch
+                yield batch, use_hf
 
-        for batch, ids_list in encode_batches(batches(), use_hf):
+        for batch, ids_list in encode_batches(batches()):
             for record, ids in zip(batch, ids_list):
                 split = "val" if bins.is_validation(record.doc_id, config.val_fraction) else "train"
                 writers[split].add(ids)

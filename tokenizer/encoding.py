@@ -78,9 +78,6 @@ class Encoder:
     def backend(self) -> str:
         return "tiktoken" if self.fast is not None else "hf"
 
-    def use_hf(self) -> None:
-        self.fast = None
-
     def encode_hf(self, texts: list[str]) -> list[list[int]]:
         out = []
         for text in texts:

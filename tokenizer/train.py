@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import logging
 import os
 import time
@@ -19,6 +18,7 @@ from typing import Iterable, Iterator
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
 
 from tokenizer import corpus
+from tokenizer.bins import write_json
 
 log = logging.getLogger(__name__)
 
@@ -153,7 +153,5 @@ def train(spec: corpus.CorpusSpec, config: TrainConfig, output_dir: str, progres
         "training_seconds": round(time.time() - started, 1),
         "sha256": sha256_of(path),
     }
-    with open(os.path.join(output_dir, META_FILE), "w") as handle:
-        json.dump(meta, handle, indent=2, ensure_ascii=False)
-        handle.write("\n")
+    write_json(os.path.join(output_dir, META_FILE), meta)  # whole or not at all, as tokenizer.json
     return meta

@@ -190,7 +190,7 @@ def _train(config: Config, resume: str, corpus: Corpus, layout: parallel.Layout)
     log.info("model: %.2fM parameters (%.2fM without the embedding), %.3g FLOPs per token; %d micro-batches of "
              "%d × %d per step on each of %d data-parallel ranks; device %s%s%s", parameters[0] / 1e6,
              parameters[1] / 1e6, flops_per_token, accumulation, t.micro_batch_size, config.data.seq_len, layout.dp,
-             device, f", bf16 compute" if dtype else "",
+             device, ", bf16 compute" if dtype else "",
              f"; {layout.world_size} processes: dp {layout.dp} × tp {layout.tp}"
              f"{', FSDP' if config.parallel.fsdp else ''}"
              f"{', sequence parallel' if config.parallel.sequence_parallel and layout.tp > 1 else ''}"
