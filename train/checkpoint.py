@@ -31,6 +31,7 @@ import tempfile
 import warnings
 
 import torch
+import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
 import xxhash
 from safetensors.torch import load_file, save_file
@@ -217,11 +218,9 @@ def format_version(path: str) -> int:
 
 def _load_sharded(tensors: dict, directory: str) -> None:
     """Fills `tensors` (plain or DTensor, in any layout) in place from the shards under `directory`."""
-    from torch.distributed import is_initialized
-
     try:
         with _one_process_is_meant():
-            dcp.load(tensors, storage_reader=HuggingFaceStorageReader(directory), no_dist=not is_initialized())
+            dcp.load(tensors, storage_reader=HuggingFaceStorageReader(directory), no_dist=not dist.is_initialized())
     except (RuntimeError, ValueError, KeyError) as exc:  # DCP wraps a missing key or a wrong shape per rank
         raise CheckpointError(f"{directory}: does not fit the model ({str(exc).strip().splitlines()[-1]})") from exc
 
