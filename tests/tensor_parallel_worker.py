@@ -85,7 +85,7 @@ def main(output: str) -> None:
     if layout.is_main:
         with open(output, "w") as handle:
             json.dump(result, handle)
-    parallel.shutdown(layout)
+    parallel.shutdown(layout, together=True)
 
 
 if __name__ == "__main__":

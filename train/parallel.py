@@ -110,8 +110,14 @@ def init(parallel: ParallelConfig, device: torch.device) -> Layout:
     return Layout(device=device, world_size=world_size, rank=rank, tp=parallel.tp, mesh=mesh)
 
 
-def shutdown(layout: Layout) -> None:
+def shutdown(layout: Layout, together: bool) -> None:
+    """Leaves the job. `together`: every rank is here at the same point (the run ended, or all ranks raised the
+    same agreed error), so they wait for each other first; a rank that leaves while a peer still talks to it
+    can abort in gloo's teardown ("terminate called without an active exception"). After an error of this rank
+    alone there is no waiting: its peers may be inside another collective, and torchrun ends them."""
     if layout.distributed and dist.is_initialized():
+        if together:
+            dist.barrier()
         dist.destroy_process_group()
 
 

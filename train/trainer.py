@@ -153,9 +153,15 @@ def train(config: Config, resume: str = "never") -> dict:
     parallel.check_layout(config, parallel.world_size_from_env())
     layout = parallel.init(config.parallel, device)
     try:
-        return _train(config, resume, corpus, layout)
-    finally:
-        parallel.shutdown(layout)
+        summary = _train(config, resume, corpus, layout)
+    except (NonFiniteLoss, ConfigError):  # reached by every rank alike: the same step, the same settings
+        parallel.shutdown(layout, together=True)
+        raise
+    except BaseException:
+        parallel.shutdown(layout, together=False)
+        raise
+    parallel.shutdown(layout, together=True)
+    return summary
 
 
 def _train(config: Config, resume: str, corpus: Corpus, layout: parallel.Layout) -> dict:
