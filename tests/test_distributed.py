@@ -184,7 +184,8 @@ def test_every_rank_takes_the_same_decision_on_a_non_finite_step(train_data, tmp
                                    "--schedule.warmup_steps", "0", "--training.grad_clip", "0",
                                    "--training.on_nonfinite", "skip", "--training.max_skipped_steps", "2",
                                    "--checkpoint.interval", "1", *HALF_MICRO_BATCH))
-    assert result.returncode != 0 and len(re.findall(r"exitcode\s+:\s*3", result.stderr)) == 2  # both ranks, code 3
+    # both ranks stop with code 3; torchrun lists the one it saw first (it may end the other before it exits)
+    assert result.returncode != 0 and set(re.findall(r"exitcode\s+:\s*(-?\d+)", result.stderr)) == {"3"}
     assert result.stderr.count("3 consecutive skipped steps") == 1  # said once, by rank 0
     skipped = [r["step"] for r in records(run) if r.get("skipped")]
     assert len(skipped) == 2 and skipped == sorted(skipped)
