@@ -30,11 +30,16 @@ demo: $(STAMP)
 	@echo "demo: a sample from the trained model:"
 	$(PY) -m train.generate --checkpoint $(DEMO_DIR)/run --prompt "The harbour town" --max-new-tokens 60 --seed 1
 
+# Lint, format and types first: they take seconds and name the line at fault.
 test: $(STAMP)
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+	$(PY) -m mypy
 	$(PY) -m pytest -q
 
 bench: $(STAMP)
 	$(PY) bench/bench_commoncrawl.py
+	$(PY) bench/bench_unit_memory.py
 	$(PY) bench/bench_train.py
 	$(PY) bench/bench_distributed.py
 

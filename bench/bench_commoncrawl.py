@@ -44,8 +44,7 @@ def real_warc(path: pathlib.Path, pages: int) -> None:
                 body = commoncrawl.page_html(item, html.DEFAULT_MAX_HTML_BYTES).encode("utf-8")
                 originals.append(body)
     responses = [
-        synthetic.Response(f"https://mirror{i}.example/page", body=originals[i % len(originals)])
-        for i in range(pages)
+        synthetic.Response(f"https://mirror{i}.example/page", body=originals[i % len(originals)]) for i in range(pages)
     ]
     with open(path, "wb") as stream:
         synthetic.write_warc(stream, responses)
@@ -70,7 +69,10 @@ def time_stages(warc: str) -> dict:
     times["langid"] = time.perf_counter() - start
 
     chain = filters.build_filters(filters.WEB_FILTERS)
-    docs = [Document(id=str(i), text=t, source="bench", language=lang) for i, (t, (lang, _)) in enumerate(zip(texts, languages))]
+    docs = [
+        Document(id=str(i), text=t, source="bench", language=lang)
+        for i, (t, (lang, _)) in enumerate(zip(texts, languages))
+    ]
     start = time.perf_counter()
     kept = sum(filters.apply_filters(chain, copy.copy(doc)) is None for doc in docs)
     times["filters"] = time.perf_counter() - start
@@ -81,9 +83,21 @@ def time_pipeline(warc: str, workdir: pathlib.Path) -> tuple[float, dict]:
     output = workdir / f"out-{time.monotonic_ns()}"
     start = time.perf_counter()
     subprocess.run(
-        [sys.executable, "-m", "pipeline", "commoncrawl", "--warcs", warc, "--output", str(output),
-         "--direct_num_workers=1"],
-        cwd=REPO, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            sys.executable,
+            "-m",
+            "pipeline",
+            "commoncrawl",
+            "--warcs",
+            warc,
+            "--output",
+            str(output),
+            "--direct_num_workers=1",
+        ],
+        cwd=REPO,
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     seconds = time.perf_counter() - start
     return seconds, json.loads((output / "stats.json").read_text())
@@ -93,7 +107,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--pages", type=int, default=3000)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--real", action="store_true", help="real pages from ../shared/fixtures instead of synthetic ones")
+    parser.add_argument(
+        "--real", action="store_true", help="real pages from ../shared/fixtures instead of synthetic ones"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         workdir = pathlib.Path(tmp)

@@ -31,7 +31,8 @@ REPO = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from pipeline import synthetic  # noqa: E402
-from tokenizer import corpus, encode, train as tokenizer_train  # noqa: E402
+from tokenizer import corpus, encode  # noqa: E402
+from tokenizer import train as tokenizer_train  # noqa: E402
 from train.metrics import read_records  # noqa: E402
 
 LAYOUTS = {
@@ -49,25 +50,59 @@ def build_data(root: pathlib.Path) -> tuple[str, str]:
     texts = ["\n\n".join(synthetic.article_paragraphs(rng, rng.choice(["en", "de", "fr", "es"]))) for _ in range(800)]
     shard = root / "part-00000.parquet"
     pq.write_table(pa.table({"id": [f"doc-{i}" for i in range(len(texts))], "text": texts}), shard)
-    tokenizer_train.train(corpus.CorpusSpec([str(shard)]), tokenizer_train.TrainConfig(vocab_size=2048), str(root / "tok"))
-    encode.encode_corpus(str(root / "tok"), corpus.CorpusSpec([str(shard)]), str(root / "bins"),
-                         encode.EncodeConfig(val_fraction=0.02))
+    tokenizer_train.train(
+        corpus.CorpusSpec([str(shard)]), tokenizer_train.TrainConfig(vocab_size=2048), str(root / "tok")
+    )
+    encode.encode_corpus(
+        str(root / "tok"), corpus.CorpusSpec([str(shard)]), str(root / "bins"), encode.EncodeConfig(val_fraction=0.02)
+    )
     return str(root / "tok"), str(root / "bins")
 
 
-def run_layout(name: str, processes: int, extra: list[str], data: tuple[str, str], run_dir: pathlib.Path,
-               steps: int, warmup: int) -> dict:
+def run_layout(
+    name: str, processes: int, extra: list[str], data: tuple[str, str], run_dir: pathlib.Path, steps: int, warmup: int
+) -> dict:
     tokenizer, bins = data
-    arguments = ["--config", str(REPO / "configs" / "demo.toml"), "--run.dir", str(run_dir),
-                 "--data.sources", f'[{{path="{bins}"}}]', "--data.tokenizer", tokenizer,
-                 "--training.steps", str(steps), "--logging.interval", "1", "--logging.eval_interval", "0",
-                 "--logging.eval_batches", "1", "--logging.tensorboard", "false", "--checkpoint.interval", "100000",
-                 *extra]
+    arguments = [
+        "--config",
+        str(REPO / "configs" / "demo.toml"),
+        "--run.dir",
+        str(run_dir),
+        "--data.sources",
+        f'[{{path="{bins}"}}]',
+        "--data.tokenizer",
+        tokenizer,
+        "--training.steps",
+        str(steps),
+        "--logging.interval",
+        "1",
+        "--logging.eval_interval",
+        "0",
+        "--logging.eval_batches",
+        "1",
+        "--logging.tensorboard",
+        "false",
+        "--checkpoint.interval",
+        "100000",
+        *extra,
+    ]
     if processes == 1:
         command, threads = [sys.executable, "-m", "train", *arguments], "2"
     else:
-        command, threads = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
-                            str(processes), "-m", "train", *arguments], "1"
+        command, threads = (
+            [
+                sys.executable,
+                "-m",
+                "torch.distributed.run",
+                "--standalone",
+                "--nproc_per_node",
+                str(processes),
+                "-m",
+                "train",
+                *arguments,
+            ],
+            "1",
+        )
     env = {**os.environ, "OMP_NUM_THREADS": threads, "PYTHONPATH": str(REPO)}
     job = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     metrics, samples = run_dir / "metrics.jsonl", {}  # step → CPU seconds of the job so far
@@ -82,8 +117,10 @@ def run_layout(name: str, processes: int, extra: list[str], data: tuple[str, str
     timed = [r for r in records if r["step"] > warmup]
     seconds = sum(8192 / r["tokens_per_second"] for r in timed)
     first, last = min(s for s in samples if s > warmup), max(samples)
-    return {"tokens_per_second": 8192 * len(timed) / seconds,
-            "cpu_seconds_per_step": (samples[last] - samples[first]) / (last - first)}
+    return {
+        "tokens_per_second": 8192 * len(timed) / seconds,
+        "cpu_seconds_per_step": (samples[last] - samples[first]) / (last - first),
+    }
 
 
 def job_cpu_seconds(pid: int) -> float:
@@ -117,8 +154,10 @@ def main() -> None:
                 results[name].append(run_layout(name, processes, extra, data, run_dir, args.steps, args.warmup))
                 print(f"round {round_index + 1}: {name}: {results[name][-1]}", flush=True)
     base = statistics.median(r["tokens_per_second"] for r in results[names[0]])
-    print(f"\ndemo shape (dim 256, 4 layers, seq 256, 8,192 tokens a step), {args.steps} steps, the first "
-          f"{args.warmup} left out, medians of {args.rounds} rounds")
+    print(
+        f"\ndemo shape (dim 256, 4 layers, seq 256, 8,192 tokens a step), {args.steps} steps, the first "
+        f"{args.warmup} left out, medians of {args.rounds} rounds"
+    )
     print("| layout | tokens/s | vs one process | CPU-seconds per step |")
     print("|---|---|---|---|")
     for name, runs in results.items():

@@ -56,7 +56,7 @@ class ReferenceSigner:
     def signature(self, text: str) -> np.ndarray:
         words = normalise(text).split()
         n = min(self.ngram, len(words)) or 1
-        shingles = [" ".join(words[i:i + n]) for i in range(max(len(words) - n + 1, 1))]
+        shingles = [" ".join(words[i : i + n]) for i in range(max(len(words) - n + 1, 1))]
         hashes = np.array(
             [struct.unpack("<Q", hashlib.sha1(s.encode("utf-8")).digest()[:8])[0] for s in shingles], dtype=np.uint64
         ).reshape(-1, 1)
@@ -81,7 +81,7 @@ def bench_signatures(args) -> dict:
         for _ in range(args.repeats):
             start = time.perf_counter()
             for offset in range(0, len(texts), 256):  # the Beam stage signs batches of up to 256
-                ours.signatures(texts[offset:offset + 256])
+                ours.signatures(texts[offset : offset + 256])
             ours_runs.append(time.perf_counter() - start)
             start = time.perf_counter()
             for text in texts:
@@ -102,12 +102,12 @@ def write_corpus(folder: pathlib.Path, count: int, shards: int = 16) -> None:
     rng = random.Random(count)
     vocab = synthetic.vocabulary()
     texts: list[str] = []
-    for index in range(count):
+    for _ in range(count):
         if texts and rng.random() < 0.1:
             texts.append(synthetic.edit_words(rng, rng.choice(texts), 0.02, vocab))
         else:
             texts.append(synthetic.word_document(rng, 170, vocab))
-    day = dt.datetime(2024, 1, 1, tzinfo=dt.timezone.utc)
+    day = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
     docs = [Document(id=f"doc-{i:07d}", text=t, source="bench", date=day) for i, t in enumerate(texts)]
     folder.mkdir(parents=True)
     for shard in range(shards):
@@ -143,9 +143,20 @@ def bench_pipeline(args) -> dict:
             log_file = log_path.open("w")
             start = time.perf_counter()
             process = subprocess.Popen(
-                [sys.executable, "-m", "pipeline", "dedup", "--input", str(corpus / "*.parquet"), "--output", str(output),
-                 f"--direct_num_workers={args.workers}"],
-                cwd=REPO, stdout=subprocess.DEVNULL, stderr=log_file,
+                [
+                    sys.executable,
+                    "-m",
+                    "pipeline",
+                    "dedup",
+                    "--input",
+                    str(corpus / "*.parquet"),
+                    "--output",
+                    str(output),
+                    f"--direct_num_workers={args.workers}",
+                ],
+                cwd=REPO,
+                stdout=subprocess.DEVNULL,
+                stderr=log_file,
             )
             sampler = threading.Thread(target=peak_memory, args=(process, peaks, stop))
             sampler.start()
@@ -157,18 +168,22 @@ def bench_pipeline(args) -> dict:
                 raise SystemExit(f"dedup of {size} documents failed ({process.returncode})")
             log_file.close()
             stats = json.loads((output / "stats.json").read_text())
-            largest = dict(re.findall(r"largest (LSH bucket|near-duplicate cluster): (\d+) documents", log_path.read_text()))
-            rows.append({
-                "documents": size,
-                "seconds": round(seconds, 1),
-                "docs_per_s": round(size / seconds),
-                "near_duplicates_removed": stats["dropped"].get("near_duplicate", 0),
-                "exact_duplicates_removed": stats["dropped"].get("duplicate", 0),
-                "runner_peak_mb": round(peaks.get("runner", 0) / 2**20),
-                "worker_peak_mb": round(peaks.get("worker", 0) / 2**20),
-                "largest_bucket": int(largest.get("LSH bucket", 0)),
-                "largest_cluster": int(largest.get("near-duplicate cluster", 0)),
-            })
+            largest = dict(
+                re.findall(r"largest (LSH bucket|near-duplicate cluster): (\d+) documents", log_path.read_text())
+            )
+            rows.append(
+                {
+                    "documents": size,
+                    "seconds": round(seconds, 1),
+                    "docs_per_s": round(size / seconds),
+                    "near_duplicates_removed": stats["dropped"].get("near_duplicate", 0),
+                    "exact_duplicates_removed": stats["dropped"].get("duplicate", 0),
+                    "runner_peak_mb": round(peaks.get("runner", 0) / 2**20),
+                    "worker_peak_mb": round(peaks.get("worker", 0) / 2**20),
+                    "largest_bucket": int(largest.get("LSH bucket", 0)),
+                    "largest_cluster": int(largest.get("near-duplicate cluster", 0)),
+                }
+            )
             print(json.dumps(rows[-1]), file=sys.stderr)
     return {"workers": args.workers, "runs": rows}
 

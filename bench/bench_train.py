@@ -102,6 +102,7 @@ def cpu_matmul_peak(size: int = 2048, repeats: int = 5) -> float:
 
 def step_time(model, optimizer, batches, amp, device, warmup: int) -> float:
     """Seconds per optimiser step (one micro-batch each), after `warmup` steps."""
+
     def one(batch):
         with amp():
             loss = loss_of(model, batch)
@@ -125,14 +126,16 @@ def step_time(model, optimizer, batches, amp, device, warmup: int) -> float:
 def build(name: str, args) -> tuple[nn.Module, object, int, int]:
     """The contender, the preset, the sequence length and the micro-batch size."""
     preset = config_module.load(args.preset)
-    model_config = ModelConfig(**{**preset.model.__dict__, "vocab_size": args.vocab_size,
-                                  "n_kv_heads": preset.model.n_heads})
+    model_config = ModelConfig(
+        **{**preset.model.__dict__, "vocab_size": args.vocab_size, "n_kv_heads": preset.model.n_heads}
+    )
     torch.manual_seed(0)
     if name == "lmforge":
         model = Transformer(model_config)
     else:
-        model = NanoGPTStyle(args.vocab_size, model_config.dim, model_config.n_layers, model_config.n_heads,
-                             model_config.max_seq_len)
+        model = NanoGPTStyle(
+            args.vocab_size, model_config.dim, model_config.n_layers, model_config.n_heads, model_config.max_seq_len
+        )
     return model, preset, preset.data.seq_len, args.micro_batch_size or preset.training.micro_batch_size
 
 
@@ -146,20 +149,29 @@ def measure(name: str, args) -> dict:
     optimizer = build_optimizer(model, preset.optim, device)
     runnable = torch.compile(model) if args.compile else model
     generator = torch.Generator().manual_seed(0)
-    batches = [torch.randint(0, args.vocab_size, (micro, seq_len + 1), generator=generator).to(device)
-               for _ in range(args.steps)]
+    batches = [
+        torch.randint(0, args.vocab_size, (micro, seq_len + 1), generator=generator).to(device)
+        for _ in range(args.steps)
+    ]
     amp = precision_context(args.dtype, device)
     seconds = step_time(runnable, optimizer, batches, amp, device, warmup=3 if args.compile else 1)
     peak_memory = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else 0
-    return {"seconds": seconds, "tokens": micro * seq_len, "flops_per_token": model.flops_per_token(seq_len),
-            "parameters": sum(p.numel() for p in model.parameters()), "threads": torch.get_num_threads(),
-            "peak_memory": peak_memory}
+    return {
+        "seconds": seconds,
+        "tokens": micro * seq_len,
+        "flops_per_token": model.flops_per_token(seq_len),
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "threads": torch.get_num_threads(),
+        "peak_memory": peak_memory,
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", default=str(REPO / "configs" / "demo.toml"))
-    parser.add_argument("--vocab-size", type=int, default=2048, help="the preset's 0 means the tokenizer's; this stands in")
+    parser.add_argument(
+        "--vocab-size", type=int, default=2048, help="the preset's 0 means the tokenizer's; this stands in"
+    )
     parser.add_argument("--micro-batch-size", type=int, default=0, help="default: the preset's")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--steps", type=int, default=4, help="timed steps per round")
@@ -184,17 +196,21 @@ def main() -> None:
             peak = max(peak, cpu_matmul_peak())
     preset = config_module.load(args.preset)
     first = results[names[0]][0]
-    print(f"shape: dim {preset.model.dim}, layers {preset.model.n_layers}, heads {preset.model.n_heads}, seq "
-          f"{preset.data.seq_len}, tokens per step {first['tokens']}, vocab {args.vocab_size}; device {device}, "
-          f"{args.dtype}, compile {args.compile}, threads {first['threads']}; peak {peak / 1e12:.3f} TFLOP/s")
+    print(
+        f"shape: dim {preset.model.dim}, layers {preset.model.n_layers}, heads {preset.model.n_heads}, seq "
+        f"{preset.data.seq_len}, tokens per step {first['tokens']}, vocab {args.vocab_size}; device {device}, "
+        f"{args.dtype}, compile {args.compile}, threads {first['threads']}; peak {peak / 1e12:.3f} TFLOP/s"
+    )
     rates = {}
     for name, runs in results.items():
         median = statistics.median(r["seconds"] for r in runs)
         rates[name] = runs[0]["tokens"] / median
         mfu = f", MFU {runs[0]['flops_per_token'] * rates[name] / peak:.1%}" if peak else ""
         memory = f", peak memory {max(r['peak_memory'] for r in runs) / 1e9:.1f} GB" if device.type == "cuda" else ""
-        print(f"{name}: {runs[0]['parameters'] / 1e6:.2f}M parameters, {runs[0]['flops_per_token'] / 1e6:.1f} MFLOPs/token; "
-              f"{median * 1e3:.1f} ms/step (median of {len(runs)}), {rates[name]:,.0f} tokens/s{mfu}{memory}")
+        print(
+            f"{name}: {runs[0]['parameters'] / 1e6:.2f}M parameters, {runs[0]['flops_per_token'] / 1e6:.1f} MFLOPs/token; "
+            f"{median * 1e3:.1f} ms/step (median of {len(runs)}), {rates[name]:,.0f} tokens/s{mfu}{memory}"
+        )
     if len(rates) == 2:
         print(f"lmforge / nanoGPT-style tokens per second: {rates['lmforge'] / rates['nanoGPT-style']:.2f}×")
 

@@ -30,8 +30,6 @@ import time
 REPO = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from pipeline.process import WikipediaProcessor  # noqa: E402
-from pipeline.config import ProcessConfig  # noqa: E402
 from pipeline.sources import wikipedia  # noqa: E402
 
 FIXTURES = REPO.parent / "shared" / "fixtures" / "wikipedia"
@@ -54,12 +52,13 @@ def pages_of(name: str) -> tuple[list[wikipedia.Page], wikipedia.SiteInfo]:
 
 def bench_parse(args) -> None:
     require_fixtures()
-    processor = WikipediaProcessor(ProcessConfig.for_source("wikipedia"))
-    print(f"{'dump':5} {'pages':>6} {'wikitext MB':>11} {'parse pages/s':>14} {'parse+clean pages/s':>20} {'clean MB/s':>10}")
+    print(
+        f"{'dump':5} {'pages':>6} {'wikitext MB':>11} {'parse pages/s':>14} {'parse+clean pages/s':>20} {'clean MB/s':>10}"
+    )
     for name, dump in DUMPS.items():
         path = str(FIXTURES / dump)
         pages, siteinfo = pages_of(name)
-        cleaner = processor.cleaner(siteinfo)
+        cleaner = wikipedia.CleanWikitext(siteinfo, keep_tables=False).cleaner
         megabytes = sum(len(p.text.encode()) for p in pages) / 1e6
         parse_times, both_times = [], []
         for _ in range(args.repeats):
@@ -73,26 +72,32 @@ def bench_parse(args) -> None:
             both_times.append(time.perf_counter() - started)
         assert len(parsed) == len(pages)
         parse, both = statistics.median(parse_times), statistics.median(both_times)
-        print(f"{name:5} {len(pages):6d} {megabytes:11.1f} {len(pages) / parse:14.0f} {len(pages) / both:20.0f} "
-              f"{megabytes / both:10.2f}")
+        print(
+            f"{name:5} {len(pages):6d} {megabytes:11.1f} {len(pages) / parse:14.0f} {len(pages) / both:20.0f} "
+            f"{megabytes / both:10.2f}"
+        )
 
 
 def page_xml(page: wikipedia.Page, page_id: int) -> str:
     from xml.sax.saxutils import escape
 
     stamp = page.timestamp.strftime("%Y-%m-%dT%H:%M:%SZ") if page.timestamp else "2024-01-01T00:00:00Z"
-    return (f"<page><title>{escape(page.title)} {page_id}</title><ns>0</ns><id>{page_id}</id><revision>"
-            f"<id>{page_id}</id><timestamp>{stamp}</timestamp><text xml:space=\"preserve\">{escape(page.text)}</text>"
-            f"</revision></page>")
+    return (
+        f"<page><title>{escape(page.title)} {page_id}</title><ns>0</ns><id>{page_id}</id><revision>"
+        f'<id>{page_id}</id><timestamp>{stamp}</timestamp><text xml:space="preserve">{escape(page.text)}</text>'
+        f"</revision></page>"
+    )
 
 
 def write_multistream(folder: pathlib.Path, total: int) -> tuple[str, str]:
     pool = []
     for name in DUMPS:
         pool += pages_of(name)[0]
-    header = ('<mediawiki xmlns="http://www.mediawiki.org/xml/export-0.10/"><siteinfo><dbname>xxwiki</dbname>'
-              '<base>https://xx.wikipedia.org/wiki/Main_Page</base><namespaces><namespace key="0" />'
-              '</namespaces></siteinfo>')
+    header = (
+        '<mediawiki xmlns="http://www.mediawiki.org/xml/export-0.10/"><siteinfo><dbname>xxwiki</dbname>'
+        '<base>https://xx.wikipedia.org/wiki/Main_Page</base><namespaces><namespace key="0" />'
+        "</namespaces></siteinfo>"
+    )
     streams, lines = [bz2.compress(header.encode())], []
     offset = len(streams[0])
     for start in range(0, total, 100):
@@ -111,9 +116,23 @@ def write_multistream(folder: pathlib.Path, total: int) -> tuple[str, str]:
 
 def run_pipeline(dump: str, index: str, output: pathlib.Path, workers: int) -> tuple[float, str]:
     shutil.rmtree(output, ignore_errors=True)
-    command = [sys.executable, "-m", "pipeline", "wikipedia", "--dump", dump, "--index", index, "--no-dedup",
-               "--output", str(output), "--num-shards", "4", f"--direct_num_workers={workers}",
-               "--direct_running_mode=multi_processing"]
+    command = [
+        sys.executable,
+        "-m",
+        "pipeline",
+        "wikipedia",
+        "--dump",
+        dump,
+        "--index",
+        index,
+        "--no-dedup",
+        "--output",
+        str(output),
+        "--num-shards",
+        "4",
+        f"--direct_num_workers={workers}",
+        "--direct_running_mode=multi_processing",
+    ]
     started = time.perf_counter()
     result = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
     elapsed = time.perf_counter() - started
@@ -137,8 +156,10 @@ def bench_speedup(args) -> None:
                 times[workers].append(elapsed)
                 print(f"  run {repeat + 1}, {workers} worker(s): {elapsed:6.1f} s  ({records})")
         one, two = statistics.median(times[1]), statistics.median(times[2])
-        print(f"median: 1 worker {one:.1f} s ({args.pages / one:.0f} pages/s), 2 workers {two:.1f} s "
-              f"({args.pages / two:.0f} pages/s); speed-up {one / two:.2f}x")
+        print(
+            f"median: 1 worker {one:.1f} s ({args.pages / one:.0f} pages/s), 2 workers {two:.1f} s "
+            f"({args.pages / two:.0f} pages/s); speed-up {one / two:.2f}x"
+        )
 
 
 def main() -> None:

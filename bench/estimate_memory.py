@@ -54,8 +54,15 @@ def estimate(config, gpus: int, tp: int, fsdp: bool, sequence_parallel: bool) ->
     per_layer = 2 * (norm_inputs + 2 * d + 3 * d / tp + 2 * d * kv_share / tp) + 8 * width / tp
     activations = tokens * (model.n_layers * per_layer + 4 * d + 10 * model.vocab_size / tp)
     total = states + compute_copies + unsharded_gradient + activations
-    return {"params": params, "dp": dp, "accumulation": accumulation, "states": states + compute_copies,
-            "unsharded_gradient": unsharded_gradient, "activations": activations, "total": total}
+    return {
+        "params": params,
+        "dp": dp,
+        "accumulation": accumulation,
+        "states": states + compute_copies,
+        "unsharded_gradient": unsharded_gradient,
+        "activations": activations,
+        "total": total,
+    }
 
 
 def main() -> None:
@@ -63,21 +70,28 @@ def main() -> None:
     parser.add_argument("--gpus", type=int, default=8)
     parser.add_argument("--vocab-size", type=int, default=50304, help="the presets' 0 means the tokenizer's")
     args = parser.parse_args()
-    print("| preset | micro-batch | layout | accumulation | weights, gradients, Adam, bf16 copies | FSDP's unsharded "
-          "gradient | activations and loss | total per GPU |")
+    print(
+        "| preset | micro-batch | layout | accumulation | weights, gradients, Adam, bf16 copies | FSDP's unsharded "
+        "gradient | activations and loss | total per GPU |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     for preset in PRESETS:
         config = config_module.load(str(REPO / "configs" / f"{preset}.toml"))
         config.model.vocab_size = args.vocab_size
-        layouts = [("1 GPU", 1, 1, False, False), (f"{args.gpus} GPUs, DDP", args.gpus, 1, False, False),
-                   (f"{args.gpus} GPUs, FSDP", args.gpus, 1, True, False),
-                   (f"{args.gpus} GPUs, tp 2 × FSDP dp {args.gpus // 2}, SP", args.gpus, 2, True, True)]
+        layouts = [
+            ("1 GPU", 1, 1, False, False),
+            (f"{args.gpus} GPUs, DDP", args.gpus, 1, False, False),
+            (f"{args.gpus} GPUs, FSDP", args.gpus, 1, True, False),
+            (f"{args.gpus} GPUs, tp 2 × FSDP dp {args.gpus // 2}, SP", args.gpus, 2, True, True),
+        ]
         for name, gpus, tp, fsdp, sequence_parallel in layouts:
             e = estimate(config, gpus, tp, fsdp, sequence_parallel)
             micro = f"{config.training.micro_batch_size} × {config.data.seq_len}"
-            print(f"| {preset} ({e['params'] / 1e6:,.0f}M) | {micro} | {name} | {e['accumulation']} | "
-                  f"{e['states'] / GB:.1f} GB | {e['unsharded_gradient'] / GB:.1f} GB | {e['activations'] / GB:.1f} GB | "
-                  f"**{math.ceil(e['total'] / GB * 10) / 10:.1f} GB** |")
+            print(
+                f"| {preset} ({e['params'] / 1e6:,.0f}M) | {micro} | {name} | {e['accumulation']} | "
+                f"{e['states'] / GB:.1f} GB | {e['unsharded_gradient'] / GB:.1f} GB | {e['activations'] / GB:.1f} GB | "
+                f"**{math.ceil(e['total'] / GB * 10) / 10:.1f} GB** |"
+            )
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ outside without touching this file.
 from __future__ import annotations
 
 import math
+import typing
 from dataclasses import dataclass
 
 import torch
@@ -129,8 +130,8 @@ class KVCache:
     def update(self, layer: int, keys: torch.Tensor, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Stores the new (batch, kv_heads, seq, head_dim) keys and values; returns everything cached so far."""
         end = self.length + keys.size(2)
-        self.keys[layer][:, :, self.length:end] = keys
-        self.values[layer][:, :, self.length:end] = values
+        self.keys[layer][:, :, self.length : end] = keys
+        self.values[layer][:, :, self.length : end] = values
         return self.keys[layer][:, :, :end], self.values[layer][:, :, :end]
 
 
@@ -158,7 +159,9 @@ class Attention(nn.Module):
         if past == 0:
             out = F.scaled_dot_product_attention(q, k, v, is_causal=True)
         else:  # new tokens see the whole cache and each other causally
-            visible = torch.arange(past + seq, device=x.device)[None, :] <= past + torch.arange(seq, device=x.device)[:, None]
+            visible = (
+                torch.arange(past + seq, device=x.device)[None, :] <= past + torch.arange(seq, device=x.device)[:, None]
+            )
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=visible)
         return self.wo(out.transpose(1, 2).reshape(batch, seq, -1))
 
@@ -190,6 +193,8 @@ class Block(nn.Module):
 
 
 class Transformer(nn.Module):
+    rope_freqs: torch.Tensor  # a buffer: (max_seq_len, head_dim / 2, 2) cos and sin
+
     def __init__(self, config: ModelConfig):
         super().__init__()
         if config.vocab_size <= 0:
@@ -201,8 +206,9 @@ class Transformer(nn.Module):
         self.output = nn.Linear(config.dim, config.vocab_size, bias=False)
         if config.tie_embeddings:
             self.output.weight = self.tok_embeddings.weight
-        self.register_buffer("rope_freqs", rotary_frequencies(config.head_dim, config.max_seq_len, config.rope_theta),
-                             persistent=False)
+        self.register_buffer(
+            "rope_freqs", rotary_frequencies(config.head_dim, config.max_seq_len, config.rope_theta), persistent=False
+        )
         self.init_weights()
 
     @torch.no_grad()
@@ -214,8 +220,14 @@ class Transformer(nn.Module):
         nn.init.normal_(self.tok_embeddings.weight, std=std)
         if not self.config.tie_embeddings:
             nn.init.normal_(self.output.weight, std=std)
-        for block in self.layers:
-            for linear in (block.attention.wq, block.attention.wk, block.attention.wv, block.feed_forward.w1, block.feed_forward.w3):
+        for block in typing.cast(list[Block], self.layers):
+            for linear in (
+                block.attention.wq,
+                block.attention.wk,
+                block.attention.wv,
+                block.feed_forward.w1,
+                block.feed_forward.w3,
+            ):
                 nn.init.normal_(linear.weight, std=std)
             for linear in (block.attention.wo, block.feed_forward.w2):
                 nn.init.normal_(linear.weight, std=std / math.sqrt(2 * self.config.n_layers))
@@ -229,7 +241,7 @@ class Transformer(nn.Module):
         start = cache.length if cache is not None else 0
         if start + tokens.size(1) > self.config.max_seq_len:
             raise ValueError(f"{start + tokens.size(1)} positions exceed model.max_seq_len ({self.config.max_seq_len})")
-        freqs = self.rope_freqs[start: start + tokens.size(1)]
+        freqs = self.rope_freqs[start : start + tokens.size(1)]
         h = self.tok_embeddings(tokens)
         for index, block in enumerate(self.layers):
             h = block(h, freqs, cache, index)

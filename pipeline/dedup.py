@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import re
 import unicodedata
-from typing import Iterable
+from collections.abc import Iterable
 
 from pipeline.schema import Document
 

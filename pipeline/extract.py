@@ -76,8 +76,8 @@ class IsolatedExtractor:
         self.timeout_s = timeout_s
         self.favor_precision = favor_precision
         self._context = multiprocessing.get_context("spawn")
-        self._process = None
-        self._conn = None
+        self._process: multiprocessing.process.BaseProcess | None = None
+        self._conn: multiprocessing.connection.Connection | None = None
         self._deadline = 0.0
         self._send_error: Exception | None = None
 
@@ -114,6 +114,7 @@ class IsolatedExtractor:
             self._kill()
             self.start()
         self._deadline = time.monotonic() + self.timeout_s
+        assert self._conn is not None
         try:
             self._conn.send((html_text, url))
             self._send_error = None
@@ -125,6 +126,7 @@ class IsolatedExtractor:
         try:
             if self._send_error is not None:
                 raise self._send_error
+            assert self._conn is not None, "submit() comes first"
             if not self._conn.poll(max(0.0, self._deadline - time.monotonic())):
                 self._kill()
                 raise ExtractionTimeout(f"no result within {self.timeout_s}s")
@@ -149,7 +151,7 @@ class IsolatedExtractor:
                 pass
         self._kill()
 
-    def __enter__(self) -> "IsolatedExtractor":
+    def __enter__(self) -> IsolatedExtractor:
         return self
 
     def __exit__(self, *exc) -> None:

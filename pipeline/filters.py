@@ -1,7 +1,7 @@
 """Quality filters of the FineWeb recipe, one small class per published filter family.
 
 Each filter is called with a `Document` and returns the name of the rule that rejects it, or None to keep
-it. Thresholds are constructor arguments whose defaults are the published values (FineWeb's settings of
+it; it records what it measured on the way (`Document.measure`, kept when the recipe asks for measures). Thresholds are constructor arguments whose defaults are the published values (FineWeb's settings of
 datatrove's filters); passing None switches a single rule off. Differences from datatrove, on purpose:
 words and sentences are split with Unicode regular expressions instead of NLTK (whose models would be a
 run-time download), and Gopher's English stop-word rule only applies to documents identified as English,
@@ -13,7 +13,7 @@ from __future__ import annotations
 import collections
 import re
 import string
-from typing import Iterable
+from collections.abc import Iterable
 from urllib.parse import urlsplit
 
 from pipeline.schema import Document
@@ -84,8 +84,8 @@ class GopherRepetitionFilter:
         self.dup_para_frac = dup_para_frac
         self.dup_line_char_frac = dup_line_char_frac
         self.dup_para_char_frac = dup_para_char_frac
-        self.top_n_grams = tuple(tuple(x) for x in top_n_grams)
-        self.dup_n_grams = tuple(tuple(x) for x in dup_n_grams)
+        self.top_n_grams = tuple((int(n), float(share)) for n, share in top_n_grams)
+        self.dup_n_grams = tuple((int(n), float(share)) for n, share in dup_n_grams)
 
     def __call__(self, doc: Document) -> str | None:
         text = doc.text
@@ -93,12 +93,16 @@ class GopherRepetitionFilter:
             return "empty"
         paragraphs = _PARAGRAPHS.split(text.strip())
         count, chars = _duplicates(paragraphs)
+        doc.measure("gopher_repetition.dup_para_frac", count / len(paragraphs))
+        doc.measure("gopher_repetition.dup_para_char_frac", chars / len(text))
         if self.dup_para_frac is not None and count / len(paragraphs) > self.dup_para_frac:
             return "dup_para_frac"
         if self.dup_para_char_frac is not None and chars / len(text) > self.dup_para_char_frac:
             return "dup_para_char_frac"
         lines = text.splitlines()
         count, chars = _duplicates(lines)
+        doc.measure("gopher_repetition.dup_line_frac", count / len(lines))
+        doc.measure("gopher_repetition.dup_line_char_frac", chars / len(text))
         if self.dup_line_frac is not None and count / len(lines) > self.dup_line_frac:
             return "dup_line_frac"
         if self.dup_line_char_frac is not None and chars / len(text) > self.dup_line_char_frac:
@@ -106,11 +110,15 @@ class GopherRepetitionFilter:
         words = split_words(text)
         for n, fraction in self.top_n_grams:
             ngrams = _ngrams(words, n)
-            if ngrams and _top_ngram_chars(ngrams) / len(text) > fraction:
+            share = _top_ngram_chars(ngrams) / len(text) if ngrams else 0.0
+            doc.measure(f"gopher_repetition.top_{n}_gram", share)
+            if share > fraction:
                 return f"top_{n}_gram"
         for n, fraction in self.dup_n_grams:
             ngrams = _ngrams(words, n)
-            if ngrams and _duplicated_ngram_chars(ngrams, n) / len(text) > fraction:
+            share = _duplicated_ngram_chars(ngrams, n) / len(text) if ngrams else 0.0
+            doc.measure(f"gopher_repetition.duplicated_{n}_n_grams", share)
+            if share > fraction:
                 return f"duplicated_{n}_n_grams"
         return None
 
@@ -154,6 +162,7 @@ class GopherQualityFilter:
         words = split_words(text)
         real_words = [w for w in words if w not in _PUNCTUATION]
         n_words = len(real_words)
+        doc.measure("gopher_quality.words", n_words)
         if self.min_doc_words is not None and n_words < self.min_doc_words:
             return "short_doc"
         if n_words == 0:
@@ -161,6 +170,7 @@ class GopherQualityFilter:
         if self.max_doc_words is not None and n_words > self.max_doc_words:
             return "long_doc"
         mean_length = sum(len(w) for w in real_words) / n_words
+        doc.measure("gopher_quality.mean_word_length", mean_length)
         if self.min_avg_word_length is not None and mean_length < self.min_avg_word_length:
             return "below_avg_word_length"
         if self.max_avg_word_length is not None and mean_length > self.max_avg_word_length:
@@ -181,6 +191,7 @@ class GopherQualityFilter:
                 return "too_many_end_ellipsis"
         if self.max_non_alpha_words_ratio is not None:
             alpha = sum(any(c.isalpha() for c in w) for w in words)
+            doc.measure("gopher_quality.alpha_words_ratio", alpha / n_words)
             if alpha / n_words < self.max_non_alpha_words_ratio:
                 return "below_alpha_threshold"
         if self.min_stop_words is not None and (
@@ -249,6 +260,7 @@ class C4QualityFilter:
                 continue
             sentences += len([s for s in _SENTENCE_END.split(line) if s.strip()])
             kept.append(line)
+        doc.measure("c4.sentences", sentences)
         if self.min_num_sentences is not None and sentences < self.min_num_sentences:
             return "too_few_sentences"
         doc.text = "\n".join(kept).strip()
@@ -281,19 +293,23 @@ class FineWebQualityFilter:
         lines = text.split("\n")
         if self.line_punct_thr is not None:
             ratio = sum(line.endswith((".", "'", '"', "!", "?")) for line in lines) / len(lines)
+            doc.measure("fineweb.line_punct_ratio", ratio)
             if ratio <= self.line_punct_thr and not (ratio == 0 and self.line_punct_exclude_zero):
                 return "line_punct_ratio"
         if self.short_line_thr is not None:
             ratio = sum(len(line) <= self.short_line_length for line in lines) / len(lines)
+            doc.measure("fineweb.short_line_ratio", ratio)
             if ratio >= self.short_line_thr:
                 return "short_line_ratio"
         if self.char_duplicates_ratio is not None:
             chars = len(text.replace("\n", ""))
             duplicated = _duplicates([line for line in lines if line.strip()])[1]
+            doc.measure("fineweb.char_dup_ratio", duplicated / chars if chars else 1.0)
             if chars == 0 or duplicated / chars >= self.char_duplicates_ratio:
                 return "char_dup_ratio"
         if self.new_line_ratio is not None:
             words = split_words(text)
+            doc.measure("fineweb.list_ratio", text.count("\n") / len(words) if words else 1.0)
             if not words or text.count("\n") / len(words) > self.new_line_ratio:
                 return "list_ratio"
         return None
@@ -316,16 +332,20 @@ class MinLengthFilter:
         self.min_chars = min_chars
 
     def __call__(self, doc: Document) -> str | None:
+        words = len(_LENGTH_WORDS.findall(doc.text))
+        doc.measure("min_length.words", words)
         if self.min_chars is not None and len(doc.text) < self.min_chars:
             return "too_few_chars"
-        if self.min_words is not None and len(_LENGTH_WORDS.findall(doc.text)) < self.min_words:
+        if self.min_words is not None and words < self.min_words:
             return "too_few_words"
         return None
 
 
 # Order of application: the cheap length check first, then FineWeb's order.
-FILTERS = {f.name: f for f in (MinLengthFilter, GopherRepetitionFilter, GopherQualityFilter, C4QualityFilter,
-                               FineWebQualityFilter)}
+FILTERS = {
+    f.name: f
+    for f in (MinLengthFilter, GopherRepetitionFilter, GopherQualityFilter, C4QualityFilter, FineWebQualityFilter)
+}
 WEB_FILTERS = ("gopher_repetition", "gopher_quality", "c4", "fineweb")  # FineWeb's
 
 
@@ -365,7 +385,7 @@ class UrlBlocklist:
                 self.domains.add(entry.removeprefix("www.").rstrip("."))
 
     @classmethod
-    def from_file(cls, path: str) -> "UrlBlocklist":
+    def from_file(cls, path: str) -> UrlBlocklist:
         from pipeline.remote import read_text_lines
 
         return cls(read_text_lines(path))

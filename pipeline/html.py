@@ -28,7 +28,7 @@ class Rejected(Exception):
 
 
 def is_html(content_type: str | None) -> bool:
-    return bool(content_type) and content_type.split(";")[0].strip().lower() in _HTML_TYPES
+    return content_type is not None and content_type.split(";")[0].strip().lower() in _HTML_TYPES
 
 
 def dechunk(body: bytes) -> bytes:

@@ -18,13 +18,12 @@ import itertools
 import re
 import struct
 import unicodedata
-from typing import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 import numpy as np
 import xxhash
 from datasketch import MinHash, MinHashLSH
 from datasketch.minhash import _fmix
-
 
 DEFAULT_THRESHOLD = 0.8
 DEFAULT_NUM_PERM = 112
@@ -39,7 +38,9 @@ _ASCII_NON_WORD_TO_SPACE = bytes(b if chr(b).isalnum() or b >= 0x80 else 0x20 fo
 # Rows of (shingles × permutations) uint64 work held at once for one document: 16k × 112 × 8 B ≈ 15 MB.
 _BATCH_SHINGLES = 16_384
 # Position multipliers for combining word hashes into a shingle hash (odd, so each is a bijection).
-_POSITION_MULTIPLIERS = np.random.default_rng(20241121).integers(0, 2**63, size=64, dtype=np.uint64) * np.uint64(2) + np.uint64(1)
+_POSITION_MULTIPLIERS = np.random.default_rng(20241121).integers(0, 2**63, size=64, dtype=np.uint64) * np.uint64(
+    2
+) + np.uint64(1)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,8 +54,14 @@ class MinHashConfig:
     verify: bool = False
 
     @classmethod
-    def create(cls, threshold: float = DEFAULT_THRESHOLD, num_perm: int = DEFAULT_NUM_PERM,
-               bands: int | None = None, rows: int | None = None, **settings) -> "MinHashConfig":
+    def create(
+        cls,
+        threshold: float = DEFAULT_THRESHOLD,
+        num_perm: int = DEFAULT_NUM_PERM,
+        bands: int | None = None,
+        rows: int | None = None,
+        **settings,
+    ) -> MinHashConfig:
         """Bands × rows as given, or chosen for `threshold` the way datasketch's MinHashLSH chooses them
         (minimising the weighted false-positive and false-negative areas)."""
         if not 0.0 < threshold <= 1.0:
@@ -64,6 +71,7 @@ class MinHashConfig:
         if bands is None:
             lsh = MinHashLSH(threshold=threshold, num_perm=num_perm)
             bands, rows = lsh.b, lsh.r
+        assert rows is not None
         if bands < 1 or rows < 1 or bands * rows > num_perm:
             raise ValueError(f"bands × rows ({bands} × {rows}) must be positive and at most num_perm ({num_perm})")
         config = cls(threshold=threshold, num_perm=num_perm, bands=bands, rows=rows, **settings)
@@ -93,7 +101,7 @@ def combine_shingles(hashes: np.ndarray, ngram: int) -> np.ndarray:
     count = len(hashes) - n + 1
     combined = np.zeros(count, dtype=np.uint64)
     for position in range(n):
-        combined += hashes[position:position + count] * _POSITION_MULTIPLIERS[position]
+        combined += hashes[position : position + count] * _POSITION_MULTIPLIERS[position]
     return combined
 
 
@@ -109,7 +117,7 @@ def shingle_hash(shingle: Sequence[bytes]) -> int:
 def shingles(text: str, ngram: int) -> list[tuple[bytes, ...]]:
     tokens = words(text)
     n = min(ngram, len(tokens))
-    return [tuple(tokens[i:i + n]) for i in range(len(tokens) - n + 1)]
+    return [tuple(tokens[i : i + n]) for i in range(len(tokens) - n + 1)]
 
 
 class Signer:
@@ -126,16 +134,19 @@ class Signer:
         per_text = [words(text) for text in texts]
         lengths = np.array([len(tokens) for tokens in per_text], dtype=np.int64)
         starts = np.concatenate(([0], np.cumsum(lengths)[:-1])).astype(np.int64)
-        all_words = np.fromiter(map(xxhash.xxh3_64_intdigest, itertools.chain.from_iterable(per_text)),
-                                dtype=np.uint64, count=int(lengths.sum()))
+        all_words = np.fromiter(
+            map(xxhash.xxh3_64_intdigest, itertools.chain.from_iterable(per_text)),
+            dtype=np.uint64,
+            count=int(lengths.sum()),
+        )
         # Windows that cross a document boundary are computed too, and never read.
         windows = _fmix(combine_shingles(all_words, self.ngram), 64) if len(all_words) >= self.ngram else all_words[:0]
         result = np.empty((len(per_text), self.num_perm), dtype=np.uint64)
         for row, (start, length) in enumerate(zip(starts, lengths)):
             if length >= self.ngram:
-                mixed = windows[start:start + length - self.ngram + 1]
+                mixed = windows[start : start + length - self.ngram + 1]
             else:
-                mixed = _fmix(combine_shingles(all_words[start:start + length], self.ngram), 64)
+                mixed = _fmix(combine_shingles(all_words[start : start + length], self.ngram), 64)
             result[row] = self._signature(mixed)
         return result
 
@@ -148,7 +159,7 @@ class Signer:
         text never needs a huge matrix."""
         signature = np.full(self.num_perm, np.iinfo(np.uint64).max, dtype=np.uint64)
         for start in range(0, len(mixed), _BATCH_SHINGLES):
-            permuted = np.multiply.outer(mixed[start:start + _BATCH_SHINGLES], self.a)
+            permuted = np.multiply.outer(mixed[start : start + _BATCH_SHINGLES], self.a)
             permuted += self.b
             np.minimum(signature, permuted.min(axis=0), out=signature)
         return signature
@@ -157,7 +168,7 @@ class Signer:
 def band_keys(signature: np.ndarray, bands: int, rows: int) -> list[bytes]:
     """One bucket key per band: the band index and a 64-bit hash of its rows."""
     return [
-        struct.pack("<H", band) + xxhash.xxh3_64_digest(signature[band * rows:(band + 1) * rows].tobytes())
+        struct.pack("<H", band) + xxhash.xxh3_64_digest(signature[band * rows : (band + 1) * rows].tobytes())
         for band in range(bands)
     ]
 

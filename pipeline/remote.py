@@ -1,19 +1,20 @@
-"""Opening inputs wherever they live: HTTP(S) with retries and byte-range resume, or any filesystem Beam
-knows (local paths, gs://, s3:// where the extra is installed)."""
+"""Opening inputs wherever they live: HTTP(S) with retries and byte-range resume, local paths, or any other
+filesystem Beam knows (gs://, s3:// where the extra is installed). Beam's filesystems are imported only for
+paths that need them, so the per-document modules and the tokenizer load without Beam."""
 
 from __future__ import annotations
 
+import glob
 import gzip
 import hashlib
 import io
 import logging
+import os
 import posixpath
 import time
 from urllib.parse import urlsplit
 
 import requests
-from apache_beam.io.filesystem import BeamIOError, CompressionTypes
-from apache_beam.io.filesystems import FileSystems
 
 log = logging.getLogger(__name__)
 
@@ -149,17 +150,49 @@ def is_url(path: str) -> bool:
     return path.startswith(("http://", "https://"))
 
 
+def is_local(path: str) -> bool:
+    return "://" not in path or path.startswith("file://")
+
+
+def local_path(path: str) -> str:
+    return path[len("file://") :] if path.startswith("file://") else path
+
+
+def beam_filesystems():
+    """Beam's FileSystems, for gs://, s3:// and the other filesystems it knows."""
+    from apache_beam.io.filesystems import FileSystems
+
+    return FileSystems
+
+
 def open_input(path: str, start: int = 0, **http_options) -> io.BufferedIOBase:
     """Open a file for binary streaming reads from byte `start`, without undoing any compression."""
     if is_url(path):
         return io.BufferedReader(ResumableHTTPStream(path, start=start, **http_options), buffer_size=1 << 20)
     try:
-        stream = FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
+        if is_local(path):
+            stream = open(local_path(path), "rb")
+        else:
+            from apache_beam.io.filesystem import CompressionTypes
+
+            stream = beam_filesystems().open(path, compression_type=CompressionTypes.UNCOMPRESSED)
         if start:
             stream.seek(start)
         return stream
     except Exception as exc:
         raise FetchError(f"{path}: cannot open: {exc}") from exc
+
+
+def file_size(path: str) -> int:
+    """The size of a file in bytes (0 when it cannot be known: a URL, an unreadable file)."""
+    try:
+        if is_local(path):
+            return os.path.getsize(local_path(path))
+        if not is_url(path):
+            return beam_filesystems().match([path])[0].metadata_list[0].size_in_bytes
+    except (OSError, IndexError):
+        pass
+    return 0
 
 
 def read_text_lines(path: str, **http_options) -> list[str]:
@@ -172,9 +205,10 @@ def read_text_lines(path: str, **http_options) -> list[str]:
 
 
 def expand_glob(pattern: str) -> list[str]:
-    """Files matching a glob on any Beam filesystem, sorted so runs are deterministic."""
-    matches = FileSystems.match([pattern])[0].metadata_list
-    return sorted(m.path for m in matches)
+    """Files matching a glob (`**` crosses folders) on any filesystem, sorted so runs are deterministic."""
+    if is_local(pattern):
+        return sorted(path for path in glob.glob(local_path(pattern), recursive=True) if os.path.isfile(path))
+    return sorted(m.path for m in beam_filesystems().match([pattern])[0].metadata_list)
 
 
 def input_key(path: str) -> str:
@@ -183,12 +217,15 @@ def input_key(path: str) -> str:
     is processed again; remote URLs (Common Crawl's are immutable) key on the URL alone."""
     name = posixpath.basename(urlsplit(path).path) or "input"
     identity = path
-    if not is_url(path):
-        try:
-            metadata = FileSystems.match([path])[0].metadata_list[0]
+    try:
+        if is_local(path):
+            status = os.stat(local_path(path))
+            identity = f"{path}|{status.st_size}|{status.st_mtime}"
+        elif not is_url(path):
+            metadata = beam_filesystems().match([path])[0].metadata_list[0]
             identity = f"{path}|{metadata.size_in_bytes}|{metadata.last_updated_in_seconds}"
-        except (IOError, IndexError, BeamIOError):
-            pass  # unreadable: reading it reports the error
+    except (OSError, IndexError):
+        pass  # unreadable: reading it reports the error
     digest = hashlib.sha1(identity.encode()).hexdigest()[:12]
     safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)[:80]
     return f"{safe}-{digest}"

@@ -10,10 +10,11 @@ import dataclasses
 import datetime as dt
 import hashlib
 import re
+from typing import Any
 
 import pyarrow as pa
 
-SCHEMA_VERSION = 2  # 2: language_label added; language is the source's own language where it declares one
+SCHEMA_VERSION = 3  # 2: language_label; language is the source's own where it declares one. 3: measures
 SCHEMA_VERSION_KEY = b"lmforge.schema_version"
 
 ARROW_SCHEMA = pa.schema(
@@ -28,6 +29,8 @@ ARROW_SCHEMA = pa.schema(
         pa.field("language_score", pa.float32()),
         pa.field("title", pa.string()),
         pa.field("language_label", pa.string()),
+        # what each quality filter measured ("fineweb.line_punct_ratio": 0.4), when the recipe keeps them
+        pa.field("measures", pa.map_(pa.string(), pa.float64())),
     ],
     metadata={SCHEMA_VERSION_KEY: str(SCHEMA_VERSION).encode()},
 )
@@ -58,16 +61,61 @@ class Document:
     language_score: float | None = None  # fastText's probability of language_label
     title: str | None = None
     language_label: str | None = None  # fastText's top label
+    measures: dict[str, float] | None = None  # filled by the filters when measures are kept
 
     @classmethod
-    def from_row(cls, row: dict) -> "Document":
+    def from_row(cls, row: dict) -> Document:
         """A row of this schema, or of another tool's (datatrove and dolma write dates as ISO-8601 strings)."""
-        values = {name: row.get(name) for name in FIELD_NAMES}
+        values: dict[str, Any] = {name: row.get(name) for name in FIELD_NAMES}
         values["date"] = as_utc_datetime(values["date"])
+        if values["measures"] is not None:
+            values["measures"] = dict(values["measures"])  # Arrow maps come back as (key, value) pairs
         return cls(**values)
+
+    def measure(self, name: str, value: float) -> None:
+        """Records what a filter measured, when this document keeps measures."""
+        if self.measures is not None:
+            self.measures[name] = round(float(value), 6)
+
+
+# What a source yields while it reads a unit of work, besides documents (see pipeline.sources).
+
+
+@dataclasses.dataclass
+class Skipped:
+    """A record read and set aside before it became a document (not HTML, a redirect, no text)."""
+
+    reason: str
+    where: str | int | None = None  # an offset, a title or a line, for the log
+
+
+@dataclasses.dataclass
+class Dropped:
+    """A record that counts as a document but was dropped while it was read (its HTML cannot be decoded)."""
+
+    reason: str
+    where: str | int | None = None
+
+
+@dataclasses.dataclass
+class ReadError:
+    """The rest of a unit, or one stream of it, cannot be read."""
+
+    error: str
+    offset: int | None = None
+    retryable: bool = False  # the network failed, not the file: a rerun may read it
 
 
 _UUID = re.compile(r"urn:uuid:([0-9a-fA-F-]{36})")
+
+
+def wikipedia_id(dbname: str, page_id: int) -> str:
+    return f"wikipedia/{dbname}/{page_id}"
+
+
+def text_id(source: str, key: str) -> str:
+    """`<source>/<key>`: a local corpus's documents keyed by their own id, else file name and position."""
+    return f"{source}/{key}"
 
 
 def commoncrawl_id(record_id: str | None, fallback_key: str) -> str:
@@ -93,8 +141,8 @@ def parse_warc_date(value: str | None) -> dt.datetime | None:
     except ValueError:
         return None
     if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=dt.timezone.utc)
-    return parsed.astimezone(dt.timezone.utc).replace(microsecond=0)
+        parsed = parsed.replace(tzinfo=dt.UTC)
+    return parsed.astimezone(dt.UTC).replace(microsecond=0)
 
 
 def as_utc_datetime(value) -> dt.datetime | None:
@@ -103,9 +151,9 @@ def as_utc_datetime(value) -> dt.datetime | None:
     if value is None or isinstance(value, str):
         return parse_warc_date(value)
     if isinstance(value, dt.datetime):
-        return value.replace(tzinfo=dt.timezone.utc) if value.tzinfo is None else value.astimezone(dt.timezone.utc)
+        return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
     if isinstance(value, dt.date):
-        return dt.datetime(value.year, value.month, value.day, tzinfo=dt.timezone.utc)
+        return dt.datetime(value.year, value.month, value.day, tzinfo=dt.UTC)
     raise ValueError(f"date {value!r}: expected a timestamp, a date or an ISO-8601 string")
 
 
@@ -114,8 +162,13 @@ def check_date_column(schema: pa.Schema) -> None:
     if "date" not in schema.names:
         return
     kind = schema.field("date").type
-    if not (pa.types.is_timestamp(kind) or pa.types.is_date(kind) or pa.types.is_string(kind)
-            or pa.types.is_large_string(kind) or pa.types.is_null(kind)):
+    if not (
+        pa.types.is_timestamp(kind)
+        or pa.types.is_date(kind)
+        or pa.types.is_string(kind)
+        or pa.types.is_large_string(kind)
+        or pa.types.is_null(kind)
+    ):
         raise ValueError(f"column date is {kind}; expected a timestamp, a date or ISO-8601 strings")
 
 

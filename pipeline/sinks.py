@@ -1,21 +1,28 @@
-"""Writing and reading shards (Parquet with zstd, or Arrow IPC) on any Beam filesystem, atomically:
-a file appears under its final name only once it is complete."""
+"""Writing and reading shards (Parquet with zstd, or Arrow IPC) on local disk or any Beam filesystem,
+atomically: a file appears under its final name only once it is complete. Beam is imported only for paths
+that are not local."""
 
 from __future__ import annotations
 
 import json
+import os
 import posixpath
 import uuid
-from typing import Iterator
+from collections.abc import Iterator
 
 import pyarrow as pa
 import pyarrow.ipc
 import pyarrow.parquet as pq
-from apache_beam.io.filesystem import CompressionTypes
-from apache_beam.io.filesystems import FileSystems
 
-from pipeline.schema import (Document, check_date_column, check_schema_version, documents_to_table, present_fields,
-                             table_to_documents)
+from pipeline.remote import beam_filesystems, is_local, local_path
+from pipeline.schema import (
+    Document,
+    check_date_column,
+    check_schema_version,
+    documents_to_table,
+    present_fields,
+    table_to_documents,
+)
 
 ROW_GROUP_ROWS = 10_000
 
@@ -25,39 +32,76 @@ def shard_name(index: int, count: int, fmt: str = "parquet") -> str:
 
 
 def join(directory: str, name: str) -> str:
-    return FileSystems.join(directory, name) if "://" in directory else posixpath.join(directory, name)
+    return posixpath.join(directory, name) if is_local(directory) else beam_filesystems().join(directory, name)
 
 
 def exists(path: str) -> bool:
-    return FileSystems.exists(path)
+    return os.path.exists(local_path(path)) if is_local(path) else beam_filesystems().exists(path)
 
 
-def _create(path: str):
-    return FileSystems.create(path, mime_type="application/octet-stream", compression_type=CompressionTypes.UNCOMPRESSED)
+def create(path: str):
+    """A new file for writing (its folder made when local); see `write_atomically` for files read by others."""
+    if is_local(path):
+        os.makedirs(os.path.dirname(local_path(path)) or ".", exist_ok=True)
+        return open(local_path(path), "wb")
+    from apache_beam.io.filesystem import CompressionTypes
+
+    return beam_filesystems().create(
+        path, mime_type="application/octet-stream", compression_type=CompressionTypes.UNCOMPRESSED
+    )
 
 
 def _open(path: str):
-    return FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
+    if is_local(path):
+        return open(local_path(path), "rb")
+    from apache_beam.io.filesystem import CompressionTypes
+
+    return beam_filesystems().open(path, compression_type=CompressionTypes.UNCOMPRESSED)
+
+
+def delete(path: str) -> None:
+    if is_local(path):
+        os.remove(local_path(path))
+    else:
+        beam_filesystems().delete([path])
+
+
+def rename(source: str, target: str) -> None:
+    if is_local(source):
+        os.replace(local_path(source), local_path(target))
+    else:
+        beam_filesystems().rename([source], [target])
 
 
 def write_atomically(path: str, write) -> None:
     """Call `write(stream)` on a temporary file beside `path`, then rename it into place."""
-    directory = posixpath.dirname(path) if "://" not in path else FileSystems.split(path)[0]
-    if not FileSystems.exists(directory):
-        try:
-            FileSystems.mkdirs(directory)
-        except IOError:  # another worker made it first
-            pass
     temporary = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
+    if is_local(path):
+        try:
+            with create(temporary) as stream:
+                write(stream)
+            os.replace(local_path(temporary), local_path(path))
+        except BaseException:
+            if os.path.exists(local_path(temporary)):
+                os.remove(local_path(temporary))
+            raise
+        return
+    filesystems = beam_filesystems()
+    directory = filesystems.split(path)[0]
+    if not filesystems.exists(directory):
+        try:
+            filesystems.mkdirs(directory)
+        except OSError:  # another worker made it first
+            pass
     try:
-        with _create(temporary) as stream:
+        with create(temporary) as stream:
             write(stream)
-        if FileSystems.exists(path):
-            FileSystems.delete([path])
-        FileSystems.rename([temporary], [path])
+        if filesystems.exists(path):
+            filesystems.delete([path])
+        filesystems.rename([temporary], [path])
     except BaseException:
-        if FileSystems.exists(temporary):
-            FileSystems.delete([temporary])
+        if filesystems.exists(temporary):
+            filesystems.delete([temporary])
         raise
 
 

@@ -56,7 +56,7 @@ class Funnel:
     def error(self, file: str, offset: int | None, error: str, retryable: bool = False) -> None:
         self.errors.append({"file": file, "offset": offset, "error": error, "retryable": retryable})
 
-    def merge(self, other: "Funnel") -> "Funnel":
+    def merge(self, other: Funnel) -> Funnel:
         self.input_files += other.input_files
         self.records_read += other.records_read
         self.records_skipped.update(other.records_skipped)
@@ -74,9 +74,7 @@ class Funnel:
                 f"{sum(self.records_skipped.values())}"
             )
         if self.records_in != self.kept + sum(self.dropped.values()):
-            found.append(
-                f"records_in {self.records_in} != kept {self.kept} + dropped {sum(self.dropped.values())}"
-            )
+            found.append(f"records_in {self.records_in} != kept {self.kept} + dropped {sum(self.dropped.values())}")
         return found
 
     def to_json(self) -> dict:
@@ -92,7 +90,7 @@ class Funnel:
         }
 
     @classmethod
-    def from_json(cls, data: dict) -> "Funnel":
+    def from_json(cls, data: dict) -> Funnel:
         if data.get("version", STATS_VERSION) > STATS_VERSION:
             raise ValueError(f"stats version {data['version']} is newer than this lmforge reads")
         return cls(

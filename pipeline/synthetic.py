@@ -41,7 +41,7 @@ def article_paragraphs(rng: random.Random, language: str) -> list[str]:
 
 def vocabulary() -> list[str]:
     """Every distinct word of the bundled sentences (about a thousand)."""
-    found = {}
+    found: dict[str, None] = {}
     for language in LANGUAGES:
         for sentence in sentences(language):
             for word in sentence.split():
@@ -72,11 +72,11 @@ def article_page(title: str, paragraphs: list[str], language: str, charset: str 
     meta = f'<meta charset="{charset}">' if charset else ""
     return (
         f'<!DOCTYPE html><html lang="{language}"><head>{meta}<title>{esc(title)} | Example Media</title>'
-        '<script>window.dataLayer=[];function track(){}</script><style>body{font:16px serif}</style></head>'
+        "<script>window.dataLayer=[];function track(){}</script><style>body{font:16px serif}</style></head>"
         f'<body><header><a href="/" class="logo">Example Media</a><nav><ul>{nav}</ul></nav></header>'
-        f"<main><article><h1>{esc(title)}</h1><p class=\"byline\">By Staff Writer</p>{body}</article></main>"
+        f'<main><article><h1>{esc(title)}</h1><p class="byline">By Staff Writer</p>{body}</article></main>'
         '<aside><h3>Most read</h3><ul><li><a href="/a">Weather warning</a></li><li><a href="/b">Local elections</a>'
-        "</li><li><a href=\"/c\">Cup final</a></li></ul></aside>"
+        '</li><li><a href="/c">Cup final</a></li></ul></aside>'
         "<footer><p>© 2026 Example Media. All rights reserved.</p>"
         '<p>This site uses cookies. <a href="/privacy">Privacy policy</a> · <a href="/terms">Terms of use</a></p>'
         "</footer></body></html>"
@@ -105,11 +105,12 @@ def write_warc(stream, responses: list[Response], date: dt.datetime | None = Non
     """Write a warcinfo record, then a request and a response record for each response."""
     writer = WARCWriter(stream, gzip=gzip_records)
     writer.write_record(writer.create_warcinfo_record("synthetic.warc.gz", {"software": "lmforge synthetic"}))
-    date = date or dt.datetime(2026, 1, 15, 12, 0, 0, tzinfo=dt.timezone.utc)
+    date = date or dt.datetime(2026, 1, 15, 12, 0, 0, tzinfo=dt.UTC)
     for index, response in enumerate(responses):
         stamp = (date + dt.timedelta(seconds=index)).strftime("%Y-%m-%dT%H:%M:%SZ")
         request = writer.create_warc_record(
-            response.url, "request",
+            response.url,
+            "request",
             payload=io.BytesIO(f"GET / HTTP/1.1\r\nHost: {response.url.split('/')[2]}\r\n\r\n".encode()),
             warc_headers_dict={"WARC-Date": stamp},
         )
@@ -120,7 +121,8 @@ def write_warc(stream, responses: list[Response], date: dt.datetime | None = Non
         if response.record_id:
             warc_headers["WARC-Record-ID"] = response.record_id
         record = writer.create_warc_record(
-            response.url, "response",
+            response.url,
+            "response",
             payload=io.BytesIO(response.body),
             http_headers=StatusAndHeaders(response.status, headers, protocol="HTTP/1.1"),
             warc_headers_dict=warc_headers,
@@ -139,28 +141,35 @@ def sample_responses(pages: int, seed: int = 0, host: str = "news.example.com") 
     short pages, non-HTML, HTTP errors, legacy charsets, gzip and chunked bodies."""
     rng = random.Random(seed)
     responses: list[Response] = []
-    articles: list[bytes] = []
+    articles: list[tuple[bytes, str, list[str]]] = []  # (page, language, paragraphs)
     for index in range(pages):
         url = f"https://{host}/{index // 100}/article-{index}.html"
         roll = rng.random()
         if roll < 0.04:
-            responses.append(Response(url.replace(".html", ".png"), content_type="image/png",
-                                      body=b"\x89PNG\r\n\x1a\n" + rng.randbytes(200)))
+            responses.append(
+                Response(
+                    url.replace(".html", ".png"),
+                    content_type="image/png",
+                    body=b"\x89PNG\r\n\x1a\n" + rng.randbytes(200),
+                )
+            )
         elif roll < 0.06:
             responses.append(Response(url, status="404 Not Found", body=b"<html><body>Not found</body></html>"))
         elif roll < 0.09:
             responses.append(Response(url, body=boilerplate_only_html().encode()))
         elif roll < 0.13:
             language = rng.choice(list(LANGUAGES))
-            responses.append(Response(url, body=article_page("Notice", [rng.choice(sentences(language))], language).encode()))
+            responses.append(
+                Response(url, body=article_page("Notice", [rng.choice(sentences(language))], language).encode())
+            )
         elif roll < 0.21 and articles:
             responses.append(Response(url, body=rng.choice(articles)[0]))  # the same article at another URL
         elif roll < 0.25 and articles:
             # republished with a new title and a correction appended: a near-duplicate for MinHash
             _, language, paragraphs = rng.choice(articles)
             correction = f"Correction: an earlier version of this article gave the wrong date ({index})."
-            page = article_page(f"Republished ({index})", [*paragraphs, correction], language)
-            responses.append(Response(url, body=page.encode("utf-8")))
+            republished = article_page(f"Republished ({index})", [*paragraphs, correction], language)
+            responses.append(Response(url, body=republished.encode("utf-8")))
         else:
             language = rng.choices(list(LANGUAGES), weights=list(LANGUAGES.values()))[0]
             paragraphs = article_paragraphs(rng, language)

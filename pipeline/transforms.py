@@ -1,35 +1,34 @@
-"""The Beam layer: thin composite transforms around the plain per-document modules.
+"""The Beam layer: a few generic composite transforms around the plain per-document modules.
 
-    inputs ─► ProcessWarcs ─► documents ─► Deduplicate ─────────────► WriteDocuments ─► shards
-         (or ReadShards)         (ExactDedup, MinHashDedup) │ report ─► WriteShards ─► duplicates/
-                 │ stats                      │ stats                  │ stats
-                 └────────────────────────────┴────────────────────────┴─► WriteStats ─► stats.json
+    ReadSource ─► documents ─► Deduplicate ─────────────► WriteDocuments ─► shards
+    (any source)     (ExactDedup, MinHashDedup) │ report ─► WriteShards ─► duplicates/
+         │ stats                  │ stats                  │ stats
+         └────────────────────────┴────────────────────────┴─► WriteStats ─► stats.json
 
-Sources: ProcessWarcs (Common Crawl), ReadWikipedia (dumps, by parts), ReadTextFiles (local corpora),
-ReadShards (shards already written). Each unit of work (a WARC, a part of a dump, a text file) is committed
-under `<output>/_work/<source>-<settings fingerprint>/` before its documents are passed on, so a rerun with
-the same settings reads finished units back instead of processing them again.
+ReadSource runs any source of `pipeline.sources` through the one unit processor (`pipeline.process`); each unit
+of work (a WARC, a part of a dump, a text file) is committed under `<output>/_work/` as its documents stream.
+`pipeline.curate` assembles a whole run from a recipe.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 
 import apache_beam as beam
 import pyarrow as pa
 from apache_beam.metrics import Metrics
 
-from pipeline import dedup, minhash, sinks
-from pipeline.config import ProcessConfig
+from pipeline import dedup, minhash, process, sinks
+from pipeline.process import DEFAULT_FILE_BYTES, UnitProcessor, UnitStore, fingerprint
 from pipeline.schema import REPORT_SCHEMA, documents_to_table
-from pipeline.remote import input_key
+from pipeline.sources import Source
 from pipeline.stats import Funnel, stage_of
 
 log = logging.getLogger(__name__)
 
 STATS_TAG = "stats"
+WORK_DIR = "_work"
 
 
 def report_counters(funnel: Funnel) -> None:
@@ -43,193 +42,85 @@ def report_counters(funnel: Funnel) -> None:
     Metrics.counter("read", "errors").inc(len(funnel.errors))
 
 
-class _CommittedUnitFn(beam.DoFn):
-    """Turns one unit of work (a WARC, a part of a dump, a text file) into documents and its Funnel (on
-    the `stats` output). Each finished unit is committed under `work_dir` before it is passed on, so a
-    rerun with the same settings reads it back instead of processing it again."""
+class _PlanFn(beam.DoFn):
+    """A source's input → its units; an input that cannot be planned (an unreadable index) becomes a Funnel
+    error, and the run's other inputs go on."""
 
-    def __init__(self, work_dir: str):
-        self.work_dir = work_dir
-        self.processor = None
+    def __init__(self, source: Source):
+        self.source = source
 
-    def teardown(self):
-        if self.processor is not None and hasattr(self.processor, "close"):
-            self.processor.close()
-
-    def key(self, unit) -> str:
-        raise NotImplementedError
-
-    def produce(self, unit, funnel: Funnel):
-        raise NotImplementedError
-
-    def process(self, unit):
-        key = self.key(unit)
-        docs_path = sinks.join(self.work_dir, f"{key}.parquet")
-        stats_path = sinks.join(self.work_dir, f"{key}.stats.json")
-        if sinks.exists(docs_path):
-            log.info("%s: already processed, reading %s", key, docs_path)
-            funnel = Funnel.from_json(sinks.read_json(stats_path))
-            docs = sinks.read_documents(docs_path)
-        else:
-            funnel = Funnel()
-            docs = list(self.produce(unit, funnel))
-            if any(error["retryable"] for error in funnel.errors):
-                log.warning("%s: network failure, not committed; a rerun will read it again", key)
-            else:
-                sinks.write_json(stats_path, funnel.to_json())  # the documents file, written last, commits
-                sinks.write_documents(docs_path, docs)
-        report_counters(funnel)
-        yield beam.pvalue.TaggedOutput(STATS_TAG, funnel)
-        yield from docs
-
-
-class ProcessWarcFn(_CommittedUnitFn):
-    def __init__(self, config: ProcessConfig, work_dir: str):
-        super().__init__(work_dir)
-        self.config = config
-
-    def setup(self):
-        from pipeline.process import WarcProcessor  # loads fastText; runs once per worker
-
-        self.processor = WarcProcessor(self.config)
-
-    def key(self, path: str) -> str:
-        return input_key(path)
-
-    def produce(self, path: str, funnel: Funnel):
-        return self.processor.process(path, funnel)
-
-
-def work_dir(output_dir: str, kind: str, config: ProcessConfig, *settings: str) -> str:
-    """Where a source's finished units are committed: one folder per source kind and settings."""
-    return sinks.join(sinks.join(output_dir, "_work"), f"{kind}-{config.fingerprint(*settings)}")
-
-
-class _ProcessUnits(beam.PTransform):
-    """Units of work → kept documents, with a `stats` output of one Funnel per unit."""
-
-    def __init__(self, fn: _CommittedUnitFn):
-        super().__init__()
-        self.fn = fn
-
-    def expand(self, units):
-        results = (
-            units
-            # one unit per element, spread over the workers
-            | "Spread" >> beam.Reshuffle()
-            | "Process" >> beam.ParDo(self.fn).with_outputs(STATS_TAG, main="docs")
-        )
-        # Documents are counted as kept only once they are written (after dedup).
-        stats = results[STATS_TAG] | "PreDedup" >> beam.Map(_without_kept)
-        return results.docs, stats
-
-
-class ProcessWarcs(beam.PTransform):
-    """WARC paths → kept documents, with a `stats` output of one Funnel per WARC."""
-
-    def __init__(self, config: ProcessConfig, output_dir: str):
-        super().__init__()
-        self.fn = ProcessWarcFn(config, work_dir(output_dir, "commoncrawl", config))
-
-    def expand(self, paths):
-        return paths | _ProcessUnits(self.fn)
-
-
-class _PlanDumpFn(beam.DoFn):
-    """(dump, index or None) → the dump's parts; a dump or index that cannot be read becomes a Funnel
-    error (the other dumps of the run go on)."""
-
-    def __init__(self, streams_per_part: int | None):
-        self.streams_per_part = streams_per_part
-
-    def process(self, dump_and_index):
-        from pipeline.sources import wikipedia
-
-        dump, index = dump_and_index
+    def process(self, source_input):
         try:
-            parts = wikipedia.plan_dump(dump, index, self.streams_per_part)
+            units = list(self.source.plan(source_input))
         except (OSError, ValueError, EOFError) as exc:
-            log.error("%s: cannot plan the dump: %s", dump, exc)
+            path = self.source.input_path(source_input)
+            log.error("%s: cannot plan: %s", path, exc)
             funnel = Funnel(input_files=1)
-            funnel.error(index or dump, None, f"{type(exc).__name__}: {exc}")
+            funnel.error(path, None, f"{type(exc).__name__}: {exc}")
             report_counters(funnel)
             yield beam.pvalue.TaggedOutput(STATS_TAG, funnel)
             return
-        log.info("%s: %d part(s)%s", dump, len(parts), " through the index" if index else ", read sequentially")
-        yield from parts
+        yield from units
 
 
-class ProcessDumpPartFn(_CommittedUnitFn):
-    def __init__(self, config: ProcessConfig, work_dir: str, namespaces: tuple[int, ...], keep_tables: bool):
-        super().__init__(work_dir)
-        self.config = config
-        self.namespaces = namespaces
-        self.keep_tables = keep_tables
+class _ProcessUnitFn(beam.DoFn):
+    """One unit → its kept documents (streamed, and committed as they stream) and its Funnel on `stats`."""
 
-    def setup(self):
-        from pipeline.process import WikipediaProcessor
-
-        self.processor = WikipediaProcessor(self.config, self.namespaces, self.keep_tables)
-
-    def key(self, part) -> str:
-        if part.offsets is None:
-            return input_key(part.path)
-        return f"{input_key(part.path)}-{part.offsets[0]}-{part.offsets[-1]}-{part.next_offset}"
-
-    def produce(self, part, funnel: Funnel):
-        return self.processor.process(part, funnel)
-
-
-class ReadWikipedia(beam.PTransform):
-    """(dump, index or None) pairs → kept documents and a `stats` output. With an index each dump is
-    split into runs of bz2 streams that workers read on their own (seeking, or with HTTP Range requests);
-    without one, a dump is one unit read sequentially."""
-
-    def __init__(self, config: ProcessConfig, output_dir: str, namespaces=(0,), keep_tables: bool = False,
-                 streams_per_part: int | None = None):
-        super().__init__()
-        settings = (f"namespaces={sorted(namespaces)}", f"keep_tables={keep_tables}")
-        self.streams_per_part = streams_per_part
-        self.fn = ProcessDumpPartFn(config, work_dir(output_dir, "wikipedia", config, *settings),
-                                    tuple(namespaces), keep_tables)
-
-    def expand(self, dumps):
-        planned = dumps | "Plan" >> beam.ParDo(_PlanDumpFn(self.streams_per_part)).with_outputs(STATS_TAG, main="parts")
-        docs, stats = planned.parts | "Parts" >> _ProcessUnits(self.fn)
-        return docs, (stats, planned[STATS_TAG]) | "PlanStats" >> beam.Flatten()
-
-
-class ProcessTextFileFn(_CommittedUnitFn):
-    def __init__(self, config: ProcessConfig, work_dir: str, options: dict):
-        super().__init__(work_dir)
-        self.config = config
-        self.options = options
+    def __init__(self, source: Source, store: UnitStore, langid_model: str | None):
+        self.source = source
+        self.store = store
+        self.langid_model = langid_model
+        self.processor = None
 
     def setup(self):
-        from pipeline.process import TextFileProcessor
+        self.processor = UnitProcessor(self.source, self.langid_model)  # loads fastText: once per worker
 
-        self.processor = TextFileProcessor(self.config, **self.options)
+    def teardown(self):
+        if self.processor is not None:
+            self.processor.close()
 
-    def key(self, path_and_name) -> str:
-        return input_key(path_and_name[0])
+    def process(self, unit):
+        for item in self.store.run(self.processor, unit):
+            if isinstance(item, Funnel):
+                report_counters(item)
+                yield beam.pvalue.TaggedOutput(STATS_TAG, item)
+            else:
+                yield item
 
-    def produce(self, path_and_name, funnel: Funnel):
-        path, name = path_and_name
-        return self.processor.process(path, name, funnel)
 
+class ReadSource(beam.PTransform):
+    """Any source (`pipeline.sources`), from the pipeline's start → kept documents, with a `stats` output of one
+    Funnel per unit. Its inputs are listed on the driver when the transform is made; finished units are
+    committed under `<output>/_work/<name>-<fingerprint>/`, so a rerun with the same settings, language-ID
+    model and code reads them back instead of processing them again."""
 
-class ReadTextFiles(beam.PTransform):
-    """(path, name within the collection) pairs → kept documents of one source, with a `stats` output.
-    `options` are `process.TextFileProcessor`'s (source, text_field, lines, strip_gutenberg, language)."""
-
-    def __init__(self, config: ProcessConfig, output_dir: str, **options):
+    def __init__(
+        self, source: Source, output_dir: str, langid_model: str | None = None, max_file_bytes: int = DEFAULT_FILE_BYTES
+    ):
         super().__init__()
-        settings = json.dumps(options, sort_keys=True)
-        kind = f"text-{options.get('source', 'text')}"
-        self.fn = ProcessTextFileFn(config, work_dir(output_dir, kind, config, settings), options)
+        self.source = source
+        self.inputs = source.inputs()
+        self.langid_model = langid_model
+        name = f"{source.name}-{fingerprint(source, langid_model, process.code_version())}"
+        self.store = UnitStore(sinks.join(sinks.join(output_dir, WORK_DIR), name), max_file_bytes)
 
-    def expand(self, paths_and_names):
-        return paths_and_names | _ProcessUnits(self.fn)
+    def expand(self, pbegin):
+        planned = (
+            pbegin
+            | "Inputs" >> beam.Create(self.inputs)
+            | "Plan" >> beam.ParDo(_PlanFn(self.source)).with_outputs(STATS_TAG, main="units")
+        )
+        results = (
+            planned.units
+            | "Spread" >> beam.Reshuffle()  # one unit per element, spread over the workers
+            | "Process"
+            >> beam.ParDo(_ProcessUnitFn(self.source, self.store, self.langid_model)).with_outputs(
+                STATS_TAG, main="docs"
+            )
+        )
+        # Documents are counted as kept only once they are written (after dedup).
+        stats = results[STATS_TAG] | "PreDedup" >> beam.Map(_without_kept)
+        return results.docs, (stats, planned[STATS_TAG]) | "AllStats" >> beam.Flatten()
 
 
 def _without_kept(funnel: Funnel) -> Funnel:
@@ -273,8 +164,13 @@ class _KeepSurvivor(beam.CombineFn):
 
 def _report_row(kind: str, kept_id: str, removed_ids) -> dict:
     removed = sorted(removed_ids)
-    return {"cluster_id": f"{kind}:{kept_id}", "kind": kind, "cluster_size": 1 + len(removed),
-            "kept_id": kept_id, "removed_ids": removed}
+    return {
+        "cluster_id": f"{kind}:{kept_id}",
+        "kind": kind,
+        "cluster_size": 1 + len(removed),
+        "kept_id": kept_id,
+        "removed_ids": removed,
+    }
 
 
 class ExactDedup(beam.PTransform):
@@ -419,8 +315,9 @@ class MinHashDedup(beam.PTransform):
     Memory per worker is bounded by the largest bucket or component (ids only); documents themselves
     only pass through a join by id."""
 
-    def __init__(self, config: minhash.MinHashConfig, prefer_sources: tuple[str, ...] = (),
-                 rounds: int = minhash.DEFAULT_ROUNDS):
+    def __init__(
+        self, config: minhash.MinHashConfig, prefer_sources: tuple[str, ...] = (), rounds: int = minhash.DEFAULT_ROUNDS
+    ):
         super().__init__()
         self.config = config
         self.prefer_sources = prefer_sources
@@ -436,11 +333,7 @@ class MinHashDedup(beam.PTransform):
             | "Stars" >> beam.FlatMap(_bucket_edges, threshold)
             | "Components" >> ConnectedComponents(self.rounds)
         )
-        clusters = (
-            edges
-            | "ByRoot" >> beam.Map(lambda edge: (edge[1], edge[0]))
-            | "Clusters" >> beam.GroupByKey()
-        )
+        clusters = edges | "ByRoot" >> beam.Map(lambda edge: (edge[1], edge[0])) | "Clusters" >> beam.GroupByKey()
         report = clusters | "Rows" >> beam.Map(_cluster_row)
         removed = clusters | "Removed" >> beam.FlatMap(lambda c: ((node[2], True) for node in set(c[1])))
         results = (
@@ -455,8 +348,12 @@ class Deduplicate(beam.PTransform):
     """Exact dedup, then (unless `minhash` is None) MinHash near-duplicate removal. Returns (documents,
     stats, report rows); the survivor of every group is the same rule's (`dedup.survivor_key`)."""
 
-    def __init__(self, minhash_config: minhash.MinHashConfig | None, prefer_sources: tuple[str, ...] = (),
-                 rounds: int = minhash.DEFAULT_ROUNDS):
+    def __init__(
+        self,
+        minhash_config: minhash.MinHashConfig | None,
+        prefer_sources: tuple[str, ...] = (),
+        rounds: int = minhash.DEFAULT_ROUNDS,
+    ):
         super().__init__()
         self.minhash_config = minhash_config
         self.prefer_sources = prefer_sources
@@ -466,7 +363,9 @@ class Deduplicate(beam.PTransform):
         docs, exact_stats, exact_report = docs | "Exact" >> ExactDedup(self.prefer_sources)
         if self.minhash_config is None:
             return docs, exact_stats, exact_report
-        docs, near_stats, near_report = docs | "MinHash" >> MinHashDedup(self.minhash_config, self.prefer_sources, self.rounds)
+        docs, near_stats, near_report = docs | "MinHash" >> MinHashDedup(
+            self.minhash_config, self.prefer_sources, self.rounds
+        )
         return (
             docs,
             (exact_stats, near_stats) | "Stats" >> beam.Flatten(),
@@ -474,41 +373,12 @@ class Deduplicate(beam.PTransform):
         )
 
 
-class _ReadShardFn(beam.DoFn):
-    def process(self, path: str):
-        funnel = Funnel(input_files=1)
-        try:
-            for batch in sinks.iter_document_batches(path):
-                for doc in batch:
-                    funnel.records_read += 1
-                    funnel.records_in += 1
-                    if not doc.text:
-                        funnel.drop("empty_text")
-                        continue
-                    doc.source = doc.source or "unknown"
-                    yield doc
-        except (OSError, ValueError, pa.ArrowException) as exc:
-            log.warning("%s: cannot read: %s", path, exc)
-            funnel.error(path, None, f"{type(exc).__name__}: {exc}")
-        report_counters(funnel)
-        yield beam.pvalue.TaggedOutput(STATS_TAG, funnel)
-
-
-class ReadShards(beam.PTransform):
-    """Shard paths → documents, with a `stats` output of one Funnel per shard (unreadable shards are
-    listed in its errors)."""
-
-    def expand(self, paths):
-        results = paths | "Spread" >> beam.Reshuffle() | "Read" >> beam.ParDo(_ReadShardFn()).with_outputs(STATS_TAG, main="docs")
-        return results.docs, results[STATS_TAG]
-
-
 def shard_of(key: str, num_shards: int) -> int:
     return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "little") % num_shards
 
 
 class _WriteShardFn(beam.DoFn):
-    def __init__(self, output_dir: str, num_shards: int, fmt: str, kind: "ShardKind"):
+    def __init__(self, output_dir: str, num_shards: int, fmt: str, kind: ShardKind):
         self.output_dir = output_dir
         self.num_shards = num_shards
         self.fmt = fmt
@@ -531,7 +401,9 @@ class ShardKind:
 
 
 DOCUMENTS = ShardKind(lambda doc: doc.id, documents_to_table, "kept")
-REPORT = ShardKind(lambda row: row["cluster_id"], lambda rows: pa.Table.from_pylist(rows, schema=REPORT_SCHEMA), "report_rows")
+REPORT = ShardKind(
+    lambda row: row["cluster_id"], lambda rows: pa.Table.from_pylist(rows, schema=REPORT_SCHEMA), "report_rows"
+)
 
 
 class WriteShards(beam.PTransform):
@@ -599,8 +471,4 @@ class WriteStats(beam.PTransform):
         self.path = path
 
     def expand(self, funnels):
-        return (
-            funnels
-            | "Merge" >> beam.CombineGlobally(_MergeFunnels())
-            | "Write" >> beam.Map(_write_stats, self.path)
-        )
+        return funnels | "Merge" >> beam.CombineGlobally(_MergeFunnels()) | "Write" >> beam.Map(_write_stats, self.path)

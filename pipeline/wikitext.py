@@ -18,11 +18,30 @@ FILE_PREFIXES = frozenset({"file", "image", "media"})
 CATEGORY_PREFIXES = frozenset({"category"})
 # Tags whose content is not prose. mwparserfromhell's strip_code keeps the content of most of them (`ref`
 # included), so they are removed first.
-NON_TEXT_TAGS = frozenset({
-    "ref", "references", "gallery", "imagemap", "timeline", "graph", "score", "math", "chem", "ce",
-    "syntaxhighlight", "source", "templatestyles", "templatedata", "indicator", "mapframe", "maplink",
-    "inputbox", "categorytree", "section",
-})
+NON_TEXT_TAGS = frozenset(
+    {
+        "ref",
+        "references",
+        "gallery",
+        "imagemap",
+        "timeline",
+        "graph",
+        "score",
+        "math",
+        "chem",
+        "ce",
+        "syntaxhighlight",
+        "source",
+        "templatestyles",
+        "templatedata",
+        "indicator",
+        "mapframe",
+        "maplink",
+        "inputbox",
+        "categorytree",
+        "section",
+    }
+)
 _LANGUAGE_PREFIX = re.compile(r"^[a-z]{2,3}(?:-[a-z0-9]+)*$")
 _MAGIC_WORD = re.compile(r"__[A-Z]+__")
 _TABLE_LINE = re.compile(r"^\s*(?:\{\||\|\}|\|-|\|\+|\||!)")

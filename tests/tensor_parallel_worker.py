@@ -55,8 +55,10 @@ def compare(layout, sequence_parallel: bool) -> dict:
         result["grad_norms"].append([step["whole"][1], step["split"][1]])
 
     result["tied_after"] = split.output.weight is split.tok_embeddings.weight
-    result["weights_max_diff"] = max((parallel.full_value(p.detach()) - whole.state_dict()[name]).abs().max().item()
-                                     for name, p in split.named_parameters())
+    result["weights_max_diff"] = max(
+        (parallel.full_value(p.detach()) - whole.state_dict()[name]).abs().max().item()
+        for name, p in split.named_parameters()
+    )
     return result
 
 
@@ -68,8 +70,13 @@ def main(output: str) -> None:
     # each block receives stays float32
     from torch.distributed.device_mesh import init_device_mesh
 
-    data_parallel = parallel.Layout(torch.device("cpu"), world_size=2, rank=layout.rank, tp=1,
-                                    mesh=init_device_mesh("cpu", (2, 1), mesh_dim_names=("dp", "tp")))
+    data_parallel = parallel.Layout(
+        torch.device("cpu"),
+        world_size=2,
+        rank=layout.rank,
+        tp=1,
+        mesh=init_device_mesh("cpu", (2, 1), mesh_dim_names=("dp", "tp")),
+    )
     rotary_dtypes = []
     mixed = build(data_parallel, ParallelConfig(fsdp=True), param_dtype=torch.bfloat16)
     mixed.layers[0].attention.register_forward_pre_hook(lambda module, args: rotary_dtypes.append(str(args[1].dtype)))
@@ -80,8 +87,12 @@ def main(output: str) -> None:
     with torch.no_grad():
         reference_loss = F.cross_entropy(reference(batch[:, :-1]).flatten(0, 1), batch[:, 1:].flatten())
     gradient = parallel.full_value(mixed.layers[0].attention.wq.weight.grad)
-    result["mixed_precision"] = {"bf16_loss": mixed_loss.item(), "float32_loss": reference_loss.item(),
-                                 "rotary_dtypes": rotary_dtypes, "gradient_dtype": str(gradient.dtype)}
+    result["mixed_precision"] = {
+        "bf16_loss": mixed_loss.item(),
+        "float32_loss": reference_loss.item(),
+        "rotary_dtypes": rotary_dtypes,
+        "gradient_dtype": str(gradient.dtype),
+    }
     if layout.is_main:
         with open(output, "w") as handle:
             json.dump(result, handle)

@@ -11,8 +11,8 @@ def test_normalisation_ignores_case_punctuation_and_spacing():
 
 
 def test_survivor_is_preferred_source_then_earliest_then_smallest_id():
-    early = dt.datetime(2020, 1, 1, tzinfo=dt.timezone.utc)
-    late = dt.datetime(2024, 1, 1, tzinfo=dt.timezone.utc)
+    early = dt.datetime(2020, 1, 1, tzinfo=dt.UTC)
+    late = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
     a = Document(id="cc/b", text="t", source="commoncrawl", date=early)
     b = Document(id="cc/a", text="t", source="commoncrawl", date=late)
     c = Document(id="wp/z", text="t", source="wikipedia", date=late)

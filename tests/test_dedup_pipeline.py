@@ -69,7 +69,7 @@ def test_components_are_those_of_datasketchs_candidate_pairs(summary):
 def shifted_chain(seed: int, links: int, shift: int, words: int = 200) -> list[str]:
     rng = random.Random(seed)
     stream = synthetic.word_document(rng, words + shift * links, VOCAB).split()
-    return [" ".join(stream[i * shift:i * shift + words]) for i in range(links + 1)]
+    return [" ".join(stream[i * shift : i * shift + words]) for i in range(links + 1)]
 
 
 def test_transitive_chain_ends_in_one_component():
@@ -84,7 +84,9 @@ def test_transitive_chain_ends_in_one_component():
     docs = [Document(id=name, text=text, source="commoncrawl") for name, text in zip("bca", texts)]
     kept, dropped, report = run_minhash(docs)
     assert kept == {"a"} and dropped == 2
-    assert report == [{"cluster_id": "near:a", "kind": "near", "cluster_size": 3, "kept_id": "a", "removed_ids": ["b", "c"]}]
+    assert report == [
+        {"cluster_id": "near:a", "kind": "near", "cluster_size": 3, "kept_id": "a", "removed_ids": ["b", "c"]}
+    ]
 
 
 def test_a_long_chain_converges_with_few_rounds_per_pipeline_only_after_enough_rounds():
@@ -101,7 +103,7 @@ def test_a_long_chain_converges_with_few_rounds_per_pipeline_only_after_enough_r
 
 def test_survivor_is_the_preferred_source_then_the_earliest_date_then_the_smallest_id():
     text = synthetic.word_document(random.Random(3), 120, VOCAB)
-    day = dt.datetime(2024, 1, 1, tzinfo=dt.timezone.utc)
+    day = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
     copies = [
         Document(id="a", text=text, source="commoncrawl", date=day + dt.timedelta(days=5)),
         Document(id="b", text=text + " extra", source="commoncrawl", date=day),
@@ -112,8 +114,9 @@ def test_survivor_is_the_preferred_source_then_the_earliest_date_then_the_smalle
     assert min(copies, key=dedup.survivor_key).id == "b"
     assert run_minhash(copies, prefer=("wikipedia",))[0] == {"z"}
     assert run_minhash(copies, prefer=("news", "commoncrawl"))[0] == {"b"}
-    unrelated = [Document(id=f"u{i}", text=synthetic.word_document(random.Random(i), 120, VOCAB), source="x")
-                 for i in range(200)]
+    unrelated = [
+        Document(id=f"u{i}", text=synthetic.word_document(random.Random(i), 120, VOCAB), source="x") for i in range(200)
+    ]
     assert run_minhash(unrelated)[0] == {d.id for d in unrelated}
 
 
@@ -125,23 +128,44 @@ def write_input_shards(folder, docs, shards=3):
 
 def read_output(folder):
     docs = [d for path in sorted(folder.glob("part-*.parquet")) for d in sinks.read_documents(str(path))]
-    report = [row for path in sorted((folder / "duplicates").glob("part-*.parquet")) for row in pq.read_table(path).to_pylist()]
+    report = [
+        row
+        for path in sorted((folder / "duplicates").glob("part-*.parquet"))
+        for row in pq.read_table(path).to_pylist()
+    ]
     return docs, report
 
 
 def test_dedup_command_end_to_end_on_one_and_two_workers(tmp_path, capsys):
     rng = random.Random(9)
     texts = corpus(seed=9, bases=40, copies=2)
-    docs = [Document(id=f"cc-{i:03d}", text=t, source="commoncrawl",
-                     date=dt.datetime(2024, 1, 1 + rng.randrange(20), tzinfo=dt.timezone.utc)) for i, t in enumerate(texts)]
+    docs = [
+        Document(
+            id=f"cc-{i:03d}",
+            text=t,
+            source="commoncrawl",
+            date=dt.datetime(2024, 1, 1 + rng.randrange(20), tzinfo=dt.UTC),
+        )
+        for i, t in enumerate(texts)
+    ]
     docs.append(Document(id="wiki-1", text=texts[0], source="wikipedia"))  # an exact copy from another source
     write_input_shards(tmp_path / "in", docs)
     (tmp_path / "in" / "part-broken.parquet").write_bytes(b"PAR1 this is not parquet")
     outputs = {}
     for workers in (1, 2):
         out = tmp_path / f"out-{workers}"
-        code = cli.main(["dedup", "--input", str(tmp_path / "in" / "part-*.parquet"), "--output", str(out),
-                         "--num-shards", "2", f"--direct_num_workers={workers}"])
+        code = cli.main(
+            [
+                "dedup",
+                "--input",
+                str(tmp_path / "in" / "part-*.parquet"),
+                "--output",
+                str(out),
+                "--num-shards",
+                "2",
+                f"--direct_num_workers={workers}",
+            ]
+        )
         assert code == 0
         outputs[workers] = [p.read_bytes() for p in sorted(out.rglob("*.parquet"))]
     assert outputs[1] == outputs[2]
@@ -163,8 +187,18 @@ def test_dedup_command_runs_again_until_components_converge(tmp_path, caplog):
     ids = [f"id-{i:03d}" for i in range(len(texts))]
     random.Random(0).shuffle(ids)
     write_input_shards(tmp_path / "in", [Document(id=i, text=t, source="commoncrawl") for i, t in zip(ids, texts)])
-    code = cli.main(["dedup", "--input", str(tmp_path / "in" / "*.parquet"), "--output", str(tmp_path / "out"),
-                     "--components-rounds", "1", "--direct_running_mode=in_memory"])
+    code = cli.main(
+        [
+            "dedup",
+            "--input",
+            str(tmp_path / "in" / "*.parquet"),
+            "--output",
+            str(tmp_path / "out"),
+            "--components-rounds",
+            "1",
+            "--direct_running_mode=in_memory",
+        ]
+    )
     assert code == 0
     assert "had not converged after 1 rounds" in caplog.text
     kept, report = read_output(tmp_path / "out")
@@ -174,7 +208,9 @@ def test_dedup_command_runs_again_until_components_converge(tmp_path, caplog):
 def test_dedup_command_user_errors(tmp_path, capsys):
     assert cli.main(["dedup", "--input", str(tmp_path / "none-*.parquet"), "--output", str(tmp_path / "o")]) == 2
     write_input_shards(tmp_path / "in", [Document(id="a", text="x", source="s")], shards=1)
-    assert cli.main(["dedup", "--input", str(tmp_path / "in" / "*"), "--output", str(tmp_path / "o"), "--bands", "3"]) == 2
+    assert (
+        cli.main(["dedup", "--input", str(tmp_path / "in" / "*"), "--output", str(tmp_path / "o"), "--bands", "3"]) == 2
+    )
     assert "give both bands and rows" in capsys.readouterr().err
 
 
@@ -184,18 +220,30 @@ def test_shards_written_by_other_tools_deduplicate_and_a_date_column_of_another_
     folder = tmp_path / "in"
     folder.mkdir()
     text = "The same paragraph about the harbour town, copied by two crawls of the same site. " * 5
-    pq.write_table(pa.table({"id": ["datatrove-late", "datatrove-early"], "text": [text, text],
-                             "date": ["2024-03-01T10:00:00Z", "2023-12-31T08:30:00.000+00:00"],
-                             "metadata": ['{"url": "a"}', '{"url": "b"}']}), folder / "part-a.parquet")
-    pq.write_table(pa.table({"id": ["dolma-1"], "text": [text], "date": pa.array([dt.date(2024, 1, 5)], pa.date32())}),
-                   folder / "part-b.parquet")
+    pq.write_table(
+        pa.table(
+            {
+                "id": ["datatrove-late", "datatrove-early"],
+                "text": [text, text],
+                "date": ["2024-03-01T10:00:00Z", "2023-12-31T08:30:00.000+00:00"],
+                "metadata": ['{"url": "a"}', '{"url": "b"}'],
+            }
+        ),
+        folder / "part-a.parquet",
+    )
+    pq.write_table(
+        pa.table({"id": ["dolma-1"], "text": [text], "date": pa.array([dt.date(2024, 1, 5)], pa.date32())}),
+        folder / "part-b.parquet",
+    )
     pq.write_table(pa.table({"id": ["undated"], "text": [text]}), folder / "part-c.parquet")
-    pq.write_table(pa.table({"id": ["epoch"], "text": ["other text"], "date": pa.array([1704067200], pa.int64())}),
-                   folder / "part-d.parquet")
+    pq.write_table(
+        pa.table({"id": ["epoch"], "text": ["other text"], "date": pa.array([1704067200], pa.int64())}),
+        folder / "part-d.parquet",
+    )
     assert cli.main(["dedup", "--input", str(folder / "part-*.parquet"), "--output", str(tmp_path / "out")]) == 0
     kept, report = read_output(tmp_path / "out")
     assert [d.id for d in kept] == ["datatrove-early"]  # the earliest date survives; the undated copy loses
-    assert kept[0].date == dt.datetime(2023, 12, 31, 8, 30, tzinfo=dt.timezone.utc)
+    assert kept[0].date == dt.datetime(2023, 12, 31, 8, 30, tzinfo=dt.UTC)
     assert sorted(report[0]["removed_ids"]) == ["datatrove-late", "dolma-1", "undated"]
     stats = sinks.read_json(str(tmp_path / "out" / "stats.json"))
     (error,) = stats["errors"]

@@ -15,9 +15,10 @@ import psutil
 import pytest
 import torch
 
-from train import checkpoint, cli, generate as generate_module
 from tests.conftest import REPO
 from tests.trainruns import launcher_env, losses, records, run_args, torchrun, torchrun_command, weights
+from train import checkpoint, cli
+from train import generate as generate_module
 
 STEPS = ["--training.steps", "8", "--checkpoint.interval", "2", "--checkpoint.keep", "10"]
 HALF_MICRO_BATCH = ["--training.micro_batch_size", "2"]  # with dp=2: the same global batch in 2 micro-batches
@@ -69,13 +70,16 @@ def test_fsdp_bf16_keeps_the_rotary_table_and_gradient_reduction_in_float32(tens
 @pytest.mark.parametrize("sharding", [[], ["--parallel.fsdp", "true"]], ids=["replicas", "fsdp"])
 def test_data_parallel_with_accumulation_gives_the_losses_of_one_process(train_data, baseline, tmp_path, sharding):
     run = tmp_path / "dp2"
-    result = torchrun(2, *run_args(train_data, run, *STEPS, *HALF_MICRO_BATCH, *sharding,
-                                   "--checkpoint.exit_at_step", "4"))
+    result = torchrun(
+        2, *run_args(train_data, run, *STEPS, *HALF_MICRO_BATCH, *sharding, "--checkpoint.exit_at_step", "4")
+    )
     assert_ok(result)
     assert_same_curve(run, baseline, [1, 2, 3, 4])
     by_step = {r["step"]: r for r in records(run) if "loss" in r}
     expected = {r["step"]: r for r in records(baseline) if "loss" in r}
-    assert [by_step[s]["grad_norm"] for s in (1, 2, 3, 4)] == pytest.approx([expected[s]["grad_norm"] for s in (1, 2, 3, 4)], rel=1e-5)
+    assert [by_step[s]["grad_norm"] for s in (1, 2, 3, 4)] == pytest.approx(
+        [expected[s]["grad_norm"] for s in (1, 2, 3, 4)], rel=1e-5
+    )
     assert [r["step"] for r in records(run) if "loss" in r] == [1, 2, 3, 4]  # rank 0 alone writes metrics
     assert result.stdout.count("stopped at step 4") == 1  # and prints
     assert "2 micro-batches of 2 × 32 per step on each of 2 data-parallel ranks" in result.stderr
@@ -86,11 +90,30 @@ def test_two_launchers_meet_through_a_c10d_rendezvous_as_two_nodes(train_data, b
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    command = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc_per_node", "1",
-               "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-id", "two-nodes", "-m",
-               "train", *run_args(train_data, tmp_path / "run", *STEPS, *HALF_MICRO_BATCH, "--checkpoint.exit_at_step", "2")]
-    nodes = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=launcher_env(),
-                              cwd=REPO) for _ in range(2)]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nnodes",
+        "2",
+        "--nproc_per_node",
+        "1",
+        "--rdzv-backend",
+        "c10d",
+        "--rdzv-endpoint",
+        f"127.0.0.1:{port}",
+        "--rdzv-id",
+        "two-nodes",
+        "-m",
+        "train",
+        *run_args(train_data, tmp_path / "run", *STEPS, *HALF_MICRO_BATCH, "--checkpoint.exit_at_step", "2"),
+    ]
+    nodes = [
+        subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=launcher_env(), cwd=REPO
+        )
+        for _ in range(2)
+    ]
     try:
         outputs = [node.communicate(timeout=180) for node in nodes]
     finally:
@@ -103,8 +126,22 @@ def test_two_launchers_meet_through_a_c10d_rendezvous_as_two_nodes(train_data, b
 
 def test_checkpoints_reshard_between_layouts_and_continue_the_curve(train_data, baseline, tmp_path, capsys):
     tp2 = tmp_path / "tp2"
-    assert_ok(torchrun(2, *run_args(train_data, tp2, *STEPS, "--parallel.tp", "2", "--parallel.sequence_parallel",
-                                    "true", "--checkpoint.exit_at_step", "4")))
+    assert_ok(
+        torchrun(
+            2,
+            *run_args(
+                train_data,
+                tp2,
+                *STEPS,
+                "--parallel.tp",
+                "2",
+                "--parallel.sequence_parallel",
+                "true",
+                "--checkpoint.exit_at_step",
+                "4",
+            ),
+        )
+    )
     assert_same_curve(tp2, baseline, [1, 2, 3, 4])
 
     one = tmp_path / "tp2-then-one"  # tp=2 → one process
@@ -114,14 +151,45 @@ def test_checkpoints_reshard_between_layouts_and_continue_the_curve(train_data, 
 
     mixed = tmp_path / "mixed"  # tp=2 → dp2×tp2 with FSDP on 4 processes → FSDP dp=2 → one process
     shutil.copytree(tp2, mixed)
-    result = torchrun(4, "--resume", "auto", *run_args(train_data, mixed, *STEPS, *HALF_MICRO_BATCH, "--parallel.tp",
-                                                      "2", "--parallel.fsdp", "true", "--parallel.sequence_parallel",
-                                                      "true", "--checkpoint.exit_at_step", "6"))
+    result = torchrun(
+        4,
+        "--resume",
+        "auto",
+        *run_args(
+            train_data,
+            mixed,
+            *STEPS,
+            *HALF_MICRO_BATCH,
+            "--parallel.tp",
+            "2",
+            "--parallel.fsdp",
+            "true",
+            "--parallel.sequence_parallel",
+            "true",
+            "--checkpoint.exit_at_step",
+            "6",
+        ),
+    )
     assert_ok(result)
     assert "dp 2 × tp 2, FSDP, sequence parallel" in result.stderr
     assert_same_curve(mixed, baseline, [5, 6])
-    assert_ok(torchrun(2, "--resume", "auto", *run_args(train_data, mixed, *STEPS, *HALF_MICRO_BATCH,
-                                                       "--parallel.fsdp", "true", "--checkpoint.exit_at_step", "7")))
+    assert_ok(
+        torchrun(
+            2,
+            "--resume",
+            "auto",
+            *run_args(
+                train_data,
+                mixed,
+                *STEPS,
+                *HALF_MICRO_BATCH,
+                "--parallel.fsdp",
+                "true",
+                "--checkpoint.exit_at_step",
+                "7",
+            ),
+        )
+    )
     assert_same_curve(mixed, baseline, [7])
     assert cli.main(["--resume", "auto", *run_args(train_data, mixed, *STEPS)]) == 0
     assert_same_curve(mixed, baseline, [8])
@@ -137,8 +205,23 @@ def test_checkpoints_reshard_between_layouts_and_continue_the_curve(train_data, 
         got, expected = weights(run / "checkpoints" / name), weights(baseline / "checkpoints" / name)
         assert all(torch.allclose(got[key], expected[key], atol=1e-5) for key in expected)
     capsys.readouterr()
-    assert generate_module.main(["--checkpoint", str(step6), "--prompt", "The", "--max-new-tokens", "5",
-                                 "--temperature", "0", "--seed", "1"]) == 0
+    assert (
+        generate_module.main(
+            [
+                "--checkpoint",
+                str(step6),
+                "--prompt",
+                "The",
+                "--max-new-tokens",
+                "5",
+                "--temperature",
+                "0",
+                "--seed",
+                "1",
+            ]
+        )
+        == 0
+    )
     assert capsys.readouterr().out.startswith("The")
 
 
@@ -146,44 +229,96 @@ def test_compiled_tensor_parallel_keeps_the_curve(train_data, baseline, tmp_path
     # on CPU, compiled blocks under tensor parallelism lose the embedding's gradient (torch 2.13): the whole
     # model is compiled instead, and the curve must be the one of one process
     run = tmp_path / "compiled"
-    result = torchrun(2, *run_args(train_data, run, *STEPS, "--parallel.tp", "2", "--parallel.sequence_parallel",
-                                   "true", "--training.compile", "true", "--checkpoint.exit_at_step", "3"))
+    result = torchrun(
+        2,
+        *run_args(
+            train_data,
+            run,
+            *STEPS,
+            "--parallel.tp",
+            "2",
+            "--parallel.sequence_parallel",
+            "true",
+            "--training.compile",
+            "true",
+            "--checkpoint.exit_at_step",
+            "3",
+        ),
+    )
     assert_ok(result)
     assert "torch.compile: the whole model, not each block" in result.stderr
     assert_same_curve(run, baseline, [1, 2, 3])
 
 
-@pytest.mark.parametrize("world_size, arguments, message", [
-    (4, ["--parallel.tp", "3"], "parallel.tp (3) must divide the number of processes (4)"),
-    (8, ["--parallel.tp", "8"], "parallel.tp (8) must divide model.n_heads (4)"),
-    (4, ["--parallel.tp", "4"], "parallel.tp (4) must divide model.n_kv_heads (2)"),
-    (2, ["--parallel.tp", "2", "--parallel.sequence_parallel", "true", "--data.seq_len", "31", "--training.batch_tokens",
-         "248"], "data.seq_len (31) must be a multiple of parallel.tp (2) with parallel.sequence_parallel"),
-    (4, [], "training.batch_tokens (256) must be a multiple of micro_batch_size × data.seq_len × dp (4 × 32 × 4 = 512)"),
-])
-def test_a_bad_layout_fails_before_any_work_with_one_line(train_data, tmp_path, monkeypatch, capsys, world_size,
-                                                         arguments, message):
+@pytest.mark.parametrize(
+    "world_size, arguments, message",
+    [
+        (4, ["--parallel.tp", "3"], "parallel.tp (3) must divide the number of processes (4)"),
+        (8, ["--parallel.tp", "8"], "parallel.tp (8) must divide model.n_heads (4)"),
+        (4, ["--parallel.tp", "4"], "parallel.tp (4) must divide model.n_kv_heads (2)"),
+        (
+            2,
+            [
+                "--parallel.tp",
+                "2",
+                "--parallel.sequence_parallel",
+                "true",
+                "--data.seq_len",
+                "31",
+                "--training.batch_tokens",
+                "248",
+            ],
+            "data.seq_len (31) must be a multiple of parallel.tp (2) with parallel.sequence_parallel",
+        ),
+        (
+            4,
+            [],
+            "training.batch_tokens (256) must be a multiple of micro_batch_size × data.seq_len × dp (4 × 32 × 4 = 512)",
+        ),
+    ],
+)
+def test_a_bad_layout_fails_before_any_work_with_one_line(
+    train_data, tmp_path, monkeypatch, capsys, world_size, arguments, message
+):
     # the environment torchrun gives rank 0; the check comes before the process group, so nothing waits for peers
     for name, value in (("WORLD_SIZE", world_size), ("RANK", 0), ("LOCAL_RANK", 0)):
         monkeypatch.setenv(name, str(value))
     assert cli.main(run_args(train_data, tmp_path / "run", *arguments)) == 2
-    assert capsys.readouterr().err == f"python -m train: {message}\n"
+    assert capsys.readouterr().err == f"python -m train: error: {message}\n"
     assert not (tmp_path / "run").exists()
 
 
 def test_under_torchrun_a_bad_layout_is_one_line_and_exit_code_2(train_data, tmp_path):
     result = torchrun(2, *run_args(train_data, tmp_path / "run", "--parallel.tp", "3"))
     assert result.returncode != 0
-    assert result.stderr.count("python -m train: parallel.tp (3) must divide the number of processes (2)") == 1
+    assert result.stderr.count("python -m train: error: parallel.tp (3) must divide the number of processes (2)") == 1
     assert re.search(r"exitcode\s*:\s*2", result.stderr)
 
 
 def test_every_rank_takes_the_same_decision_on_a_non_finite_step(train_data, tmp_path):
     run = tmp_path / "poisoned"
-    result = torchrun(2, *run_args(train_data, run, "--training.steps", "6", "--optim.lr", "1e30",
-                                   "--schedule.warmup_steps", "0", "--training.grad_clip", "0",
-                                   "--training.on_nonfinite", "skip", "--training.max_skipped_steps", "2",
-                                   "--checkpoint.interval", "1", *HALF_MICRO_BATCH))
+    result = torchrun(
+        2,
+        *run_args(
+            train_data,
+            run,
+            "--training.steps",
+            "6",
+            "--optim.lr",
+            "1e30",
+            "--schedule.warmup_steps",
+            "0",
+            "--training.grad_clip",
+            "0",
+            "--training.on_nonfinite",
+            "skip",
+            "--training.max_skipped_steps",
+            "2",
+            "--checkpoint.interval",
+            "1",
+            *HALF_MICRO_BATCH,
+        ),
+    )
     # both ranks stop with code 3; torchrun lists the one it saw first (it may end the other before it exits)
     assert result.returncode != 0 and set(re.findall(r"exitcode\s+:\s*(-?\d+)", result.stderr)) == {"3"}
     assert result.stderr.count("3 consecutive skipped steps") == 1  # said once, by rank 0
@@ -195,10 +330,26 @@ def test_every_rank_takes_the_same_decision_on_a_non_finite_step(train_data, tmp
 
 def start_job(train_data, run, processes=2):
     """A long job; returns the launcher and its rank processes once the first step is logged."""
-    launcher = subprocess.Popen(torchrun_command(processes, *run_args(
-        train_data, run, "--training.steps", "100000", "--checkpoint.interval", "100000",
-        "--training.micro_batch_size", "2")), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        env=launcher_env(), cwd=REPO)
+    launcher = subprocess.Popen(
+        torchrun_command(
+            processes,
+            *run_args(
+                train_data,
+                run,
+                "--training.steps",
+                "100000",
+                "--checkpoint.interval",
+                "100000",
+                "--training.micro_batch_size",
+                "2",
+            ),
+        ),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=launcher_env(),
+        cwd=REPO,
+    )
     deadline = time.monotonic() + 120
     while not (run / "metrics.jsonl").exists() or not (run / "metrics.jsonl").read_text().strip():
         assert launcher.poll() is None and time.monotonic() < deadline, launcher.communicate()

@@ -29,8 +29,12 @@ def test_gopher_repetition_rules():
     assert repetition(doc("\n".join(["A repeated line of text"] * 5 + ["x", "y", "z", "w", "v"]))) == "dup_line_frac"
     assert repetition(doc("buy now " * 50 + GOOD)) == "top_2_gram"
     assert filters.GopherRepetitionFilter(top_n_grams=())(doc("buy now " * 50 + GOOD)) is not None
-    assert filters.GopherRepetitionFilter(dup_para_frac=None, dup_para_char_frac=None)(
-        doc("\n\n".join(["Same paragraph here."] * 5 + ["Another one."]))) == "dup_line_frac"
+    assert (
+        filters.GopherRepetitionFilter(dup_para_frac=None, dup_para_char_frac=None)(
+            doc("\n\n".join(["Same paragraph here."] * 5 + ["Another one."]))
+        )
+        == "dup_line_frac"
+    )
 
 
 def test_gopher_quality_rules():
@@ -52,7 +56,9 @@ def test_gopher_quality_rules():
 
 def test_c4_rules_rewrite_or_drop():
     c4 = filters.C4QualityFilter()
-    kept = doc(GOOD + "\nPlease enable JavaScript to view the comments.\nRead our privacy policy here today.\nShort line")
+    kept = doc(
+        GOOD + "\nPlease enable JavaScript to view the comments.\nRead our privacy policy here today.\nShort line"
+    )
     assert c4(kept) is None
     assert "JavaScript" not in kept.text and "privacy policy" not in kept.text and "Short line" not in kept.text
     assert c4(doc(GOOD + "\nLorem ipsum dolor sit amet, consectetur.")) == "lorem_ipsum"
@@ -68,7 +74,10 @@ def test_c4_rules_rewrite_or_drop():
 
 def test_fineweb_rules():
     fineweb = filters.FineWebQualityFilter()
-    assert fineweb(doc("\n".join(["Menu item without punctuation"] * 3 + ["Ends well."] * 0 + ["x y z"]))) == "line_punct_ratio"
+    assert (
+        fineweb(doc("\n".join(["Menu item without punctuation"] * 3 + ["Ends well."] * 0 + ["x y z"])))
+        == "line_punct_ratio"
+    )
     assert fineweb(doc("\n".join(["Short one."] * 3 + [GOOD.replace("\n", " ")]))) == "short_line_ratio"
     lines = GOOD.split("\n")
     assert fineweb(doc("\n".join(lines + [lines[0]]))) == "char_dup_ratio"
@@ -97,7 +106,9 @@ def test_build_filters_validates_names_and_settings():
 
 
 def test_url_blocklist_domains_subdomains_and_urls():
-    blocklist = filters.UrlBlocklist(["# comment", "spam.example", "www.ads.example", "https://ok.example/bad-page", ""])
+    blocklist = filters.UrlBlocklist(
+        ["# comment", "spam.example", "www.ads.example", "https://ok.example/bad-page", ""]
+    )
     assert blocklist.blocks("https://spam.example/x")
     assert blocklist.blocks("http://cdn.spam.example/y")
     assert blocklist.blocks("https://ads.example/")

@@ -28,8 +28,12 @@ def test_a_compression_bomb_stops_at_the_cap(encoding, compress):
 
 def test_corrupt_or_unknown_encodings_are_rejected_with_a_reason():
     page = gzip.compress(b"<html><body>" + b"hello " * 1000 + b"</body></html>")
-    for corrupt, encoding in ((page[:40] + bytes(40), "gzip"), (b"\x78\x9c" + bytes(30), "deflate"),
-                              (b"\xff\xff\xff\xff binary, not brotli", "br"), (b"\xff\xfe\x00binary", "deflate")):
+    for corrupt, encoding in (
+        (page[:40] + bytes(40), "gzip"),
+        (b"\x78\x9c" + bytes(30), "deflate"),
+        (b"\xff\xff\xff\xff binary, not brotli", "br"),
+        (b"\xff\xfe\x00binary", "deflate"),
+    ):
         with pytest.raises(html.Rejected) as rejected:
             html.decode_content(corrupt, encoding, 1 << 20)
         assert rejected.value.reason == "content_encoding", encoding
@@ -61,14 +65,16 @@ def test_charset_from_http_header_wins():
 
 
 def test_charset_from_meta_tag_when_header_has_none():
-    body = '<html><head><meta http-equiv="Content-Type" content="text/html; charset=windows-1251"></head>' \
-           "<body>Привет, мир</body></html>"
+    body = (
+        '<html><head><meta http-equiv="Content-Type" content="text/html; charset=windows-1251"></head>'
+        "<body>Привет, мир</body></html>"
+    )
     decoded, used = html.decode_html(body.encode("cp1251"), "text/html")
     assert "Привет, мир" in decoded and used == "cp1251"
 
 
 def test_wrong_declaration_falls_through_to_utf8_then_detection():
-    body = "<p>Ελληνικά κείμενα εδώ</p>".encode("utf-8")
+    body = "<p>Ελληνικά κείμενα εδώ</p>".encode()
     decoded, used = html.decode_html(body, "text/html; charset=us-ascii")
     assert "Ελληνικά" in decoded and used == "utf-8"
     legacy = ("<p>" + "Der Bürgermeister begrüßte die Gäste im Rathaus. " * 20 + "</p>").encode("cp1252")

@@ -88,8 +88,12 @@ def datasketch_candidate_pairs(signatures, num_perm, bands, rows, seed) -> set:
     sketches = [MinHash(num_perm=num_perm, seed=seed, hashvalues=s, scheme="affine64") for s in signatures]
     for index, sketch in enumerate(sketches):
         lsh.insert(index, sketch)
-    return {tuple(sorted((index, other))) for index, sketch in enumerate(sketches)
-            for other in lsh.query(sketch) if other != index}
+    return {
+        tuple(sorted((index, other)))
+        for index, sketch in enumerate(sketches)
+        for other in lsh.query(sketch)
+        if other != index
+    }
 
 
 def test_candidate_pairs_are_identical_to_datasketchs_minhash_lsh():
@@ -145,7 +149,7 @@ def union_find_components(nodes, edges) -> dict:
         ra, rb = find(a), find(b)
         if ra != rb:
             parent[max(ra, rb)] = min(ra, rb)
-    return {node: min((n for n in nodes if find(n) == find(node))) for node in nodes}
+    return {node: min(n for n in nodes if find(n) == find(node)) for node in nodes}
 
 
 def run_star_rounds(edges, max_rounds=50):
@@ -188,4 +192,6 @@ def test_bucket_stars_are_linear_and_verification_splits_dissimilar_members():
     unverified = list(minhash.bucket_edges(members))
     assert sorted(unverified) == sorted((node, nodes[0]) for node in nodes[1:])
     verified = list(minhash.bucket_edges(members, threshold=0.5))
-    assert sorted(verified) == sorted([(nodes[1], nodes[0]), (nodes[2], nodes[0]), (nodes[4], nodes[3]), (nodes[5], nodes[3])])
+    assert sorted(verified) == sorted(
+        [(nodes[1], nodes[0]), (nodes[2], nodes[0]), (nodes[4], nodes[3]), (nodes[5], nodes[3])]
+    )

@@ -36,8 +36,8 @@ def test_rotary_scores_depend_only_on_relative_position():
     q, k = torch.randn(1, 1, 1, head_dim), torch.randn(1, 1, 1, head_dim)
 
     def score(query_position, key_position):
-        rq = apply_rotary(q, freqs[query_position: query_position + 1])
-        rk = apply_rotary(k, freqs[key_position: key_position + 1])
+        rq = apply_rotary(q, freqs[query_position : query_position + 1])
+        rk = apply_rotary(k, freqs[key_position : key_position + 1])
         return (rq * rk).sum().item()
 
     assert score(3, 1) == pytest.approx(score(40, 38), rel=1e-5, abs=1e-5)
@@ -107,7 +107,7 @@ def test_the_kv_cache_gives_the_full_forward_logits_and_the_same_generation():
         full = model(tokens)
         cache = KVCache(model.config, 1, 20)
         pieces = [model(tokens[:, :8], cache), model(tokens[:, 8:13], cache)]
-        pieces += [model(tokens[:, i: i + 1], cache) for i in range(13, 20)]
+        pieces += [model(tokens[:, i : i + 1], cache) for i in range(13, 20)]
     torch.testing.assert_close(torch.cat(pieces, dim=1), full, rtol=1e-4, atol=1e-5)
 
     prompt = tokens[0, :5].tolist()
@@ -115,7 +115,9 @@ def test_the_kv_cache_gives_the_full_forward_logits_and_the_same_generation():
         cached = generate(model, prompt, 40, use_cache=True, **settings)
         uncached = generate(model, prompt, 40, use_cache=False, **settings)
         assert len(cached) == 40 and cached == uncached
-    assert generate(model, prompt, 40, temperature=1.0, seed=11) != generate(model, prompt, 40, temperature=1.0, seed=12)
+    assert generate(model, prompt, 40, temperature=1.0, seed=11) != generate(
+        model, prompt, 40, temperature=1.0, seed=12
+    )
 
 
 def test_positions_past_the_context_are_refused():

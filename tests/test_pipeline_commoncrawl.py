@@ -40,7 +40,9 @@ def crawl_files() -> dict[str, bytes]:
         synthetic.Response("https://en.example/2", body=article("en", 2)),
         synthetic.Response("https://en.example/copy-of-1", body=article("en", 1)),  # exact duplicate
         synthetic.Response("https://fr.example/1", body=article("fr", 3)),
-        synthetic.Response("https://de.example/latin1", content_type="text/html; charset=ISO-8859-1", body=GERMAN_LATIN1),
+        synthetic.Response(
+            "https://de.example/latin1", content_type="text/html; charset=ISO-8859-1", body=GERMAN_LATIN1
+        ),
         synthetic.Response("https://en.example/logo.png", content_type="image/png", body=b"\x89PNG\r\n"),
         synthetic.Response("https://en.example/index", body=synthetic.boilerplate_only_html().encode()),
         synthetic.Response("https://blocked.example/page", body=article("en", 4)),
@@ -76,10 +78,24 @@ def crawl(http_server, tmp_path):
 
 
 def run(server, blocklist, output, *extra) -> int:
-    return cli.main([
-        "commoncrawl", "--crawl", CRAWL, "--cc-base-url", server.url, "--max-warcs", "4",
-        "--url-blocklist", str(blocklist), "--output", str(output), "--num-shards", "3", *extra,
-    ])
+    return cli.main(
+        [
+            "commoncrawl",
+            "--crawl",
+            CRAWL,
+            "--cc-base-url",
+            server.url,
+            "--max-warcs",
+            "4",
+            "--url-blocklist",
+            str(blocklist),
+            "--output",
+            str(output),
+            "--num-shards",
+            "3",
+            *extra,
+        ]
+    )
 
 
 def read_shards(output):
@@ -140,8 +156,22 @@ def test_crawl_to_shards_over_http(crawl, tmp_path):
 def test_no_dedup_filters_none_and_arrow_format(crawl, tmp_path):
     server, _, blocklist = crawl
     output = tmp_path / "out"
-    assert run(server, blocklist, output, "--no-dedup", "--filters", "none", "--format", "arrow",
-               "--languages", "fr,es", "--direct_running_mode=in_memory") == 0
+    assert (
+        run(
+            server,
+            blocklist,
+            output,
+            "--no-dedup",
+            "--filters",
+            "none",
+            "--format",
+            "arrow",
+            "--languages",
+            "fr,es",
+            "--direct_running_mode=in_memory",
+        )
+        == 0
+    )
     import pyarrow as pa
 
     tables = [pa.ipc.open_file(str(p)).read_all() for p in sorted(output.glob("part-*.arrow"))]
@@ -165,7 +195,9 @@ def test_user_errors_are_one_line(tmp_path, capsys):
 def test_real_warc_files_through_the_pipeline(shared_fixtures, tmp_path):
     output = tmp_path / "out"
     pattern = str(shared_fixtures / "warc" / "*")
-    assert cli.main(["commoncrawl", "--warcs", pattern, "--output", str(output), "--direct_running_mode=in_memory"]) == 0
+    assert (
+        cli.main(["commoncrawl", "--warcs", pattern, "--output", str(output), "--direct_running_mode=in_memory"]) == 0
+    )
     stats = json.loads((output / "stats.json").read_text())
     assert Funnel.from_json(stats).problems() == []
     assert stats["input_files"] == 15

@@ -12,10 +12,9 @@ import pytest
 import zstandard
 from tokenizers import Tokenizer
 
+from tests.textdata import corpus_texts, write_shards
 from tokenizer import bins, cli, corpus, encode, train
 from tokenizer.encoding import MAX_RUN, Encoder, split_pathological
-
-from tests.textdata import corpus_texts, write_shards
 
 SPECIAL = "<|endoftext|>"
 HARD_TEXTS = [
@@ -88,10 +87,14 @@ def test_pathological_runs_are_cut_like_llama3():
 def test_a_vocabulary_past_65536_ids_writes_uint32(tmp_path):
     paths = write_shards(tmp_path / "shards", corpus_texts(40), shards=1)
     extra = tuple(f"<|extra_{i}|>" for i in range(65_600))
-    train.train(corpus.CorpusSpec(paths), train.TrainConfig(vocab_size=65_600 + 16 + 400, extra_special_tokens=extra),
-                str(tmp_path / "tok"))
-    meta = encode.encode_corpus(str(tmp_path / "tok"), corpus.CorpusSpec(paths), str(tmp_path / "bins"),
-                                encode.EncodeConfig(workers=1))
+    train.train(
+        corpus.CorpusSpec(paths),
+        train.TrainConfig(vocab_size=65_600 + 16 + 400, extra_special_tokens=extra),
+        str(tmp_path / "tok"),
+    )
+    meta = encode.encode_corpus(
+        str(tmp_path / "tok"), corpus.CorpusSpec(paths), str(tmp_path / "bins"), encode.EncodeConfig(workers=1)
+    )
     assert meta["dtype"] == "uint32" and meta["vocab_size"] > 65_536
     reader = bins.BinReader(str(tmp_path / "bins"))
     assert reader.tokens(0, reader.num_tokens).max() >= 65_536
@@ -102,8 +105,12 @@ def test_bins_hold_exactly_the_encoded_documents_whatever_the_worker_count(tokdi
     texts = corpus_texts(200, seed=3) + ["short " + SPECIAL, "z" * (MAX_RUN + 10)]
     paths = write_shards(tmp_path / "shards", texts, shards=4)
     spec = corpus.CorpusSpec(paths)
-    one = encode.encode_corpus(tokdir, spec, str(tmp_path / "one"), encode.EncodeConfig(workers=1, val_fraction=0.1, batch_chars=20_000))
-    two = encode.encode_corpus(tokdir, spec, str(tmp_path / "two"), encode.EncodeConfig(workers=2, val_fraction=0.1, batch_chars=20_000))
+    one = encode.encode_corpus(
+        tokdir, spec, str(tmp_path / "one"), encode.EncodeConfig(workers=1, val_fraction=0.1, batch_chars=20_000)
+    )
+    two = encode.encode_corpus(
+        tokdir, spec, str(tmp_path / "two"), encode.EncodeConfig(workers=2, val_fraction=0.1, batch_chars=20_000)
+    )
     assert one == two
     for split in bins.SPLITS:
         comparison = filecmp.dircmp(tmp_path / "one" / split, tmp_path / "two" / split)
@@ -112,8 +119,10 @@ def test_bins_hold_exactly_the_encoded_documents_whatever_the_worker_count(tokdi
     encoder = Encoder(tokdir)
     expected = {"train": [], "val": []}
     for path in paths:
-        for record in corpus.read_records(path, spec):
-            expected["val" if bins.is_validation(record.doc_id, 0.1) else "train"].append(encoder.encode_hf([record.text])[0])
+        for record in corpus.iter_records(corpus.CorpusSpec([path])):
+            expected["val" if bins.is_validation(record.key, 0.1) else "train"].append(
+                encoder.encode_hf([record.text])[0]
+            )
     assert 5 <= len(expected["val"]) <= 40
     for split, documents in expected.items():
         reader = bins.BinReader(str(tmp_path / "one"), split)
@@ -140,11 +149,15 @@ def test_a_shard_where_tiktoken_disagrees_with_hf_is_encoded_by_hf(tokdir, tmp_p
     texts = [HARD_TEXTS[0], *corpus_texts(20, seed=5)]
     assert not encoder.agrees(texts[:1])
     paths = write_shards(tmp_path / "shards", texts, shards=1)
-    expected = [encoder.encode_hf([r.text])[0] for r in corpus.read_records(paths[0], corpus.CorpusSpec(paths))]
+    expected = [encoder.encode_hf([r.text])[0] for r in corpus.iter_records(corpus.CorpusSpec(paths[:1]))]
     for workers in (1, 2):
         out = tmp_path / f"bins-{workers}"
-        encode.encode_corpus(str(broken), corpus.CorpusSpec(paths), str(out),
-                             encode.EncodeConfig(workers=workers, val_fraction=0, batch_chars=2_000))
+        encode.encode_corpus(
+            str(broken),
+            corpus.CorpusSpec(paths),
+            str(out),
+            encode.EncodeConfig(workers=workers, val_fraction=0, batch_chars=2_000),
+        )
         assert json.loads((out / "train" / "part-00000.json").read_text())["encoder"] == "hf"
         reader = bins.BinReader(str(out))
         assert [reader.document(i).tolist() for i in range(reader.num_documents)] == expected, workers
@@ -161,9 +174,15 @@ def test_meta_json_is_replaced_whole_or_not_at_all(tokdir, tmp_path, monkeypatch
 
     monkeypatch.setattr(json, "dump", torn)
     with pytest.raises(OSError, match="No space left"):
-        train.train(corpus.CorpusSpec(write_shards(tmp_path / "shards", corpus_texts(30))),
-                    train.TrainConfig(vocab_size=600), str(folder))
-    assert (folder / "meta.json").read_text() == before and sorted(os.listdir(folder)) == ["meta.json", "tokenizer.json"]
+        train.train(
+            corpus.CorpusSpec(write_shards(tmp_path / "shards", corpus_texts(30))),
+            train.TrainConfig(vocab_size=600),
+            str(folder),
+        )
+    assert (folder / "meta.json").read_text() == before and sorted(os.listdir(folder)) == [
+        "meta.json",
+        "tokenizer.json",
+    ]
 
 
 def test_an_interrupted_run_resumes_to_identical_files(tokdir, tmp_path):
@@ -190,7 +209,9 @@ def test_an_interrupted_run_resumes_to_identical_files(tokdir, tmp_path):
     assert (tmp_path / "resumed" / "train" / "part-00000.bin").stat().st_mtime_ns == first  # skipped
     for split in bins.SPLITS:
         for name in os.listdir(tmp_path / "whole" / split):
-            assert filecmp.cmp(tmp_path / "whole" / split / name, tmp_path / "resumed" / split / name, shallow=False), name
+            assert filecmp.cmp(tmp_path / "whole" / split / name, tmp_path / "resumed" / split / name, shallow=False), (
+                name
+            )
     assert not [n for n in os.listdir(tmp_path / "resumed" / "train") if ".tmp-" in n]
 
 
@@ -199,12 +220,13 @@ def test_custom_corpora_and_a_seeded_bounded_sample(tmp_path):
     (tmp_path / "c").mkdir()
     with gzip.open(tmp_path / "c" / "a.jsonl.gz", "wt") as handle:
         handle.writelines(json.dumps({"body": t, "id": f"j{i}"}) + "\n" for i, t in enumerate(texts[:10]))
-    (tmp_path / "c" / "b.jsonl.zst").write_bytes(zstandard.ZstdCompressor().compress(
-        "".join(json.dumps({"body": t}) + "\n" for t in texts[10:20]).encode()))
+    (tmp_path / "c" / "b.jsonl.zst").write_bytes(
+        zstandard.ZstdCompressor().compress("".join(json.dumps({"body": t}) + "\n" for t in texts[10:20]).encode())
+    )
     (tmp_path / "c" / "c.txt").write_text("\n".join(t.replace("\n", " ") for t in texts[20:]))
     spec = corpus.CorpusSpec(corpus.expand([str(tmp_path / "c" / "*.jsonl.*")]), text_column="body")
     records = list(corpus.iter_records(spec))
-    assert [r.text for r in records] == texts[:20] and records[0].doc_id == "j0"
+    assert [r.text for r in records] == texts[:20] and records[0].key == "j0"
     lines = list(corpus.iter_records(corpus.CorpusSpec([str(tmp_path / "c" / "c.txt")], lines=True)))
     assert len(lines) == 10
     sample = corpus.seeded_sample(texts, 8_000, seed=1)
@@ -216,16 +238,55 @@ def test_custom_corpora_and_a_seeded_bounded_sample(tmp_path):
 def test_command_line_train_and_encode(tmp_path, capsys):
     paths = write_shards(tmp_path / "shards", corpus_texts(60, seed=6), shards=2)
     pattern = str(tmp_path / "shards" / "*.parquet")
-    assert cli.main(["train", "--input", pattern, "--vocab-size", "600", "--pattern", "llama3", "--max-bytes", "50e3",
-                     "--special-tokens", "<|user|>", "--output", str(tmp_path / "tok")]) == 0
+    assert (
+        cli.main(
+            [
+                "train",
+                "--input",
+                pattern,
+                "--vocab-size",
+                "600",
+                "--pattern",
+                "llama3",
+                "--max-bytes",
+                "50e3",
+                "--special-tokens",
+                "<|user|>",
+                "--output",
+                str(tmp_path / "tok"),
+            ]
+        )
+        == 0
+    )
     meta = json.load(open(tmp_path / "tok" / "meta.json"))
     assert meta["pattern"] == "llama3" and meta["special_tokens"]["<|user|>"] == 16
     assert meta["sample"]["bytes"] <= 50_000 and meta["corpus"]["files"] == len(paths)
-    assert cli.main(["encode", "--tokenizer", str(tmp_path / "tok"), "--input", pattern, "--output", str(tmp_path / "bins"),
-                     "--workers", "1"]) == 0
+    assert (
+        cli.main(
+            [
+                "encode",
+                "--tokenizer",
+                str(tmp_path / "tok"),
+                "--input",
+                pattern,
+                "--output",
+                str(tmp_path / "bins"),
+                "--workers",
+                "1",
+            ]
+        )
+        == 0
+    )
     assert "train:" in capsys.readouterr().out
-    assert bins.BinReader(str(tmp_path / "bins")).num_documents + bins.BinReader(str(tmp_path / "bins"), "val").num_documents == 60
-    assert cli.main(["encode", "--tokenizer", str(tmp_path / "nope"), "--input", pattern, "--output", str(tmp_path / "b")]) == 2
+    assert (
+        bins.BinReader(str(tmp_path / "bins")).num_documents
+        + bins.BinReader(str(tmp_path / "bins"), "val").num_documents
+        == 60
+    )
+    assert (
+        cli.main(["encode", "--tokenizer", str(tmp_path / "nope"), "--input", pattern, "--output", str(tmp_path / "b")])
+        == 2
+    )
     assert cli.main(["train", "--input", str(tmp_path / "none*.parquet"), "--output", str(tmp_path / "t")]) == 2
     assert "no file matches" in capsys.readouterr().err
     assert cli.main(["train", "--input", pattern, "--pattern", "[unclosed", "--output", str(tmp_path / "t")]) == 2
@@ -243,9 +304,15 @@ def test_the_beam_transform_writes_the_same_bins(tokdir, tmp_path):
     config = encode.EncodeConfig(workers=1, val_fraction=0.1)
     expected = encode.encode_corpus(tokdir, spec, str(tmp_path / "direct"), config)
     groups = encode.plan_shards(paths, 1)
-    options = PipelineOptions(["--runner=DirectRunner", "--direct_num_workers=2", "--direct_running_mode=multi_threading"])
+    options = PipelineOptions(
+        ["--runner=DirectRunner", "--direct_num_workers=2", "--direct_running_mode=multi_threading"]
+    )
     with beam.Pipeline(options=options) as p:
-        _ = p | beam.Create(list(enumerate(groups))) | EncodeToBins(tokdir, str(tmp_path / "beam"), spec, groups, config)
+        _ = (
+            p
+            | beam.Create(list(enumerate(groups)))
+            | EncodeToBins(tokdir, str(tmp_path / "beam"), spec, groups, config)
+        )
     assert json.load(open(tmp_path / "beam" / "meta.json")) == expected
     for split in bins.SPLITS:
         for name in os.listdir(tmp_path / "direct" / split):
@@ -256,9 +323,19 @@ def test_the_beam_transform_writes_the_same_bins(tokdir, tmp_path):
 
     example = [line.strip() for line in tokenizer.beam.__doc__.splitlines() if line.startswith("    ")]
     with beam.Pipeline(options=options) as p:
-        exec("\n".join(example), {"p": p, "beam": beam, "plan_shards": encode.plan_shards, "EncodeToBins": EncodeToBins,
-                                   "CorpusSpec": corpus.CorpusSpec, "paths": paths, "tokenizer_dir": tokdir,
-                                   "bin_dir": str(tmp_path / "example")})
+        exec(
+            "\n".join(example),
+            {
+                "p": p,
+                "beam": beam,
+                "plan_shards": encode.plan_shards,
+                "EncodeToBins": EncodeToBins,
+                "CorpusSpec": corpus.CorpusSpec,
+                "paths": paths,
+                "tokenizer_dir": tokdir,
+                "bin_dir": str(tmp_path / "example"),
+            },
+        )
     written = json.load(open(tmp_path / "example" / "meta.json"))["splits"]  # the default validation share
     assert sum(s["tokens"] for s in written.values()) == sum(s["tokens"] for s in expected["splits"].values())
 
@@ -274,3 +351,33 @@ def test_progress_counts_the_bytes_of_the_files_read(tmp_path):
         counted = sum(record.source_bytes for record in corpus.iter_records(spec))
         total = sum(corpus.file_size(p) for p in spec.paths)
         assert 0.9 * total <= counted <= total, (spec.paths, counted, total)
+
+
+def test_a_corrupt_parquet_file_is_counted_named_and_skipped_while_the_rest_is_encoded(tokdir, tmp_path, capsys):
+    paths = write_shards(tmp_path / "shards", corpus_texts(40, seed=9), shards=2)
+    corrupt = tmp_path / "shards" / "part-broken.parquet"
+    corrupt.write_bytes(open(paths[0], "rb").read()[:2000])  # cut short: no footer
+    assert (
+        cli.main(
+            [
+                "encode",
+                "--tokenizer",
+                tokdir,
+                "--input",
+                str(tmp_path / "shards" / "*.parquet"),
+                "--inputs-per-shard",
+                "3",
+                "--output",
+                str(tmp_path / "bins"),
+                "--workers",
+                "1",
+            ]
+        )
+        == 0
+    )
+    out = capsys.readouterr().out
+    assert f"unreadable, skipped: {corrupt}" in out
+    meta = json.loads((tmp_path / "bins" / "meta.json").read_text())
+    assert [error["file"] for error in meta["read"]["errors"]] == [str(corrupt)]
+    whole = sum(1 for path in paths for _ in corpus.iter_records(corpus.CorpusSpec([path])))
+    assert meta["splits"]["train"]["documents"] + meta["splits"]["val"]["documents"] == whole == 40

@@ -10,13 +10,15 @@ import numpy as np
 import pytest
 import torch
 
-from tokenizer.bins import BinReader
-from train import checkpoint, cli, config as config_module, generate as generate_module
-from train.data import MixtureLoader
-from train.optim import build_optimizer, lr_factor
-
+from pipeline.settings import UsageError, parse_overrides
 from tests.conftest import REPO
 from tests.trainruns import ONE_PROCESS_SHARD, losses, run_args, weights
+from tokenizer.bins import BinReader
+from train import checkpoint, cli
+from train import config as config_module
+from train import generate as generate_module
+from train.data import MixtureLoader
+from train.optim import build_optimizer, lr_factor
 
 CONFIGS = REPO / "configs"
 
@@ -68,18 +70,34 @@ def test_schedules_and_weight_decay_groups():
     names = {id(p): n for n, p in model.named_parameters()}
     assert decayed["weight_decay"] == 0.1 and plain["weight_decay"] == 0.0
     assert sorted(names[id(p)] for p in plain["params"]) == [
-        "layers.0.attention_norm.weight", "layers.0.ffn_norm.weight", "norm.weight", "tok_embeddings.weight"]
+        "layers.0.attention_norm.weight",
+        "layers.0.ffn_norm.weight",
+        "norm.weight",
+        "tok_embeddings.weight",
+    ]
     assert len(decayed["params"]) == 7  # wq, wk, wv, wo, w1, w2, w3
 
 
 def test_configuration_errors_name_the_setting(train_data, tmp_path, capsys):
-    with pytest.raises(config_module.ConfigError, match=r"unknown setting optim\.lrr \(did you mean optim\.lr\?\)"):
-        config_module.load(None, config_module.parse_overrides(["--optim.lrr", "1e-3"]))
-    with pytest.raises(config_module.ConfigError, match="training.steps: expected int"):
-        config_module.load(None, config_module.parse_overrides(["--training.steps=many"]))
-    loaded = config_module.load(str(CONFIGS / "demo.toml"), config_module.parse_overrides(
-        ["--optim.betas", "[0.8, 0.9]", "--training.compile", "true", "--training.batch_tokens", "16384",
-         "--data.sources", '[{path="bins/web/"}]']))
+    with pytest.raises(UsageError, match=r"unknown setting optim\.lrr \(did you mean optim\.lr\?\)"):
+        config_module.load(None, parse_overrides(["--optim.lrr", "1e-3"]))
+    with pytest.raises(UsageError, match="training.steps: expected int"):
+        config_module.load(None, parse_overrides(["--training.steps=many"]))
+    loaded = config_module.load(
+        str(CONFIGS / "demo.toml"),
+        parse_overrides(
+            [
+                "--optim.betas",
+                "[0.8, 0.9]",
+                "--training.compile",
+                "true",
+                "--training.batch_tokens",
+                "16384",
+                "--data.sources",
+                '[{path="bins/web/"}]',
+            ]
+        ),
+    )
     assert loaded.optim.betas == [0.8, 0.9] and loaded.training.compile is True
     assert loaded.training.batch_tokens == 16384 and loaded.data.sources[0].name == "web"
     assert loaded.model.n_kv_heads == 4  # from the preset file
@@ -152,8 +170,10 @@ def write_format_1(source, target):
     torch.save({"cpu": torch.get_rng_state()}, target / "rng.pt")
     for name in ("trainer.json", "config.toml"):
         shutil.copyfile(source / name, target / name)
-    files = {path.name: {"bytes": path.stat().st_size, "xxh3_128": checkpoint._file_hash(str(path))}
-             for path in sorted(target.iterdir())}
+    files = {
+        path.name: {"bytes": path.stat().st_size, "xxh3_128": checkpoint._file_hash(str(path))}
+        for path in sorted(target.iterdir())
+    }
     step = json.loads((source / "trainer.json").read_text())["step"]
     (target / "manifest.json").write_text(json.dumps({"version": 1, "step": step, "files": files}))
 
@@ -168,7 +188,13 @@ def test_a_format_1_checkpoint_resumes_and_a_torn_metrics_line_is_skipped(train_
     shutil.rmtree(step3)
     (tmp_path / "format-1").rename(step3)
     assert checkpoint.format_version(str(step3)) == 1 and sorted(os.listdir(step3)) == [
-        "config.toml", "manifest.json", "model.safetensors", "optimizer.pt", "rng.pt", "trainer.json"]
+        "config.toml",
+        "manifest.json",
+        "model.safetensors",
+        "optimizer.pt",
+        "rng.pt",
+        "trainer.json",
+    ]
     with open(old / "metrics.jsonl", "a") as handle:
         handle.write('{"step": 4, "loss": 6.4')  # a crash in the middle of a write
     assert cli.main(["--resume", "auto", *run_args(train_data, old, *common)]) == 0
@@ -180,8 +206,12 @@ def test_a_format_1_checkpoint_resumes_and_a_torn_metrics_line_is_skipped(train_
 def test_resume_auto_never_picks_a_corrupt_or_half_written_checkpoint(train_data, tmp_path, capsys, caplog):
     caplog.set_level("INFO")
     run = tmp_path / "run"
-    assert cli.main(run_args(train_data, run, "--training.steps", "6", "--checkpoint.interval", "2",
-                             "--checkpoint.keep", "3")) == 0
+    assert (
+        cli.main(
+            run_args(train_data, run, "--training.steps", "6", "--checkpoint.interval", "2", "--checkpoint.keep", "3")
+        )
+        == 0
+    )
     root = run / "checkpoints"
     assert checkpoint.latest(str(run)) == str(root / "step-00000006")
 
@@ -198,8 +228,18 @@ def test_resume_auto_never_picks_a_corrupt_or_half_written_checkpoint(train_data
     assert checkpoint.latest(str(run)) == str(root / "step-00000002")
     assert "step-00000006: incomplete or corrupt" in caplog.text
 
-    assert cli.main(["--resume", "auto", *run_args(train_data, run, "--training.steps", "6",
-                                                   "--checkpoint.interval", "2", "--checkpoint.keep", "3")]) == 0
+    assert (
+        cli.main(
+            [
+                "--resume",
+                "auto",
+                *run_args(
+                    train_data, run, "--training.steps", "6", "--checkpoint.interval", "2", "--checkpoint.keep", "3"
+                ),
+            ]
+        )
+        == 0
+    )
     assert "resuming from" in caplog.text and "step-00000002 (step 2)" in caplog.text
     assert sorted(losses(run)) == list(range(1, 7))
     assert checkpoint.latest(str(run)) == str(root / "step-00000006")  # rewritten; the manifest-less one ignored
@@ -210,8 +250,18 @@ def test_resume_auto_never_picks_a_corrupt_or_half_written_checkpoint(train_data
 
 def test_a_non_finite_loss_stops_the_run_naming_the_step(train_data, tmp_path, capsys):
     run = tmp_path / "nan"
-    poisoned = ["--training.steps", "6", "--checkpoint.interval", "1", "--optim.lr", "1e30",
-                "--schedule.warmup_steps", "0", "--training.grad_clip", "0"]
+    poisoned = [
+        "--training.steps",
+        "6",
+        "--checkpoint.interval",
+        "1",
+        "--optim.lr",
+        "1e30",
+        "--schedule.warmup_steps",
+        "0",
+        "--training.grad_clip",
+        "0",
+    ]
     assert cli.main(run_args(train_data, run, *poisoned)) == 3
     message = capsys.readouterr().err
     step = int(message.split("step ")[1].split(":")[0])
@@ -222,8 +272,14 @@ def test_a_non_finite_loss_stops_the_run_naming_the_step(train_data, tmp_path, c
         assert all(torch.isfinite(t).all() for t in weights(run / "checkpoints" / name).values())
 
     skipping = tmp_path / "skip"
-    assert cli.main(run_args(train_data, skipping, *poisoned, "--training.on_nonfinite", "skip",
-                             "--training.max_skipped_steps", "2")) == 3
+    assert (
+        cli.main(
+            run_args(
+                train_data, skipping, *poisoned, "--training.on_nonfinite", "skip", "--training.max_skipped_steps", "2"
+            )
+        )
+        == 3
+    )
     assert "3 consecutive skipped steps" in capsys.readouterr().err
     with open(skipping / "metrics.jsonl") as handle:
         assert sum(1 for r in map(json.loads, handle) if r.get("skipped")) == 2
@@ -231,8 +287,14 @@ def test_a_non_finite_loss_stops_the_run_naming_the_step(train_data, tmp_path, c
 
 def test_generation_from_a_run_uses_its_tokenizer_and_is_repeatable(train_data, tmp_path, capsys):
     run = tmp_path / "gen"
-    assert cli.main(run_args(train_data, run, "--training.steps", "3", "--checkpoint.interval", "3",
-                             "--logging.tensorboard", "true")) == 0
+    assert (
+        cli.main(
+            run_args(
+                train_data, run, "--training.steps", "3", "--checkpoint.interval", "3", "--logging.tensorboard", "true"
+            )
+        )
+        == 0
+    )
     capsys.readouterr()
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -240,8 +302,18 @@ def test_generation_from_a_run_uses_its_tokenizer_and_is_repeatable(train_data, 
     events.Reload()
     assert [e.step for e in events.Scalars("loss")] == [1, 2, 3]
     assert [round(e.value, 5) for e in events.Scalars("loss")] == [round(v, 5) for v in losses(run).values()]
-    arguments = ["--checkpoint", str(run), "--prompt", "Die kleine Stadt", "--max-new-tokens", "12",
-                 "--temperature", "1.0", "--seed", "4"]
+    arguments = [
+        "--checkpoint",
+        str(run),
+        "--prompt",
+        "Die kleine Stadt",
+        "--max-new-tokens",
+        "12",
+        "--temperature",
+        "1.0",
+        "--seed",
+        "4",
+    ]
     assert generate_module.main(arguments) == 0
     first = capsys.readouterr().out
     assert generate_module.main(arguments) == 0
@@ -265,9 +337,17 @@ def test_sigterm_stops_after_the_step_with_a_checkpoint(train_data, tmp_path):
     import time
 
     run = tmp_path / "preempted"
-    process = subprocess.Popen([sys.executable, "-m", "train", *run_args(train_data, run, "--training.steps", "100000",
-                                                                       "--checkpoint.interval", "100000")],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "train",
+            *run_args(train_data, run, "--training.steps", "100000", "--checkpoint.interval", "100000"),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 120
         while not (run / "metrics.jsonl").exists() or not (run / "metrics.jsonl").read_text().strip():

@@ -6,8 +6,8 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.testing.util import assert_that, equal_to
 
 from pipeline import sinks, synthetic, transforms
-from pipeline.config import ProcessConfig
 from pipeline.schema import Document
+from pipeline.sources.commoncrawl import CommonCrawl, Settings
 
 IN_MEMORY = PipelineOptions(["--runner=DirectRunner", "--direct_running_mode=in_memory"])
 
@@ -17,11 +17,12 @@ def counters(result, namespace):
     return {c.key.metric.name: c.committed for c in query["counters"]}
 
 
-def test_process_warcs_reports_the_funnel_as_beam_counters(tmp_path):
+def test_read_source_reports_the_funnel_as_beam_counters(tmp_path):
     warc = tmp_path / "s.warc.gz"
     synthetic.write_sample_warc(str(warc), pages=60, seed=3)
     p = beam.Pipeline(options=IN_MEMORY)
-    docs, stats = p | beam.Create([str(warc)]) | transforms.ProcessWarcs(ProcessConfig(), str(tmp_path / "out"))
+    source = CommonCrawl("commoncrawl", Settings(warcs=[str(warc)]))
+    docs, stats = p | transforms.ReadSource(source, str(tmp_path / "out"))
     result = p.run()
     result.wait_until_finish()
     read = counters(result, "read")
@@ -29,8 +30,12 @@ def test_process_warcs_reports_the_funnel_as_beam_counters(tmp_path):
     assert read["records_read"] == 121  # warcinfo + a request and a response per page
     assert read["skipped.not_response"] == 61
     assert read["records_in"] == 60 - read.get("skipped.non_html", 0) - read.get("skipped.http_status", 0)
-    dropped = sum(counters(result, ns).get(name, 0) for ns in ("read", "extract", "langid", "filters")
-                  for name in counters(result, ns) if name.startswith("dropped."))
+    dropped = sum(
+        counters(result, ns).get(name, 0)
+        for ns in ("read", "extract", "langid", "filters")
+        for name in counters(result, ns)
+        if name.startswith("dropped.")
+    )
     committed = sinks.read_documents(next((tmp_path / "out" / "_work").glob("*/*.parquet")).as_posix())
     assert read["records_in"] == dropped + len(committed)
 
@@ -44,10 +49,18 @@ def test_exact_dedup_keeps_one_per_normalised_text():
         docs = p | beam.Create([doc("c", "Hello, World!"), doc("a", "hello world"), doc("b", "Another text.")])
         survivors, stats, report = docs | transforms.ExactDedup()
         assert_that(survivors | beam.Map(lambda d: d.id), equal_to(["a", "b"]), label="ids")
-        assert_that(stats | beam.Map(lambda f: sum(f.dropped.values())) | beam.CombineGlobally(sum),
-                    equal_to([1]), label="dropped")
-        assert_that(report, equal_to([{"cluster_id": "exact:a", "kind": "exact", "cluster_size": 2,
-                                       "kept_id": "a", "removed_ids": ["c"]}]), label="report")
+        assert_that(
+            stats | beam.Map(lambda f: sum(f.dropped.values())) | beam.CombineGlobally(sum),
+            equal_to([1]),
+            label="dropped",
+        )
+        assert_that(
+            report,
+            equal_to(
+                [{"cluster_id": "exact:a", "kind": "exact", "cluster_size": 2, "kept_id": "a", "removed_ids": ["c"]}]
+            ),
+            label="report",
+        )
 
 
 def test_shards_do_not_depend_on_input_order(tmp_path):

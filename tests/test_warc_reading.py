@@ -4,8 +4,9 @@ import io
 import pytest
 
 from pipeline import html, remote, synthetic
+from pipeline.schema import ReadError, Skipped
 from pipeline.sources import commoncrawl
-from pipeline.sources.commoncrawl import HtmlPage, ReadError, SkippedRecord, read_warc
+from pipeline.sources.commoncrawl import HtmlPage, read_warc
 
 PAGE = synthetic.article_page("Title", ["The harbour town woke slowly as the boats returned."], "en").encode()
 
@@ -27,18 +28,22 @@ def test_classifies_every_record(tmp_path):
         synthetic.Response("https://a.example/1", body=PAGE),
         synthetic.Response("https://a.example/2.png", content_type="image/png", body=b"\x89PNG"),
         synthetic.Response("https://a.example/3", status="404 Not Found", body=b"gone"),
-        synthetic.Response("https://a.example/4", body=gzip.compress(PAGE), extra_headers=(("Content-Encoding", "gzip"),)),
-        synthetic.Response("https://a.example/5", body=synthetic.chunked(PAGE), extra_headers=(("Transfer-Encoding", "chunked"),)),
+        synthetic.Response(
+            "https://a.example/4", body=gzip.compress(PAGE), extra_headers=(("Content-Encoding", "gzip"),)
+        ),
+        synthetic.Response(
+            "https://a.example/5", body=synthetic.chunked(PAGE), extra_headers=(("Transfer-Encoding", "chunked"),)
+        ),
     ]
     for gzip_records in (True, False):
         got = items(tmp_path, warc_bytes(responses, gzip_records))
         pages = [i for i in got if isinstance(i, HtmlPage)]
-        skipped = sorted(i.reason for i in got if isinstance(i, SkippedRecord))
+        skipped = sorted(i.reason for i in got if isinstance(i, Skipped))
         assert [p.url for p in pages] == ["https://a.example/1", "https://a.example/4", "https://a.example/5"]
         assert skipped == ["http_status", "non_html"] + ["not_response"] * 6  # warcinfo + 5 requests
         assert not [i for i in got if isinstance(i, ReadError)]
         assert all(commoncrawl.page_html(p, 1 << 20) == PAGE.decode() for p in pages)
-        offsets = [i.offset for i in got]
+        offsets = [i.offset if isinstance(i, HtmlPage) else i.where for i in got]
         assert offsets == sorted(offsets) and len(set(offsets)) == len(offsets)
 
 
@@ -77,23 +82,33 @@ def test_body_over_the_cap_is_flagged(tmp_path):
 
 
 def test_listing_resolution_and_crawl_name():
-    listing = ["crawl-data/CC-MAIN-2024-10/segments/1/warc/a.warc.gz", "crawl-data/CC-MAIN-2024-10/segments/1/warc/b.warc.gz",
-               "https://elsewhere.example/c.warc.gz"]
+    listing = [
+        "crawl-data/CC-MAIN-2024-10/segments/1/warc/a.warc.gz",
+        "crawl-data/CC-MAIN-2024-10/segments/1/warc/b.warc.gz",
+        "https://elsewhere.example/c.warc.gz",
+    ]
     assert commoncrawl.resolve_paths(listing, "https://data.commoncrawl.org", 1, 2) == [
         "https://data.commoncrawl.org/crawl-data/CC-MAIN-2024-10/segments/1/warc/b.warc.gz",
         "https://elsewhere.example/c.warc.gz",
     ]
-    assert commoncrawl.crawl_listing_url("CC-MAIN-2024-10", "http://127.0.0.1:9/cc") == \
-        "http://127.0.0.1:9/cc/crawl-data/CC-MAIN-2024-10/warc.paths.gz"
+    assert (
+        commoncrawl.crawl_listing_url("CC-MAIN-2024-10", "http://127.0.0.1:9/cc")
+        == "http://127.0.0.1:9/cc/crawl-data/CC-MAIN-2024-10/warc.paths.gz"
+    )
     assert commoncrawl.crawl_of(listing[0]) == "CC-MAIN-2024-10"
     assert commoncrawl.crawl_of("/local/file.warc.gz") is None
 
 
 @pytest.mark.shared
 def test_real_warc_files_read_without_crashing(shared_fixtures):
-    expected_html = {"dolma-sample-0000.warc.gz": 22, "clueweb12-single-gzip-member.warc.gz": 3,
-                     "example-bad-non-chunked.warc.gz": 1, "example.arc.gz": 1,
-                     "example-iana.org-chunked.warc": 1, "wikipedia-2012-main-page.warc.gz": 1}
+    expected_html = {
+        "dolma-sample-0000.warc.gz": 22,
+        "clueweb12-single-gzip-member.warc.gz": 3,
+        "example-bad-non-chunked.warc.gz": 1,
+        "example.arc.gz": 1,
+        "example-iana.org-chunked.warc": 1,
+        "wikipedia-2012-main-page.warc.gz": 1,
+    }
     for path in sorted((shared_fixtures / "warc").iterdir()):
         got = list(read_warc(str(path)))
         pages = [i for i in got if isinstance(i, HtmlPage)]
@@ -113,4 +128,6 @@ def test_a_file_rewritten_at_the_same_path_gets_a_new_resume_key(tmp_path):
     assert remote.input_key(str(path)) == first
     synthetic.write_sample_warc(str(path), pages=9, seed=2)
     assert remote.input_key(str(path)) != first
-    assert remote.input_key("https://data.commoncrawl.org/a.warc.gz") == remote.input_key("https://data.commoncrawl.org/a.warc.gz")
+    assert remote.input_key("https://data.commoncrawl.org/a.warc.gz") == remote.input_key(
+        "https://data.commoncrawl.org/a.warc.gz"
+    )

@@ -8,6 +8,7 @@ import lzma
 import pytest
 
 from pipeline import wikitext
+from pipeline.schema import ReadError, Skipped
 from pipeline.sources import wikipedia
 
 REMNANTS = ("{{", "}}", "[[", "]]", "'''", "<ref", "|-")
@@ -20,24 +21,28 @@ SITEINFO = """<siteinfo><sitename>Wikipedia</sitename><dbname>xxwiki</dbname>
 
 def page_xml(page_id, title, text, ns=0, redirect=False):
     redirect_tag = f'<redirect title="{title} (other)" />' if redirect else ""
-    return (f"<page><title>{title}</title><ns>{ns}</ns><id>{page_id}</id>{redirect_tag}"
-            f"<revision><id>{page_id}0</id><timestamp>2024-03-0{page_id % 9 + 1}T10:00:00Z</timestamp>"
-            f"<text xml:space=\"preserve\">old text</text></revision>"
-            f"<revision><id>{page_id}1</id><timestamp>2024-04-0{page_id % 9 + 1}T10:00:00Z</timestamp>"
-            f"<text xml:space=\"preserve\">{text}</text></revision></page>")
+    return (
+        f"<page><title>{title}</title><ns>{ns}</ns><id>{page_id}</id>{redirect_tag}"
+        f"<revision><id>{page_id}0</id><timestamp>2024-03-0{page_id % 9 + 1}T10:00:00Z</timestamp>"
+        f'<text xml:space="preserve">old text</text></revision>'
+        f"<revision><id>{page_id}1</id><timestamp>2024-04-0{page_id % 9 + 1}T10:00:00Z</timestamp>"
+        f'<text xml:space="preserve">{text}</text></revision></page>'
+    )
 
 
 HEADER = '<mediawiki xmlns="http://www.mediawiki.org/xml/export-0.10/" xml:lang="xx">' + SITEINFO
 
 
 def pages(count):
-    return [page_xml(i, f"Article {i}", f"Text of article {i} with a [[link|linked word]].") for i in range(1, count + 1)]
+    return [
+        page_xml(i, f"Article {i}", f"Text of article {i} with a [[link|linked word]].") for i in range(1, count + 1)
+    ]
 
 
 def multistream(tmp_path, page_list, per_stream=3, corrupt_stream=None):
     """A multistream dump and index written the way Wikimedia writes them."""
     streams = [bz2.compress(HEADER.encode())]
-    groups = [page_list[i:i + per_stream] for i in range(0, len(page_list), per_stream)]
+    groups = [page_list[i : i + per_stream] for i in range(0, len(page_list), per_stream)]
     for group in groups:
         streams.append(bz2.compress("".join(group).encode()))
     streams.append(bz2.compress(b"</mediawiki>"))
@@ -78,21 +83,40 @@ def test_wikitext_to_plain_text():
     assert text.splitlines()[0] == "Kyiv is the capital of Ukraine. It has many parks."
     assert "\nHistory\n" in text and "First item with italic" in text and "Second external link" in text
     assert "A formula and a note." in text
-    for gone in ("Infobox", "cite", "Smith 2001", "x^2", "hidden", "view of Kyiv", "cell 1", "NOTOC", "Cities", "photo", "Villes", "en:Kyiv"):
+    for gone in (
+        "Infobox",
+        "cite",
+        "Smith 2001",
+        "x^2",
+        "hidden",
+        "view of Kyiv",
+        "cell 1",
+        "NOTOC",
+        "Cities",
+        "photo",
+        "Villes",
+        "en:Kyiv",
+    ):
         assert gone not in text
     assert not any(remnant in text for remnant in REMNANTS)
     assert "cell 1 cell 2" in wikitext.WikitextCleaner(keep_tables=True).clean(source)
 
 
 def test_sequential_and_per_stream_reading_give_the_same_pages(tmp_path):
-    page_list = pages(10) + [page_xml(11, "Talk:X", "talk", ns=1), page_xml(12, "Old name", "#REDIRECT [[Article 1]]", redirect=True)]
+    page_list = pages(10) + [
+        page_xml(11, "Talk:X", "talk", ns=1),
+        page_xml(12, "Old name", "#REDIRECT [[Article 1]]", redirect=True),
+    ]
     dump, index, offsets = multistream(tmp_path, page_list)
     sequential = list(wikipedia.read_dump(dump))
     assert wikipedia.read_index(index) == offsets[1:-1]
     in_parallel = read_in_groups(dump, wikipedia.read_index(index), groups=3)
     key = lambda items: [(p.page_id, p.title, p.text) for p in items if isinstance(p, wikipedia.Page)]  # noqa: E731
     assert key(sequential) == key(in_parallel) and len(key(sequential)) == 10
-    assert collections.Counter(getattr(i, "reason", None) for i in in_parallel if isinstance(i, wikipedia.SkippedPage)) == {"namespace": 1, "redirect": 1}
+    assert collections.Counter(getattr(i, "reason", None) for i in in_parallel if isinstance(i, Skipped)) == {
+        "namespace": 1,
+        "redirect": 1,
+    }
     first = next(p for p in sequential if isinstance(p, wikipedia.Page))
     assert first.text.startswith("Text of article 1") and first.revision_id == 11  # the latest revision
     info = wikipedia.read_siteinfo(dump, offsets[1])
@@ -103,7 +127,7 @@ def test_sequential_and_per_stream_reading_give_the_same_pages(tmp_path):
 def test_a_corrupt_stream_is_reported_and_the_others_are_read(tmp_path):
     dump, index, offsets = multistream(tmp_path, pages(9), corrupt_stream=2)
     items = read_in_groups(dump, wikipedia.read_index(index), groups=1)
-    errors = [i for i in items if isinstance(i, wikipedia.ReadError)]
+    errors = [i for i in items if isinstance(i, ReadError)]
     assert [e.offset for e in errors] == [offsets[2]]
     assert sorted(p.page_id for p in items if isinstance(p, wikipedia.Page)) == [1, 2, 3, 7, 8, 9]
 
@@ -114,17 +138,21 @@ def test_truncated_and_utf16_dumps(tmp_path):
     truncated.write_bytes(lzma.compress(whole[: whole.index(b"Text of article 4") + 5]))
     items = list(wikipedia.read_dump(str(truncated)))
     assert [p.page_id for p in items if isinstance(p, wikipedia.Page)] == [1, 2, 3]
-    assert isinstance(items[-1], wikipedia.ReadError)
+    assert isinstance(items[-1], ReadError)
     utf16 = tmp_path / "xxwiki.xml"
     utf16.write_bytes(('<?xml version="1.0" encoding="UTF-16"?>' + whole.decode()).encode("utf-16"))
     assert len([p for p in wikipedia.read_dump(str(utf16)) if isinstance(p, wikipedia.Page)]) == 5
 
 
 def test_entities_are_never_expanded(tmp_path):
-    laughs = "".join(f'<!ENTITY lol{i} "{"&lol%d;" % (i - 1) * 10}">' for i in range(1, 10))
-    payload = (f'<?xml version="1.0"?><!DOCTYPE mediawiki [<!ENTITY lol0 "lol">{laughs}'
-               f'<!ENTITY ext SYSTEM "file:///etc/passwd">]>'
-               + HEADER + page_xml(1, "Bomb", "before &lol9; after &ext;") + "</mediawiki>")
+    laughs = "".join(f'<!ENTITY lol{i} "{f"&lol{i - 1};" * 10}">' for i in range(1, 10))
+    payload = (
+        f'<?xml version="1.0"?><!DOCTYPE mediawiki [<!ENTITY lol0 "lol">{laughs}'
+        f'<!ENTITY ext SYSTEM "file:///etc/passwd">]>'
+        + HEADER
+        + page_xml(1, "Bomb", "before &lol9; after &ext;")
+        + "</mediawiki>"
+    )
     path = tmp_path / "bomb.xml"
     path.write_text(payload)
     items = list(wikipedia.read_dump(str(path)))
@@ -141,10 +169,11 @@ def test_real_latgalian_dump_gives_its_903_articles(wiki_fixtures):
     siteinfo = []
     items = list(wikipedia.read_dump(str(wiki_fixtures / "ltgwiki-pages-articles.xml"), siteinfo=siteinfo))
     articles = [p for p in items if isinstance(p, wikipedia.Page)]
-    assert len(articles) == 903 and not [i for i in items if isinstance(i, wikipedia.ReadError)]
+    assert len(articles) == 903 and not [i for i in items if isinstance(i, ReadError)]
     assert siteinfo[0].language == "ltg"
     cleaner = wikitext.WikitextCleaner(
-        file_prefixes=[siteinfo[0].namespaces.get(6, "")], category_prefixes=[siteinfo[0].namespaces.get(14, "")])
+        file_prefixes=[siteinfo[0].namespaces.get(6, "")], category_prefixes=[siteinfo[0].namespaces.get(14, "")]
+    )
     texts = [cleaner.clean(p.text) for p in articles]
     leftovers = [t for t in texts if any(r in t for r in REMNANTS)]
     assert leftovers == [], [t[:200] for t in leftovers[:3]]
@@ -162,5 +191,5 @@ def test_real_multistream_dumps_read_the_same_through_the_index(wiki_fixtures, w
 
 def test_real_truncated_greek_dump_yields_complete_pages_then_the_break(wiki_fixtures):
     items = list(wikipedia.read_dump(str(wiki_fixtures / "elwiki-truncated-mid-page.xml.xz")))
-    assert isinstance(items[-1], wikipedia.ReadError) and "ends or breaks" in items[-1].error
+    assert isinstance(items[-1], ReadError) and "ends or breaks" in items[-1].error
     assert len([p for p in items if isinstance(p, wikipedia.Page)]) > 500

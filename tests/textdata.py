@@ -21,6 +21,8 @@ def write_shards(folder, texts, shards=3):
     folder.mkdir(parents=True, exist_ok=True)
     for shard in range(shards):
         rows = [(f"doc-{i:05d}", text) for i, text in enumerate(texts) if i % shards == shard]
-        pq.write_table(pa.table({"id": [r[0] for r in rows], "text": [r[1] for r in rows]}),
-                       folder / f"part-{shard:05d}-of-{shards:05d}.parquet")
+        pq.write_table(
+            pa.table({"id": [r[0] for r in rows], "text": [r[1] for r in rows]}),
+            folder / f"part-{shard:05d}-of-{shards:05d}.parquet",
+        )
     return sorted(str(p) for p in folder.glob("part-*.parquet"))

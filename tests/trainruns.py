@@ -6,15 +6,45 @@ import os
 import subprocess
 import sys
 
-from tokenizer import corpus, encode, train as tokenizer_train
 from tests.conftest import REPO
 from tests.textdata import corpus_texts, write_shards
+from tokenizer import corpus, encode
+from tokenizer import train as tokenizer_train
 
-TINY_RUN = ["--model.dim", "32", "--model.n_layers", "2", "--model.n_heads", "4", "--model.n_kv_heads", "2",
-            "--model.multiple_of", "16", "--model.max_seq_len", "32", "--data.seq_len", "32",
-            "--training.micro_batch_size", "4", "--training.batch_tokens", "256", "--training.device", "cpu",
-            "--schedule.warmup_steps", "2", "--optim.lr", "3e-3", "--logging.interval", "1",
-            "--logging.eval_interval", "0", "--logging.eval_batches", "2", "--logging.tensorboard", "false"]
+TINY_RUN = [
+    "--model.dim",
+    "32",
+    "--model.n_layers",
+    "2",
+    "--model.n_heads",
+    "4",
+    "--model.n_kv_heads",
+    "2",
+    "--model.multiple_of",
+    "16",
+    "--model.max_seq_len",
+    "32",
+    "--data.seq_len",
+    "32",
+    "--training.micro_batch_size",
+    "4",
+    "--training.batch_tokens",
+    "256",
+    "--training.device",
+    "cpu",
+    "--schedule.warmup_steps",
+    "2",
+    "--optim.lr",
+    "3e-3",
+    "--logging.interval",
+    "1",
+    "--logging.eval_interval",
+    "0",
+    "--logging.eval_batches",
+    "2",
+    "--logging.tensorboard",
+    "false",
+]
 
 ONE_PROCESS_SHARD = "shard-00001-model-00001-of-00001.safetensors"  # what DCP names the file of the first writer
 
@@ -25,15 +55,24 @@ def build_data(root):
     tokenizer_train.train(corpus.CorpusSpec(shards), tokenizer_train.TrainConfig(vocab_size=600), str(root / "tok"))
     for name, seed in (("web", 1), ("books", 2)):
         paths = write_shards(root / f"{name}-shards", corpus_texts(count=60, seed=seed), shards=2)
-        encode.encode_corpus(str(root / "tok"), corpus.CorpusSpec(paths), str(root / name),
-                             encode.EncodeConfig(val_fraction=0.1))
+        encode.encode_corpus(
+            str(root / "tok"), corpus.CorpusSpec(paths), str(root / name), encode.EncodeConfig(val_fraction=0.1)
+        )
     return root
 
 
 def run_args(data, run_dir, *extra):
     sources = f'[{{path="{data / "web"}", weight=3}}, {{path="{data / "books"}", weight=1}}]'
-    return ["--data.sources", sources, "--data.tokenizer", str(data / "tok"), "--run.dir", str(run_dir),
-            *TINY_RUN, *extra]
+    return [
+        "--data.sources",
+        sources,
+        "--data.tokenizer",
+        str(data / "tok"),
+        "--run.dir",
+        str(run_dir),
+        *TINY_RUN,
+        *extra,
+    ]
 
 
 def records(run_dir) -> list[dict]:
@@ -56,15 +95,34 @@ def weights(checkpoint_dir) -> dict:
 
 
 def torchrun_command(processes: int, *arguments: str, module: str = "train") -> list[str]:
-    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes),
-            "--monitor-interval", "0.2", "-m", module, *arguments]
+    return [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        str(processes),
+        "--monitor-interval",
+        "0.2",
+        "-m",
+        module,
+        *arguments,
+    ]
 
 
 def launcher_env() -> dict:
     return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
 
 
-def torchrun(processes: int, *arguments: str, module: str = "train", timeout: float = 240) -> subprocess.CompletedProcess:
+def torchrun(
+    processes: int, *arguments: str, module: str = "train", timeout: float = 240
+) -> subprocess.CompletedProcess:
     """A real job of `processes` ranks on gloo, as a user starts it."""
-    return subprocess.run(torchrun_command(processes, *arguments, module=module), capture_output=True, text=True,
-                          timeout=timeout, env=launcher_env(), cwd=REPO)
+    return subprocess.run(
+        torchrun_command(processes, *arguments, module=module),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=launcher_env(),
+        cwd=REPO,
+    )

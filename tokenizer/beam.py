@@ -32,8 +32,9 @@ class _EncodeShardFn(beam.DoFn):
 
     def process(self, element):
         index, inputs = element
-        info = encode.encode_shard(self.encoder, self.spec, inputs, self.output_dir, index, self.config,
-                                   encode.in_process(self.encoder))
+        info = encode.encode_shard(
+            self.encoder, self.spec, inputs, self.output_dir, index, self.config, encode.in_process(self.encoder)
+        )
         beam.metrics.Metrics.counter("tokenizer", "tokens").inc(info["train"]["tokens"] + info["val"]["tokens"])
         yield index, info
 
@@ -49,8 +50,14 @@ class EncodeToBins(beam.PTransform):
     """(shard index, input paths) elements → bin shards; returns a PCollection holding the bin directory's
     metadata (written to `meta.json`)."""
 
-    def __init__(self, tokenizer_dir: str, output_dir: str, spec: corpus.CorpusSpec, groups: list[list[str]],
-                 config: encode.EncodeConfig | None = None):
+    def __init__(
+        self,
+        tokenizer_dir: str,
+        output_dir: str,
+        spec: corpus.CorpusSpec,
+        groups: list[list[str]],
+        config: encode.EncodeConfig | None = None,
+    ):
         super().__init__()
         self.tokenizer_dir = tokenizer_dir
         self.output_dir = output_dir

@@ -128,7 +128,9 @@ class BinReader:
         for shard in self.meta["splits"][split]["shards"]:
             stem = os.path.join(directory, split, shard)
             count = os.path.getsize(f"{stem}.bin") // self.dtype.itemsize
-            self._tokens.append(np.memmap(f"{stem}.bin", dtype=self.dtype, mode="r") if count else np.empty(0, self.dtype))
+            self._tokens.append(
+                np.memmap(f"{stem}.bin", dtype=self.dtype, mode="r") if count else np.empty(0, self.dtype)
+            )
             self._offsets.append(np.fromfile(f"{stem}.idx", dtype="<u8"))
             starts.append(starts[-1] + count)
         self._shard_starts = np.asarray(starts, dtype=np.int64)
@@ -146,7 +148,7 @@ class BinReader:
         shard = int(np.searchsorted(self._shard_starts, start, side="right") - 1)
         while count > 0:
             local = start - int(self._shard_starts[shard])
-            piece = self._tokens[shard][local: local + count]
+            piece = self._tokens[shard][local : local + count]
             parts.append(piece)
             start += len(piece)
             count -= len(piece)
@@ -157,9 +159,10 @@ class BinReader:
         shard = int(np.searchsorted(self._doc_counts, index, side="right") - 1)
         local = index - int(self._doc_counts[shard])
         begin, end = self._offsets[shard][local], self._offsets[shard][local + 1]
-        return np.asarray(self._tokens[shard][begin + 1: end])
+        return np.asarray(self._tokens[shard][begin + 1 : end])
 
     @property
     def document_starts(self) -> np.ndarray:
-        return np.concatenate([offsets[:-1].astype(np.int64) + start
-                               for offsets, start in zip(self._offsets, self._shard_starts[:-1])])
+        return np.concatenate(
+            [offsets[:-1].astype(np.int64) + start for offsets, start in zip(self._offsets, self._shard_starts[:-1])]
+        )

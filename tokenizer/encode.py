@@ -15,7 +15,7 @@ import dataclasses
 import logging
 import multiprocessing
 import os
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 
@@ -38,7 +38,7 @@ class EncodeConfig:
 
 
 def plan_shards(paths: list[str], inputs_per_shard: int) -> list[list[str]]:
-    return [paths[i:i + inputs_per_shard] for i in range(0, len(paths), inputs_per_shard)]
+    return [paths[i : i + inputs_per_shard] for i in range(0, len(paths), inputs_per_shard)]
 
 
 def _batches(records: Iterator[corpus.Record], batch_chars: int) -> Iterator[list[corpus.Record]]:
@@ -65,6 +65,7 @@ def _init_worker(tokenizer_dir: str, backend: str) -> None:
 
 def _encode_in_worker(task: tuple[bool, list[str]]) -> list[np.ndarray]:
     use_hf, texts = task
+    assert _WORKER_ENCODER is not None, "made by the pool's initializer"
     ids = _WORKER_ENCODER.encode_hf(texts) if use_hf else _WORKER_ENCODER.encode(texts)
     return [np.asarray(i, dtype=np.uint32) for i in ids]
 
@@ -77,9 +78,11 @@ class ParallelEncoding:
         context = multiprocessing.get_context("spawn")
         self.pool = context.Pool(workers, initializer=_init_worker, initargs=(tokenizer_dir, backend))
 
-    def __call__(self, batches: Iterator[tuple[list[corpus.Record], bool]]) -> Iterator[tuple[list[corpus.Record], list]]:
+    def __call__(
+        self, batches: Iterator[tuple[list[corpus.Record], bool]]
+    ) -> Iterator[tuple[list[corpus.Record], list]]:
         """(batch, encode with HF?) pairs → (batch, ids), in order."""
-        pending = collections.deque()
+        pending: collections.deque = collections.deque()
         for batch, use_hf in batches:
             pending.append((batch, self.pool.apply_async(_encode_in_worker, ((use_hf, [r.text for r in batch]),))))
             if len(pending) >= 2 * self.workers:
@@ -99,14 +102,27 @@ def in_process(encoder: Encoder):
         for batch, use_hf in batches:
             texts = [r.text for r in batch]
             yield batch, (encoder.encode_hf(texts) if use_hf else encoder.encode(texts))
+
     return encode
 
 
-def encode_shard(encoder: Encoder, spec: corpus.CorpusSpec, inputs: list[str], output_dir: str, index: int,
-                 config: EncodeConfig, encode_batches: Callable) -> dict:
+def encode_shard(
+    encoder: Encoder,
+    spec: corpus.CorpusSpec,
+    inputs: list[str],
+    output_dir: str,
+    index: int,
+    config: EncodeConfig,
+    encode_batches: Callable,
+) -> dict:
     """Writes (or finds committed) train and validation shards `index` for `inputs`; returns their infos."""
-    identity = {"inputs": inputs, "tokenizer_sha256": encoder.meta["sha256"], "val_fraction": config.val_fraction,
-                "text_column": spec.text_column, "lines": spec.lines}
+    identity = {
+        "inputs": inputs,
+        "tokenizer_sha256": encoder.meta["sha256"],
+        "val_fraction": config.val_fraction,
+        "text_column": spec.text_column,
+        "lines": spec.lines,
+    }
     stems = {split: bins.shard_stem(output_dir, split, index) for split in bins.SPLITS}
     found = {split: bins.read_shard_info(stem) for split, stem in stems.items()}
     if all(info and {k: info.get(k) for k in identity} == identity for info in found.values()):
@@ -115,13 +131,15 @@ def encode_shard(encoder: Encoder, spec: corpus.CorpusSpec, inputs: list[str], o
     dtype = bins.dtype_for(encoder.vocab_size)
     writers = {split: bins.ShardWriter(stem, dtype, encoder.end_of_text) for split, stem in stems.items()}
     shard_spec = dataclasses.replace(spec, paths=inputs)
+    report = corpus.ReadReport()
     use_hf = encoder.fast is None
     checked = use_hf
     try:
+
         def batches():
             """Each batch with the encoder to use, decided (on the first batch's sample) before it is handed on."""
             nonlocal use_hf, checked
-            for batch in _batches(corpus.iter_records(shard_spec), config.batch_chars):
+            for batch in _batches(corpus.iter_records(shard_spec, report), config.batch_chars):
                 if not checked:
                     sample, size = [], 0
                     for record in batch:
@@ -130,17 +148,21 @@ def encode_shard(encoder: Encoder, spec: corpus.CorpusSpec, inputs: list[str], o
                         sample.append(record.text[: config.check_chars])
                         size += len(sample[-1])
                     if not encoder.agrees(sample):
-                        log.warning("bin shard %d: tiktoken's ids differ from HF's on a sample; encoding with HF", index)
+                        log.warning(
+                            "bin shard %d: tiktoken's ids differ from HF's on a sample; encoding with HF", index
+                        )
                         use_hf = True
                     checked = True
                 yield batch, use_hf
 
         for batch, ids_list in encode_batches(batches()):
             for record, ids in zip(batch, ids_list):
-                split = "val" if bins.is_validation(record.doc_id, config.val_fraction) else "train"
+                split = "val" if bins.is_validation(record.key, config.val_fraction) else "train"
                 writers[split].add(ids)
-        infos = {split: writer.commit({**identity, "encoder": "hf" if use_hf else "tiktoken"})
-                 for split, writer in writers.items()}
+        infos = {
+            split: writer.commit({**identity, "encoder": "hf" if use_hf else "tiktoken", **report.to_json()})
+            for split, writer in writers.items()
+        }
     except BaseException:
         for writer in writers.values():
             writer.abort()
@@ -148,7 +170,9 @@ def encode_shard(encoder: Encoder, spec: corpus.CorpusSpec, inputs: list[str], o
     return {**infos, "skipped": False}
 
 
-def write_meta(output_dir: str, encoder: Encoder, groups: list[list[str]], config: EncodeConfig, infos: list[dict]) -> dict:
+def write_meta(
+    output_dir: str, encoder: Encoder, groups: list[list[str]], config: EncodeConfig, infos: list[dict]
+) -> dict:
     splits = {}
     for split in bins.SPLITS:
         shard_infos = [info[split] for info in infos]
@@ -157,6 +181,9 @@ def write_meta(output_dir: str, encoder: Encoder, groups: list[list[str]], confi
             "documents": sum(i["documents"] for i in shard_infos),
             "shards": [os.path.basename(bins.shard_stem(output_dir, split, n)) for n in range(len(groups))],
         }
+    report = corpus.ReadReport()
+    for info in infos:
+        report.merge(info["train"])  # both splits of a shard carry the same report
     meta = {
         "version": bins.FORMAT_VERSION,
         "dtype": bins.dtype_for(encoder.vocab_size).name,
@@ -166,13 +193,19 @@ def write_meta(output_dir: str, encoder: Encoder, groups: list[list[str]], confi
         "val_fraction": config.val_fraction,
         "splits": splits,
         "sources": groups,
+        "read": report.to_json(),  # records skipped by reason; files (or their rest) that could not be read
     }
     bins.write_json(os.path.join(output_dir, bins.META_FILE), meta)
     return meta
 
 
-def encode_corpus(tokenizer_dir: str, spec: corpus.CorpusSpec, output_dir: str, config: EncodeConfig,
-                  progress: Callable[[int], None] | None = None) -> dict:
+def encode_corpus(
+    tokenizer_dir: str,
+    spec: corpus.CorpusSpec,
+    output_dir: str,
+    config: EncodeConfig,
+    progress: Callable[[int], None] | None = None,
+) -> dict:
     """Encodes every input into `output_dir`; returns the bin directory's metadata."""
     encoder = Encoder(tokenizer_dir, config.backend)
     groups = plan_shards(spec.paths, config.inputs_per_shard)

@@ -27,7 +27,7 @@ _LONG_RUN = re.compile(rf"\S{{{MAX_RUN + 1},}}|\s{{{MAX_RUN + 1},}}")
 def split_pathological(text: str) -> list[str]:
     """`text` cut so that no piece holds a run of more than MAX_RUN whitespace or non-whitespace
     characters (cuts every MAX_RUN characters into such a run); almost always just [text]."""
-    cuts = []
+    cuts: list[int] = []
     for match in _LONG_RUN.finditer(text):
         cuts.extend(range(match.start() + MAX_RUN, match.end(), MAX_RUN))
     if not cuts:
@@ -38,7 +38,9 @@ def split_pathological(text: str) -> list[str]:
 
 def _bytes_of_token() -> dict[str, int]:
     """The inverse of ByteLevel's byte → printable character map (GPT-2's)."""
-    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    printable = (
+        list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    )
     characters = printable[:]
     extra = 0
     for byte in range(256):
@@ -61,7 +63,10 @@ class Encoder:
         self.meta = load_meta(tokenizer_dir)
         self.hf = Tokenizer.from_file(os.path.join(tokenizer_dir, TOKENIZER_FILE))
         self.hf.encode_special_tokens = True  # documents are text: no special token is ever parsed out of them
-        self.end_of_text = self.hf.token_to_id(END_OF_TEXT)
+        end_of_text = self.hf.token_to_id(END_OF_TEXT)
+        if end_of_text is None:
+            raise ValueError(f"{tokenizer_dir}: {TOKENIZER_FILE} has no {END_OF_TEXT} token")
+        self.end_of_text: int = end_of_text
         self.vocab_size = self.hf.get_vocab_size()
         self.fast = self._tiktoken() if backend == "tiktoken" else None
 
@@ -70,8 +75,11 @@ class Encoder:
 
         to_byte = _bytes_of_token()
         specials = set(self.meta["special_tokens"])
-        ranks = {bytes(to_byte[c] for c in token): token_id
-                 for token, token_id in self.hf.get_vocab(with_added_tokens=False).items() if token not in specials}
+        ranks = {
+            bytes(to_byte[c] for c in token): token_id
+            for token, token_id in self.hf.get_vocab(with_added_tokens=False).items()
+            if token not in specials
+        }
         return tiktoken.Encoding(name="lmforge", pat_str=self.meta["regex"], mergeable_ranks=ranks, special_tokens={})
 
     @property
@@ -89,9 +97,10 @@ class Encoder:
         return out
 
     def encode_fast(self, texts: list[str]) -> list[list[int]]:
+        assert self.fast is not None
         out = []
         for text in texts:
-            ids = []
+            ids: list[int] = []
             for piece in split_pathological(text):
                 ids.extend(self.fast.encode_ordinary(piece))
             out.append(ids)

@@ -13,7 +13,7 @@ import hashlib
 import logging
 import os
 import time
-from typing import Iterable, Iterator
+from collections.abc import Iterable, Iterator
 
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
 
@@ -29,15 +29,17 @@ META_FILE = "meta.json"
 # Split patterns (the pre-tokenizer regex, applied before bytes are mapped): GPT-4's cl100k by default.
 PATTERNS = {
     "cl100k": r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]++[\r\n]*|\s*[\r\n]|\s+(?!\S)|\s+""",
-    "o200k": "|".join([
-        r"""[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+(?i:'s|'t|'re|'ve|'m|'ll|'d)?""",
-        r"""[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*(?i:'s|'t|'re|'ve|'m|'ll|'d)?""",
-        r"""\p{N}{1,3}""",
-        r""" ?[^\s\p{L}\p{N}]+[\r\n/]*""",
-        r"""\s*[\r\n]+""",
-        r"""\s+(?!\S)""",
-        r"""\s+""",
-    ]),
+    "o200k": "|".join(
+        [
+            r"""[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+(?i:'s|'t|'re|'ve|'m|'ll|'d)?""",
+            r"""[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*(?i:'s|'t|'re|'ve|'m|'ll|'d)?""",
+            r"""\p{N}{1,3}""",
+            r""" ?[^\s\p{L}\p{N}]+[\r\n/]*""",
+            r"""\s*[\r\n]+""",
+            r"""\s+(?!\S)""",
+            r"""\s+""",
+        ]
+    ),
     "llama3": r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+""",
     "gpt2": r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+""",
 }
@@ -73,10 +75,12 @@ def build_tokenizer(config: TrainConfig) -> Tokenizer:
     """An untrained byte-level BPE tokenizer: the split regex, then bytes mapped to printable characters
     (no prefix space), and the inverse as decoder."""
     tokenizer = Tokenizer(models.BPE())
-    tokenizer.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Split(Regex(config.regex()), behavior="isolated", invert=False),
-        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
-    ])
+    tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(config.regex()), behavior="isolated", invert=False),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
     tokenizer.decoder = decoders.ByteLevel()
     return tokenizer
 
@@ -113,9 +117,10 @@ def train(spec: corpus.CorpusSpec, config: TrainConfig, output_dir: str, progres
     """Trains on the corpus (streamed, or a seeded sample of `max_bytes`) and writes the tokenizer
     directory; returns its metadata. `progress(n_bytes)` is called as input is read."""
     seen = {"documents": 0, "bytes": 0}
+    report = corpus.ReadReport()
 
     def records() -> Iterator[corpus.Record]:
-        for record in corpus.iter_records(spec):
+        for record in corpus.iter_records(spec, report):
             if progress:
                 progress(record.source_bytes)
             yield record
@@ -127,7 +132,7 @@ def train(spec: corpus.CorpusSpec, config: TrainConfig, output_dir: str, progres
             yield text
 
     started = time.time()
-    texts = _capped((record.text for record in records()), config.max_doc_chars)
+    texts: Iterable[str] = _capped((record.text for record in records()), config.max_doc_chars)
     if config.max_bytes:
         texts = corpus.seeded_sample(texts, config.max_bytes, config.seed)
     tokenizer = train_from_texts(counted(texts), config)
@@ -145,10 +150,20 @@ def train(spec: corpus.CorpusSpec, config: TrainConfig, output_dir: str, progres
         "vocab_size": tokenizer.get_vocab_size(),
         "special_tokens": specials,
         "end_of_text": END_OF_TEXT,
-        "corpus": {"paths": spec.paths[:1000], "files": len(spec.paths), "text_column": spec.text_column,
-                   "lines": spec.lines},
-        "sample": {"documents": seen["documents"], "bytes": seen["bytes"], "max_bytes": config.max_bytes,
-                   "max_doc_chars": config.max_doc_chars, "seed": config.seed},
+        "corpus": {
+            "paths": spec.paths[:1000],
+            "files": len(spec.paths),
+            "text_column": spec.text_column,
+            "lines": spec.lines,
+        },
+        "sample": {
+            "documents": seen["documents"],
+            "bytes": seen["bytes"],
+            "max_bytes": config.max_bytes,
+            "max_doc_chars": config.max_doc_chars,
+            "seed": config.seed,
+        },
+        "read": report.to_json(),
         "min_frequency": config.min_frequency,
         "training_seconds": round(time.time() - started, 1),
         "sha256": sha256_of(path),

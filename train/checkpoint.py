@@ -29,6 +29,7 @@ import re
 import shutil
 import tempfile
 import warnings
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -36,8 +37,13 @@ import torch.distributed.checkpoint as dcp
 import xxhash
 from safetensors.torch import load_file, save_file
 from torch.distributed.checkpoint import HuggingFaceStorageReader, HuggingFaceStorageWriter
-from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict, get_optimizer_state_dict,
-                                                     set_model_state_dict, set_optimizer_state_dict)
+from torch.distributed.checkpoint.state_dict import (
+    StateDictOptions,
+    get_model_state_dict,
+    get_optimizer_state_dict,
+    set_model_state_dict,
+    set_optimizer_state_dict,
+)
 
 from train import config as config_module
 from train import parallel
@@ -69,13 +75,13 @@ def _fsync_dir(path: str) -> None:
         os.close(fd)
 
 
-def _model_tensors(model) -> dict:
+def _model_tensors(model) -> dict[str, Any]:
     """The model's state by parameter name, a tied head and embedding once (as tok_embeddings.weight)."""
     unique = {name for name, _ in model.named_parameters()}
     return {name: tensor for name, tensor in get_model_state_dict(model).items() if name in unique}
 
 
-def _optimizer_tensors(model, optimizer) -> tuple[dict, dict]:
+def _optimizer_tensors(model, optimizer) -> tuple[dict[str, Any], dict[str, Any]]:
     """The optimiser's state flattened by parameter name, and its tensors alone (the hyperparameters in
     param_groups come from the configuration)."""
     state = get_optimizer_state_dict(model, optimizer, options=FLAT)
@@ -97,8 +103,9 @@ def _rng_state() -> dict:
     return state
 
 
-def save(run_dir: str, step: int, model, optimizer, trainer_state: dict, config, keep: int,
-         layout: parallel.Layout) -> str:
+def save(
+    run_dir: str, step: int, model, optimizer, trainer_state: dict, config, keep: int, layout: parallel.Layout
+) -> str:
     """Writes checkpoint `step` (every rank calls this); deletes complete checkpoints beyond the newest `keep`.
     Returns its directory."""
     root = os.path.join(run_dir, CHECKPOINTS)
@@ -202,8 +209,10 @@ def resolve(target: str) -> str:
         return target
     found = latest(target)
     if found is None:
-        raise CheckpointError(f"{target}: no complete checkpoint (a run directory with checkpoints/step-* or a "
-                              "checkpoint directory is expected)")
+        raise CheckpointError(
+            f"{target}: no complete checkpoint (a run directory with checkpoints/step-* or a "
+            "checkpoint directory is expected)"
+        )
     return found
 
 
@@ -228,14 +237,16 @@ def _load_sharded(tensors: dict, directory: str) -> None:
 def load_weights(path: str, model) -> None:
     """The weights of a checkpoint of either format into `model`, in whatever layout it is."""
     if format_version(path) == 1:
-        weights = load_file(os.path.join(path, "model.safetensors"))
+        weights: dict[str, Any] = load_file(os.path.join(path, "model.safetensors"))
         shared = [weights[name] for name in ("output.weight", "tok_embeddings.weight") if name in weights]
         if model.config.tie_embeddings and shared:  # format 1 stored the shared tensor once
             weights["output.weight"] = weights["tok_embeddings.weight"] = shared[0]
         expected = set(get_model_state_dict(model))
         if set(weights) != expected:
-            raise CheckpointError(f"{path}: weights do not fit the model (missing {sorted(expected - set(weights))[:3]}, "
-                                  f"unexpected {sorted(set(weights) - expected)[:3]})")
+            raise CheckpointError(
+                f"{path}: weights do not fit the model (missing {sorted(expected - set(weights))[:3]}, "
+                f"unexpected {sorted(set(weights) - expected)[:3]})"
+            )
         set_model_state_dict(model, weights, options=StateDictOptions(full_state_dict=True))
         return
     tensors = _model_tensors(model)
@@ -250,9 +261,12 @@ def load_training_state(path: str, model, optimizer, layout: parallel.Layout) ->
         # format 1 is torch's own state dict, parameters numbered in the optimiser's order; name them
         names = {id(param): name for name, param in model.named_parameters()}
         fqns = [names[id(param)] for group in optimizer.param_groups for param in group["params"]]
-        state = {"state": {fqns[index]: value for index, value in saved["state"].items()},
-                 "param_groups": [{**group, "params": [fqns[i] for i in group["params"]]}
-                                  for group in saved["param_groups"]]}
+        state: dict[str, Any] = {
+            "state": {fqns[index]: value for index, value in saved["state"].items()},
+            "param_groups": [
+                {**group, "params": [fqns[i] for i in group["params"]]} for group in saved["param_groups"]
+            ],
+        }
         set_optimizer_state_dict(model, optimizer, state, options=StateDictOptions(full_state_dict=True))
         rng = torch.load(os.path.join(path, "rng.pt"), weights_only=True)
         rng = {"cpu": rng["cpu"], **({"cuda": rng["cuda"][0]} if rng.get("cuda") else {})}

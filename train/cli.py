@@ -6,13 +6,14 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import sys
 
+from pipeline.settings import UsageError, parse_overrides, report
 from train import config as config_module
 from train.checkpoint import CheckpointError
 from train.data import DataError
 from train.trainer import NonFiniteLoss, train
 
+PROGRAM = "python -m train"
 EXAMPLE = """examples:
   # the CPU demo preset on bins written by `python -m tokenizer encode`
   python -m train --config configs/demo.toml --data.sources '[{path="bins/"}]' --data.tokenizer tok/
@@ -29,18 +30,31 @@ Any field of the configuration can be overridden as --section.field VALUE; VALUE
 
 
 def build_parser() -> argparse.ArgumentParser:
-    epilog = (f"{EXAMPLE}\nsettings and their defaults (meanings in train/config.py, docs/formats.md and, for "
-              f"[parallel], docs/distributed.md):\n{config_module.describe()}")
-    parser = argparse.ArgumentParser(prog="python -m train", description=__doc__.strip() + "\n\nTrains the "
-                                     "Llama-style model on token bins.", epilog=epilog,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    epilog = (
+        f"{EXAMPLE}\nsettings and their defaults (meanings in train/config.py, docs/formats.md and, for "
+        f"[parallel], docs/distributed.md):\n{config_module.describe()}"
+    )
+    parser = argparse.ArgumentParser(
+        prog=PROGRAM,
+        description=__doc__.strip() + "\n\nTrains the Llama-style model on token bins.",
+        epilog=epilog,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--config", help="a TOML file (presets in configs/); without it, the defaults")
-    parser.add_argument("--resume", default="never", metavar="auto|never|PATH",
-                        help="auto: continue from the run directory's newest complete checkpoint, if any; PATH: "
-                             "from that checkpoint; never (default): refuse a run directory that has checkpoints")
-    parser.add_argument("--peak-flops", type=float, metavar="FLOP/S",
-                        help="peak FLOP/s of one device for MFU (same as --logging.peak_flops); by default looked up "
-                             "from the GPU's name")
+    parser.add_argument(
+        "--resume",
+        default="never",
+        metavar="auto|never|PATH",
+        help="auto: continue from the run directory's newest complete checkpoint, if any; PATH: "
+        "from that checkpoint; never (default): refuse a run directory that has checkpoints",
+    )
+    parser.add_argument(
+        "--peak-flops",
+        type=float,
+        metavar="FLOP/S",
+        help="peak FLOP/s of one device for MFU (same as --logging.peak_flops); by default looked up "
+        "from the GPU's name",
+    )
     return parser
 
 
@@ -49,22 +63,21 @@ def _fail(exc: Exception) -> None:
     rank 0 prints them; the data can differ between nodes, so each rank names itself."""
     rank = int(os.environ.get("RANK", "0"))
     if isinstance(exc, DataError) and int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        print(f"python -m train (rank {rank}): {exc}", file=sys.stderr)
+        report(PROGRAM, f"rank {rank}: {exc}")
     elif rank == 0:
-        print(f"python -m train: {exc}", file=sys.stderr)
+        report(PROGRAM, exc)
 
 
 def main(argv=None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s",
-                        datefmt="%H:%M:%S")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
     args, rest = build_parser().parse_known_args(argv)
     try:
-        overrides = config_module.parse_overrides(rest)
+        overrides = parse_overrides(rest)
         if args.peak_flops is not None:
             overrides.append(("logging.peak_flops", args.peak_flops))
         config = config_module.load(args.config, overrides)
         summary = train(config, resume=args.resume)
-    except (config_module.ConfigError, DataError, CheckpointError) as exc:
+    except (UsageError, DataError, CheckpointError) as exc:
         _fail(exc)
         return 2
     except NonFiniteLoss as exc:
@@ -76,7 +89,9 @@ def main(argv=None) -> int:
         print(f"stopped at step {summary['step']}; checkpoint {summary['checkpoint']}")
     else:
         val = f", validation loss {summary['val.loss']:.4f}" if "val.loss" in summary else ""
-        print(f"trained {summary['step']} steps ({summary['tokens']:,} tokens){val}; checkpoint {summary['checkpoint']}")
+        print(
+            f"trained {summary['step']} steps ({summary['tokens']:,} tokens){val}; checkpoint {summary['checkpoint']}"
+        )
         if summary["loss_plot"]:
             print(f"loss curve: {summary['loss_plot']}")
     return 0

@@ -4,19 +4,18 @@
 from __future__ import annotations
 
 import dataclasses
-import difflib
-import json
-import tomllib
-import typing
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import tomli_w
 
 from model import ModelConfig
+from pipeline.settings import UsageError, build, load_toml, set_dotted
+from pipeline.settings import describe as describe_section
 
 
-class ConfigError(ValueError):
-    pass
+class ConfigError(UsageError):
+    """A setting of the training configuration is wrong."""
 
 
 @dataclass
@@ -87,6 +86,7 @@ class RunConfig:
 @dataclass
 class ParallelConfig:
     """How a torchrun job splits the work; data parallelism is what is left: dp = world size / tp."""
+
     tp: int = 1  # tensor-parallel degree: attention heads and the MLP split over this many devices
     fsdp: bool = False  # shard parameters, gradients and optimiser state over dp (FSDP2) instead of replicating
     sequence_parallel: bool = False  # with tp > 1: norms and residuals split along the sequence, less memory
@@ -118,18 +118,26 @@ class Config:
         if len(set(names)) != len(names):
             raise ConfigError(f"data.sources: names must differ, got {names}")
         if self.data.seq_len > self.model.max_seq_len:
-            raise ConfigError(f"data.seq_len ({self.data.seq_len}) exceeds model.max_seq_len ({self.model.max_seq_len})")
+            raise ConfigError(
+                f"data.seq_len ({self.data.seq_len}) exceeds model.max_seq_len ({self.model.max_seq_len})"
+            )
         per_micro = t.micro_batch_size * self.data.seq_len
         if t.batch_tokens <= 0 or t.batch_tokens % per_micro:
-            raise ConfigError(f"training.batch_tokens ({t.batch_tokens}) must be a multiple of micro_batch_size × "
-                              f"data.seq_len ({per_micro})")
-        for name, value, allowed in (("training.on_nonfinite", t.on_nonfinite, ("stop", "skip")),
-                                     ("training.dtype", t.dtype, ("auto", "float32", "bfloat16")),
-                                     ("schedule.kind", self.schedule.kind, ("cosine", "wsd", "constant"))):
+            raise ConfigError(
+                f"training.batch_tokens ({t.batch_tokens}) must be a multiple of micro_batch_size × "
+                f"data.seq_len ({per_micro})"
+            )
+        for name, value, allowed in (
+            ("training.on_nonfinite", t.on_nonfinite, ("stop", "skip")),
+            ("training.dtype", t.dtype, ("auto", "float32", "bfloat16")),
+            ("schedule.kind", self.schedule.kind, ("cosine", "wsd", "constant")),
+        ):
             if value not in allowed:
                 raise ConfigError(f"{name}: {value!r} is not one of {', '.join(allowed)}")
         if t.steps <= 0 or self.schedule.warmup_steps < 0 or self.checkpoint.keep < 1:
-            raise ConfigError("training.steps must be positive, schedule.warmup_steps non-negative, checkpoint.keep ≥ 1")
+            raise ConfigError(
+                "training.steps must be positive, schedule.warmup_steps non-negative, checkpoint.keep ≥ 1"
+            )
         if len(self.optim.betas) != 2:
             raise ConfigError("optim.betas: two numbers, e.g. [0.9, 0.95]")
         if self.parallel.tp < 1 or self.parallel.timeout_seconds <= 0:
@@ -139,97 +147,11 @@ class Config:
         return dataclasses.asdict(self)
 
 
-def _convert(value, kind, where: str):
-    origin = typing.get_origin(kind)
-    if dataclasses.is_dataclass(kind):
-        if not isinstance(value, dict):
-            raise ConfigError(f"{where}: expected a table, got {value!r}")
-        return _build(kind, value, where)
-    if origin is list:
-        (item,) = typing.get_args(kind)
-        if not isinstance(value, list):
-            raise ConfigError(f"{where}: expected a list, got {value!r}")
-        return [_convert(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
-    if kind is bool:
-        if isinstance(value, bool):
-            return value
-    elif kind is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-    elif kind is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if isinstance(value, float) and value.is_integer():  # 5e5 on a command line
-            return int(value)
-    elif kind is str:
-        return str(value)
-    raise ConfigError(f"{where}: expected {kind.__name__}, got {value!r}")
-
-
-def _build(cls, table: dict, where: str):
-    hints = typing.get_type_hints(cls)
-    known = {f.name for f in dataclasses.fields(cls)}
-    for key in table:
-        if key not in known:
-            close = difflib.get_close_matches(key, known, n=1)
-            hint = f" (did you mean {where + '.' if where else ''}{close[0]}?)" if close else ""
-            raise ConfigError(f"unknown setting {where + '.' if where else ''}{key}{hint}")
-    values = {key: _convert(value, hints[key], f"{where}.{key}" if where else key) for key, value in table.items()}
-    try:
-        return cls(**values)
-    except ValueError as exc:
-        raise ConfigError(f"{where}: {exc}")
-
-
-def _parse_value(text: str):
-    """A TOML value (`6e-4`, `true`, `[0.9, 0.95]`, `[{path="bins", weight=1}]`), else the bare string."""
-    try:
-        return tomllib.loads(f"v = {text}")["v"]
-    except tomllib.TOMLDecodeError:
-        return text
-
-
-def _set(table: dict, dotted: str, value) -> None:
-    *sections, key = dotted.split(".")
-    for section in sections:
-        table = table.setdefault(section, {})
-        if not isinstance(table, dict):
-            raise ConfigError(f"--{dotted}: {section} is not a section")
-    table[key] = value
-
-
-def parse_overrides(arguments: list[str]) -> list[tuple[str, object]]:
-    """`--section.field VALUE` or `--section.field=VALUE` pairs."""
-    pairs, index = [], 0
-    while index < len(arguments):
-        argument = arguments[index]
-        if not argument.startswith("--") or "." not in argument:
-            raise ConfigError(f"unexpected argument {argument!r}; overrides look like --optim.lr 6e-4")
-        if "=" in argument:
-            name, text = argument[2:].split("=", 1)
-            index += 1
-        else:
-            if index + 1 >= len(arguments):
-                raise ConfigError(f"{argument}: a value is missing")
-            name, text = argument[2:], arguments[index + 1]
-            index += 2
-        pairs.append((name, _parse_value(text)))
-    return pairs
-
-
-def load(path: str | None, overrides: list[tuple[str, object]] = ()) -> Config:
-    table: dict = {}
-    if path:
-        try:
-            with open(path, "rb") as handle:
-                table = tomllib.load(handle)
-        except FileNotFoundError:
-            raise ConfigError(f"--config: {path} does not exist")
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"--config: {path} is not valid TOML: {exc}")
+def load(path: str | None, overrides: Sequence[tuple[str, object]] = ()) -> Config:
+    table: dict = load_toml(path, "--config") if path else {}
     for name, value in overrides:
-        _set(table, name, value)
-    config = _build(Config, table, "")
+        set_dotted(table, name, value)
+    config = build(Config, table)
     for source in config.data.sources:
         source.name = source.name or source.path.rstrip("/").rsplit("/", 1)[-1]
     return config
@@ -237,12 +159,7 @@ def load(path: str | None, overrides: list[tuple[str, object]] = ()) -> Config:
 
 def describe() -> str:
     """Every setting with its default, one section per line, for --help."""
-    lines = []
-    for section in dataclasses.fields(Config):
-        values = dataclasses.asdict(section.default_factory())
-        lines.append(f"  [{section.name}] " + ", ".join(f"{key} = {json.dumps(value)}"
-                                                       for key, value in values.items()))
-    return "\n".join(lines)
+    return "\n".join(describe_section(name, section) for name, section in vars(Config()).items())
 
 
 def save(config: Config, path: str) -> None:

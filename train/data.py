@@ -35,7 +35,8 @@ class SourceWindows:
         self.windows = (reader.num_tokens - 1) // seq_len
         if self.windows < 1:
             raise DataError(f"data source {name}: {reader.num_tokens} training tokens, fewer than data.seq_len + 1")
-        self._epoch, self._order = -1, None
+        self._epoch = -1
+        self._order = np.empty(0, dtype=np.uint32)  # the epoch's window order, made when the epoch is first read
 
     def window(self, cursor: int) -> np.ndarray:
         epoch, position = divmod(cursor, self.windows)
@@ -47,8 +48,17 @@ class SourceWindows:
 
 
 class MixtureLoader:
-    def __init__(self, readers: list[BinReader], weights: list[float], names: list[str], seq_len: int,
-                 micro_batch_size: int, seed: int, rank: int = 0, world_size: int = 1):
+    def __init__(
+        self,
+        readers: list[BinReader],
+        weights: list[float],
+        names: list[str],
+        seq_len: int,
+        micro_batch_size: int,
+        seed: int,
+        rank: int = 0,
+        world_size: int = 1,
+    ):
         self.names = names
         self.sources = [SourceWindows(r, seq_len, seed, i, n) for i, (r, n) in enumerate(zip(readers, names))]
         self.shares = np.asarray(weights, dtype=np.float64) / sum(weights)
@@ -75,8 +85,10 @@ class MixtureLoader:
 
     def load_state_dict(self, state: dict) -> None:
         if sorted(state["cursors"]) != sorted(self.names):
-            raise DataError(f"the checkpoint's data sources {sorted(state['cursors'])} differ from the "
-                            f"configured {sorted(self.names)}")
+            raise DataError(
+                f"the checkpoint's data sources {sorted(state['cursors'])} differ from the "
+                f"configured {sorted(self.names)}"
+            )
         self.samples = int(state["samples"])
         self.cursors = np.asarray([state["cursors"][name] for name in self.names], dtype=np.int64)
 
@@ -97,21 +109,28 @@ class Corpus:
         self.names = [s.name for s in config.sources]
         self.weights = [s.weight for s in config.sources]
         if not os.path.exists(os.path.join(config.tokenizer, "tokenizer.json")):
-            raise DataError(f"data.tokenizer: {config.tokenizer} has no tokenizer.json "
-                            "(train one with `python -m tokenizer train`)")
+            raise DataError(
+                f"data.tokenizer: {config.tokenizer} has no tokenizer.json (train one with `python -m tokenizer train`)"
+            )
         tokenizer_sha256 = load_meta(config.tokenizer)["sha256"]
         self.train, self.val = [], []
         for source in config.sources:
             if not os.path.exists(os.path.join(source.path, "meta.json")):
-                raise DataError(f"data source {source.name}: {source.path} has no meta.json "
-                                "(write bins with `python -m tokenizer encode`)")
+                raise DataError(
+                    f"data source {source.name}: {source.path} has no meta.json "
+                    "(write bins with `python -m tokenizer encode`)"
+                )
             train = BinReader(source.path, "train")
             if train.meta["tokenizer_sha256"] != tokenizer_sha256:
-                raise DataError(f"data source {source.name}: {source.path} was encoded with another tokenizer "
-                                f"than {config.tokenizer} (sha256 differs)")
+                raise DataError(
+                    f"data source {source.name}: {source.path} was encoded with another tokenizer "
+                    f"than {config.tokenizer} (sha256 differs)"
+                )
             self.train.append(train)
             self.val.append(BinReader(source.path, "val"))
         self.vocab_size = self.train[0].meta["vocab_size"]
 
-    def loader(self, seq_len: int, micro_batch_size: int, seed: int, rank: int = 0, world_size: int = 1) -> MixtureLoader:
+    def loader(
+        self, seq_len: int, micro_batch_size: int, seed: int, rank: int = 0, world_size: int = 1
+    ) -> MixtureLoader:
         return MixtureLoader(self.train, self.weights, self.names, seq_len, micro_batch_size, seed, rank, world_size)

@@ -13,9 +13,11 @@ import sys
 import torch
 
 from model import KVCache, Transformer
+from pipeline.settings import report
 from tokenizer.encoding import Encoder
 from train import checkpoint
 
+PROGRAM = "python -m train.generate"
 EXAMPLE = """examples:
   python -m train.generate --checkpoint runs/demo --prompt "The history of"
   python -m train.generate --checkpoint runs/demo/checkpoints/step-00000300 --prompt "Once" \\
@@ -41,9 +43,17 @@ def sample_next(logits: torch.Tensor, temperature: float, top_k: int, top_p: flo
 
 
 @torch.no_grad()
-def generate(model: Transformer, prompt: list[int], max_new_tokens: int, temperature: float = 1.0, top_k: int = 0,
-             top_p: float = 1.0, seed: int | None = None, stop_token: int | None = None,
-             use_cache: bool = True) -> list[int]:
+def generate(
+    model: Transformer,
+    prompt: list[int],
+    max_new_tokens: int,
+    temperature: float = 1.0,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    seed: int | None = None,
+    stop_token: int | None = None,
+    use_cache: bool = True,
+) -> list[int]:
     """The new tokens after `prompt`. With the KV cache each step runs one token through the model; without it
     the whole sequence is recomputed (the reference the cache is tested against)."""
     device = model.rope_freqs.device
@@ -56,8 +66,11 @@ def generate(model: Transformer, prompt: list[int], max_new_tokens: int, tempera
         generator.manual_seed(seed)
     model.eval()
     tokens = torch.tensor([prompt], device=device)
-    cache = KVCache(model.config, 1, len(prompt) + max_new_tokens, device=device,
-                    dtype=model.tok_embeddings.weight.dtype) if use_cache else None
+    cache = (
+        KVCache(model.config, 1, len(prompt) + max_new_tokens, device=device, dtype=model.tok_embeddings.weight.dtype)
+        if use_cache
+        else None
+    )
     new: list[int] = []
     step_input = tokens
     for _ in range(max_new_tokens):
@@ -82,10 +95,15 @@ def load_run(target: str, device: str = "cpu") -> tuple[Transformer, Encoder]:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m train.generate", description=__doc__.strip(), epilog=EXAMPLE,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--checkpoint", required=True, metavar="RUN_DIR|CHECKPOINT",
-                        help="a run directory (its newest complete checkpoint) or one checkpoint directory")
+    parser = argparse.ArgumentParser(
+        prog=PROGRAM, description=__doc__.strip(), epilog=EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--checkpoint",
+        required=True,
+        metavar="RUN_DIR|CHECKPOINT",
+        help="a run directory (its newest complete checkpoint) or one checkpoint directory",
+    )
     parser.add_argument("--prompt", default="", help="text to continue (default: start a new document)")
     parser.add_argument("--max-new-tokens", type=int, default=100)
     parser.add_argument("--temperature", type=float, default=0.8, help="0: greedy (default: %(default)s)")
@@ -97,14 +115,22 @@ def main(argv=None) -> int:
     try:
         model, encoder = load_run(args.checkpoint, args.device)
     except checkpoint.CheckpointError as exc:
-        print(f"python -m train.generate: {exc}", file=sys.stderr)
+        report(PROGRAM, exc)
         return 2
     prompt = [encoder.end_of_text] + (encoder.encode([args.prompt])[0] if args.prompt else [])
     try:
-        new = generate(model, prompt, args.max_new_tokens, args.temperature, args.top_k, args.top_p, args.seed,
-                       stop_token=encoder.end_of_text)
+        new = generate(
+            model,
+            prompt,
+            args.max_new_tokens,
+            args.temperature,
+            args.top_k,
+            args.top_p,
+            args.seed,
+            stop_token=encoder.end_of_text,
+        )
     except ValueError as exc:
-        print(f"python -m train.generate: {exc}", file=sys.stderr)
+        report(PROGRAM, exc)
         return 2
     print(args.prompt + encoder.decode(new))
     return 0

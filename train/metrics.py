@@ -18,9 +18,19 @@ LOSS_PLOT = "loss.png"
 # Dense bf16 tensor-core peak per device, FLOP/s, from the vendors' data sheets; the first match of the device
 # name wins, so the more specific names come first.
 PEAK_FLOPS = (
-    ("H100 PCIe", 756e12), ("H100 NVL", 835e12), ("GH200", 989e12), ("H100", 989e12), ("H200", 989e12),
-    ("B200", 2250e12), ("A100", 312e12), ("L40S", 362e12), ("L4", 121e12),
-    ("RTX 4090", 165e12), ("RTX 3090", 71e12), ("V100", 125e12), ("T4", 65e12),
+    ("H100 PCIe", 756e12),
+    ("H100 NVL", 835e12),
+    ("GH200", 989e12),
+    ("H100", 989e12),
+    ("H200", 989e12),
+    ("B200", 2250e12),
+    ("A100", 312e12),
+    ("L40S", 362e12),
+    ("L4", 121e12),
+    ("RTX 4090", 165e12),
+    ("RTX 3090", 71e12),
+    ("V100", 125e12),
+    ("T4", 65e12),
 )
 
 
@@ -101,8 +111,10 @@ class MetricsLog:
             return
         mfu = f" | mfu {record['mfu'] * 100:5.1f}%" if "mfu" in record else ""
         memory = f" | peak memory {record['peak_memory_gb']:.1f} GB" if "peak_memory_gb" in record else ""
-        line = (f"step {record['step']:>6} | loss {record['loss']:.4f} | lr {record['lr']:.2e} | "
-                f"grad norm {record['grad_norm']:.3f} | {record['tokens_per_second']:,.0f} tok/s{mfu}{memory}")
+        line = (
+            f"step {record['step']:>6} | loss {record['loss']:.4f} | lr {record['lr']:.2e} | "
+            f"grad norm {record['grad_norm']:.3f} | {record['tokens_per_second']:,.0f} tok/s{mfu}{memory}"
+        )
         if self.bar is not None:
             self.bar.write(line)
         else:

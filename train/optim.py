@@ -14,13 +14,15 @@ def build_optimizer(model: nn.Module, config: OptimConfig, device: torch.device)
     """Decay for the weight matrices of attention, MLP and an untied head; none for norms and embeddings (a tied
     head is the embedding). Fused kernel on CUDA."""
     embeddings = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
-    decay, no_decay = [], []
+    decay: list[nn.Parameter] = []
+    no_decay: list[nn.Parameter] = []
     for param in model.parameters():
         if param.requires_grad:
             (decay if param.dim() >= 2 and id(param) not in embeddings else no_decay).append(param)
     groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=config.lr, betas=tuple(config.betas), eps=config.eps,
-                             fused=device.type == "cuda")
+    return torch.optim.AdamW(
+        groups, lr=config.lr, betas=(config.betas[0], config.betas[1]), eps=config.eps, fused=device.type == "cuda"
+    )
 
 
 def lr_factor(step: int, total_steps: int, config: ScheduleConfig) -> float:

@@ -32,9 +32,16 @@ from torch.distributed._composable.replicate_with_fsdp import replicate
 from torch.distributed.device_mesh import DeviceMesh, init_device_mesh
 from torch.distributed.fsdp import FSDPModule, MixedPrecisionPolicy, fully_shard
 from torch.distributed.tensor import DTensor, Replicate, Shard
-from torch.distributed.tensor.parallel import (ColwiseParallel, PrepareModuleInput, RowwiseParallel, SequenceParallel,
-                                               loss_parallel, parallelize_module)
+from torch.distributed.tensor.parallel import (
+    ColwiseParallel,
+    PrepareModuleInput,
+    RowwiseParallel,
+    SequenceParallel,
+    loss_parallel,
+    parallelize_module,
+)
 
+from model import Transformer
 from train.config import Config, ConfigError, ParallelConfig
 
 log = logging.getLogger(__name__)
@@ -43,6 +50,7 @@ log = logging.getLogger(__name__)
 @dataclass
 class Layout:
     """Where this process sits in the job."""
+
     device: torch.device
     world_size: int = 1
     rank: int = 0
@@ -63,7 +71,12 @@ class Layout:
 
     @property
     def dp_rank(self) -> int:
-        return self.mesh["dp"].get_local_rank() if self.distributed else 0
+        return self.submesh("dp").get_local_rank() if self.distributed else 0
+
+    def submesh(self, name: str) -> DeviceMesh:
+        """The "dp" or "tp" dimension of the job's mesh; a single process has none."""
+        assert self.mesh is not None, "a single process has no device mesh"
+        return self.mesh[name]
 
 
 def world_size_from_env() -> int:
@@ -76,20 +89,27 @@ def check_layout(config: Config, world_size: int) -> None:
     tp, model = config.parallel.tp, config.model
     if world_size % tp:
         raise ConfigError(f"parallel.tp ({tp}) must divide the number of processes ({world_size})")
-    for name, value in (("model.n_heads", model.n_heads), ("model.n_kv_heads", model.kv_heads),
-                        ("the MLP width (model.ffn_hidden_dim)", model.hidden_dim),
-                        ("model.vocab_size", model.vocab_size)):
+    for name, value in (
+        ("model.n_heads", model.n_heads),
+        ("model.n_kv_heads", model.kv_heads),
+        ("the MLP width (model.ffn_hidden_dim)", model.hidden_dim),
+        ("model.vocab_size", model.vocab_size),
+    ):
         if value % tp:
             raise ConfigError(f"parallel.tp ({tp}) must divide {name} ({value})")
     if config.parallel.sequence_parallel and config.data.seq_len % tp:
-        raise ConfigError(f"data.seq_len ({config.data.seq_len}) must be a multiple of parallel.tp ({tp}) with "
-                          "parallel.sequence_parallel")
+        raise ConfigError(
+            f"data.seq_len ({config.data.seq_len}) must be a multiple of parallel.tp ({tp}) with "
+            "parallel.sequence_parallel"
+        )
     dp = world_size // tp
     per_step = config.training.micro_batch_size * config.data.seq_len * dp
     if config.training.batch_tokens % per_step:
-        raise ConfigError(f"training.batch_tokens ({config.training.batch_tokens}) must be a multiple of "
-                          f"micro_batch_size × data.seq_len × dp ({config.training.micro_batch_size} × "
-                          f"{config.data.seq_len} × {dp} = {per_step})")
+        raise ConfigError(
+            f"training.batch_tokens ({config.training.batch_tokens}) must be a multiple of "
+            f"micro_batch_size × data.seq_len × dp ({config.training.micro_batch_size} × "
+            f"{config.data.seq_len} × {dp} = {per_step})"
+        )
 
 
 def init(parallel: ParallelConfig, device: torch.device) -> Layout:
@@ -121,7 +141,7 @@ def shutdown(layout: Layout, together: bool) -> None:
         dist.destroy_process_group()
 
 
-def apply_tensor_parallel(model: nn.Module, tp_mesh, sequence_parallel: bool) -> None:
+def apply_tensor_parallel(model: Transformer, tp_mesh, sequence_parallel: bool) -> None:
     """Megatron's split of every block, with the embedding and head split over the vocabulary. The head's
     output stays a DTensor sharded over the vocabulary, so the loss must run under `loss_context`."""
     residual = Shard(1) if sequence_parallel else Replicate()  # the layout between blocks
@@ -143,20 +163,24 @@ def apply_tensor_parallel(model: nn.Module, tp_mesh, sequence_parallel: bool) ->
             "feed_forward.w2": RowwiseParallel(output_layouts=residual),
         }
         if sequence_parallel:
-            plan.update({
-                "attention_norm": SequenceParallel(),
-                "ffn_norm": SequenceParallel(),
-                # attention(x, freqs, cache, layer) and feed_forward(x) see the whole sequence
-                "attention": PrepareModuleInput(input_layouts=(Shard(1), None, None, None),
-                                                desired_input_layouts=(Replicate(), None, None, None)),
-                "feed_forward": PrepareModuleInput(input_layouts=(Shard(1),), desired_input_layouts=(Replicate(),)),
-            })
+            plan.update(
+                {
+                    "attention_norm": SequenceParallel(),
+                    "ffn_norm": SequenceParallel(),
+                    # attention(x, freqs, cache, layer) and feed_forward(x) see the whole sequence
+                    "attention": PrepareModuleInput(
+                        input_layouts=(Shard(1), None, None, None),
+                        desired_input_layouts=(Replicate(), None, None, None),
+                    ),
+                    "feed_forward": PrepareModuleInput(input_layouts=(Shard(1),), desired_input_layouts=(Replicate(),)),
+                }
+            )
         parallelize_module(block, tp_mesh, plan)
     if model.config.tie_embeddings:  # each plan distributed its own copy of the shared weight; share it again
         model.output.weight = model.tok_embeddings.weight
 
 
-def apply_compile(model: nn.Module, layout: Layout) -> None:
+def apply_compile(model: Transformer, layout: Layout) -> None:
     """torch.compile each block in place (parameter names unchanged; one graph reused by every block).
 
     With tensor parallelism on CPU (torch 2.13), compiled blocks silently drop the gradient that flows back into
@@ -164,18 +188,22 @@ def apply_compile(model: nn.Module, layout: Layout) -> None:
     when it has no data-parallel wrapper (dp = 1), and nothing otherwise, saying so in the log."""
     if layout.tp > 1 and layout.device.type == "cpu":
         if layout.dp > 1:
-            log.warning("torch.compile is off: with tensor parallelism on CPU, compiled blocks lose the embedding's "
-                        "gradient and a compiled whole model fails under FSDP2 (torch 2.13); training runs eagerly")
+            log.warning(
+                "torch.compile is off: with tensor parallelism on CPU, compiled blocks lose the embedding's "
+                "gradient and a compiled whole model fails under FSDP2 (torch 2.13); training runs eagerly"
+            )
             return
-        log.info("torch.compile: the whole model, not each block (with tensor parallelism on CPU, compiled blocks "
-                 "lose the embedding's gradient in torch 2.13)")
+        log.info(
+            "torch.compile: the whole model, not each block (with tensor parallelism on CPU, compiled blocks "
+            "lose the embedding's gradient in torch 2.13)"
+        )
         model.compile()
         return
     for block in model.layers:
         block.compile()
 
 
-def apply_data_parallel(model: nn.Module, dp_mesh, shard: bool, param_dtype: torch.dtype | None) -> None:
+def apply_data_parallel(model: Transformer, dp_mesh, shard: bool, param_dtype: torch.dtype | None) -> None:
     """FSDP2 over dp: each block is one unit (its parameters gathered for its forward and backward), the
     embedding, final norm and head the root's. bf16 compute keeps float32 master weights and reduces gradients in
     float32. Forward inputs are not cast: the rotary table that every block receives must stay float32."""
@@ -186,17 +214,18 @@ def apply_data_parallel(model: nn.Module, dp_mesh, shard: bool, param_dtype: tor
     wrap(model, mesh=dp_mesh, mp_policy=policy)
 
 
-def parallelize(model: nn.Module, layout: Layout, parallel: ParallelConfig, compile: bool,
-                param_dtype: torch.dtype | None) -> None:
+def parallelize(
+    model: Transformer, layout: Layout, parallel: ParallelConfig, compile: bool, param_dtype: torch.dtype | None
+) -> None:
     """Tensor parallelism, then compilation, then data parallelism (torchtitan's order: FSDP shards the
     DTensors the plan made; compiled blocks see the plan's layouts). `param_dtype` is the compute dtype of the
     data-parallel wrapper, which exists only when dp > 1 (see `autocast_needed`)."""
     if layout.tp > 1:
-        apply_tensor_parallel(model, layout.mesh["tp"], parallel.sequence_parallel)
+        apply_tensor_parallel(model, layout.submesh("tp"), parallel.sequence_parallel)
     if compile:
         apply_compile(model, layout)
     if layout.dp > 1:
-        apply_data_parallel(model, layout.mesh["dp"], parallel.fsdp, param_dtype)
+        apply_data_parallel(model, layout.submesh("dp"), parallel.fsdp, param_dtype)
     elif parallel.fsdp and layout.distributed:
         log.info("parallel.fsdp: nothing to shard over with dp = 1; parameters are split by tensor parallelism only")
 
@@ -261,7 +290,7 @@ def agree(layout: Layout, loss: torch.Tensor, stop_requested: bool) -> tuple[flo
 
 def sum_over_dp(layout: Layout, values: torch.Tensor) -> torch.Tensor:
     if layout.distributed:
-        dist.all_reduce(values, group=layout.mesh.get_group("dp"))
+        dist.all_reduce(values, group=layout.submesh("dp").get_group())
     return values
 
 

@@ -17,7 +17,8 @@ import torch.nn.functional as F
 
 from model import Transformer
 from train import checkpoint, parallel
-from train.config import Config, ConfigError, save as save_config
+from train.config import Config, ConfigError
+from train.config import save as save_config
 from train.data import Corpus, validation_batches
 from train.metrics import MetricsLog, peak_flops, plot_losses
 from train.optim import build_optimizer, lr_factor, set_lr
@@ -57,8 +58,10 @@ def resolve_vocab(config: Config, tokenizer_vocab: int) -> None:
     if config.model.vocab_size == 0:
         config.model.vocab_size = VOCAB_PADDING * math.ceil(tokenizer_vocab / VOCAB_PADDING)
     elif config.model.vocab_size < tokenizer_vocab:
-        raise ConfigError(f"model.vocab_size ({config.model.vocab_size}) is smaller than the tokenizer's "
-                          f"vocabulary ({tokenizer_vocab}); set it to 0 to follow the tokenizer")
+        raise ConfigError(
+            f"model.vocab_size ({config.model.vocab_size}) is smaller than the tokenizer's "
+            f"vocabulary ({tokenizer_vocab}); set it to 0 to follow the tokenizer"
+        )
 
 
 def loss_of(model, batch: torch.Tensor) -> torch.Tensor:
@@ -74,8 +77,11 @@ def evaluate(model, corpus: Corpus, config: Config, layout: parallel.Layout, amp
     model.eval()
     result, weighted, weight_sum = {}, 0.0, 0.0
     for name, weight, reader in zip(corpus.names, corpus.weights, corpus.val):
-        batches = list(validation_batches(reader, config.data.seq_len, config.training.micro_batch_size,
-                                          config.logging.eval_batches))
+        batches = list(
+            validation_batches(
+                reader, config.data.seq_len, config.training.micro_batch_size, config.logging.eval_batches
+            )
+        )
         sums = torch.zeros(2, dtype=torch.float64, device=layout.device)  # loss × rows, rows
         for first in range(0, len(batches), layout.dp):
             index = first + layout.dp_rank
@@ -83,8 +89,9 @@ def evaluate(model, corpus: Corpus, config: Config, layout: parallel.Layout, amp
             with parallel.loss_context(layout), amp():
                 loss = parallel.full_value(loss_of(model, batch.to(layout.device)))
             if index < len(batches):
-                sums += torch.stack([loss.double() * len(batch), torch.tensor(len(batch), dtype=torch.float64,
-                                                                               device=layout.device)])
+                sums += torch.stack(
+                    [loss.double() * len(batch), torch.tensor(len(batch), dtype=torch.float64, device=layout.device)]
+                )
         total, rows = parallel.sum_over_dp(layout, sums).tolist()
         if rows:
             result[f"val.{name}"] = total / rows
@@ -106,8 +113,10 @@ def _prepare_run_dir(config: Config, resume: str) -> str | None:
         start = newest
     elif resume in ("", "never"):
         if newest is not None:
-            raise ConfigError(f"run.dir {run_dir} already has checkpoints (newest {newest}); pass --resume auto to "
-                              "continue it or choose another --run.dir")
+            raise ConfigError(
+                f"run.dir {run_dir} already has checkpoints (newest {newest}); pass --resume auto to "
+                "continue it or choose another --run.dir"
+            )
         start = None
     else:
         start = checkpoint.resolve(resume)
@@ -193,22 +202,37 @@ def _train(config: Config, resume: str, corpus: Corpus, layout: parallel.Layout)
 
     accumulation = t.batch_tokens // (t.micro_batch_size * config.data.seq_len * layout.dp)
     peak = peak_flops(device, config.logging.peak_flops)
-    log.info("model: %.2fM parameters (%.2fM without the embedding), %.3g FLOPs per token; %d micro-batches of "
-             "%d × %d per step on each of %d data-parallel ranks; device %s%s%s", parameters[0] / 1e6,
-             parameters[1] / 1e6, flops_per_token, accumulation, t.micro_batch_size, config.data.seq_len, layout.dp,
-             device, ", bf16 compute" if dtype else "",
-             f"; {layout.world_size} processes: dp {layout.dp} × tp {layout.tp}"
-             f"{', FSDP' if config.parallel.fsdp else ''}"
-             f"{', sequence parallel' if config.parallel.sequence_parallel and layout.tp > 1 else ''}"
-             if layout.distributed else "")
+    log.info(
+        "model: %.2fM parameters (%.2fM without the embedding), %.3g FLOPs per token; %d micro-batches of "
+        "%d × %d per step on each of %d data-parallel ranks; device %s%s%s",
+        parameters[0] / 1e6,
+        parameters[1] / 1e6,
+        flops_per_token,
+        accumulation,
+        t.micro_batch_size,
+        config.data.seq_len,
+        layout.dp,
+        device,
+        ", bf16 compute" if dtype else "",
+        f"; {layout.world_size} processes: dp {layout.dp} × tp {layout.tp}"
+        f"{', FSDP' if config.parallel.fsdp else ''}"
+        f"{', sequence parallel' if config.parallel.sequence_parallel and layout.tp > 1 else ''}"
+        if layout.distributed
+        else "",
+    )
 
     metrics = MetricsLog(config.run.dir, t.steps, step, config.logging.tensorboard, enabled=layout.is_main)
     last_checkpoint, last_eval, stopped_early = None, {}, False
     interval_start, interval_tokens = time.perf_counter(), 0
 
     def trainer_state() -> dict:
-        return {"step": step, "tokens": tokens_seen, "skipped_steps": skipped, "data": loader.state_dict(),
-                "schedule": {"kind": config.schedule.kind, "lr": optimizer.param_groups[0]["lr"]}}
+        return {
+            "step": step,
+            "tokens": tokens_seen,
+            "skipped_steps": skipped,
+            "data": loader.state_dict(),
+            "schedule": {"kind": config.schedule.kind, "lr": optimizer.param_groups[0]["lr"]},
+        }
 
     try:
         with _StopRequest() as stop:
@@ -233,15 +257,26 @@ def _train(config: Config, resume: str, corpus: Corpus, layout: parallel.Layout)
                     optimizer.zero_grad(set_to_none=True)
                     skipped += 1
                     if t.on_nonfinite == "stop" or skipped > t.max_skipped_steps:
-                        why = ("" if t.on_nonfinite == "stop" else
-                               f" after {skipped} consecutive skipped steps (training.max_skipped_steps)")
+                        why = (
+                            ""
+                            if t.on_nonfinite == "stop"
+                            else f" after {skipped} consecutive skipped steps (training.max_skipped_steps)"
+                        )
                         raise NonFiniteLoss(
                             f"step {step}: not finite: loss {loss_value}, gradient norm {norm_value}{why}; stopped without "
                             "writing a checkpoint for it. Lower optim.lr, raise schedule.warmup_steps or check the "
-                            "data; training.on_nonfinite = \"skip\" drops such steps instead")
-                    log.warning("step %d: not finite: loss %s, gradient norm %s; update skipped (%d in a row)", step,
-                                loss_value, norm_value, skipped)
-                    metrics.write({"step": step, "skipped": True, "nonfinite": f"loss {loss_value}, grad norm {norm_value}"})
+                            'data; training.on_nonfinite = "skip" drops such steps instead'
+                        )
+                    log.warning(
+                        "step %d: not finite: loss %s, gradient norm %s; update skipped (%d in a row)",
+                        step,
+                        loss_value,
+                        norm_value,
+                        skipped,
+                    )
+                    metrics.write(
+                        {"step": step, "skipped": True, "nonfinite": f"loss {loss_value}, grad norm {norm_value}"}
+                    )
                     metrics.advance()
                     continue
                 skipped = 0
@@ -251,9 +286,14 @@ def _train(config: Config, resume: str, corpus: Corpus, layout: parallel.Layout)
 
                 if step % config.logging.interval == 0 or step == t.steps:
                     elapsed = time.perf_counter() - interval_start
-                    record = {"step": step, "loss": loss_value, "lr": optimizer.param_groups[0]["lr"],
-                              "grad_norm": norm_value, "tokens": tokens_seen,
-                              "tokens_per_second": interval_tokens / elapsed}
+                    record = {
+                        "step": step,
+                        "loss": loss_value,
+                        "lr": optimizer.param_groups[0]["lr"],
+                        "grad_norm": norm_value,
+                        "tokens": tokens_seen,
+                        "tokens_per_second": interval_tokens / elapsed,
+                    }
                     if peak:
                         record["mfu"] = flops_per_token * record["tokens_per_second"] / (peak * layout.world_size)
                     if device.type == "cuda":  # rank 0's; the ranks of a balanced layout are alike
@@ -271,15 +311,25 @@ def _train(config: Config, resume: str, corpus: Corpus, layout: parallel.Layout)
                     interval_start = time.perf_counter()  # validation is not training throughput
                 exit_now = step == config.checkpoint.exit_at_step or stop_requested
                 if step % config.checkpoint.interval == 0 or step == t.steps or exit_now:
-                    last_checkpoint = checkpoint.save(config.run.dir, step, model, optimizer, trainer_state(), config,
-                                                      config.checkpoint.keep, layout)
+                    last_checkpoint = checkpoint.save(
+                        config.run.dir, step, model, optimizer, trainer_state(), config, config.checkpoint.keep, layout
+                    )
                     interval_start = time.perf_counter()
                 if exit_now and step < t.steps:
-                    log.info("stopping at step %d with checkpoint %s; continue with --resume auto", step, last_checkpoint)
+                    log.info(
+                        "stopping at step %d with checkpoint %s; continue with --resume auto", step, last_checkpoint
+                    )
                     stopped_early = True
                     break
     finally:
         metrics.close()
     plot = plot_losses(config.run.dir) if layout.is_main else None
-    return {"step": step, "tokens": tokens_seen, "checkpoint": last_checkpoint, "loss_plot": plot,
-            "stopped_early": stopped_early, "is_main": layout.is_main, **last_eval}
+    return {
+        "step": step,
+        "tokens": tokens_seen,
+        "checkpoint": last_checkpoint,
+        "loss_plot": plot,
+        "stopped_early": stopped_early,
+        "is_main": layout.is_main,
+        **last_eval,
+    }

@@ -1,1 +1,129 @@
-"""One module per source; each turns its raw input into `schema.Document`s without importing Beam."""
+"""Sources: one module each, one protocol, one registry.
+
+A source plans its inputs into units of work and reads one unit into documents, without Beam:
+
+    inputs()          on the driver: what the run reads (paths, dumps), from the source's settings; raises
+                      UsageError for the user's mistakes before anything runs
+    plan(input)       on a worker: the input's units (a WARC, a run of bz2 streams, a file); OSError or ValueError
+                      count the input as unreadable and the run goes on
+    read(unit)        Documents, and `schema.Skipped` / `schema.Dropped` / `schema.ReadError` for the rest
+    steps(unit)       the source's own per-document steps (extract, clean), run before language ID and filters
+    unit_key(unit)    a file-name-safe key, stable across runs, under which a finished unit is committed
+
+`pipeline.process.UnitProcessor` runs any source; `pipeline.transforms.ReadSource` runs it on Beam. A new source
+is one module with a `Settings` dataclass (its recipe table) and a class like those below, plus one line in
+`REGISTRY` (or a `register()` call); docs/architecture.md has a short example.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+from pipeline import filters, langid
+from pipeline.remote import input_key
+from pipeline.schema import Document, Dropped, ReadError, Skipped
+
+Item = Document | Dropped | Skipped | ReadError
+Step = Callable[[Document], "str | None"]  # a drop reason, or None to keep the (possibly rewritten) document
+
+
+@dataclasses.dataclass
+class DocumentSettings:
+    """Language ID and quality filters, in every source's recipe table. The defaults are the web's (Common
+    Crawl); encyclopedic and book sources override them (min_length only, every language score), because the
+    web heuristics wrongly drop lists, headings, verse and long documents."""
+
+    languages: list[str] = dataclasses.field(default_factory=list)  # empty: keep every language
+    min_language_score: float = langid.DEFAULT_MIN_SCORE
+    filters: list[str] = dataclasses.field(default_factory=lambda: list(filters.WEB_FILTERS))
+    filter_settings: dict = dataclasses.field(default_factory=dict)  # {filter name: {argument: value}}
+    keep_measures: bool = False  # store what each filter measured in the `measures` column
+
+    def check_filters(self, where: str) -> None:
+        unknown = [name for name in self.filters if name not in filters.FILTERS]
+        if unknown:
+            raise ValueError(f"{where}.filters: unknown filter {unknown[0]!r} (filters: {', '.join(filters.FILTERS)})")
+        extra = [name for name in self.filter_settings if name not in self.filters]
+        if extra:
+            raise ValueError(f"{where}.filter_settings: {extra[0]!r} is not among the filters of this source")
+        try:
+            filters.build_filters(self.filters, self.filter_settings)
+        except TypeError as exc:
+            raise ValueError(f"{where}.filter_settings: {exc}")
+
+
+class Source:
+    """The protocol, with the defaults most sources keep. `settings` is the source's recipe table."""
+
+    Settings: type = DocumentSettings
+    kind = ""  # the registry name
+    commits = True  # finished units are committed under the work folder (not worth it for shards read as they are)
+
+    def __init__(self, name: str, settings):
+        self.name = name
+        self.settings = settings
+
+    def inputs(self) -> list:
+        raise NotImplementedError
+
+    def plan(self, source_input) -> Iterable[Any]:
+        return [source_input]
+
+    def input_path(self, source_input) -> str:
+        """The file an input names, in stats errors when it cannot be planned."""
+        return source_input if isinstance(source_input, str) else source_input[0]
+
+    def unit_key(self, unit) -> str:
+        return input_key(self.unit_path(unit))
+
+    def unit_path(self, unit) -> str:
+        """The file a unit reads, named in stats errors."""
+        return unit
+
+    def counts_input(self, unit) -> bool:
+        """Whether this unit counts its file in `input_files` (the first part of a dump does)."""
+        return True
+
+    def read(self, unit) -> Iterator[Item]:
+        raise NotImplementedError
+
+    def steps(self, unit) -> list[Step]:
+        return []
+
+    def unit_settings(self) -> dict:
+        """The settings that change what a unit yields (the resume fingerprint); inputs that only choose which
+        units there are stay out, so adding a file to a run reuses the units already done."""
+        return dataclasses.asdict(self.settings)
+
+    def open(self) -> None:
+        """Worker-side resources (a child process), made once per worker before the first unit."""
+
+    def close(self) -> None:
+        pass
+
+
+REGISTRY: dict[str, str | type] = {
+    "commoncrawl": "pipeline.sources.commoncrawl:CommonCrawl",
+    "wikipedia": "pipeline.sources.wikipedia:Wikipedia",
+    "text": "pipeline.sources.localtext:LocalText",
+    "shards": "pipeline.sources.shards:Shards",
+}
+
+
+def register(kind: str, source_class: type) -> None:
+    """Adds a source kind defined outside this package (a recipe table then names it with `kind = "…"`)."""
+    REGISTRY[kind] = source_class
+
+
+def source_class(kind: str) -> type[Source]:
+    entry = REGISTRY.get(kind)
+    if entry is None:
+        raise KeyError(kind)
+    if isinstance(entry, str):
+        module, name = entry.split(":")
+        entry = getattr(importlib.import_module(module), name)
+    assert isinstance(entry, type) and issubclass(entry, Source), kind
+    return entry

@@ -1,7 +1,8 @@
 """Common Crawl: the `warc.paths.gz` listing, and WARC files read record by record into HTML pages.
 
-Reading never raises for bad data: it yields `HtmlPage` for each HTML response, `SkippedRecord` for every
-other record (with the reason), and at most one `ReadError` when the rest of the file cannot be read.
+Reading never raises for bad data: it yields `HtmlPage` for each HTML response, `Skipped` for every other
+record (with the reason), and at most one `ReadError` when the rest of the file cannot be read. `CommonCrawl`
+is the source: one unit per WARC, its pages extracted by trafilatura in a child process.
 """
 
 from __future__ import annotations
@@ -9,14 +10,19 @@ from __future__ import annotations
 import dataclasses
 import gzip
 import logging
-from typing import Callable, Iterator
+import os
+from collections.abc import Callable, Iterator
+from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 from warcio.archiveiterator import ArchiveIterator
 from warcio.exceptions import ArchiveLoadFailed
 
-from pipeline import html
-from pipeline.remote import FetchError, is_url, open_input, read_text_lines
+from pipeline import extract, filters, html
+from pipeline.remote import FetchError, expand_glob, is_url, open_input, read_text_lines
+from pipeline.schema import Document, Dropped, ReadError, Skipped, commoncrawl_id, parse_warc_date
+from pipeline.settings import UsageError
+from pipeline.sources import DocumentSettings, Source
 
 log = logging.getLogger(__name__)
 
@@ -65,27 +71,14 @@ class HtmlPage:
     body_truncated: bool  # the body was longer than the cap
 
 
-@dataclasses.dataclass
-class SkippedRecord:
-    reason: str
-    offset: int
-
-
-@dataclasses.dataclass
-class ReadError:
-    offset: int | None
-    error: str
-    retryable: bool = False  # the network failed, not the file: a rerun may read it
-
-
-WarcItem = HtmlPage | SkippedRecord | ReadError
+WarcItem = HtmlPage | Skipped | ReadError
 _FRAMING_SLACK = 64 * 1024
 
 
 def read_warc(
     path: str,
     max_html_bytes: int = html.DEFAULT_MAX_HTML_BYTES,
-    opener: Callable[[str], object] = open_input,
+    opener: Callable[[str], Any] = open_input,
 ) -> Iterator[WarcItem]:
     """Every record of a WARC (or ARC) file, gzip per record or not compressed; a file compressed as one
     gzip member (which warcio refuses by design) is read again as one stream."""
@@ -98,10 +91,10 @@ def read_warc(
         return
     except ArchiveLoadFailed as exc:
         if "non-chunked gzip" not in str(exc):
-            yield ReadError(None, f"not a WARC/ARC file: {_one_line(exc)}")
+            yield ReadError(f"not a WARC/ARC file: {_one_line(exc)}", None)
             return
     except Exception as exc:
-        yield ReadError(None, f"cannot open: {_one_line(exc)}", _transient(exc))
+        yield ReadError(f"cannot open: {_one_line(exc)}", None, _transient(exc))
         return
     log.info("%s is one gzip member; reading it as a single stream", path)
     try:
@@ -110,7 +103,7 @@ def read_warc(
                 if index >= done:
                     yield item
     except Exception as exc:
-        yield ReadError(None, f"cannot open: {_one_line(exc)}", _transient(exc))
+        yield ReadError(f"cannot open: {_one_line(exc)}", None, _transient(exc))
 
 
 def _iterate(stream, max_html_bytes: int) -> Iterator[WarcItem]:
@@ -125,43 +118,47 @@ def _iterate(stream, max_html_bytes: int) -> Iterator[WarcItem]:
         except ArchiveLoadFailed as exc:
             if "non-chunked gzip" in str(exc):
                 raise
-            yield ReadError(offset, _one_line(exc))
+            yield ReadError(_one_line(exc), offset)
             return
         except Exception as exc:  # truncated gzip member, garbage between records, …
-            yield ReadError(offset, f"unreadable record: {_one_line(exc)}", _transient(exc))
+            yield ReadError(f"unreadable record: {_one_line(exc)}", offset, _transient(exc))
             return
         target = record.rec_headers.get_header("WARC-Target-URI") or ""
         if first and record.rec_type != "warcinfo" and "://" not in target:
             # warcio takes any line of text for an ARC header; real files start with a warcinfo (ARC:
             # filedesc) record or a record about a URL
-            yield ReadError(0, "not a WARC or ARC file")
+            yield ReadError("not a WARC or ARC file", 0)
             return
         first = False
         try:
             item = _classify(record, max_html_bytes)
             # Asked only now: warcio reads the rest of the record to answer.
-            offset = item.offset = records.get_record_offset()
+            offset = records.get_record_offset()
+            if isinstance(item, HtmlPage):
+                item.offset = offset
+            elif isinstance(item, Skipped):
+                item.where = offset
         except Exception as exc:
-            yield ReadError(offset, f"unreadable record payload: {_one_line(exc)}", _transient(exc))
+            yield ReadError(f"unreadable record payload: {_one_line(exc)}", offset, _transient(exc))
             return
         missing = getattr(record.raw_stream, "limit", 0)
         if missing > 0:  # the file ended (or a gzip member broke) inside this record
-            yield ReadError(offset, f"record truncated: {missing} bytes of its content are missing")
+            yield ReadError(f"record truncated: {missing} bytes of its content are missing", offset)
             continue
         yield item
 
 
 def _classify(record, max_html_bytes: int) -> WarcItem:
     if record.rec_type != "response":
-        return SkippedRecord("not_response", -1)
+        return Skipped("not_response", -1)
     headers = record.http_headers
     if headers is None or not headers.get_statuscode():
-        return SkippedRecord("no_http_headers", -1)
+        return Skipped("no_http_headers", -1)
     if headers.get_statuscode() != "200":
-        return SkippedRecord("http_status", -1)
+        return Skipped("http_status", -1)
     content_type = headers.get_header("Content-Type")
     if not html.is_html(content_type):
-        return SkippedRecord("non_html", -1)
+        return Skipped("non_html", -1)
     limit = max_html_bytes + _FRAMING_SLACK
     body = record.raw_stream.read(limit + 1)
     return HtmlPage(
@@ -198,3 +195,136 @@ def _transient(exc: BaseException) -> bool:
 def _one_line(exc: BaseException) -> str:
     text = f"{type(exc).__name__}: {exc}".strip()
     return " ".join(text.split())[:500]
+
+
+@dataclasses.dataclass
+class Settings(DocumentSettings):
+    """A recipe's Common Crawl table: one of crawl, warc_paths or warcs."""
+
+    crawl: str = ""  # CC-MAIN-YYYY-WW: its warc.paths.gz from cc_base_url
+    warc_paths: str = ""  # a paths listing like Common Crawl's (gzip or plain), a file or URL
+    warcs: list[str] = dataclasses.field(default_factory=list)  # globs of WARC files on any filesystem
+    cc_base_url: str = DEFAULT_BASE_URL  # where crawl-data/ lives; relative listing paths resolve against it
+    max_warcs: int = 0  # take at most this many WARCs from the listing (0: all)
+    warc_offset: int = 0  # skip this many listing entries first
+    url_blocklist: str = ""  # domains or URLs to drop before extraction, one per line
+    max_html_bytes: int = html.DEFAULT_MAX_HTML_BYTES  # drop pages whose body, before or after decoding, is larger
+    extract_timeout: float = extract.DEFAULT_TIMEOUT_S  # seconds trafilatura may spend on one page
+
+
+INPUT_SETTINGS = ("crawl", "warc_paths", "warcs", "cc_base_url", "max_warcs", "warc_offset")
+
+
+class ExtractText:
+    """trafilatura in a child process, as a step that works ahead: the unit processor `submit`s the next page
+    while the later steps run on the current one, then `collect`s it."""
+
+    def __init__(self, extractor: extract.IsolatedExtractor):
+        self.extractor = extractor
+
+    def submit(self, doc: Document) -> str | None:
+        try:
+            self.extractor.submit(doc.text, doc.url)
+            return None
+        except extract.ExtractionFailed as exc:  # the child could not be (re)started
+            log.warning("%s: extraction failed: %s", doc.id, exc)
+            return "extraction_failed"
+
+    def collect(self, doc: Document) -> str | None:
+        try:
+            text = self.extractor.result()
+        except extract.ExtractionTimeout:
+            log.warning("%s: extraction timed out (%s)", doc.id, doc.url)
+            return "extraction_timeout"
+        except extract.ExtractionFailed as exc:
+            log.warning("%s: extraction failed: %s", doc.id, exc)
+            return "extraction_failed"
+        if not text or not text.strip():
+            return "extraction_empty"
+        doc.text = text
+        return None
+
+    def __call__(self, doc: Document) -> str | None:
+        return self.submit(doc) or self.collect(doc)
+
+
+class CommonCrawl(Source):
+    """One unit per WARC (or ARC) file; a page's document starts as its decoded HTML and is extracted first."""
+
+    Settings = Settings
+    kind = SOURCE
+
+    def __init__(self, name: str, settings):
+        super().__init__(name, settings)
+        self.blocklist: filters.UrlBlocklist | None = None
+        self.extractor: extract.IsolatedExtractor | None = None
+
+    def inputs(self) -> list[str]:
+        s = self.settings
+        where = f"sources.{self.name}"
+        if sum(map(bool, (s.crawl, s.warc_paths, s.warcs))) != 1:
+            raise UsageError(f"{where}: give exactly one of crawl, warc_paths and warcs")
+        if s.url_blocklist and not os.path.isfile(s.url_blocklist) and not is_url(s.url_blocklist):
+            raise UsageError(f"{where}.url_blocklist: file not found: {s.url_blocklist}")
+        end = s.warc_offset + s.max_warcs if s.max_warcs else None
+        try:
+            if s.warcs:
+                paths = []
+                for pattern in s.warcs:
+                    matched = expand_glob(pattern)
+                    if not matched:
+                        raise UsageError(f"{where}.warcs: no file matches {pattern}")
+                    paths.extend(matched)
+                return sorted(set(paths))[s.warc_offset : end]
+            listing = s.warc_paths or crawl_listing_url(s.crawl, s.cc_base_url)
+            paths = read_listing(listing, s.cc_base_url, s.warc_offset, s.max_warcs or None)
+        except (FetchError, OSError) as exc:
+            raise UsageError(f"{where}: cannot read the WARC listing: {exc}")
+        if not paths:
+            raise UsageError(f"{where}: the WARC listing is empty (check warc_offset and max_warcs)")
+        return paths
+
+    def unit_settings(self) -> dict:
+        settings = {k: v for k, v in dataclasses.asdict(self.settings).items() if k not in INPUT_SETTINGS}
+        if self.settings.url_blocklist:
+            settings["url_blocklist"] = read_text_lines(self.settings.url_blocklist)  # its content, not its path
+        return settings
+
+    def open(self) -> None:
+        if self.settings.url_blocklist:
+            self.blocklist = filters.UrlBlocklist.from_file(self.settings.url_blocklist)
+        self.extractor = extract.IsolatedExtractor(self.settings.extract_timeout)
+        self.extractor.start()
+
+    def close(self) -> None:
+        if self.extractor is not None:
+            self.extractor.close()
+            self.extractor = None
+
+    def read(self, unit: str) -> Iterator[Document | Dropped | Skipped | ReadError]:
+        crawl = crawl_of(unit)
+        for item in read_warc(unit, self.settings.max_html_bytes):
+            if not isinstance(item, HtmlPage):
+                yield item
+                continue
+            where = f"{unit} @ {item.offset}"
+            if self.blocklist is not None and self.blocklist.blocks(item.url):
+                yield Dropped("url_blocklist", where)
+                continue
+            try:
+                page = page_html(item, self.settings.max_html_bytes)
+            except html.Rejected as rejected:
+                yield Dropped(rejected.reason, f"{where}: {rejected}")
+                continue
+            yield Document(
+                id=commoncrawl_id(item.record_id, f"{unit}@{item.offset}"),
+                text=page,
+                source=SOURCE,
+                url=item.url,
+                crawl=crawl,
+                date=parse_warc_date(item.date),
+            )
+
+    def steps(self, unit) -> list:
+        assert self.extractor is not None, "open() makes the extractor"
+        return [ExtractText(self.extractor)]

@@ -1,183 +1,99 @@
-"""Local text collections (books, papers, any corpus a user has on disk or in a bucket).
+"""Local text collections (books, papers, any corpus a user has on disk, on a web server or in a bucket).
 
-`read_texts(path, name)` yields `TextRecord`, `SkippedRecord` or `ReadError` for one file:
-- plain text (`.txt`, `.md`, anything not below): the whole file is one document, or each line with
-  `lines=True`; UTF-8 (a BOM is dropped), line endings normalised to `\\n`;
-- JSON lines (`.jsonl`, `.ndjson`, `.json`): one object per line with a text field (`text_field`) and
-  optionally `id`, `title`, `url`, `date`;
-- Parquet and Arrow IPC (`.parquet`, `.arrow`): the same fields as columns, read a record batch at a time.
-Text and JSON lines may be compressed: `.gz`, `.bz2`, `.xz` or `.zst`.
-
-A document's key is the file's `name` (its path relative to the collection), plus the line or row
-number for multi-document files, unless the record carries its own `id`.
+One unit per file, read by the one corpus reader (`pipeline.corpus`: plain text per file or per line, JSON lines,
+Parquet and Arrow; text and JSON lines compressed or not). A document's id is `<source name>/<key>`: the record's
+own `id`, else the file's path within the collection plus the line or row number. Project Gutenberg's licence
+header and footer can be stripped.
 """
 
 from __future__ import annotations
 
-import bz2
 import dataclasses
-import datetime as dt
-import gzip
-import io
-import json
-import lzma
+import os
 import re
-from typing import Iterator
+from collections.abc import Iterator
 
-import pyarrow as pa
-import pyarrow.ipc
-import pyarrow.parquet as pq
-
-from pipeline.remote import open_input
-from pipeline.schema import parse_warc_date
+from pipeline import corpus
+from pipeline.remote import expand_glob
+from pipeline.schema import Document, Dropped, ReadError, Skipped, text_id
+from pipeline.settings import UsageError
+from pipeline.sources import DocumentSettings, Source
 
 DEFAULT_SOURCE = "text"
-DEFAULT_TEXT_FIELD = "text"
-JSON_SUFFIXES = (".jsonl", ".ndjson", ".json")
-TABLE_SUFFIXES = (".parquet", ".arrow")
-_COMPRESSED = {".gz": lambda raw: gzip.GzipFile(fileobj=raw), ".bz2": bz2.BZ2File, ".xz": lzma.LZMAFile}
-BATCH_ROWS = 1_000
+DEFAULT_TEXT_FIELD = corpus.DEFAULT_TEXT_FIELD
 
 
 @dataclasses.dataclass
-class TextRecord:
-    key: str
-    text: str
-    title: str | None = None
-    url: str | None = None
-    date: dt.datetime | None = None
+class Settings(DocumentSettings):
+    """A recipe's table for a local collection; the table's name is the documents' source (and id prefix)."""
+
+    inputs: list[str] = dataclasses.field(default_factory=list)  # globs on any filesystem, or URLs
+    text_field: str = DEFAULT_TEXT_FIELD  # JSON field or column holding the text
+    lines: bool = False  # plain text: one document per line instead of per file
+    strip_gutenberg: bool = False  # remove Project Gutenberg's licence header and footer
+    language: str = ""  # the corpus's own language, stored as `language` (fastText's label beside it)
+    filters: list[str] = dataclasses.field(default_factory=lambda: ["min_length"])
+    min_language_score: float = 0.0
 
 
-@dataclasses.dataclass
-class SkippedRecord:
-    reason: str  # "no_text", "malformed", "undecodable"
-    where: str
+class StripGutenberg:
+    def __call__(self, doc: Document) -> str | None:
+        doc.title = doc.title or gutenberg_title(doc.text)
+        doc.text = strip_gutenberg(doc.text)
+        return None if doc.text.strip() else "cleaned_empty"
 
 
-@dataclasses.dataclass
-class ReadError:
-    where: str
-    error: str
+class LocalText(Source):
+    """Units are (path, name within the collection) pairs; names are relative to the files' common folder."""
 
+    Settings = Settings
+    kind = "text"
 
-def _base_suffix(path: str) -> tuple[str, str | None]:
-    """(format suffix, compression suffix): `a.jsonl.zst` → (`.jsonl`, `.zst`)."""
-    lower = path.lower()
-    for compression in (*_COMPRESSED, ".zst"):
-        if lower.endswith(compression):
-            stem = lower[: -len(compression)]
-            return stem[stem.rfind("."):] if "." in stem.rsplit("/", 1)[-1] else "", compression
-    name = lower.rsplit("/", 1)[-1]
-    return (name[name.rfind("."):] if "." in name else ""), None
+    def inputs(self) -> list[tuple[str, str]]:
+        where = f"sources.{self.name}"
+        if not re.fullmatch(r"[\w.-]+", self.name):
+            raise UsageError(f"{where}: a source name has letters, digits, '.', '_' and '-' only: {self.name!r}")
+        if not self.settings.inputs:
+            raise UsageError(f"{where}.inputs: no files given")
+        paths: list[str] = []
+        for pattern in self.settings.inputs:
+            try:
+                matched = [pattern] if "://" in pattern and pattern.startswith("http") else expand_glob(pattern)
+            except OSError as exc:
+                raise UsageError(f"{where}.inputs: {exc}")
+            if not matched:
+                raise UsageError(f"{where}.inputs: no file matches {pattern}")
+            paths.extend(matched)
+        paths = sorted(set(paths))
+        common = os.path.commonprefix(paths)
+        root = common[: common.rfind("/") + 1]
+        return [(path, path[len(root) :]) for path in paths]
 
+    def unit_path(self, unit: tuple[str, str]) -> str:
+        return unit[0]
 
-def _decompressed(raw, compression: str | None):
-    if compression == ".zst":
-        import zstandard
+    def unit_settings(self) -> dict:
+        return {k: v for k, v in dataclasses.asdict(self.settings).items() if k != "inputs"}
 
-        return zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True)
-    if compression:
-        return _COMPRESSED[compression](raw)
-    return raw
+    def read(self, unit: tuple[str, str]) -> Iterator[Document | Dropped | Skipped | ReadError]:
+        path, name = unit
+        s = self.settings
+        for item in corpus.read_file(path, name, s.text_field, s.lines):
+            if not isinstance(item, corpus.TextRecord):
+                yield item
+                continue
+            yield Document(
+                id=text_id(self.name, item.key),
+                text=item.text,
+                source=self.name,
+                url=item.url,
+                date=item.date,
+                language=s.language or None,
+                title=item.title,
+            )
 
-
-_LINE_ENDINGS = re.compile(r"\r\n?")
-
-
-def normalise_newlines(text: str) -> str:
-    return _LINE_ENDINGS.sub("\n", text)
-
-
-def _date(value) -> dt.datetime | None:
-    if isinstance(value, dt.datetime):
-        return value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
-    return parse_warc_date(value) if isinstance(value, str) else None
-
-
-def _record(fields: dict, key: str, text_field: str) -> TextRecord | SkippedRecord:
-    text = fields.get(text_field)
-    if not isinstance(text, str) or not text.strip():
-        return SkippedRecord("no_text", key)
-    own_id = fields.get("id")
-    title, url = fields.get("title"), fields.get("url")
-    return TextRecord(
-        key=str(own_id) if own_id not in (None, "") else key,
-        text=normalise_newlines(text),
-        title=title if isinstance(title, str) else None,
-        url=url if isinstance(url, str) else None,
-        date=_date(fields.get("date")),
-    )
-
-
-def _plain_text(stream, name: str, lines: bool) -> Iterator[TextRecord | SkippedRecord]:
-    data = stream.read()
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        yield SkippedRecord("undecodable", f"{name}: not UTF-8 ({exc.reason} at byte {exc.start})")
-        return
-    text = normalise_newlines(text)
-    if not lines:
-        yield _record({"text": text}, name, "text")
-        return
-    for number, line in enumerate(text.split("\n"), 1):
-        if line.strip():
-            yield TextRecord(f"{name}/{number}", line)
-
-
-def _json_lines(stream, name: str, text_field: str) -> Iterator[TextRecord | SkippedRecord]:
-    for number, raw_line in enumerate(io.TextIOWrapper(stream, encoding="utf-8", errors="strict", newline=""), 1):
-        key = f"{name}/{number}"
-        if not raw_line.strip():
-            continue
-        try:
-            fields = json.loads(raw_line)
-        except json.JSONDecodeError as exc:
-            yield SkippedRecord("malformed", f"{key}: {exc}")
-            continue
-        if not isinstance(fields, dict):
-            yield SkippedRecord("malformed", f"{key}: not a JSON object")
-            continue
-        yield _record(fields, key, text_field)
-
-
-def _table_rows(stream, name: str, suffix: str, text_field: str) -> Iterator[TextRecord | SkippedRecord]:
-    if suffix == ".arrow":
-        reader = pa.ipc.open_file(pa.BufferReader(stream.read()))
-        schema = reader.schema
-        batches = (reader.get_batch(i) for i in range(reader.num_record_batches))
-    else:
-        parquet = pq.ParquetFile(stream)
-        schema = parquet.schema_arrow
-        wanted = [c for c in (text_field, "id", "title", "url", "date") if c in schema.names]
-        batches = parquet.iter_batches(batch_size=BATCH_ROWS, columns=wanted)
-    if text_field not in schema.names:
-        raise ValueError(f"no {text_field!r} column (columns: {', '.join(schema.names)}); choose one with --text-field")
-    row = 0
-    for batch in batches:
-        for fields in batch.to_pylist():
-            yield _record(fields, f"{name}/{row}", text_field)
-            row += 1
-
-
-def read_texts(path: str, name: str, text_field: str = DEFAULT_TEXT_FIELD,
-               lines: bool = False) -> Iterator[TextRecord | SkippedRecord | ReadError]:
-    """The documents of one file; a file that cannot be read or breaks off yields a ReadError after the
-    documents read before the break."""
-    suffix, compression = _base_suffix(path)
-    try:
-        with open_input(path) as raw:
-            stream = _decompressed(raw, compression)
-            if suffix in TABLE_SUFFIXES:
-                yield from _table_rows(stream, name, suffix, text_field)
-            elif suffix in JSON_SUFFIXES:
-                yield from _json_lines(stream, name, text_field)
-            else:
-                yield from _plain_text(stream, name, lines)
-    except UnicodeDecodeError as exc:
-        yield ReadError(name, f"not UTF-8 ({exc.reason} at byte {exc.start}); lines before it were read")
-    except (OSError, EOFError, ValueError, lzma.LZMAError, pa.ArrowException) as exc:
-        yield ReadError(name, f"{type(exc).__name__}: {exc}")
+    def steps(self, unit) -> list:
+        return [StripGutenberg()] if self.settings.strip_gutenberg else []
 
 
 # Project Gutenberg's boilerplate: the licence header ends at a START line, the licence footer begins at an
@@ -209,7 +125,7 @@ def strip_gutenberg(text: str) -> str:
     returned unchanged."""
     start = _GUTENBERG_START.search(text)
     if start:
-        text = text[start.end():]
+        text = text[start.end() :]
     end = _GUTENBERG_END.search(text)
     if end:
         text = text[: end.start()]

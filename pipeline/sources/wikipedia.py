@@ -1,6 +1,6 @@
 """MediaWiki XML dumps: URL resolution, the multistream index, and streaming page parsing.
 
-Three ways in, all yielding `Page`, `SkippedPage` or `ReadError`:
+Three ways in, all yielding `Page`, `schema.Skipped` or `schema.ReadError`:
 - `read_dump(path)`: the whole file with one reader (plain `.xml`, `.xml.bz2` single- or multistream,
   `.xml.xz`); the XML declaration decides the encoding (UTF-16 exports exist).
 - `read_streams(path, offsets, end)`: the bz2 streams of a multistream dump that start at `offsets`
@@ -21,15 +21,23 @@ import bz2
 import dataclasses
 import datetime as dt
 import io
+import logging
 import lzma
 import math
+import os
 import posixpath
-from typing import Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from urllib.parse import quote
 
 from lxml import etree
 
-from pipeline.remote import open_input
+from pipeline.remote import input_key, is_url, open_input
+from pipeline.schema import Document, Dropped, ReadError, Skipped, wikipedia_id
+from pipeline.settings import UsageError
+from pipeline.sources import DocumentSettings, Source
+from pipeline.wikitext import WikitextCleaner
+
+log = logging.getLogger(__name__)
 
 SOURCE = "wikipedia"
 DEFAULT_DUMPS_BASE_URL = "https://dumps.wikimedia.org"
@@ -68,19 +76,6 @@ class Page:
     offset: int | None  # the bz2 stream (multistream) the page came from
 
 
-@dataclasses.dataclass
-class SkippedPage:
-    reason: str  # "redirect", "namespace", "no_text", "malformed"
-    title: str | None
-    offset: int | None
-
-
-@dataclasses.dataclass
-class ReadError:
-    offset: int | None
-    error: str
-
-
 def dump_urls(wiki: str, date: str, base_url: str = DEFAULT_DUMPS_BASE_URL) -> tuple[str, str]:
     """The pages-articles-multistream dump of `wiki` on `date` (`latest` or YYYYMMDD) and its index."""
     stem = f"{base_url.rstrip('/')}/{wiki}/{date}/{wiki}-{date}-pages-articles-multistream"
@@ -106,7 +101,7 @@ def read_index(path: str) -> list[int]:
 def stream_groups(offsets: list[int], groups: int) -> list[list[int]]:
     """Consecutive stream offsets split into at most `groups` runs of similar length (work units)."""
     size = max(1, -(-len(offsets) // max(groups, 1)))
-    return [offsets[i:i + size] for i in range(0, len(offsets), size)]
+    return [offsets[i : i + size] for i in range(0, len(offsets), size)]
 
 
 def _local(tag) -> str:
@@ -133,45 +128,58 @@ def _parse_siteinfo(element) -> SiteInfo:
     return info
 
 
-def _page(element, offset: int | None, namespaces: Iterable[int]) -> Page | SkippedPage:
+def _page(element, offset: int | None, namespaces: Iterable[int]) -> Page | Skipped:
     title = _child_text(element, "title")
     try:
         namespace = int(_child_text(element, "ns") or 0)
         page_id = int(_child_text(element, "id") or "")
     except ValueError:
-        return SkippedPage("malformed", title, offset)
+        return Skipped("malformed", title)
     if namespace not in namespaces:
-        return SkippedPage("namespace", title, offset)
+        return Skipped("namespace", title)
     if any(_local(child.tag) == "redirect" for child in element):
-        return SkippedPage("redirect", title, offset)
+        return Skipped("redirect", title)
     revisions = [child for child in element if _local(child.tag) == "revision"]
     if not revisions or title is None:
-        return SkippedPage("malformed", title, offset)
+        return Skipped("malformed", title)
     latest = revisions[-1]  # exports list revisions oldest first
     text = _child_text(latest, "text")
     if not text or not text.strip():
-        return SkippedPage("no_text", title, offset)
+        return Skipped("no_text", title)
     if text.lstrip()[:9].lower() == "#redirect":
-        return SkippedPage("redirect", title, offset)
+        return Skipped("redirect", title)
     revision_id = _child_text(latest, "id")
     stamp = _child_text(latest, "timestamp")
     try:
         timestamp = dt.datetime.fromisoformat(stamp.replace("Z", "+00:00")) if stamp else None
     except ValueError:
         timestamp = None
-    return Page(page_id, title, namespace, text, int(revision_id) if revision_id and revision_id.isdigit() else None,
-                timestamp, offset)
+    return Page(
+        page_id,
+        title,
+        namespace,
+        text,
+        int(revision_id) if revision_id and revision_id.isdigit() else None,
+        timestamp,
+        offset,
+    )
 
 
 def _parser(stream, events=("end",)):
     return etree.iterparse(
-        stream, events=events, resolve_entities=False, no_network=True, load_dtd=False, remove_comments=True,
+        stream,
+        events=events,
+        resolve_entities=False,
+        no_network=True,
+        load_dtd=False,
+        remove_comments=True,
         huge_tree=False,
     )
 
 
-def parse_pages(stream, offset: int | None = None, namespaces: Iterable[int] = DEFAULT_NAMESPACES,
-                siteinfo: list | None = None) -> Iterator[Page | SkippedPage | ReadError]:
+def parse_pages(
+    stream, offset: int | None = None, namespaces: Iterable[int] = DEFAULT_NAMESPACES, siteinfo: list | None = None
+) -> Iterator[Page | Skipped | ReadError]:
     """Pages of one XML document, each cleared once read. A document that breaks off (truncated
     download) or is not well-formed yields its complete pages and then a ReadError."""
     namespaces = frozenset(namespaces)
@@ -187,9 +195,9 @@ def parse_pages(stream, offset: int | None = None, namespaces: Iterable[int] = D
             elif name == "siteinfo" and siteinfo is not None:
                 siteinfo.append(_parse_siteinfo(element))
     except etree.XMLSyntaxError as exc:
-        yield ReadError(offset, f"XML ends or breaks here: {exc}")
+        yield ReadError(f"XML ends or breaks here: {exc}", offset)
     except (OSError, EOFError, lzma.LZMAError) as exc:
-        yield ReadError(offset, f"{type(exc).__name__}: {exc}")
+        yield ReadError(f"{type(exc).__name__}: {exc}", offset)
 
 
 def _decompressing(path: str, stream):
@@ -200,8 +208,9 @@ def _decompressing(path: str, stream):
     return stream
 
 
-def read_dump(path: str, namespaces: Iterable[int] = DEFAULT_NAMESPACES,
-              siteinfo: list | None = None) -> Iterator[Page | SkippedPage | ReadError]:
+def read_dump(
+    path: str, namespaces: Iterable[int] = DEFAULT_NAMESPACES, siteinfo: list | None = None
+) -> Iterator[Page | Skipped | ReadError]:
     """Every page of a dump with one sequential reader."""
     with open_input(path) as raw:
         yield from parse_pages(_decompressing(path, raw), None, namespaces, siteinfo)
@@ -216,8 +225,9 @@ def _wrapped(data: bytes) -> io.BytesIO:
     return io.BytesIO(b"<mediawiki>" + body + b"</mediawiki>")
 
 
-def read_streams(path: str, offsets: list[int], next_offset: int | None,
-                 namespaces: Iterable[int] = DEFAULT_NAMESPACES) -> Iterator[Page | SkippedPage | ReadError]:
+def read_streams(
+    path: str, offsets: list[int], next_offset: int | None, namespaces: Iterable[int] = DEFAULT_NAMESPACES
+) -> Iterator[Page | Skipped | ReadError]:
     """The pages of the bz2 streams starting at `offsets` (consecutive, from the index); `next_offset`
     is where the stream after the last one starts (None: the end of the file)."""
     ends = [*offsets[1:], next_offset]
@@ -231,7 +241,7 @@ def read_streams(path: str, offsets: list[int], next_offset: int | None,
             try:
                 data = bz2.decompress(compressed)
             except (OSError, ValueError, EOFError) as exc:
-                yield ReadError(start, f"bz2 stream cannot be decompressed: {exc}")
+                yield ReadError(f"bz2 stream cannot be decompressed: {exc}", start)
                 continue
             yield from parse_pages(_wrapped(data), start, namespaces)
 
@@ -301,7 +311,138 @@ def plan_dump(path: str, index: str | None = None, streams_per_part: int | None 
     return parts
 
 
-def read_part(part: DumpPart, namespaces: Iterable[int] = DEFAULT_NAMESPACES) -> Iterator[Page | SkippedPage | ReadError]:
+def read_part(part: DumpPart, namespaces: Iterable[int] = DEFAULT_NAMESPACES) -> Iterator[Page | Skipped | ReadError]:
     if part.offsets is None:
         return read_dump(part.path, namespaces)
     return read_streams(part.path, list(part.offsets), part.next_offset, namespaces)
+
+
+@dataclasses.dataclass
+class Settings(DocumentSettings):
+    """A recipe's Wikipedia table: `dumps` (with `indexes` in the same positions, or found beside them) or `wikis`."""
+
+    dumps: list[str] = dataclasses.field(default_factory=list)  # .xml, .xml.bz2 (single or multistream), .xml.xz
+    indexes: list[str] = dataclasses.field(default_factory=list)  # multistream indexes: the dumps are read in parallel
+    wikis: list[str] = dataclasses.field(default_factory=list)  # enwiki, …: their multistream dump and index
+    dump_date: str = "latest"  # with wikis: latest or YYYYMMDD
+    dumps_base_url: str = DEFAULT_DUMPS_BASE_URL
+    namespaces: list[int] = dataclasses.field(default_factory=lambda: list(DEFAULT_NAMESPACES))
+    keep_tables: bool = False  # keep the text of wikitext tables
+    streams_per_part: int = 0  # bz2 streams (100 pages each) per unit (0: up to 100, at least 64 units)
+    filters: list[str] = dataclasses.field(default_factory=lambda: ["min_length"])
+    min_language_score: float = 0.0
+
+
+INPUT_SETTINGS = ("dumps", "indexes", "wikis", "dump_date", "dumps_base_url", "streams_per_part")
+
+
+def _probe(path: str, where: str) -> None:
+    """A missing dump or index is the user's to fix, so it is reported before the pipeline starts."""
+    try:
+        with open_input(path) as stream:
+            stream.read(1)
+    except OSError as exc:
+        raise UsageError(f"{where}: cannot read {path}: {exc}")
+
+
+def index_beside(dump: str) -> str | None:
+    """Wikimedia's name for a local multistream dump's index, when that file is there."""
+    if is_url(dump) or not dump.endswith("-multistream.xml.bz2"):
+        return None
+    index = dump[: -len(".xml.bz2")] + "-index.txt.bz2"
+    return index if os.path.isfile(index) else None
+
+
+class CleanWikitext:
+    """Wikitext → plain text, knowing the wiki's own names for files and categories (`Datei:`, `Категорія:`)."""
+
+    def __init__(self, siteinfo: SiteInfo, keep_tables: bool):
+        names = siteinfo.namespaces
+        self.cleaner = WikitextCleaner(
+            file_prefixes=[names.get(6, ""), names.get(-2, "")],
+            category_prefixes=[names.get(14, "")],
+            keep_tables=keep_tables,
+        )
+
+    def __call__(self, doc: Document) -> str | None:
+        try:
+            text = self.cleaner.clean(doc.text)
+        except Exception as exc:  # mwparserfromhell on input it was never shown; one page, not the run
+            log.warning("%s: wikitext cannot be cleaned: %s", doc.id, exc)
+            return "cleaning_failed"
+        if not text:
+            return "cleaned_empty"
+        doc.text = text
+        return None
+
+
+class Wikipedia(Source):
+    """Inputs are (dump, index or None) pairs; with an index a dump is planned into runs of bz2 streams that
+    workers read on their own (seeking, or with HTTP Range requests); without one, it is one sequential unit."""
+
+    Settings = Settings
+    kind = SOURCE
+
+    def inputs(self) -> list[tuple[str, str | None]]:
+        s, where = self.settings, f"sources.{self.name}"
+        if bool(s.dumps) == bool(s.wikis):
+            raise UsageError(f"{where}: give dumps or wikis (one of them)")
+        if s.streams_per_part < 0:
+            raise UsageError(f"{where}.streams_per_part must be at least 1 (0: chosen from the index)")
+        pairs: list[tuple[str, str | None]]
+        if s.wikis:
+            pairs = [dump_urls(wiki, s.dump_date, s.dumps_base_url) for wiki in s.wikis]
+        else:
+            if len(s.indexes) > len(s.dumps):
+                raise UsageError(f"{where}.indexes: {len(s.indexes)} given for {len(s.dumps)} dumps")
+            indexes = [*s.indexes, *[""] * (len(s.dumps) - len(s.indexes))]
+            pairs = [(dump, index or index_beside(dump)) for dump, index in zip(s.dumps, indexes)]
+        for dump, index in pairs:
+            _probe(dump, f"{where}.dumps")
+            if index:
+                _probe(index, f"{where}.indexes")
+            log.info("dump %s%s", dump, f" with index {index}" if index else " (no index: one sequential reader)")
+        return pairs
+
+    def plan(self, dump_and_index) -> list[DumpPart]:
+        dump, index = dump_and_index
+        parts = plan_dump(dump, index, self.settings.streams_per_part or None)
+        log.info("%s: %d part(s)%s", dump, len(parts), " through the index" if index else ", read sequentially")
+        return parts
+
+    def input_path(self, dump_and_index) -> str:
+        dump, index = dump_and_index
+        return index or dump
+
+    def unit_key(self, part: DumpPart) -> str:
+        if part.offsets is None:
+            return input_key(part.path)
+        return f"{input_key(part.path)}-{part.offsets[0]}-{part.offsets[-1]}-{part.next_offset}"
+
+    def unit_path(self, part: DumpPart) -> str:
+        return part.path
+
+    def counts_input(self, part: DumpPart) -> bool:
+        return part.first
+
+    def unit_settings(self) -> dict:
+        return {k: v for k, v in dataclasses.asdict(self.settings).items() if k not in INPUT_SETTINGS}
+
+    def read(self, part: DumpPart) -> Iterator[Document | Dropped | Skipped | ReadError]:
+        site = part.siteinfo
+        for item in read_part(part, self.settings.namespaces):
+            if not isinstance(item, Page):
+                yield item
+                continue
+            yield Document(
+                id=wikipedia_id(site.dbname, item.page_id),
+                text=item.text,
+                source=SOURCE,
+                url=site.url(item.title),
+                date=item.timestamp,
+                language=site.language,
+                title=item.title,
+            )
+
+    def steps(self, part: DumpPart) -> list:
+        return [CleanWikitext(part.siteinfo, self.settings.keep_tables)]

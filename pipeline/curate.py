@@ -1,0 +1,138 @@
+"""Running a recipe on Beam, from Python: the command line's `run`, `commoncrawl`, `wikipedia`, `text`, `curate`
+and `dedup` all end here, and so can a notebook or a Dataflow template.
+
+    from pipeline import curate, recipe
+    r = recipe.load("cc.toml", [("output.dir", "out/cc")])
+    stats = curate.run(r, ["--runner", "DirectRunner"])      # a Funnel, as in OUTPUT/stats.json
+
+    with beam.Pipeline() as p:                                 # or inside a pipeline of your own
+        docs, stats = p | curate.ReadSources(r)                # every source, before deduplication
+        p | curate.Curate(r)                                   # the whole run: dedup, shards, report, stats.json
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+
+import apache_beam as beam
+from apache_beam.metrics.metric import MetricsFilter
+
+from pipeline import sinks, transforms
+from pipeline.recipe import RECIPE_FILE, Recipe, save
+from pipeline.stats import Funnel
+
+log = logging.getLogger(__name__)
+
+
+class ReadSources(beam.PTransform):
+    """A recipe's sources → (documents, stats): each source read by `transforms.ReadSource`, their documents
+    flattened into one collection. Inputs are listed when it is made (UsageError for the user's mistakes)."""
+
+    def __init__(self, recipe: Recipe):
+        super().__init__()
+        self.readers = {
+            name: transforms.ReadSource(
+                recipe.source(name), recipe.output.dir, recipe.langid_model, recipe.output.unit_file_bytes
+            )
+            for name in recipe.sources
+        }
+
+    def expand(self, pbegin):
+        outputs = [pbegin | f"Read {name}" >> reader for name, reader in self.readers.items()]
+        docs = [docs for docs, _ in outputs]
+        stats = [stats for _, stats in outputs]
+        if len(outputs) == 1:
+            return docs[0], stats[0]
+        return docs | "AllSources" >> beam.Flatten(), stats | "SourceStats" >> beam.Flatten()
+
+
+class Curate(beam.PTransform):
+    """A whole recipe from the pipeline's start: its sources, deduplication (unless switched off), shards, the
+    duplicates report and stats.json. `rounds`: the connected-components rounds built in."""
+
+    def __init__(self, recipe: Recipe, rounds: int | None = None):
+        super().__init__()
+        self.recipe = recipe
+        self.rounds = rounds or recipe.dedup.components_rounds
+        self.read = ReadSources(recipe)
+
+    def expand(self, pbegin):
+        recipe, out = self.recipe, self.recipe.output
+        docs, read_stats = pbegin | "Sources" >> self.read
+        funnels = [read_stats]
+        if recipe.dedup.enabled:
+            docs, dedup_stats, report = docs | "Dedup" >> transforms.Deduplicate(
+                recipe.minhash_config(), tuple(recipe.dedup.prefer), self.rounds
+            )
+            funnels.append(dedup_stats)
+            _ = report | "Report" >> transforms.WriteShards(
+                sinks.join(out.dir, "duplicates"), out.num_shards, "parquet", transforms.REPORT
+            )
+        funnels.append(docs | "Write" >> transforms.WriteDocuments(out.dir, out.num_shards, out.format))
+        return (
+            funnels | "AllStats" >> beam.Flatten() | "Stats" >> transforms.WriteStats(sinks.join(out.dir, "stats.json"))
+        )
+
+
+def beam_options(arguments: Sequence[str]):
+    """Beam's pipeline options from command-line style arguments, with local defaults: the DirectRunner (Prism,
+    Beam's newer default, downloads a binary), one worker process per core, quiet SDK workers."""
+    from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions, WorkerOptions
+
+    given = " ".join(arguments)
+    options = PipelineOptions(list(arguments))
+    if options.view_as(StandardOptions).runner is None:
+        options.view_as(StandardOptions).runner = "DirectRunner"
+    if "--default_sdk_harness_log_level" not in given:
+        options.view_as(WorkerOptions).default_sdk_harness_log_level = "WARNING"
+    direct = options.view_as(DirectOptions)
+    if "--direct_num_workers" not in given:
+        direct.direct_num_workers = os.cpu_count() or 1
+    if "--direct_running_mode" not in given:
+        # One worker gains nothing from a separate SDK process, which costs ~2 s to start.
+        direct.direct_running_mode = "multi_processing" if direct.direct_num_workers > 1 else "in_memory"
+    return options
+
+
+def _log_largest_groups(result) -> None:
+    """What bounds a worker's memory in the dedup stages: the largest bucket and the largest cluster."""
+    for name, what in (("bucket_size", "LSH bucket"), ("cluster_size", "near-duplicate cluster")):
+        query = result.metrics().query(MetricsFilter().with_namespace("dedup").with_name(name))
+        for distribution in query["distributions"]:
+            value = distribution.committed or distribution.attempted
+            if value is not None and value.count:
+                log.info("largest %s: %d documents (%d of them)", what, value.max, value.count)
+
+
+def run(recipe: Recipe, beam_arguments: Sequence[str] = ()) -> Funnel:
+    """Checks the recipe, lists its inputs, writes `OUTPUT/recipe.toml` and runs it; when MinHash's connected
+    components had not converged within the rounds built in (the graph is fixed before it runs), runs again
+    with twice the rounds (finished units are committed, so only the cheap stages repeat). Returns the run's
+    Funnel, as written to `OUTPUT/stats.json`."""
+    recipe.check()
+    rounds = recipe.dedup.components_rounds
+    curate = Curate(recipe, rounds)  # lists the inputs: a user's mistake stops the run before anything is written
+    save(recipe, sinks.join(recipe.output.dir, RECIPE_FILE))
+    while True:
+        pipeline = beam.Pipeline(options=beam_options(beam_arguments))
+        _ = pipeline | "Curate" >> curate
+        result = pipeline.run()
+        result.wait_until_finish()
+        query = result.metrics().query(
+            MetricsFilter().with_namespace("dedup").with_name(transforms.UNCONVERGED_COUNTER)
+        )
+        unconverged = sum((counter.committed or counter.attempted or 0) for counter in query["counters"])
+        if not unconverged:
+            _log_largest_groups(result)
+            break
+        log.warning(
+            "connected components had not converged after %d rounds (%d nodes); running again with %d",
+            rounds,
+            unconverged,
+            rounds * 2,
+        )
+        rounds *= 2
+        curate = Curate(recipe, rounds)
+    return Funnel.from_json(sinks.read_json(sinks.join(recipe.output.dir, "stats.json")))

