@@ -19,8 +19,9 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	$(PY) -m pipeline synthetic-warc --output $(DEMO_DIR)/sample.warc.gz --pages 300 --seed 1
-	$(PY) -m pipeline commoncrawl --warcs '$(DEMO_DIR)/sample.warc.gz' --output $(DEMO_DIR)/curated --num-shards 4
-	@echo "demo: shards and stats.json are in $(DEMO_DIR)/curated/"
+	$(PY) -m pipeline run --recipe configs/curate-sample.toml --output $(DEMO_DIR)/curated \
+		--sources.commoncrawl.warcs '["$(DEMO_DIR)/sample.warc.gz"]'
+	@echo "demo: shards, stats.json and the resolved recipe.toml are in $(DEMO_DIR)/curated/"
 	$(PY) -m tokenizer train --input '$(DEMO_DIR)/curated/part-*.parquet' --vocab-size 2048 --output $(DEMO_DIR)/tokenizer
 	$(PY) -m tokenizer encode --tokenizer $(DEMO_DIR)/tokenizer --input '$(DEMO_DIR)/curated/part-*.parquet' \
 		--val-fraction 0.05 --output $(DEMO_DIR)/bins

@@ -27,10 +27,10 @@ log = logging.getLogger("pipeline")
 PROGRAM = "python -m pipeline"
 
 RUN_EXAMPLE = """examples:
-  # a recipe, into a folder of its own; any setting can be overridden
-  python -m pipeline run --recipe recipes/mix.toml --output out/mix --sources.commoncrawl.max_warcs 2
+  # the recipe `make demo` runs (the generated crawl), into a folder of its own, with two shards
+  python -m pipeline run --recipe configs/curate-sample.toml --output out/sample --output.num_shards 2
   # the recipe a run wrote, again, into another folder: the same shards
-  python -m pipeline run --recipe out/mix/recipe.toml --output out/mix-again
+  python -m pipeline run --recipe out/sample/recipe.toml --output out/sample-again
 """
 
 COMMONCRAWL_EXAMPLE = """examples:
@@ -354,7 +354,7 @@ def _for_source(values: list[tuple[str | None, str]], source: str) -> str | None
     return chosen[-1] if chosen else None
 
 
-def _process_settings(args, name: str) -> dict:
+def _process_settings(args, name: str, kind: str) -> dict:
     """One source's language-ID and filter settings from the per-source flags."""
     table: dict[str, Any] = {}
     chosen = _for_source(args.filters, name)
@@ -363,7 +363,7 @@ def _process_settings(args, name: str) -> dict:
     config_file = _for_source(args.filter_config, name)
     if config_file is not None:
         settings = load_filter_settings(config_file)
-        names = table["filters"] if "filters" in table else source_class(args.kinds[name]).Settings().filters
+        names = table["filters"] if "filters" in table else source_class(kind).Settings().filters
         table["filter_settings"] = {k: v for k, v in settings.items() if k in names}
     languages = _for_source(args.languages, name)
     if languages is not None:
@@ -427,7 +427,6 @@ def preset_recipe(args, overrides: list[tuple[str, object]]) -> recipes.Recipe:
         sources["shards"] = {"kind": "shards", "inputs": [args.input]}
     if not sources:
         raise UsageError("curate needs at least one source: --crawl/--warc-paths/--warcs, --wiki/--dump or --text")
-    args.kinds = {name: table["kind"] for name, table in sources.items()}
     if hasattr(args, "filters"):
         for flag in ("languages", "min_language_score", "filters", "filter_config"):
             for name, _ in getattr(args, flag):
@@ -437,7 +436,7 @@ def preset_recipe(args, overrides: list[tuple[str, object]]) -> recipes.Recipe:
                         f"(sources: {', '.join(sources)})"
                     )
         for name, source_table in sources.items():
-            source_table.update(_process_settings(args, name))
+            source_table.update(_process_settings(args, name, source_table["kind"]))
     table: dict = {
         "output": _given({"dir": args.output}, {"format": args.format, "num_shards": args.num_shards}),
         "dedup": _given(

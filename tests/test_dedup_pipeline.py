@@ -14,12 +14,25 @@ import pyarrow.parquet as pq
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from pipeline import cli, dedup, minhash, sinks, synthetic, transforms
+from pipeline import cli, curate, dedup, minhash, sinks, synthetic, transforms
+from pipeline import recipe as recipes
 from pipeline.schema import Document
 from tests.test_minhash import VOCAB, corpus, datasketch_candidate_pairs, union_find_components
 
 IN_MEMORY = PipelineOptions(["--runner=DirectRunner", "--direct_running_mode=in_memory"])
 CONFIG = minhash.MinHashConfig.create()
+
+
+def dedup_run(inputs, output, beam_arguments=(), num_shards=8, **dedup):
+    """`python -m pipeline dedup` from Python: a recipe with one `shards` source."""
+    recipe = recipes.from_table(
+        {
+            "output": {"dir": str(output), "num_shards": num_shards},
+            "sources": {"shards": {"inputs": [str(inputs)]}},
+            "dedup": dedup,
+        }
+    )
+    return curate.run(recipe, beam_arguments)
 
 
 def save(values, path):
@@ -154,19 +167,7 @@ def test_dedup_command_end_to_end_on_one_and_two_workers(tmp_path, capsys):
     outputs = {}
     for workers in (1, 2):
         out = tmp_path / f"out-{workers}"
-        code = cli.main(
-            [
-                "dedup",
-                "--input",
-                str(tmp_path / "in" / "part-*.parquet"),
-                "--output",
-                str(out),
-                "--num-shards",
-                "2",
-                f"--direct_num_workers={workers}",
-            ]
-        )
-        assert code == 0
+        dedup_run(tmp_path / "in" / "part-*.parquet", out, [f"--direct_num_workers={workers}"], num_shards=2)
         outputs[workers] = [p.read_bytes() for p in sorted(out.rglob("*.parquet"))]
     assert outputs[1] == outputs[2]
 
@@ -240,7 +241,7 @@ def test_shards_written_by_other_tools_deduplicate_and_a_date_column_of_another_
         pa.table({"id": ["epoch"], "text": ["other text"], "date": pa.array([1704067200], pa.int64())}),
         folder / "part-d.parquet",
     )
-    assert cli.main(["dedup", "--input", str(folder / "part-*.parquet"), "--output", str(tmp_path / "out")]) == 0
+    dedup_run(folder / "part-*.parquet", tmp_path / "out")
     kept, report = read_output(tmp_path / "out")
     assert [d.id for d in kept] == ["datatrove-early"]  # the earliest date survives; the undated copy loses
     assert kept[0].date == dt.datetime(2023, 12, 31, 8, 30, tzinfo=dt.UTC)

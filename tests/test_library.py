@@ -6,6 +6,7 @@ import dataclasses
 import gzip
 import json
 import lzma
+import pathlib
 import random
 import subprocess
 import sys
@@ -22,6 +23,7 @@ from pipeline.settings import UsageError
 from pipeline.sources import DocumentSettings, Source, register
 from pipeline.stats import Funnel
 
+REPO = pathlib.Path(__file__).resolve().parent.parent
 ONE_WORKER = ["--direct_num_workers=1", "--direct_running_mode=in_memory"]
 PROSE = (
     "The river runs past the old mill and the children watch the boats go by every summer evening "
@@ -259,3 +261,13 @@ def test_run_help_lists_every_setting_with_its_default(capsys):
         "unit_file_bytes = 268435456",
     ):
         assert line in out, line
+
+
+def test_the_sample_recipe_of_the_help_and_the_demo_runs(tmp_path):
+    synthetic.write_sample_warc(str(tmp_path / "sample.warc.gz"), pages=20, seed=2)
+    recipe = recipes.load(
+        str(REPO / "configs" / "curate-sample.toml"),
+        [("output.dir", str(tmp_path / "out")), ("sources.commoncrawl.warcs", [str(tmp_path / "sample.warc.gz")])],
+    )
+    stats = curate.run(recipe, ONE_WORKER)
+    assert stats.kept > 0 and not stats.problems() and len(list((tmp_path / "out").glob("part-*"))) == 4

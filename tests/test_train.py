@@ -114,7 +114,8 @@ def test_configuration_errors_name_the_setting(train_data, tmp_path, capsys):
         model_config.vocab_size = 2048 if preset == "demo.toml" else 50304
         with torch.device("meta"):
             assert Transformer(model_config).num_params() / 1e6 == pytest.approx(millions, rel=0.02)
-    assert sorted(p.name for p in CONFIGS.iterdir()) == sorted(expected)
+    # every training preset is checked; configs/curate-*.toml are curation recipes (tests/test_library.py)
+    assert sorted(p.name for p in CONFIGS.iterdir() if not p.name.startswith("curate-")) == sorted(expected)
 
 
 def test_an_interrupted_and_resumed_run_equals_an_uninterrupted_one(train_data, tmp_path, capsys):

@@ -76,9 +76,7 @@ _FRAMING_SLACK = 64 * 1024
 
 
 def read_warc(
-    path: str,
-    max_html_bytes: int = html.DEFAULT_MAX_HTML_BYTES,
-    opener: Callable[[str], Any] = open_input,
+    path: str, max_html_bytes: int = html.DEFAULT_MAX_HTML_BYTES, opener: Callable[[str], Any] = open_input
 ) -> Iterator[WarcItem]:
     """Every record of a WARC (or ARC) file, gzip per record or not compressed; a file compressed as one
     gzip member (which warcio refuses by design) is read again as one stream."""
