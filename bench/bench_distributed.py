@@ -31,8 +31,11 @@ REPO = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from pipeline import synthetic  # noqa: E402
-from tokenizer import corpus, encode  # noqa: E402
-from tokenizer import train as tokenizer_train  # noqa: E402
+from tokenizer import (  # noqa: E402
+    corpus,
+    encode,
+    train as tokenizer_train,  # noqa: E402
+)
 from train.metrics import read_records  # noqa: E402
 
 LAYOUTS = {

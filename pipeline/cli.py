@@ -16,10 +16,8 @@ import time
 import tomllib
 from typing import Any
 
-from pipeline import filters, html
-from pipeline import recipe as recipes
-from pipeline.settings import UsageError, parse_overrides, set_dotted, split_overrides
-from pipeline.settings import report as report_error
+from pipeline import filters, html, recipe as recipes
+from pipeline.settings import UsageError, parse_overrides, report as report_error, set_dotted, split_overrides
 from pipeline.sources import source_class
 
 log = logging.getLogger("pipeline")
@@ -158,10 +156,12 @@ def add_output_arguments(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument("--format", choices=("parquet", "arrow"), help="Parquet with zstd (default) or Arrow IPC")
     group.add_argument(
-        "--num-shards",
-        type=int,
-        help=f"number of output shards (default: {_default(recipes.OutputSettings, 'num_shards')})",
+        "--shard-size",
+        metavar="SIZE",
+        help="text per output shard, e.g. 512MB or 1GB: the number of shards follows the corpus "
+        f"(default: {_default(recipes.OutputSettings, 'shard_size')})",
     )
+    group.add_argument("--num-shards", type=int, help="a fixed number of output shards instead")
 
 
 def add_dedup_arguments(parser: argparse.ArgumentParser, switchable: bool = True) -> None:
@@ -438,7 +438,9 @@ def preset_recipe(args, overrides: list[tuple[str, object]]) -> recipes.Recipe:
         for name, source_table in sources.items():
             source_table.update(_process_settings(args, name, source_table["kind"]))
     table: dict = {
-        "output": _given({"dir": args.output}, {"format": args.format, "num_shards": args.num_shards}),
+        "output": _given(
+            {"dir": args.output}, {"format": args.format, "num_shards": args.num_shards, "shard_size": args.shard_size}
+        ),
         "dedup": _given(
             {},
             {

@@ -68,9 +68,11 @@ class Curate(beam.PTransform):
             )
             funnels.append(dedup_stats)
             _ = report | "Report" >> transforms.WriteShards(
-                sinks.join(out.dir, "duplicates"), out.num_shards, "parquet", transforms.REPORT
+                sinks.join(out.dir, "duplicates"), out.num_shards, "parquet", transforms.REPORT, recipe.shard_bytes
             )
-        funnels.append(docs | "Write" >> transforms.WriteDocuments(out.dir, out.num_shards, out.format))
+        funnels.append(
+            docs | "Write" >> transforms.WriteDocuments(out.dir, out.num_shards, out.format, recipe.shard_bytes)
+        )
         return (
             funnels | "AllStats" >> beam.Flatten() | "Stats" >> transforms.WriteStats(sinks.join(out.dir, "stats.json"))
         )

@@ -31,11 +31,9 @@ from typing import Any
 
 import tomli_w
 
-from pipeline import minhash as near_duplicates
-from pipeline import sinks
+from pipeline import minhash as near_duplicates, sinks
 from pipeline.process import DEFAULT_FILE_BYTES
-from pipeline.settings import UsageError, build, load_toml, set_dotted
-from pipeline.settings import describe as describe_section
+from pipeline.settings import UsageError, build, describe as describe_section, load_toml, parse_size, set_dotted
 from pipeline.sources import REGISTRY, DocumentSettings, Source, source_class
 
 RECIPE_FILE = "recipe.toml"
@@ -45,7 +43,8 @@ RECIPE_FILE = "recipe.toml"
 class OutputSettings:
     dir: str = ""  # a folder, or a gs:// or s3:// prefix, for shards, duplicates/, stats.json and recipe.toml
     format: str = "parquet"  # parquet (zstd) or arrow (IPC)
-    num_shards: int = 8
+    shard_size: str = "256MB"  # text per shard (KB, MB, GB; KiB, MiB, GiB): the number of shards follows the corpus
+    num_shards: int = 0  # a fixed number of shards instead (0: by shard_size)
     unit_file_bytes: int = DEFAULT_FILE_BYTES  # text per committed work file: large units become several files
 
 
@@ -96,6 +95,10 @@ class Recipe:
         return source_class(self.kinds[name])(name, self.sources[name])
 
     @property
+    def shard_bytes(self) -> int:
+        return parse_size(self.output.shard_size, "output.shard_size")
+
+    @property
     def langid_model(self) -> str | None:
         return self.langid.model or None
 
@@ -116,8 +119,8 @@ class Recipe:
             raise UsageError("output.dir: where to write is needed (--output DIR)")
         if self.output.format not in ("parquet", "arrow"):
             raise UsageError(f"output.format: {self.output.format!r} is not parquet or arrow")
-        if self.output.num_shards < 1 or self.output.unit_file_bytes < 1:
-            raise UsageError("output.num_shards and output.unit_file_bytes must be at least 1")
+        if self.output.num_shards < 0 or self.output.unit_file_bytes < 1 or self.shard_bytes < 1:
+            raise UsageError("output.num_shards must not be negative, output.shard_size and unit_file_bytes positive")
         if not self.sources:
             raise UsageError("sources: a recipe needs at least one source table, e.g. [sources.commoncrawl]")
         if self.langid.model and not os.path.isfile(self.langid.model):

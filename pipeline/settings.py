@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import re
 import sys
 import tomllib
 import typing
@@ -17,6 +18,31 @@ import typing
 
 class UsageError(ValueError):
     """A mistake the user can fix (a setting, a flag, a missing file): reported as one line, no traceback."""
+
+
+_SIZE_UNITS = {
+    "": 1,
+    "B": 1,
+    "KB": 10**3,
+    "MB": 10**6,
+    "GB": 10**9,
+    "TB": 10**12,
+    "KIB": 2**10,
+    "MIB": 2**20,
+    "GIB": 2**30,
+    "TIB": 2**40,
+}
+
+
+def parse_size(text: str | int, where: str) -> int:
+    """Bytes from `512MB`, `1.5GB`, `256MiB` or a plain number; raises UsageError naming `where`."""
+    if isinstance(text, int):
+        return text
+    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:e[0-9]+)?)\s*([a-zA-Z]*)\s*", text)
+    unit = match.group(2).upper() if match else ""
+    if not match or unit not in _SIZE_UNITS:
+        raise UsageError(f"{where}: not a size: {text!r} (e.g. 512MB, 1GB, 256MiB)")
+    return int(float(match.group(1)) * _SIZE_UNITS[unit])
 
 
 def report(program: str, error: BaseException | str) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 
 import apache_beam as beam
 import pyarrow as pa
@@ -378,62 +379,95 @@ def shard_of(key: str, num_shards: int) -> int:
 
 
 class _WriteShardFn(beam.DoFn):
-    def __init__(self, output_dir: str, num_shards: int, fmt: str, kind: ShardKind):
+    def __init__(self, output_dir: str, fmt: str, kind: ShardKind):
         self.output_dir = output_dir
-        self.num_shards = num_shards
         self.fmt = fmt
         self.kind = kind
 
-    def process(self, element):
+    def process(self, element, num_shards: int):
         index, grouped = element
         items = sorted(grouped["items"], key=self.kind.key)
-        path = sinks.join(self.output_dir, sinks.shard_name(index, self.num_shards, self.fmt))
+        path = sinks.join(self.output_dir, sinks.shard_name(index, num_shards, self.fmt))
         sinks.write_table(path, self.kind.to_table(items), self.fmt)
         Metrics.counter("write", self.kind.counter).inc(len(items))
+        Metrics.distribution("write", f"{self.kind.counter}_per_shard").update(len(items))
         yield len(items)
 
 
 class ShardKind:
-    """What a set of shards holds: how an item is keyed (shard choice and row order) and tabled."""
+    """What a set of shards holds: how an item is keyed (shard choice and row order), sized and tabled."""
 
-    def __init__(self, key, to_table, counter: str):
-        self.key, self.to_table, self.counter = key, to_table, counter
+    def __init__(self, key, size, to_table, counter: str):
+        self.key, self.size, self.to_table, self.counter = key, size, to_table, counter
 
 
-DOCUMENTS = ShardKind(lambda doc: doc.id, documents_to_table, "kept")
-REPORT = ShardKind(
-    lambda row: row["cluster_id"], lambda rows: pa.Table.from_pylist(rows, schema=REPORT_SCHEMA), "report_rows"
+DOCUMENTS = ShardKind(
+    lambda doc: doc.id, lambda doc: len(doc.text.encode("utf-8", "surrogatepass")), documents_to_table, "kept"
 )
+REPORT = ShardKind(
+    lambda row: row["cluster_id"],
+    lambda row: sum(len(i) for i in row["removed_ids"]) + len(row["kept_id"]),
+    lambda rows: pa.Table.from_pylist(rows, schema=REPORT_SCHEMA),
+    "report_rows",
+)
+DEFAULT_SHARD_BYTES = 256 * 10**6
+
+
+def _shard_count(total_bytes: int, shard_bytes: int) -> int:
+    return max(1, math.ceil(total_bytes / shard_bytes))
 
 
 class WriteShards(beam.PTransform):
-    """Items → `part-NNNNN-of-MMMMM.<fmt>`, each item's shard chosen by a hash of its key and rows sorted
-    by key, so the same items always give the same files (empty shards are written too). Returns the
-    number of rows written per shard."""
+    """Items → `part-NNNNN-of-MMMMM.<fmt>`, each item's shard chosen by a hash of its key and rows sorted by key,
+    so the same items give the same files whatever the runner and the number of workers (empty shards are written
+    too). The number of shards is `num_shards`, or (0) as many as it takes for about `shard_bytes` of content
+    each, counted over the whole collection first: one shard is what one worker holds while it writes, so memory
+    per worker follows the shard size, not the corpus. Returns the number of rows written per shard."""
 
-    def __init__(self, output_dir: str, num_shards: int, fmt: str = "parquet", kind: ShardKind = DOCUMENTS):
+    def __init__(
+        self,
+        output_dir: str,
+        num_shards: int = 0,
+        fmt: str = "parquet",
+        kind: ShardKind = DOCUMENTS,
+        shard_bytes: int = DEFAULT_SHARD_BYTES,
+    ):
         super().__init__()
         self.output_dir = output_dir
         self.num_shards = num_shards
         self.fmt = fmt
         self.kind = kind
+        self.shard_bytes = shard_bytes
 
     def expand(self, items):
-        keyed = items | "ByShard" >> beam.Map(lambda item: (shard_of(self.kind.key(item), self.num_shards), item))
-        every_shard = items.pipeline | "ShardIds" >> beam.Create([(i, None) for i in range(self.num_shards)])
+        if self.num_shards:
+            count = items.pipeline | "Count" >> beam.Create([self.num_shards])
+        else:
+            count = (
+                items
+                | "Sizes" >> beam.Map(self.kind.size)
+                | "Total" >> beam.CombineGlobally(sum)
+                | "Count" >> beam.Map(_shard_count, self.shard_bytes)
+            )
+        num_shards = beam.pvalue.AsSingleton(count)
+        key = self.kind.key
+        keyed = items | "ByShard" >> beam.Map(lambda item, n: (shard_of(key(item), n), item), num_shards)
+        every_shard = count | "ShardIds" >> beam.FlatMap(lambda n: [(i, None) for i in range(n)])
         return (
             {"items": keyed, "ids": every_shard}
             | "Group" >> beam.CoGroupByKey()
-            | "Write" >> beam.ParDo(_WriteShardFn(self.output_dir, self.num_shards, self.fmt, self.kind))
+            | "Write" >> beam.ParDo(_WriteShardFn(self.output_dir, self.fmt, self.kind), num_shards)
         )
 
 
 class WriteDocuments(beam.PTransform):
-    """Documents → shards; returns the `kept` funnel."""
+    """Documents → shards (see WriteShards); returns the `kept` funnel."""
 
-    def __init__(self, output_dir: str, num_shards: int, fmt: str = "parquet"):
+    def __init__(
+        self, output_dir: str, num_shards: int = 0, fmt: str = "parquet", shard_bytes: int = DEFAULT_SHARD_BYTES
+    ):
         super().__init__()
-        self.shards = WriteShards(output_dir, num_shards, fmt, DOCUMENTS)
+        self.shards = WriteShards(output_dir, num_shards, fmt, DOCUMENTS, shard_bytes)
 
     def expand(self, docs):
         return docs | "Shards" >> self.shards | "Kept" >> beam.Map(lambda count: Funnel(kept=count))

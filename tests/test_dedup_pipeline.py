@@ -14,8 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from pipeline import cli, curate, dedup, minhash, sinks, synthetic, transforms
-from pipeline import recipe as recipes
+from pipeline import cli, curate, dedup, minhash, recipe as recipes, sinks, synthetic, transforms
 from pipeline.schema import Document
 from tests.test_minhash import VOCAB, corpus, datasketch_candidate_pairs, union_find_components
 

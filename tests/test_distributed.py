@@ -17,8 +17,7 @@ import torch
 
 from tests.conftest import REPO
 from tests.trainruns import launcher_env, losses, records, run_args, torchrun, torchrun_command, weights
-from train import checkpoint, cli
-from train import generate as generate_module
+from train import checkpoint, cli, generate as generate_module
 
 STEPS = ["--training.steps", "8", "--checkpoint.interval", "2", "--checkpoint.keep", "10"]
 HALF_MICRO_BATCH = ["--training.micro_batch_size", "2"]  # with dp=2: the same global batch in 2 micro-batches

@@ -16,8 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 import zstandard
 
-from pipeline import cli, corpus, curate, process, sinks, synthetic
-from pipeline import recipe as recipes
+from pipeline import cli, corpus, curate, process, recipe as recipes, sinks, synthetic
 from pipeline.schema import Document, Skipped
 from pipeline.settings import UsageError
 from pipeline.sources import DocumentSettings, Source, register

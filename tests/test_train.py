@@ -14,9 +14,7 @@ from pipeline.settings import UsageError, parse_overrides
 from tests.conftest import REPO
 from tests.trainruns import ONE_PROCESS_SHARD, losses, run_args, weights
 from tokenizer.bins import BinReader
-from train import checkpoint, cli
-from train import config as config_module
-from train import generate as generate_module
+from train import checkpoint, cli, config as config_module, generate as generate_module
 from train.data import MixtureLoader
 from train.optim import build_optimizer, lr_factor
 

@@ -85,3 +85,18 @@ def test_exact_survivor_combine_keeps_every_removed_id_across_merged_accumulator
         right = combine.add_input(right, d)
     best, removed = combine.extract_output(combine.merge_accumulators([left, right]))
     assert best.id == "id-1" and sorted(removed) == ["id-3", "id-5", "id-7", "id-9"]
+
+
+def test_shards_by_size_follow_the_corpus_and_not_the_order(tmp_path):
+    docs = [doc(f"id-{i:03d}", f"text number {i} " * 20) for i in range(60)]
+    total = sum(len(d.text.encode()) for d in docs)
+    outputs = []
+    for name, order in (("forward", docs), ("backward", docs[::-1])):
+        with beam.Pipeline(options=IN_MEMORY) as p:
+            _ = p | beam.Create(order) | transforms.WriteDocuments(str(tmp_path / name), shard_bytes=total // 5 - 1)
+        outputs.append({path.name: path.read_bytes() for path in sorted((tmp_path / name).glob("part-*"))})
+    assert outputs[0] == outputs[1] and len(outputs[0]) == 6  # just over five shards' worth
+    assert all(name.endswith("-of-00006.parquet") for name in outputs[0])
+    with beam.Pipeline(options=IN_MEMORY) as p:  # nothing kept: still one (empty) shard
+        _ = p | beam.Create([]) | transforms.WriteDocuments(str(tmp_path / "empty"))
+    assert [path.name for path in (tmp_path / "empty").iterdir()] == [sinks.shard_name(0, 1)]

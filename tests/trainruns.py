@@ -8,8 +8,7 @@ import sys
 
 from tests.conftest import REPO
 from tests.textdata import corpus_texts, write_shards
-from tokenizer import corpus, encode
-from tokenizer import train as tokenizer_train
+from tokenizer import corpus, encode, train as tokenizer_train
 
 TINY_RUN = [
     "--model.dim",

@@ -45,8 +45,7 @@ from torch.distributed.checkpoint.state_dict import (
     set_optimizer_state_dict,
 )
 
-from train import config as config_module
-from train import parallel
+from train import config as config_module, parallel
 
 log = logging.getLogger(__name__)
 

@@ -17,8 +17,7 @@ import torch.nn.functional as F
 
 from model import Transformer
 from train import checkpoint, parallel
-from train.config import Config, ConfigError
-from train.config import save as save_config
+from train.config import Config, ConfigError, save as save_config
 from train.data import Corpus, validation_batches
 from train.metrics import MetricsLog, peak_flops, plot_losses
 from train.optim import build_optimizer, lr_factor, set_lr
