@@ -40,7 +40,6 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) bench/bench_commoncrawl.py
-	$(PY) bench/bench_unit_memory.py
 	$(PY) bench/bench_train.py
 	$(PY) bench/bench_distributed.py
 

@@ -55,7 +55,8 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    logging.getLogger("apache_beam").setLevel(logging.WARNING)
+    logging.getLogger().setLevel(logging.INFO)  # importing Beam may already have configured the root logger
+    logging.getLogger("apache_beam").setLevel(logging.WARNING)  # the largest bucket and cluster are logged
     with tempfile.TemporaryDirectory() as tmp:
         folder = pathlib.Path(tmp)
         write_corpus(folder / "in", args.copies, args.others, args.near)

@@ -5,7 +5,7 @@ with the number of elements holds something it should not; shard writing may hol
     .venv/bin/python bench/bench_step_memory.py [--sizes 10000,100000,1000000] [--steps sign,stars,...]
 
 Steps: `sign` (MinHash signatures and band keys of 256-document batches), `exact` (the exact-dedup combiner over
-groups of 4 copies), `stars` (large-star and small-star on nodes of 8 neighbours), `remove` (the removal join's
+groups of 4 copies), `buckets` (star edges of LSH buckets of 8 members), `stars` (large-star and small-star on nodes of 8 neighbours), `remove` (the removal join's
 step), `funnels` (merging one funnel per unit), `shards` (writing 10,000-document shards one after the other).
 Documents are 60-word synthetic texts. Prints peak RSS per step and size, and the ratio largest / smallest.
 """
@@ -68,6 +68,11 @@ def run_step(step: str, count: int, folder: str) -> dict:
             for doc in group:
                 accumulator = combine.add_input(accumulator, doc)
             combine.extract_output(accumulator)
+    elif step == "buckets":
+        for bucket in range(count // 8):
+            members = [((0, 0, f"n-{bucket}-{k}"), None) for k in range(8)]
+            for _ in transforms._bucket_edges((f"band-{bucket}".encode(), members), None):
+                pass
     elif step == "stars":
         for node in range(count):
             neighbours = {(0, 0, f"n-{node + k}") for k in range(1, 9)}
@@ -105,7 +110,7 @@ def run_step(step: str, count: int, folder: str) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", default="10000,100000,1000000")
-    parser.add_argument("--steps", default="sign,exact,stars,remove,funnels,shards")
+    parser.add_argument("--steps", default="sign,exact,buckets,stars,remove,funnels,shards")
     args = parser.parse_args()
     sizes = [int(size) for size in args.sizes.split(",")]
     print(f"{'step':8} " + " ".join(f"{size:>12,}" for size in sizes) + "   largest/smallest")

@@ -22,11 +22,11 @@ IN_MEMORY = PipelineOptions(["--runner=DirectRunner", "--direct_running_mode=in_
 CONFIG = minhash.MinHashConfig.create()
 
 
-def dedup_run(inputs, output, beam_arguments=(), num_shards=8, **dedup):
+def dedup_run(inputs, output, beam_arguments=(), num_shards=8, shard_size="256MB", **dedup):
     """`python -m pipeline dedup` from Python: a recipe with one `shards` source."""
     recipe = recipes.from_table(
         {
-            "output": {"dir": str(output), "num_shards": num_shards},
+            "output": {"dir": str(output), "num_shards": num_shards, "shard_size": shard_size},
             "sources": {"shards": {"inputs": [str(inputs)]}},
             "dedup": dedup,
         }
@@ -166,9 +166,10 @@ def test_dedup_command_end_to_end_on_one_and_two_workers(tmp_path, capsys):
     outputs = {}
     for workers in (1, 2):
         out = tmp_path / f"out-{workers}"
-        dedup_run(tmp_path / "in" / "part-*.parquet", out, [f"--direct_num_workers={workers}"], num_shards=2)
+        # shards by size: their number is counted over the corpus, the same for any number of workers
+        dedup_run(tmp_path / "in" / "part-*.parquet", out, [f"--direct_num_workers={workers}"], 0, "10KB")
         outputs[workers] = [p.read_bytes() for p in sorted(out.rglob("*.parquet"))]
-    assert outputs[1] == outputs[2]
+    assert outputs[1] == outputs[2] and len(list((tmp_path / "out-1").glob("part-*.parquet"))) > 2
 
     stats = sinks.read_json(str(tmp_path / "out-1" / "stats.json"))
     kept, report = read_output(tmp_path / "out-1")
@@ -248,3 +249,23 @@ def test_shards_written_by_other_tools_deduplicate_and_a_date_column_of_another_
     stats = sinks.read_json(str(tmp_path / "out" / "stats.json"))
     (error,) = stats["errors"]
     assert error["file"].endswith("part-d.parquet") and "column date is int64" in error["error"]
+
+
+def test_a_hub_of_near_copies_keeps_one_and_reports_the_whole_cluster(tmp_path):
+    # a templated page: every copy differs by one number, so all reach MinHash and share every LSH bucket, and the
+    # connected components see one node with every copy as its neighbour (bench/bench_hub.py: 50,000 of them)
+    rng = random.Random(5)
+    page = synthetic.word_document(rng, 300, VOCAB)
+    copies = 1_500
+    docs = [Document(id=f"copy-{i:05d}", text=f"{page} Item {i}.", source="commoncrawl") for i in range(copies)]
+    docs += [
+        Document(id=f"other-{i}", text=synthetic.word_document(rng, 300, VOCAB), source="commoncrawl")
+        for i in range(20)
+    ]
+    write_input_shards(tmp_path / "in", docs)
+    stats = dedup_run(tmp_path / "in" / "*.parquet", tmp_path / "out", ["--direct_running_mode=in_memory"])
+    kept, report = read_output(tmp_path / "out")
+    assert sorted(d.id for d in kept) == ["copy-00000", *sorted(f"other-{i}" for i in range(20))]
+    assert stats.dropped == {"near_duplicate": copies - 1} and not stats.problems()
+    (cluster,) = report
+    assert cluster["kept_id"] == "copy-00000" and cluster["cluster_size"] == copies
