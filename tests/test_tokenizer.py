@@ -68,13 +68,22 @@ def test_real_sentences_in_14_languages_round_trip(tokdir, shared_fixtures, summ
 
 
 def test_the_file_loads_in_tokenizers_and_transformers(tokdir):
-    from transformers import PreTrainedTokenizerFast
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
-    text = "Loaded as-is: ünïcode 🙂"
+    text = "Loaded as-is: ünïcode 🙂 <|endoftext|> Ελληνικά 中文"
     ids = Encoder(tokdir).encode([text])[0]
-    assert Tokenizer.from_file(os.path.join(tokdir, "tokenizer.json")).encode(text).ids == ids
-    hf = PreTrainedTokenizerFast(tokenizer_file=os.path.join(tokdir, "tokenizer.json"))
-    assert hf(text)["input_ids"] == ids and hf.decode(ids) == text
+    raw = Tokenizer.from_file(os.path.join(tokdir, "tokenizer.json"))
+    raw.encode_special_tokens = True  # as lmforge's encoder sets it: the file alone parses special tokens
+    assert raw.encode(text, add_special_tokens=False).ids == ids
+    hf = PreTrainedTokenizerFast(tokenizer_file=os.path.join(tokdir, "tokenizer.json"), split_special_tokens=True)
+    assert hf(text, add_special_tokens=False)["input_ids"] == ids and hf.decode(ids) == text
+    # the folder itself loads in AutoTokenizer: <|endoftext|> first (as documents start in the bins), the literal
+    # <|endoftext|> inside the text encoded as text, bos = eos = pad, a context length
+    auto = AutoTokenizer.from_pretrained(tokdir)
+    assert (
+        auto(text)["input_ids"] == [0, *ids] and auto.decode(auto(text)["input_ids"], skip_special_tokens=True) == text
+    )
+    assert (auto.bos_token_id, auto.eos_token_id, auto.pad_token_id, auto.model_max_length) == (0, 0, 0, 1024)
 
 
 def test_pathological_runs_are_cut_like_llama3():
@@ -181,7 +190,9 @@ def test_meta_json_is_replaced_whole_or_not_at_all(tokdir, tmp_path, monkeypatch
         )
     assert (folder / "meta.json").read_text() == before and sorted(os.listdir(folder)) == [
         "meta.json",
+        "special_tokens_map.json",
         "tokenizer.json",
+        "tokenizer_config.json",
     ]
 
 

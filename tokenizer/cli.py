@@ -101,6 +101,7 @@ def run_train(args) -> int:
         max_bytes=args.max_bytes,
         max_doc_chars=args.max_doc_chars,
         seed=args.seed,
+        model_max_length=args.model_max_length,
     )
     spec = corpus_spec(args)
     log.info("%d input file(s), first %s", len(spec.paths), spec.paths[0])
@@ -193,6 +194,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     trainer.add_argument(
         "--max-bytes", type=_size, help="train on a seeded sample of at most this many bytes (e.g. 2e9)"
+    )
+    trainer.add_argument(
+        "--model-max-length",
+        type=int,
+        default=train.TrainConfig.model_max_length,
+        help="the context length written for transformers' AutoTokenizer (default: %(default)s; "
+        "python -m train.export writes the model's)",
     )
     trainer.add_argument(
         "--max-doc-chars",

@@ -15,7 +15,7 @@ import os
 import time
 from collections.abc import Iterable, Iterator
 
-from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
+from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 
 from tokenizer import corpus
 from tokenizer.bins import write_json
@@ -62,6 +62,7 @@ class TrainConfig:
     max_bytes: int | None = None  # train on a seeded sample of at most this many bytes
     max_doc_chars: int | None = 1_000_000  # longer documents are cut (bounded memory per document)
     seed: int = 0
+    model_max_length: int = 1024  # the context transformers assumes for this tokenizer (train.export sets the model's)
 
     def regex(self) -> str:
         return PATTERNS.get(self.pattern, self.pattern)
@@ -85,6 +86,39 @@ def build_tokenizer(config: TrainConfig) -> Tokenizer:
     return tokenizer
 
 
+TOKENIZER_CONFIG_FILE = "tokenizer_config.json"
+SPECIAL_TOKENS_MAP_FILE = "special_tokens_map.json"
+
+
+def start_with_end_of_text(tokenizer: Tokenizer) -> None:
+    """Encoding with special tokens (transformers' default) puts <|endoftext|> first, as documents start in the bins
+    and prompts in `train.generate`; lmforge's own encoder never adds it twice (it encodes without)."""
+    end_of_text = tokenizer.token_to_id(END_OF_TEXT)
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single=f"{END_OF_TEXT} $A",
+        pair=f"{END_OF_TEXT} $A {END_OF_TEXT} $B",
+        special_tokens=[(END_OF_TEXT, end_of_text)],
+    )
+
+
+def write_transformers_files(output_dir: str, model_max_length: int) -> None:
+    """`tokenizer_config.json` and `special_tokens_map.json`, so that `AutoTokenizer.from_pretrained(output_dir)` loads
+    the folder with <|endoftext|> as bos, eos and pad, the context length, and documents read as text: a special
+    token's string inside a document stays ordinary text, as in the bins."""
+    specials = {"bos_token": END_OF_TEXT, "eos_token": END_OF_TEXT, "pad_token": END_OF_TEXT}
+    write_json(os.path.join(output_dir, SPECIAL_TOKENS_MAP_FILE), specials)
+    write_json(
+        os.path.join(output_dir, TOKENIZER_CONFIG_FILE),
+        {
+            "tokenizer_class": "PreTrainedTokenizerFast",
+            **specials,
+            "model_max_length": model_max_length,
+            "split_special_tokens": True,
+            "clean_up_tokenization_spaces": False,
+        },
+    )
+
+
 def train_from_texts(texts: Iterable[str], config: TrainConfig) -> Tokenizer:
     """Trains on texts (any iterable; it is consumed once). Every byte is in the initial alphabet, so any
     text round-trips."""
@@ -100,6 +134,7 @@ def train_from_texts(texts: Iterable[str], config: TrainConfig) -> Tokenizer:
         show_progress=False,
     )
     tokenizer.train_from_iterator(texts, trainer=trainer)
+    start_with_end_of_text(tokenizer)
     return tokenizer
 
 
@@ -141,6 +176,7 @@ def train(spec: corpus.CorpusSpec, config: TrainConfig, output_dir: str, progres
     temporary = f"{path}.tmp"
     tokenizer.save(temporary)
     os.replace(temporary, path)
+    write_transformers_files(output_dir, config.model_max_length)
     specials = {token: tokenizer.token_to_id(token) for token in config.special_tokens()}
     meta = {
         "version": META_VERSION,
