@@ -95,3 +95,68 @@ def test_a_tensor_parallel_checkpoint_exports_the_same_model(train_data, tmp_pat
     tokens = torch.randint(0, model.config.vocab_size, (2, 24))
     with torch.no_grad():
         assert (model(tokens) - hf(tokens).logits).abs().max() <= 1e-4
+
+
+def test_eval_gives_the_same_bits_per_byte_on_a_checkpoint_on_its_export_and_in_transformers(train_data, tmp_path):
+    import math
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from train import eval as evaluation
+
+    run = tmp_path / "run"
+    assert cli.main(run_args(train_data, run, "--training.steps", "3")) == 0
+    assert export.main(["--checkpoint", str(run), "--output", str(tmp_path / "hf")]) == 0
+    texts = ["Die kleine Stadt am Fluss ist alt. " * 3, "A short one.", "Ελληνικά και 中文 🙂 " * 12]
+    pq.write_table(pa.table({"text": texts}), tmp_path / "held-out.parquet")
+    figures = {}
+    for name, target in (("checkpoint", run), ("export", tmp_path / "hf")):
+        output = tmp_path / f"{name}.json"
+        assert (
+            evaluation.main(
+                [
+                    "--checkpoint",
+                    str(target),
+                    "--input",
+                    str(tmp_path / "held-out.parquet"),
+                    "--output",
+                    str(output),
+                    "--batch-size",
+                    "2",
+                ]
+            )
+            == 0
+        )
+        figures[name] = json.loads(output.read_text())
+    ours = figures["checkpoint"]
+    assert ours["documents"] == 3 and ours["bytes"] == sum(len(t.encode()) for t in texts)
+    assert ours["bits_per_byte"] == pytest.approx(figures["export"]["bits_per_byte"], rel=1e-5)
+    assert (
+        evaluation.main(
+            [
+                "--checkpoint",
+                str(run),
+                "--input",
+                str(tmp_path / "held-out.parquet"),
+                "--max-documents",
+                "1",
+                "--output",
+                str(tmp_path / "one.json"),
+            ]
+        )
+        == 0
+    )
+    assert json.loads((tmp_path / "one.json").read_text())["bytes"] == len(texts[0].encode())
+    # the same figure from transformers, one window of the tiny model's 32 positions at a time
+    hf = transformers.AutoModelForCausalLM.from_pretrained(str(tmp_path / "hf")).eval()
+    tokenizer = transformers.AutoTokenizer.from_pretrained(str(tmp_path / "hf"))
+    nats = 0.0
+    for text in texts:
+        ids = tokenizer(text)["input_ids"]
+        for start in range(0, len(ids) - 1, 32):
+            window = torch.tensor([ids[start : start + 33]])
+            with torch.no_grad():
+                logits = hf(window[:, :-1]).logits
+            nats += torch.nn.functional.cross_entropy(logits[0], window[0, 1:], reduction="sum").item()
+    assert nats / math.log(2) / ours["bytes"] == pytest.approx(ours["bits_per_byte"], rel=1e-4)

@@ -11,17 +11,16 @@ this a converted model loads and writes gibberish. Nothing here imports transfor
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import sys
-import typing
 
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 from tokenizers import Tokenizer
 
-from model import Transformer
-from model.model import Block
+from model import ModelConfig, Transformer
 from pipeline.settings import UsageError, parse_size, report
 from tokenizer.bins import write_json
 from tokenizer.train import TOKENIZER_FILE, start_with_end_of_text, write_transformers_files
@@ -36,6 +35,7 @@ then, in Python: AutoModelForCausalLM.from_pretrained("hf/demo"), AutoTokenizer.
 """
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 SINGLE_FILE = "model.safetensors"
+TOKENIZER_SUBDIR = "lmforge-tokenizer"
 INDEX_FILE = "model.safetensors.index.json"
 
 
@@ -49,26 +49,98 @@ def rotate_half_rows(weight: torch.Tensor, heads: int) -> torch.Tensor:
 def hf_state_dict(model: Transformer, dtype: torch.dtype) -> dict[str, torch.Tensor]:
     """The model's weights under transformers' Llama names (a tied head is the embedding: not stored twice)."""
     config = model.config
-    weights = {"model.embed_tokens.weight": model.tok_embeddings.weight, "model.norm.weight": model.norm.weight}
-    if not config.tie_embeddings:
-        weights["lm_head.weight"] = model.output.weight
-    for index, block in enumerate(typing.cast(list[Block], model.layers)):
-        prefix = f"model.layers.{index}."
-        attention, mlp = block.attention, block.feed_forward
-        weights.update(
-            {
-                prefix + "self_attn.q_proj.weight": rotate_half_rows(attention.wq.weight, config.n_heads),
-                prefix + "self_attn.k_proj.weight": rotate_half_rows(attention.wk.weight, config.kv_heads),
-                prefix + "self_attn.v_proj.weight": attention.wv.weight,
-                prefix + "self_attn.o_proj.weight": attention.wo.weight,
-                prefix + "mlp.gate_proj.weight": mlp.w1.weight,
-                prefix + "mlp.up_proj.weight": mlp.w3.weight,
-                prefix + "mlp.down_proj.weight": mlp.w2.weight,
-                prefix + "input_layernorm.weight": block.attention_norm.weight,
-                prefix + "post_attention_layernorm.weight": block.ffn_norm.weight,
-            }
-        )
-    return {name: tensor.detach().to(dtype).contiguous() for name, tensor in weights.items()}
+    names = _hf_names(model)
+    weights = {}
+    for name, tensor in model.state_dict().items():
+        if name not in names or (name == "output.weight" and config.tie_embeddings):
+            continue  # the rotary table is recomputed from rope_theta
+        if name.endswith("wq.weight"):
+            tensor = rotate_half_rows(tensor, config.n_heads)
+        elif name.endswith("wk.weight"):
+            tensor = rotate_half_rows(tensor, config.kv_heads)
+        weights[names[name]] = tensor.detach().to(dtype).contiguous()
+    return weights
+
+
+def neighbour_pair_rows(weight: torch.Tensor, heads: int) -> torch.Tensor:
+    """The inverse of `rotate_half_rows`: a transformers q or k projection in the model's rotary layout."""
+    rows, columns = weight.shape
+    return weight.view(heads, 2, rows // heads // 2, columns).transpose(1, 2).reshape(rows, columns)
+
+
+def load_hf(folder: str) -> Transformer:
+    """A Llama folder written by this module (or any transformers Llama without biases whose head_dim is
+    hidden_size / heads) as the model, in float32."""
+    with open(os.path.join(folder, "config.json")) as handle:
+        hf = json.load(handle)
+    if hf.get("model_type") != "llama" or hf.get("attention_bias") or hf.get("mlp_bias"):
+        raise UsageError(f"{folder}: not a Llama model without biases (model_type {hf.get('model_type')!r})")
+    rope = hf.get("rope_parameters") or {}
+    config = ModelConfig(
+        vocab_size=hf["vocab_size"],
+        dim=hf["hidden_size"],
+        n_layers=hf["num_hidden_layers"],
+        n_heads=hf["num_attention_heads"],
+        n_kv_heads=hf.get("num_key_value_heads", hf["num_attention_heads"]),
+        ffn_hidden_dim=hf["intermediate_size"],
+        norm_eps=hf["rms_norm_eps"],
+        rope_theta=hf.get("rope_theta", rope.get("rope_theta", 10000.0)),
+        max_seq_len=hf["max_position_embeddings"],
+        tie_embeddings=hf.get("tie_word_embeddings", False),
+    )
+    if hf.get("head_dim", config.head_dim) != config.head_dim:
+        raise UsageError(f"{folder}: head_dim {hf['head_dim']} is not hidden_size / num_attention_heads")
+    files = [SINGLE_FILE]
+    if os.path.exists(os.path.join(folder, INDEX_FILE)):
+        with open(os.path.join(folder, INDEX_FILE)) as handle:
+            files = sorted(set(json.load(handle)["weight_map"].values()))
+    weights: dict[str, torch.Tensor] = {}
+    for name in files:
+        weights.update(load_file(os.path.join(folder, name)))
+    with torch.device("meta"):
+        model = Transformer(config)
+    model.to_empty(device="cpu")
+    model.init_weights()  # the rotary table; every weight is replaced below
+    names = {value: key for key, value in _hf_names(model).items()}
+    state = {}
+    for hf_name, tensor in weights.items():
+        tensor = tensor.float()
+        if hf_name.endswith("q_proj.weight"):
+            tensor = neighbour_pair_rows(tensor, config.n_heads)
+        elif hf_name.endswith("k_proj.weight"):
+            tensor = neighbour_pair_rows(tensor, config.kv_heads)
+        state[names[hf_name]] = tensor
+    if config.tie_embeddings:
+        state["output.weight"] = state["tok_embeddings.weight"]
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        raise UsageError(f"{folder}: the weights do not fit config.json: {str(exc).splitlines()[0]}")
+    return model.eval()
+
+
+def _hf_names(model: Transformer) -> dict[str, str]:
+    """The model's parameter names → transformers' Llama names."""
+    names = {
+        "tok_embeddings.weight": "model.embed_tokens.weight",
+        "norm.weight": "model.norm.weight",
+        "output.weight": "lm_head.weight",
+    }
+    per_block = {
+        "attention.wq": "self_attn.q_proj",
+        "attention.wk": "self_attn.k_proj",
+        "attention.wv": "self_attn.v_proj",
+        "attention.wo": "self_attn.o_proj",
+        "feed_forward.w1": "mlp.gate_proj",
+        "feed_forward.w3": "mlp.up_proj",
+        "feed_forward.w2": "mlp.down_proj",
+        "attention_norm": "input_layernorm",
+        "ffn_norm": "post_attention_layernorm",
+    }
+    for index in range(model.config.n_layers):
+        for ours, theirs in per_block.items():
+            names[f"layers.{index}.{ours}.weight"] = f"model.layers.{index}.{theirs}.weight"
+    return names
 
 
 def hf_config(model: Transformer, end_of_text: int, dtype: str) -> dict:
@@ -147,7 +219,8 @@ def export(target: str, output: str, dtype: str = "float32", max_shard_bytes: in
         {"bos_token_id": encoder.end_of_text, "eos_token_id": encoder.end_of_text, "pad_token_id": encoder.end_of_text},
     )
     write_tokenizer(tokenizer_dir, output, model.config.max_seq_len)
-    shutil.copy(os.path.join(tokenizer_dir, "meta.json"), os.path.join(output, "lmforge_tokenizer_meta.json"))
+    # the tokenizer folder as trained, so lmforge's own tools (train.eval) read the export as they read a run
+    shutil.copytree(tokenizer_dir, os.path.join(output, TOKENIZER_SUBDIR), dirs_exist_ok=True)
     return [
         *files,
         "config.json",

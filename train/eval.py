@@ -1,0 +1,159 @@
+"""`python -m train.eval --checkpoint RUN_DIR|CHECKPOINT|HF_DIR --input GLOB`: loss, perplexity and bits per byte
+of a model on any corpus the tokenizer reads (Parquet/Arrow, JSON lines, plain text).
+
+Each document is read as in the bins, `<|endoftext|>` then its tokens, and every token after the first is
+predicted once, in windows of the model's context. Bits per byte divides the summed loss (in bits) by the
+documents' UTF-8 bytes, so it compares models with different tokenizers and vocabularies; loss and perplexity are
+per token. A Hugging Face folder written by `train.export` is read back into the same model, so a checkpoint and
+its export give the same figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import itertools
+import json
+import math
+import os
+import sys
+from collections.abc import Iterable
+
+import torch
+import torch.nn.functional as F
+
+from model import Transformer
+from pipeline.settings import UsageError, report
+from tokenizer import corpus
+from tokenizer.encoding import Encoder
+from train import checkpoint, export
+from train.generate import load_run
+
+PROGRAM = "python -m train.eval"
+EXAMPLE = """examples:
+  python -m train.eval --checkpoint runs/demo --input 'out/wiki/part-*.parquet'
+  python -m train.eval --checkpoint hf/demo --input 'held-out/*.jsonl.zst' --text-column content --output eval.json
+"""
+
+
+@dataclasses.dataclass
+class Evaluation:
+    documents: int = 0
+    tokens: int = 0  # predicted tokens
+    bytes: int = 0  # UTF-8 bytes of the documents
+    nats: float = 0.0  # summed cross-entropy
+
+    @property
+    def loss(self) -> float:
+        return self.nats / max(1, self.tokens)
+
+    @property
+    def perplexity(self) -> float:
+        return math.exp(self.loss)
+
+    @property
+    def bits_per_byte(self) -> float:
+        return self.nats / math.log(2) / max(1, self.bytes)
+
+    def to_json(self) -> dict:
+        return {
+            **dataclasses.asdict(self),
+            "loss": self.loss,
+            "perplexity": self.perplexity,
+            "bits_per_byte": self.bits_per_byte,
+        }
+
+
+def load(target: str, device: str = "cpu") -> tuple[Transformer, Encoder]:
+    """A run, a checkpoint, or a Hugging Face folder written by `train.export`."""
+    if os.path.isfile(os.path.join(target, "config.json")):
+        return export.load_hf(target).to(device), Encoder(os.path.join(target, export.TOKENIZER_SUBDIR), "hf")
+    return load_run(target, device)
+
+
+@torch.no_grad()
+def _score(model: Transformer, windows: list[list[int]], evaluation: Evaluation) -> None:
+    device = model.rope_freqs.device
+    width = max(len(window) for window in windows)
+    inputs = torch.zeros(len(windows), width - 1, dtype=torch.long)
+    targets = torch.full((len(windows), width - 1), -100, dtype=torch.long)
+    for row, window in enumerate(windows):
+        inputs[row, : len(window) - 1] = torch.tensor(window[:-1])
+        targets[row, : len(window) - 1] = torch.tensor(window[1:])
+    logits = model(inputs.to(device)).float()
+    evaluation.nats += F.cross_entropy(
+        logits.flatten(0, 1), targets.to(device).flatten(), ignore_index=-100, reduction="sum"
+    ).item()
+    evaluation.tokens += int((targets != -100).sum())
+
+
+def evaluate(model: Transformer, encoder: Encoder, texts: Iterable[str], batch_size: int = 8) -> Evaluation:
+    context = model.config.max_seq_len
+    evaluation = Evaluation()
+    windows: list[list[int]] = []
+    for text in texts:
+        ids = [encoder.end_of_text, *encoder.encode([text])[0]]
+        # windows overlap by one token: the last target of one is the first input of the next
+        windows.extend(ids[start : start + context + 1] for start in range(0, len(ids) - 1, context))
+        evaluation.documents += 1
+        evaluation.bytes += len(text.encode("utf-8", "surrogatepass"))
+        while len(windows) >= batch_size:
+            _score(model, windows[:batch_size], evaluation)
+            windows = windows[batch_size:]
+    if windows:
+        _score(model, windows, evaluation)
+    return evaluation
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(
+        prog=PROGRAM, description=__doc__.strip(), epilog=EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--checkpoint", required=True, metavar="RUN_DIR|CHECKPOINT|HF_DIR")
+    parser.add_argument(
+        "--input",
+        action="append",
+        required=True,
+        metavar="GLOB",
+        help="Parquet/Arrow, JSON lines or plain text (.gz, .bz2, .xz, .zst); repeatable",
+    )
+    parser.add_argument(
+        "--text-column",
+        default=corpus.DEFAULT_TEXT_COLUMN,
+        help="column or JSON field holding the text (default: %(default)s)",
+    )
+    parser.add_argument("--lines", action="store_true", help="plain text: a document per line")
+    parser.add_argument("--max-documents", type=int, default=0, help="stop after this many (default: all)")
+    parser.add_argument("--batch-size", type=int, default=8, help="windows per forward pass (default: %(default)s)")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--output", metavar="JSON", help="also write the figures to this file")
+    args = parser.parse_args(argv)
+    try:
+        paths = corpus.expand(args.input)
+    except (FileNotFoundError, OSError) as exc:
+        report(PROGRAM, f"--input: {exc}")
+        return 2
+    try:
+        model, encoder = load(args.checkpoint, args.device)
+    except (UsageError, checkpoint.CheckpointError, FileNotFoundError, KeyError) as exc:
+        report(PROGRAM, f"--checkpoint: {exc}")
+        return 2
+    read = corpus.ReadReport()
+    records = corpus.iter_records(corpus.CorpusSpec(paths, args.text_column, args.lines), read)
+    texts = (record.text for record in itertools.islice(records, args.max_documents or None))
+    result = evaluate(model, encoder, texts, args.batch_size)
+    figures = {**result.to_json(), "read": read.to_json()}
+    print(
+        f"{result.documents:,} documents, {result.tokens:,} tokens, {result.bytes:,} bytes: loss {result.loss:.4f}, "
+        f"perplexity {result.perplexity:.2f}, bits per byte {result.bits_per_byte:.4f}"
+    )
+    for error in read.errors:
+        print(f"unreadable, skipped: {error['file']}: {error['error']}")
+    if args.output:
+        with open(args.output, "w") as handle:
+            json.dump(figures, handle, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
