@@ -27,7 +27,7 @@ from pipeline.settings import UsageError, report
 from tokenizer import corpus
 from tokenizer.encoding import Encoder
 from train import checkpoint, export
-from train.generate import load_run
+from train.generate import add_checkpoint_argument, load_run
 
 PROGRAM = "python -m train.eval"
 EXAMPLE = """examples:
@@ -109,7 +109,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(
         prog=PROGRAM, description=__doc__.strip(), epilog=EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--checkpoint", required=True, metavar="RUN_DIR|CHECKPOINT|HF_DIR")
+    add_checkpoint_argument(parser, exports=True)
     parser.add_argument(
         "--input",
         action="append",

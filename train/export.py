@@ -25,7 +25,7 @@ from pipeline.settings import UsageError, parse_size, report
 from tokenizer.bins import write_json
 from tokenizer.train import TOKENIZER_FILE, start_with_end_of_text, write_transformers_files
 from train import checkpoint
-from train.generate import load_run
+from train.generate import add_checkpoint_argument, load_run
 
 PROGRAM = "python -m train.export"
 EXAMPLE = """examples:
@@ -235,12 +235,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(
         prog=PROGRAM, description=__doc__.strip(), epilog=EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument(
-        "--checkpoint",
-        required=True,
-        metavar="RUN_DIR|CHECKPOINT",
-        help="a run directory (its newest complete checkpoint) or one checkpoint directory",
-    )
+    add_checkpoint_argument(parser)
     parser.add_argument("--output", required=True, metavar="HF_DIR")
     parser.add_argument("--dtype", default="float32", help=f"{', '.join(DTYPES)} (default: %(default)s)")
     parser.add_argument(

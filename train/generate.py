@@ -94,16 +94,22 @@ def load_run(target: str, device: str = "cpu") -> tuple[Transformer, Encoder]:
     return model.to(device).eval(), Encoder(os.path.join(run_dir, "tokenizer"), backend="hf")
 
 
+def add_checkpoint_argument(parser: argparse.ArgumentParser, exports: bool = False) -> None:
+    """--checkpoint, as every command that reads a trained model takes it (`exports`: a train.export folder too)."""
+    parser.add_argument(
+        "--checkpoint",
+        required=True,
+        metavar="RUN_DIR|CHECKPOINT" + ("|HF_DIR" if exports else ""),
+        help="a run directory (its newest complete checkpoint) or one checkpoint directory"
+        + (", or a folder written by python -m train.export" if exports else ""),
+    )
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(
         prog=PROGRAM, description=__doc__.strip(), epilog=EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument(
-        "--checkpoint",
-        required=True,
-        metavar="RUN_DIR|CHECKPOINT",
-        help="a run directory (its newest complete checkpoint) or one checkpoint directory",
-    )
+    add_checkpoint_argument(parser)
     parser.add_argument("--prompt", default="", help="text to continue (default: start a new document)")
     parser.add_argument("--max-new-tokens", type=int, default=100)
     parser.add_argument("--temperature", type=float, default=0.8, help="0: greedy (default: %(default)s)")
