@@ -24,11 +24,13 @@ import io
 import json
 import lzma
 import re
+import zlib
 from collections.abc import Callable, Iterable, Iterator
 
 import pyarrow as pa
 import pyarrow.ipc
 import pyarrow.parquet as pq
+import zstandard
 
 from pipeline.remote import expand_glob, file_size, open_input
 from pipeline.schema import ReadError, Skipped, as_utc_datetime
@@ -36,7 +38,6 @@ from pipeline.schema import ReadError, Skipped, as_utc_datetime
 DEFAULT_TEXT_FIELD = "text"
 JSON_SUFFIXES = (".jsonl", ".ndjson", ".json")
 ARROW_SUFFIXES = (".arrow", ".feather", ".ipc")
-TABLE_SUFFIXES = (".parquet", *ARROW_SUFFIXES)
 COMPRESSIONS = (".gz", ".bz2", ".xz", ".zst")
 BATCH_ROWS = 1_000
 # Files beside shards that are never corpus files: the pipeline's stats, the bins' metadata, unfinished writes.
@@ -90,8 +91,6 @@ def decompressed(raw, compression: str | None):
     if compression == ".xz":
         return lzma.LZMAFile(raw)
     if compression == ".zst":
-        import zstandard
-
         return zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True)
     return raw
 
@@ -226,7 +225,5 @@ def read_file(
         yield ReadError(f"not UTF-8 ({exc.reason} at byte {exc.start}); lines before it were read")
     except (OSError, EOFError, ValueError, lzma.LZMAError, pa.ArrowException) as exc:
         yield ReadError(f"{type(exc).__name__}: {exc}")
-    except Exception as exc:  # zstandard's ZstdError and other decompressors' own types
-        if type(exc).__module__.split(".")[0] not in ("zstandard", "_bz2", "zlib"):
-            raise
+    except (zstandard.ZstdError, zlib.error) as exc:  # the decompressors' own error types
         yield ReadError(f"{type(exc).__name__}: {exc}")

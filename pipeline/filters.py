@@ -359,13 +359,15 @@ def build_filters(names: Iterable[str], settings: dict | None = None) -> list:
     return [FILTERS[name](**settings.get(name, {})) for name in FILTERS if name in names]
 
 
+def drop_reason(quality_filter, doc: Document) -> str | None:
+    """`<filter>.<rule>` when the filter rejects the document, else None."""
+    rule = quality_filter(doc)
+    return None if rule is None else f"{quality_filter.name}.{rule}"
+
+
 def apply_filters(filters: list, doc: Document) -> str | None:
-    """The first drop reason (`<filter>.<rule>`), or None when every filter keeps the document."""
-    for quality_filter in filters:
-        rule = quality_filter(doc)
-        if rule is not None:
-            return f"{quality_filter.name}.{rule}"
-    return None
+    """The first drop reason, or None when every filter keeps the document."""
+    return next((reason for reason in (drop_reason(f, doc) for f in filters) if reason is not None), None)
 
 
 class UrlBlocklist:

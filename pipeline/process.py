@@ -53,8 +53,7 @@ class FilterStep:
         self.filter = quality_filter
 
     def __call__(self, doc: Document) -> str | None:
-        rule = self.filter(doc)
-        return None if rule is None else f"{self.filter.name}.{rule}"
+        return filters.drop_reason(self.filter, doc)
 
 
 def document_steps(settings: DocumentSettings, identifier: langid.LanguageIdentifier) -> list:

@@ -124,10 +124,8 @@ def run_train(args) -> int:
 
 def print_read_report(read: dict) -> None:
     """What the corpus reader set aside, so that no input is lost without the user seeing it."""
-    if read["skipped"]:
-        print(f"skipped: {', '.join(f'{count} {reason}' for reason, count in read['skipped'].items())} record(s)")
-    for error in read["errors"]:
-        print(f"unreadable, skipped: {error['file']}: {error['error']}")
+    for line in corpus.ReadReport.lines(read):
+        print(line)
 
 
 def run_encode(args) -> int:

@@ -48,6 +48,15 @@ class ReadReport:
     def to_json(self) -> dict:
         return {"skipped": dict(sorted(self.skipped.items())), "errors": list(self.errors)}
 
+    @staticmethod
+    def lines(data: dict) -> list[str]:
+        """A report (as `to_json` writes it) for a person: what was skipped, and each unreadable file."""
+        lines = []
+        if data["skipped"]:
+            counts = ", ".join(f"{count} {reason}" for reason, count in data["skipped"].items())
+            lines.append(f"skipped: {counts} record(s)")
+        return lines + [f"unreadable, skipped: {error['file']}: {error['error']}" for error in data["errors"]]
+
     def merge(self, data: dict) -> None:
         self.skipped.update(data.get("skipped", {}))
         self.errors.extend(data.get("errors", []))

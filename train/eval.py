@@ -147,8 +147,8 @@ def main(argv=None) -> int:
         f"{result.documents:,} documents, {result.tokens:,} tokens, {result.bytes:,} bytes: loss {result.loss:.4f}, "
         f"perplexity {result.perplexity:.2f}, bits per byte {result.bits_per_byte:.4f}"
     )
-    for error in read.errors:
-        print(f"unreadable, skipped: {error['file']}: {error['error']}")
+    for line in corpus.ReadReport.lines(read.to_json()):
+        print(line)
     if args.output:
         with open(args.output, "w") as handle:
             json.dump(figures, handle, indent=2)

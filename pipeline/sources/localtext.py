@@ -19,7 +19,6 @@ from pipeline.schema import Document, Dropped, ReadError, Skipped, text_id
 from pipeline.settings import UsageError
 from pipeline.sources import DocumentSettings, Source
 
-DEFAULT_SOURCE = "text"
 DEFAULT_TEXT_FIELD = corpus.DEFAULT_TEXT_FIELD
 
 
