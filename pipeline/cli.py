@@ -595,7 +595,7 @@ def summarise(output: str, funnel, seconds: float) -> int:
 
     print(f"shards:  {output}/part-*")
     if sinks.exists(sinks.join(output, "duplicates")):
-        print(f"report:  {output}/duplicates/part-*  (every group of copies: kept id, removed ids)")
+        print(f"report:  {output}/duplicates/part-*.report  (every group of copies: kept id, removed ids)")
     print(f"stats:   {sinks.join(output, 'stats.json')}")
     print(f"recipe:  {sinks.join(output, recipes.RECIPE_FILE)}")
     print(

@@ -7,7 +7,7 @@ and `dedup` all end here, and so can a notebook or a Dataflow template.
 
     with beam.Pipeline() as p:                                 # or inside a pipeline of your own
         docs, stats = p | curate.ReadSources(r)                # every source, before deduplication
-        p | curate.Curate(r)                                   # the whole run: dedup, shards, report, stats.json
+        p | curate.Curate(r)                                   # the whole run: dedup, shards, report, stats, card
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from collections.abc import Sequence
 import apache_beam as beam
 from apache_beam.metrics.metric import MetricsFilter
 
-from pipeline import sinks, transforms
+from pipeline import card, sinks, transforms
 from pipeline.recipe import RECIPE_FILE, Recipe, save
 from pipeline.stats import Funnel
 
@@ -50,7 +50,7 @@ class ReadSources(beam.PTransform):
 
 class Curate(beam.PTransform):
     """A whole recipe from the pipeline's start: its sources, deduplication (unless switched off), shards, the
-    duplicates report and stats.json. `rounds`: the connected-components rounds built in."""
+    duplicates report, stats.json and the dataset card (README.md). `rounds`: the connected-components rounds built in."""
 
     def __init__(self, recipe: Recipe, rounds: int | None = None):
         super().__init__()
@@ -68,13 +68,16 @@ class Curate(beam.PTransform):
             )
             funnels.append(dedup_stats)
             _ = report | "Report" >> transforms.WriteShards(
-                sinks.join(out.dir, "duplicates"), out.num_shards, "parquet", transforms.REPORT, recipe.shard_bytes
+                sinks.join(out.dir, card.REPORT_DIR), out.num_shards, out.format, transforms.REPORT, recipe.shard_bytes
             )
         funnels.append(
             docs | "Write" >> transforms.WriteDocuments(out.dir, out.num_shards, out.format, recipe.shard_bytes)
         )
         return (
-            funnels | "AllStats" >> beam.Flatten() | "Stats" >> transforms.WriteStats(sinks.join(out.dir, "stats.json"))
+            funnels
+            | "AllStats" >> beam.Flatten()
+            | "Stats" >> transforms.WriteStats(sinks.join(out.dir, "stats.json"))
+            | "Card" >> beam.Map(card.write_card, recipe)
         )
 
 

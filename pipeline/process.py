@@ -22,7 +22,8 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
-import pyarrow.parquet as pq
+import pyarrow as pa
+import pyarrow.ipc
 
 from pipeline import filters, langid, sinks
 from pipeline.schema import ARROW_SCHEMA, Document, Dropped, ReadError, Skipped, documents_to_table
@@ -207,8 +208,8 @@ BATCH_DOCUMENTS = 1_000  # documents held before they are written as a row group
 
 
 class UnitStore:
-    """Finished units under one work folder: `<key>-NNNNN.parquet` files of at most `max_file_bytes` of text
-    each, then `<key>.stats.json` (the funnel and the files), whose appearance commits the unit."""
+    """Finished units under one work folder: `<key>-NNNNN.arrow` files of at most `max_file_bytes` of text
+    each (Arrow, not Parquet, so that a glob of the output's Parquet finds the kept documents only), then `<key>.stats.json` (the funnel and the files), whose appearance commits the unit."""
 
     def __init__(self, work_dir: str, max_file_bytes: int = DEFAULT_FILE_BYTES):
         self.work_dir = work_dir
@@ -264,7 +265,7 @@ class UnitStore:
 
 
 class _UnitWriter:
-    """Parquet files of one unit, written a row group at a time and renamed into place when full or closed."""
+    """Arrow files (zstd) of one unit, written a batch at a time and renamed into place when full or closed."""
 
     def __init__(self, work_dir: str, key: str, max_file_bytes: int):
         self.work_dir, self.key, self.max_file_bytes = work_dir, key, max_file_bytes
@@ -272,7 +273,7 @@ class _UnitWriter:
         self.batch: list[Document] = []
         self.file_bytes = 0
         self.stream: Any = None
-        self.writer: pq.ParquetWriter | None = None
+        self.writer: pa.ipc.RecordBatchFileWriter | None = None
         self.temporary: str | None = None
 
     def add(self, doc: Document) -> None:
@@ -287,10 +288,10 @@ class _UnitWriter:
         if not self.batch:
             return
         if self.writer is None:
-            path = sinks.join(self.work_dir, f"{self.key}-{len(self.files):05d}.parquet")
+            path = sinks.join(self.work_dir, f"{self.key}-{len(self.files):05d}.arrow")
             self.temporary = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
             self.stream = sinks.create(self.temporary)
-            self.writer = pq.ParquetWriter(self.stream, ARROW_SCHEMA, compression="zstd")
+            self.writer = pa.ipc.new_file(self.stream, ARROW_SCHEMA, options=pa.ipc.IpcWriteOptions(compression="zstd"))
             self.files.append(path)
         self.writer.write_table(documents_to_table(self.batch))
         self.batch = []

@@ -14,9 +14,12 @@ from typing import Any
 
 import pyarrow as pa
 
-SCHEMA_VERSION = 3  # 2: language_label; language is the source's own where it declares one. 3: measures
+# 2: language_label; language is the source's own where it declares one. 3: measures (a map). 4: measures as a
+# list of (name, value) structs, which every reader of Parquet has a type for (datasets has none for maps).
+SCHEMA_VERSION = 4
 SCHEMA_VERSION_KEY = b"lmforge.schema_version"
 
+MEASURE = pa.struct([pa.field("name", pa.string(), nullable=False), pa.field("value", pa.float64())])
 ARROW_SCHEMA = pa.schema(
     [
         pa.field("id", pa.string(), nullable=False),
@@ -30,7 +33,7 @@ ARROW_SCHEMA = pa.schema(
         pa.field("title", pa.string()),
         pa.field("language_label", pa.string()),
         # what each quality filter measured ("fineweb.line_punct_ratio": 0.4), when the recipe keeps them
-        pa.field("measures", pa.map_(pa.string(), pa.float64())),
+        pa.field("measures", pa.list_(MEASURE)),
     ],
     metadata={SCHEMA_VERSION_KEY: str(SCHEMA_VERSION).encode()},
 )
@@ -69,7 +72,7 @@ class Document:
         values: dict[str, Any] = {name: row.get(name) for name in FIELD_NAMES}
         values["date"] = as_utc_datetime(values["date"])
         if values["measures"] is not None:
-            values["measures"] = dict(values["measures"])  # Arrow maps come back as (key, value) pairs
+            values["measures"] = dict(_measure_pairs(values["measures"]))
         return cls(**values)
 
     def measure(self, name: str, value: float) -> None:
@@ -172,8 +175,17 @@ def check_date_column(schema: pa.Schema) -> None:
         raise ValueError(f"column date is {kind}; expected a timestamp, a date or ISO-8601 strings")
 
 
+def _measure_pairs(measures: list) -> list[tuple[str, float]]:
+    """Measures as stored: (name, value) structs (version 4), or the pairs a version-3 map reads back as."""
+    return [(m["name"], m["value"]) if isinstance(m, dict) else (m[0], m[1]) for m in measures]
+
+
 def documents_to_table(docs: list[Document]) -> pa.Table:
     columns = {name: [getattr(doc, name) for doc in docs] for name in FIELD_NAMES}
+    columns["measures"] = [
+        None if doc.measures is None else [{"name": name, "value": value} for name, value in doc.measures.items()]
+        for doc in docs
+    ]
     return pa.Table.from_pydict(columns, schema=ARROW_SCHEMA)
 
 

@@ -108,7 +108,10 @@ def write_atomically(path: str, write) -> None:
 def write_table(path: str, table: pa.Table, fmt: str = "parquet") -> None:
     def write(stream):
         if fmt == "parquet":
-            pq.write_table(table, stream, compression="zstd", row_group_size=ROW_GROUP_ROWS)
+            # An empty shard gets no row group: a row group of 0 rows makes datasets' Parquet reader fail
+            with pq.ParquetWriter(stream, table.schema, compression="zstd") as writer:
+                if table.num_rows:
+                    writer.write_table(table, row_group_size=ROW_GROUP_ROWS)
         else:
             with pa.ipc.new_file(stream, table.schema) as writer:
                 writer.write_table(table, max_chunksize=ROW_GROUP_ROWS)

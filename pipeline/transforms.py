@@ -387,7 +387,7 @@ class _WriteShardFn(beam.DoFn):
     def process(self, element, num_shards: int):
         index, grouped = element
         items = sorted(grouped["items"], key=self.kind.key)
-        path = sinks.join(self.output_dir, sinks.shard_name(index, num_shards, self.fmt))
+        path = sinks.join(self.output_dir, sinks.shard_name(index, num_shards, self.fmt) + self.kind.suffix)
         sinks.write_table(path, self.kind.to_table(items), self.fmt)
         Metrics.counter("write", self.kind.counter).inc(len(items))
         Metrics.distribution("write", f"{self.kind.counter}_per_shard").update(len(items))
@@ -395,10 +395,11 @@ class _WriteShardFn(beam.DoFn):
 
 
 class ShardKind:
-    """What a set of shards holds: how an item is keyed (shard choice and row order), sized and tabled."""
+    """What a set of shards holds: how an item is keyed (shard choice and row order), sized and tabled, and what
+    follows the format's extension in its file names."""
 
-    def __init__(self, key, size, to_table, counter: str):
-        self.key, self.size, self.to_table, self.counter = key, size, to_table, counter
+    def __init__(self, key, size, to_table, counter: str, suffix: str = ""):
+        self.key, self.size, self.to_table, self.counter, self.suffix = key, size, to_table, counter, suffix
 
 
 DOCUMENTS = ShardKind(
@@ -409,6 +410,9 @@ REPORT = ShardKind(
     lambda row: sum(len(i) for i in row["removed_ids"]) + len(row["kept_id"]),
     lambda rows: pa.Table.from_pylist(rows, schema=REPORT_SCHEMA),
     "report_rows",
+    # `part-…-of-….parquet.report`: in the shards' format, so that `datasets` loads it with the shards' builder
+    # as the dataset card's second config, yet no glob of the kept documents (`OUT/**/*.parquet`) finds it
+    ".report",
 )
 DEFAULT_SHARD_BYTES = 256 * 10**6
 

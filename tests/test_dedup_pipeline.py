@@ -142,7 +142,7 @@ def read_output(folder):
     docs = [d for path in sorted(folder.glob("part-*.parquet")) for d in sinks.read_documents(str(path))]
     report = [
         row
-        for path in sorted((folder / "duplicates").glob("part-*.parquet"))
+        for path in sorted((folder / "duplicates").glob("part-*.parquet.report"))
         for row in pq.read_table(path).to_pylist()
     ]
     return docs, report

@@ -22,8 +22,8 @@ def portable(tmp_path_factory):
 
 
 def outputs(folder):
-    """Every file a run leaves for its users, by path: shards, the duplicates report, stats.json."""
-    files = [*folder.glob("part-*"), *folder.glob("duplicates/part-*"), folder / "stats.json"]
+    """Every file a run leaves for its users, by path: shards, the duplicates report, stats.json, the card."""
+    files = [*folder.glob("part-*"), *folder.glob("duplicates/part-*"), folder / "stats.json", folder / "README.md"]
     return {str(path.relative_to(folder)): path.read_bytes() for path in sorted(files)}
 
 

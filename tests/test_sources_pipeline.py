@@ -98,7 +98,7 @@ def test_multistream_dump_read_through_the_index_in_parallel_equals_one_sequenti
         assert funnel.dropped == {"min_length.too_few_words": 1}
     # the parallel run committed one unit per stream (8 streams of pages), the sequential run one
     assert len(list((parallel / "_work").glob("wikipedia-*/*.stats.json"))) == 8
-    assert len(list((sequential / "_work").glob("wikipedia-*/*.parquet"))) == 1
+    assert len(list((sequential / "_work").glob("wikipedia-*/*.arrow"))) == 1
 
 
 def test_a_corrupt_stream_and_a_truncated_dump_are_reported_and_the_rest_kept(tmp_path):

@@ -36,7 +36,7 @@ def test_read_source_reports_the_funnel_as_beam_counters(tmp_path):
         for name in counters(result, ns)
         if name.startswith("dropped.")
     )
-    committed = sinks.read_documents(next((tmp_path / "out" / "_work").glob("*/*.parquet")).as_posix())
+    committed = sinks.read_documents(next((tmp_path / "out" / "_work").glob("*/*.arrow")).as_posix())
     assert read["records_in"] == dropped + len(committed)
 
 
