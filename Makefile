@@ -17,19 +17,10 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+# The whole path on the generated sample, offline: curate a crawl and a Wikipedia dump, tokenizer, bins, train,
+# generate, export, evaluate; one summary at the end (train/demo.py). The same seed gives the same files and losses.
 demo: $(STAMP)
-	$(PY) -m pipeline synthetic-warc --output $(DEMO_DIR)/sample.warc.gz --pages 300 --seed 1
-	$(PY) -m pipeline run --recipe configs/curate-sample.toml --output $(DEMO_DIR)/curated \
-		--sources.commoncrawl.warcs '["$(DEMO_DIR)/sample.warc.gz"]'
-	@echo "demo: shards, stats.json and the resolved recipe.toml are in $(DEMO_DIR)/curated/"
-	$(PY) -m tokenizer train --input '$(DEMO_DIR)/curated/part-*.parquet' --vocab-size 2048 --output $(DEMO_DIR)/tokenizer
-	$(PY) -m tokenizer encode --tokenizer $(DEMO_DIR)/tokenizer --input '$(DEMO_DIR)/curated/part-*.parquet' \
-		--val-fraction 0.05 --output $(DEMO_DIR)/bins
-	rm -rf $(DEMO_DIR)/run
-	$(PY) -m train --config configs/demo.toml --run.dir $(DEMO_DIR)/run \
-		--data.sources '[{path="$(DEMO_DIR)/bins"}]' --data.tokenizer $(DEMO_DIR)/tokenizer
-	@echo "demo: a sample from the trained model:"
-	$(PY) -m train.generate --checkpoint $(DEMO_DIR)/run --prompt "The harbour town" --max-new-tokens 60 --seed 1
+	$(PY) -m train.demo --output $(DEMO_DIR)
 
 # Lint, format and types first: they take seconds and name the line at fault.
 test: $(STAMP)

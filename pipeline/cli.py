@@ -16,11 +16,12 @@ import time
 import tomllib
 from typing import Any
 
-from pipeline import filters, html, recipe as recipes
+from pipeline import filters, html, logs, recipe as recipes
 from pipeline.settings import UsageError, parse_overrides, report as report_error, set_dotted, split_overrides
 from pipeline.sources import source_class
 
 log = logging.getLogger("pipeline")
+MAX_ERRORS_SHOWN = 10
 
 PROGRAM = "python -m pipeline"
 
@@ -604,37 +605,25 @@ def summarise(output: str, funnel, seconds: float) -> int:
     )
     for reason, count in sorted(funnel.dropped.items(), key=lambda kv: -kv[1]):
         print(f"  dropped {count:6d}  {reason}")
+    failed = sorted({error["file"] for error in funnel.errors})
+    for error in funnel.to_json()["errors"][:MAX_ERRORS_SHOWN]:
+        where = "" if error["offset"] is None else f" @ {error['offset']}"
+        print(f"  input error  {error['file']}{where}: {error['error']}")
+    if len(funnel.errors) > MAX_ERRORS_SHOWN:
+        print(f"  … and {len(funnel.errors) - MAX_ERRORS_SHOWN} more in stats.json")
     problems = funnel.problems()
     for problem in problems:
         report_error(PROGRAM, f"stats do not add up: {problem}")
+    if failed and funnel.records_read == 0 and len(failed) >= funnel.input_files:
+        report_error(PROGRAM, f"every input failed ({len(failed)} of {funnel.input_files}); nothing was read")
+        return 1
     return 1 if problems else 0
-
-
-class _DropMessages(logging.Filter):
-    def __init__(self, *fragments: str):
-        super().__init__()
-        self.fragments = fragments
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not any(fragment in record.getMessage() for fragment in self.fragments)
-
-
-def quiet_third_party_logs() -> None:
-    for noisy in ("apache_beam", "trafilatura", "htmldate", "courlan", "urllib3"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-    # The DirectRunner relays each worker's start-up chatter; failures still come through as errors.
-    logging.getLogger("apache_beam.runners.portability.local_job_service").setLevel(logging.ERROR)
-    for handler in logging.getLogger().handlers:
-        handler.addFilter(_DropMessages("apitools not found"))
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
-    level = logging.DEBUG if args.verbose else logging.INFO
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger().setLevel(level)  # importing Beam may already have configured the root logger
-    quiet_third_party_logs()
+    logs.configure(args.verbose)
     try:
         return args.run(args, extra)
     except UsageError as exc:

@@ -12,6 +12,7 @@ and `dedup` all end here, and so can a notebook or a Dataflow template.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from collections.abc import Sequence
@@ -19,7 +20,7 @@ from collections.abc import Sequence
 import apache_beam as beam
 from apache_beam.metrics.metric import MetricsFilter
 
-from pipeline import card, sinks, transforms
+from pipeline import card, logs, sinks, transforms
 from pipeline.recipe import RECIPE_FILE, Recipe, save
 from pipeline.stats import Funnel
 
@@ -101,6 +102,25 @@ def beam_options(arguments: Sequence[str]):
     return options
 
 
+@contextlib.contextmanager
+def _local_worker_logs(options):
+    """While the DirectRunner starts its worker processes, tells them to log their warnings to stderr."""
+    from apache_beam.options.pipeline_options import StandardOptions
+
+    if options.view_as(StandardOptions).runner not in ("DirectRunner", "direct"):
+        yield
+        return
+    previous = os.environ.get(logs.LOCAL_WORKERS)
+    os.environ[logs.LOCAL_WORKERS] = "1"
+    try:
+        yield
+    finally:
+        if previous is None:
+            del os.environ[logs.LOCAL_WORKERS]
+        else:
+            os.environ[logs.LOCAL_WORKERS] = previous
+
+
 def _log_largest_groups(result) -> None:
     """What bounds a worker's memory in the dedup stages: the largest bucket and the largest cluster."""
     for name, what in (("bucket_size", "LSH bucket"), ("cluster_size", "near-duplicate cluster")):
@@ -121,10 +141,12 @@ def run(recipe: Recipe, beam_arguments: Sequence[str] = ()) -> Funnel:
     curate = Curate(recipe, rounds)  # lists the inputs: a user's mistake stops the run before anything is written
     save(recipe, sinks.join(recipe.output.dir, RECIPE_FILE))
     while True:
-        pipeline = beam.Pipeline(options=beam_options(beam_arguments))
+        options = beam_options(beam_arguments)
+        pipeline = beam.Pipeline(options=options)
         _ = pipeline | "Curate" >> curate
-        result = pipeline.run()
-        result.wait_until_finish()
+        with _local_worker_logs(options):
+            result = pipeline.run()
+            result.wait_until_finish()
         query = result.metrics().query(
             MetricsFilter().with_namespace("dedup").with_name(transforms.UNCONVERGED_COUNTER)
         )

@@ -1,21 +1,30 @@
-"""Synthetic WARC files for the demo, the tests and the benchmarks: web pages with real boilerplate around
-real sentences (written for this project, in `pipeline/data/`), plus the things a crawl always contains
-(exact and near duplicates, near-empty pages, non-HTML, errors, other charsets, gzip and chunked bodies).
+"""Synthetic inputs for the demo, the tests and the benchmarks, the same bytes for the same seed.
 
-`python -m pipeline synthetic-warc --output sample.warc.gz --pages 200`
+WARC files: web pages with real boilerplate around real sentences (written for this project, in
+`pipeline/data/`), plus the things a crawl always contains (exact and near duplicates, near-empty pages, non-HTML,
+errors, other charsets, gzip and chunked bodies). Wikipedia dumps: multistream XML and its index, written the way
+Wikimedia writes them. The demo's sample is both, with Wikipedia articles that the crawl republished, and a few
+held-out articles to evaluate the model on.
+
+    python -m pipeline synthetic-warc --output sample.warc.gz --pages 200
+    python -m pipeline synthetic-sample --output demo-output/sample --pages 300 --articles 40 --seed 1
 """
 
 from __future__ import annotations
 
 import argparse
+import bz2
 import dataclasses
 import datetime as dt
 import gzip
 import html as html_escape
 import io
+import json
 import os
 import random
+import uuid
 from importlib import resources
+from xml.sax.saxutils import escape as xml_escape
 
 from warcio.statusandheaders import StatusAndHeaders
 from warcio.warcwriter import WARCWriter
@@ -101,25 +110,38 @@ class Response:
     record_id: str | None = None
 
 
-def write_warc(stream, responses: list[Response], date: dt.datetime | None = None, gzip_records: bool = True) -> None:
-    """Write a warcinfo record, then a request and a response record for each response."""
+def write_warc(
+    stream,
+    responses: list[Response],
+    date: dt.datetime | None = None,
+    gzip_records: bool = True,
+    ids: random.Random | None = None,
+) -> None:
+    """Write a warcinfo record, then a request and a response record for each response. Record ids come from
+    `ids` (the same WARC for the same seed), else are random as a crawler's are."""
+
+    def record_id() -> str:
+        value = uuid.UUID(int=ids.getrandbits(128), version=4) if ids else uuid.uuid4()
+        return f"<{value.urn}>"
+
     writer = WARCWriter(stream, gzip=gzip_records)
-    writer.write_record(writer.create_warcinfo_record("synthetic.warc.gz", {"software": "lmforge synthetic"}))
     date = date or dt.datetime(2026, 1, 15, 12, 0, 0, tzinfo=dt.UTC)
+    info = writer.create_warcinfo_record("synthetic.warc.gz", {"software": "lmforge synthetic"})
+    info.rec_headers.replace_header("WARC-Record-ID", record_id())
+    info.rec_headers.replace_header("WARC-Date", date.strftime("%Y-%m-%dT%H:%M:%SZ"))
+    writer.write_record(info)
     for index, response in enumerate(responses):
         stamp = (date + dt.timedelta(seconds=index)).strftime("%Y-%m-%dT%H:%M:%SZ")
         request = writer.create_warc_record(
             response.url,
             "request",
             payload=io.BytesIO(f"GET / HTTP/1.1\r\nHost: {response.url.split('/')[2]}\r\n\r\n".encode()),
-            warc_headers_dict={"WARC-Date": stamp},
+            warc_headers_dict={"WARC-Date": stamp, "WARC-Record-ID": record_id()},
         )
         headers = [("Content-Type", response.content_type), *response.extra_headers]
         if not any(name.lower() == "transfer-encoding" for name, _ in response.extra_headers):
             headers.append(("Content-Length", str(len(response.body))))
-        warc_headers = {"WARC-Date": stamp}
-        if response.record_id:
-            warc_headers["WARC-Record-ID"] = response.record_id
+        warc_headers = {"WARC-Date": stamp, "WARC-Record-ID": response.record_id or record_id()}
         record = writer.create_warc_record(
             response.url,
             "response",
@@ -183,7 +205,9 @@ def sample_responses(pages: int, seed: int = 0, host: str = "news.example.com") 
             page = article_page(title, paragraphs, language).encode("utf-8")
             articles.append((page, language, paragraphs))
             if encoding_roll < 0.35:
-                responses.append(Response(url, body=gzip.compress(page), extra_headers=(("Content-Encoding", "gzip"),)))
+                responses.append(
+                    Response(url, body=gzip.compress(page, mtime=0), extra_headers=(("Content-Encoding", "gzip"),))
+                )
             elif encoding_roll < 0.45:
                 responses.append(Response(url, body=chunked(page), extra_headers=(("Transfer-Encoding", "chunked"),)))
             else:
@@ -191,10 +215,130 @@ def sample_responses(pages: int, seed: int = 0, host: str = "news.example.com") 
     return responses
 
 
-def write_sample_warc(path: str, pages: int = 200, seed: int = 0, host: str = "news.example.com") -> None:
+def write_sample_warc(
+    path: str, pages: int = 200, seed: int = 0, host: str = "news.example.com", extra: list[Response] | None = None
+) -> None:
+    """`sample_responses`, then `extra` spread among them at places the seed chooses; the same bytes for the same
+    arguments."""
+    responses = sample_responses(pages, seed, host)
+    rng = random.Random(f"placement-{seed}")
+    for response in extra or []:
+        responses.insert(rng.randint(0, len(responses)), response)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with open(path, "wb") as stream:
-        write_warc(stream, sample_responses(pages, seed, host))
+        write_warc(stream, responses, ids=random.Random(f"record-ids-{seed}-{host}"))
+
+
+# Wikipedia dumps
+
+
+def page_xml(page_id: int, title: str, wikitext: str, timestamp: str, ns: int = 0, redirect: str = "") -> str:
+    """One <page> with one revision, as in a pages-articles dump."""
+    redirect_tag = f'<redirect title="{xml_escape(redirect)}" />' if redirect else ""
+    return (
+        f"<page><title>{xml_escape(title)}</title><ns>{ns}</ns><id>{page_id}</id>{redirect_tag}"
+        f"<revision><id>{page_id * 10}</id><timestamp>{timestamp}</timestamp>"
+        f'<text xml:space="preserve">{xml_escape(wikitext)}</text></revision></page>'
+    )
+
+
+def dump_header(dbname: str, language: str) -> str:
+    return (
+        f'<mediawiki xmlns="http://www.mediawiki.org/xml/export-0.10/" xml:lang="{language}"><siteinfo>'
+        f"<sitename>Wikipedia</sitename><dbname>{dbname}</dbname>"
+        f"<base>https://{language}.wikipedia.org/wiki/Main_Page</base>"
+        '<namespaces><namespace key="0" /><namespace key="1">Talk</namespace>'
+        '<namespace key="14">Category</namespace></namespaces></siteinfo>'
+    )
+
+
+def dump_streams(header: str, pages: list[str], per_stream: int) -> list[bytes]:
+    """The bz2 streams of a multistream dump: the header, the pages `per_stream` at a time, the closing tag."""
+    groups = ["".join(pages[i : i + per_stream]) for i in range(0, len(pages), per_stream)]
+    return [bz2.compress(part.encode()) for part in (header, *groups, "</mediawiki>")]
+
+
+def write_dump(dump: str, index: str, streams: list[bytes], titles: list[tuple[int, str]], per_stream: int) -> None:
+    """The dump and its index (`offset:page id:title` per page, bz2) from `dump_streams`' streams."""
+    offsets = [0]
+    for stream in streams:
+        offsets.append(offsets[-1] + len(stream))
+    lines = [f"{offsets[1 + i // per_stream]}:{page_id}:{title}" for i, (page_id, title) in enumerate(titles)]
+    with open(dump, "wb") as out:
+        out.write(b"".join(streams))
+    with open(index, "wb") as out:
+        out.write(bz2.compress("\n".join(lines).encode()))
+
+
+def wiki_article(rng: random.Random, title: str, paragraphs: list[str]) -> str:
+    """Wikitext around plain paragraphs: an infobox, a bold lead with a link and a reference, a section, a
+    reference list and a category, which the cleaner removes."""
+    lead, *rest = paragraphs
+    words = lead.split(" ")
+    at = rng.randrange(1, len(words) - 1)
+    words[at] = f"[[{words[at].strip('.,;:')} (topic)|{words[at]}]]"
+    bold = "'''"
+    return (
+        f"{{{{Infobox place|name={title}|image=Sample.jpg}}}}\n{bold}{title}{bold}: {' '.join(words)}"
+        f"<ref>{{{{cite web|url=https://example.org|title=Source}}}}</ref>\n\n== History ==\n"
+        + "\n\n".join(rest)
+        + f"\n\n== References ==\n{{{{reflist}}}}\n[[Category:{title.split()[0]}]]"
+    )
+
+
+@dataclasses.dataclass
+class Sample:
+    """The demo's inputs, as `write_sample` wrote them."""
+
+    warc: str
+    dump: str
+    index: str
+    heldout: str  # JSON lines of articles in neither source, to evaluate on
+    republished: list[str]  # titles of the Wikipedia articles the crawl has too
+
+
+def write_sample(folder: str, pages: int = 300, articles: int = 40, seed: int = 0, republished: int = 6) -> Sample:
+    """A crawl and an English Wikipedia dump of `articles` articles (and a talk page and a redirect), in which the
+    crawl republished `republished` of the articles, so that cross-source deduplication keeps the Wikipedia copy;
+    and held-out articles. The same files for the same arguments."""
+    os.makedirs(folder, exist_ok=True)
+    rng = random.Random(f"wikipedia-{seed}")
+    written = [(f"{rng.choice(TOPICS)} in Place {n}", article_paragraphs(rng, "en")) for n in range(1, articles + 1)]
+    pages_xml, titles = [], []
+    for page_id, (title, paragraphs) in enumerate(written, 1):
+        timestamp = f"2025-{page_id % 12 + 1:02d}-{page_id % 28 + 1:02d}T10:00:00Z"
+        pages_xml.append(page_xml(page_id, title, wiki_article(rng, title, paragraphs), timestamp))
+        titles.append((page_id, title))
+    first = written[0][0]
+    pages_xml.append(page_xml(articles + 1, f"Talk:{first}", "Discussion.", "2025-01-01T10:00:00Z", ns=1))
+    pages_xml.append(
+        page_xml(articles + 2, "Old name", f"#REDIRECT [[{first}]]", "2025-01-01T10:00:00Z", redirect=first)
+    )
+    titles += [(articles + 1, f"Talk:{first}"), (articles + 2, "Old name")]
+    sample = Sample(
+        warc=os.path.join(folder, "sample.warc.gz"),
+        dump=os.path.join(folder, "enwiki-sample-pages-articles-multistream.xml.bz2"),
+        index=os.path.join(folder, "enwiki-sample-pages-articles-multistream-index.txt.bz2"),
+        heldout=os.path.join(folder, "heldout.jsonl"),
+        republished=[title for title, _ in rng.sample(written, min(republished, len(written)))],
+    )
+    write_dump(sample.dump, sample.index, dump_streams(dump_header("enwiki", "en"), pages_xml, 10), titles, 10)
+    by_title = dict(written)
+    copies = [
+        Response(
+            f"https://mirror.example.org/wiki/{title.replace(' ', '_')}",
+            body=article_page(title, by_title[title], "en").encode(),
+        )
+        for title in sample.republished
+    ]
+    write_sample_warc(sample.warc, pages, seed, extra=copies)
+    heldout = random.Random(f"heldout-{seed}")
+    with open(sample.heldout, "w", encoding="utf-8") as out:
+        for number in range(12):
+            language = heldout.choices(list(LANGUAGES), weights=list(LANGUAGES.values()))[0]
+            text = "\n\n".join(article_paragraphs(heldout, language))
+            out.write(json.dumps({"id": f"heldout-{number}", "text": text}, ensure_ascii=False) + "\n")
+    return sample
 
 
 def build_parser(subparsers) -> None:
@@ -208,10 +352,29 @@ def build_parser(subparsers) -> None:
     parser.add_argument("--pages", type=int, default=200, help="response records to write (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--host", default="news.example.com")
-    parser.set_defaults(run=lambda args, extra: _run(args))
+    parser.set_defaults(run=lambda args, extra: _run_warc(args))
+
+    sample = subparsers.add_parser(
+        "synthetic-sample",
+        help="write the demo's inputs: a WARC, a Wikipedia dump the crawl overlaps, held-out articles",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sample.add_argument("--output", required=True, metavar="DIR", help="the folder to write them in")
+    sample.add_argument("--pages", type=int, default=300, help="WARC response records (default: %(default)s)")
+    sample.add_argument("--articles", type=int, default=40, help="Wikipedia articles (default: %(default)s)")
+    sample.add_argument("--seed", type=int, default=0)
+    sample.set_defaults(run=lambda args, extra: _run_sample(args))
 
 
-def _run(args) -> int:
+def _run_warc(args) -> int:
     write_sample_warc(args.output, args.pages, args.seed, args.host)
     print(f"wrote {args.output} ({args.pages} responses)")
+    return 0
+
+
+def _run_sample(args) -> int:
+    sample = write_sample(args.output, args.pages, args.articles, args.seed)
+    print(f"wrote {sample.warc}, {sample.dump} (and its index) and {sample.heldout}")
+    print(f"the crawl republished {len(sample.republished)} of the {args.articles} Wikipedia articles")
     return 0

@@ -20,7 +20,7 @@ import apache_beam as beam
 import pyarrow as pa
 from apache_beam.metrics import Metrics
 
-from pipeline import dedup, minhash, process, sinks
+from pipeline import dedup, logs, minhash, process, sinks
 from pipeline.process import DEFAULT_FILE_BYTES, UnitProcessor, UnitStore, fingerprint
 from pipeline.schema import REPORT_SCHEMA, documents_to_table
 from pipeline.sources import Source
@@ -50,6 +50,9 @@ class _PlanFn(beam.DoFn):
     def __init__(self, source: Source):
         self.source = source
 
+    def setup(self):
+        logs.to_stderr_in_local_workers()
+
     def process(self, source_input):
         try:
             units = list(self.source.plan(source_input))
@@ -74,6 +77,7 @@ class _ProcessUnitFn(beam.DoFn):
         self.processor = None
 
     def setup(self):
+        logs.to_stderr_in_local_workers()
         self.processor = UnitProcessor(self.source, self.langid_model)  # loads fastText: once per worker
 
     def teardown(self):

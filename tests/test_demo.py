@@ -1,0 +1,98 @@
+"""`make demo`'s steps (`python -m train.demo`) on a reduced sample: the summary's figures are those of the files,
+the crawl's copies of Wikipedia articles lose to the Wikipedia copy, and a second run with the same seed gives the
+same sample, shards, bins, losses and generated text."""
+
+import json
+import pathlib
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from tests.test_quiet_output import NOISE
+from train import demo
+
+# two curation workers: the local worker processes are where Beam's chatter would come from
+SMALL = ["--pages", "50", "--articles", "10", "--steps", "3", "--vocab-size", "384", "--workers", "2"]
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    folders = [tmp_path_factory.mktemp(name) for name in ("first", "second")]
+    for folder in folders:
+        assert demo.main(["--output", str(folder), *SMALL]) == 0
+    return folders
+
+
+def files(folder: pathlib.Path, *patterns: str) -> dict[str, bytes]:
+    found = {}
+    for pattern in patterns:
+        for path in sorted(folder.glob(pattern)):
+            found[str(path.relative_to(folder))] = path.read_bytes()
+    assert found, patterns
+    return found
+
+
+def test_the_summary_is_what_the_files_say(runs):
+    folder = runs[0]
+    summary = json.loads((folder / "summary.json").read_text())
+    stats = json.loads((folder / "curated" / "stats.json").read_text())
+    shards = pq.read_table(sorted((folder / "curated").glob("part-*.parquet"))).to_pylist()
+    assert summary["kept"] == stats["kept"] == len(shards)
+    assert summary["documents_in"] == summary["kept"] + sum(summary["dropped"].values())
+    assert summary["dropped"] == stats["dropped"] and summary["records_read"] == stats["records_read"]
+    for split in ("train", "val"):
+        tokens = sum(np.fromfile(path, np.uint16).size for path in (folder / "bins" / split).glob("*.bin"))
+        assert summary["tokens"][split] == tokens > 0
+    records = [json.loads(line) for line in (folder / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert summary["final_val_loss"] == [r["val.loss"] for r in records if "val.loss" in r][-1]
+    evaluation = json.loads((folder / "eval.json").read_text())
+    assert summary["heldout_bits_per_byte"] == evaluation["bits_per_byte"] > 0 and evaluation["documents"] == 12
+    assert summary["sample"].startswith(demo.PROMPT) and len(summary["sample"]) > len(demo.PROMPT)
+    assert all(pathlib.Path(path).exists() for path in summary["paths"].values())
+    assert (folder / "hf" / "config.json").exists() and (folder / "hf" / "model.safetensors").exists()
+
+
+def test_both_sources_are_curated_and_the_wikipedia_copy_survives(runs):
+    folder = runs[0] / "curated"
+    sources = {row["source"] for row in pq.read_table(sorted(folder.glob("part-*.parquet"))).to_pylist()}
+    assert sources == {"commoncrawl", "wikipedia"}
+    report = pq.read_table(folder / "duplicates").to_pylist()
+    cross = [row for row in report if row["kept_id"].startswith("wikipedia/")]
+    assert cross and all(all(i.startswith("commoncrawl/") for i in row["removed_ids"]) for row in cross)
+
+
+def test_the_same_seed_gives_the_same_run(runs):
+    first, second = runs
+    patterns = ("sample/*", "curated/part-*", "curated/duplicates/*", "tokenizer/tokenizer.json", "bins/*/*.bin")
+    assert files(first, *patterns) == files(second, *patterns)
+    assert files(first, "bins/*/*.idx") == files(second, "bins/*/*.idx")
+
+    def losses(folder):
+        lines = (folder / "run" / "metrics.jsonl").read_text().splitlines()
+        return [(r["step"], r.get("loss"), r.get("val.loss")) for r in map(json.loads, lines)]
+
+    assert losses(first) == losses(second)
+    assert (
+        json.loads((first / "summary.json").read_text())["sample"]
+        == json.loads((second / "summary.json").read_text())["sample"]
+    )
+
+
+def test_no_step_prints_third_party_noise(runs):
+    logs = sorted((runs[0] / "logs").glob("*.log"))
+    assert len(logs) == 8
+    for path in logs:
+        noisy = [line for line in path.read_text().splitlines() if any(fragment in line for fragment in NOISE)]
+        assert not noisy, (path.name, noisy)
+
+
+def test_a_failing_step_stops_the_demo_and_names_its_log(tmp_path, capsys):
+    arguments = ["--output", str(tmp_path), "--pages", "20", "--articles", "3", "--vocab-size", "5", "--workers", "1"]
+    assert demo.main(arguments) == 1
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert error == (
+        f"{demo.PROGRAM}: error: step tokenizer failed (exit 2); its output: {tmp_path / 'logs' / '03-tokenizer.log'}"
+    )
+    assert "--vocab-size" in (tmp_path / "logs" / "03-tokenizer.log").read_text()
+    assert not (tmp_path / "summary.json").exists()

@@ -1,0 +1,212 @@
+"""`python -m train.demo --output DIR`: the whole path on the project's own generated sample, offline, in one
+reproducible run (`make demo`).
+
+    sample (a crawl and a Wikipedia dump that overlap, generated from --seed)
+      → curate both (configs/curate-sample.toml) → train the tokenizer → write bins
+      → train the model (configs/demo.toml) → generate a sample → export to Hugging Face → evaluate the export
+
+Each step is the command a user would type, run as a child process; its output goes to `DIR/logs/`, and a line
+per step to the console. It ends with one summary (also `DIR/summary.json`): what curation read, kept and dropped,
+the tokens written, the final validation loss, bits per byte on held-out articles, the sample, and where
+everything is. The same seed gives the same sample files, shards, bins and losses.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+from pipeline.settings import report
+
+PROGRAM = "python -m train.demo"
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CURATE_RECIPE = os.path.join(REPO, "configs", "curate-sample.toml")
+TRAIN_CONFIG = os.path.join(REPO, "configs", "demo.toml")
+PROMPT = "The harbour town"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROGRAM,
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="example:\n  python -m train.demo --output demo-output\n"
+        "  python -m train.demo --output /tmp/small --pages 60 --articles 12 --steps 4   # a quick look",
+    )
+    parser.add_argument("--output", default="demo-output", metavar="DIR", help="where everything goes")
+    parser.add_argument("--seed", type=int, default=1, help="the sample's seed (default: %(default)s)")
+    parser.add_argument("--pages", type=int, default=300, help="crawl records (default: %(default)s)")
+    parser.add_argument("--articles", type=int, default=40, help="Wikipedia articles (default: %(default)s)")
+    parser.add_argument("--vocab-size", type=int, default=2048, help="tokenizer vocabulary (default: %(default)s)")
+    parser.add_argument("--steps", type=int, default=0, help="training steps (default: configs/demo.toml's)")
+    parser.add_argument("--workers", type=int, default=0, help="curation workers (default: one per core)")
+    return parser
+
+
+class StepFailed(Exception):
+    pass
+
+
+class Steps:
+    """Runs the steps one after another, each a child process with its output in DIR/logs/."""
+
+    def __init__(self, output: str, total: int):
+        self.logs = os.path.join(output, "logs")
+        self.total = total
+        self.done = 0
+        os.makedirs(self.logs, exist_ok=True)
+
+    def run(self, name: str, *arguments: str) -> str:
+        self.done += 1
+        log_path = os.path.join(self.logs, f"{self.done:02d}-{name}.log")
+        started = time.time()
+        print(f"[{self.done}/{self.total}] {name} …", end="", flush=True)
+        command = [sys.executable, "-m", *arguments]
+        result = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
+        with open(log_path, "w", encoding="utf-8") as log:
+            log.write(f"$ {' '.join(command)}\n{result.stdout}{result.stderr}")
+        print(f" {time.time() - started:.1f}s")
+        if result.returncode != 0:
+            tail = (result.stdout + result.stderr).strip().splitlines()[-15:]
+            print("\n".join(tail), file=sys.stderr)
+            raise StepFailed(f"step {name} failed (exit {result.returncode}); its output: {log_path}")
+        return result.stdout
+
+
+def last_validation_loss(run_dir: str) -> float:
+    with open(os.path.join(run_dir, "metrics.jsonl")) as lines:
+        records = [json.loads(line) for line in lines if line.strip()]
+    return [record["val.loss"] for record in records if "val.loss" in record][-1]
+
+
+def summarise(output: str, sample_text: str) -> dict:
+    """The run's figures, read back from the files each step wrote."""
+    with open(os.path.join(output, "curated", "stats.json")) as handle:
+        stats = json.load(handle)
+    with open(os.path.join(output, "bins", "meta.json")) as handle:
+        bins = json.load(handle)
+    with open(os.path.join(output, "eval.json")) as handle:
+        evaluation = json.load(handle)
+    return {
+        "records_read": stats["records_read"],
+        "documents_in": stats["records_in"],
+        "kept": stats["kept"],
+        "dropped": stats["dropped"],
+        "tokens": {split: bins["splits"][split]["tokens"] for split in ("train", "val")},
+        "final_val_loss": last_validation_loss(os.path.join(output, "run")),
+        "heldout_bits_per_byte": evaluation["bits_per_byte"],
+        "heldout_loss": evaluation["loss"],
+        "sample": sample_text,
+        "paths": {
+            "curated": os.path.join(output, "curated"),
+            "dataset_card": os.path.join(output, "curated", "README.md"),
+            "stats": os.path.join(output, "curated", "stats.json"),
+            "tokenizer": os.path.join(output, "tokenizer"),
+            "bins": os.path.join(output, "bins"),
+            "run": os.path.join(output, "run"),
+            "loss_curve": os.path.join(output, "run", "loss.png"),
+            "export": os.path.join(output, "hf"),
+            "evaluation": os.path.join(output, "eval.json"),
+            "logs": os.path.join(output, "logs"),
+        },
+    }
+
+
+def print_summary(summary: dict) -> None:
+    dropped = sum(summary["dropped"].values())
+    print(f"\ncurated   {summary['records_read']:,} records read, {summary['documents_in']:,} documents,")
+    print(f"          {summary['kept']:,} kept, {dropped:,} dropped:")
+    for reason, count in sorted(summary["dropped"].items(), key=lambda item: (-item[1], item[0])):
+        print(f"            {count:5d}  {reason}")
+    tokens = summary["tokens"]
+    print(f"tokens    {tokens['train']:,} train, {tokens['val']:,} validation")
+    print(f"trained   final validation loss {summary['final_val_loss']:.3f}")
+    print(
+        f"held out  {summary['heldout_bits_per_byte']:.3f} bits per byte, loss {summary['heldout_loss']:.3f} "
+        "(articles in neither source, on the export)"
+    )
+    print(f"sample    {summary['sample']!r}")
+    width = max(len(name) for name in summary["paths"])
+    for name, path in summary["paths"].items():
+        print(f"  {name.replace('_', ' '):<{width}}  {path}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return run(args)
+    except StepFailed as exc:
+        report(PROGRAM, exc)
+        return 1
+
+
+def run(args: argparse.Namespace) -> int:
+    output = os.path.abspath(args.output)
+    sample = os.path.join(output, "sample")
+    curated, tokenizer, bins, run, hf = (
+        os.path.join(output, name) for name in ("curated", "tokenizer", "bins", "run", "hf")
+    )
+    steps = Steps(output, 8)
+    started = time.time()
+    steps.run(
+        "sample", "pipeline", "synthetic-sample", "--output", sample,
+        "--pages", str(args.pages), "--articles", str(args.articles), "--seed", str(args.seed),
+    )  # fmt: skip
+    curate_arguments = [
+        "pipeline", "run", "--recipe", CURATE_RECIPE, "--output", curated,
+        "--sources.commoncrawl.warcs", json.dumps([os.path.join(sample, "sample.warc.gz")]),
+        "--sources.wikipedia.dumps", json.dumps([os.path.join(sample, "enwiki-sample-pages-articles-multistream.xml.bz2")]),
+        "--sources.wikipedia.indexes", json.dumps([os.path.join(sample, "enwiki-sample-pages-articles-multistream-index.txt.bz2")]),
+    ]  # fmt: skip
+    if args.workers:
+        curate_arguments += [f"--direct_num_workers={args.workers}"]
+    steps.run("curate", *curate_arguments)
+    shards = os.path.join(curated, "part-*.parquet")
+    steps.run(
+        "tokenizer",
+        "tokenizer",
+        "train",
+        "--input",
+        shards,
+        "--vocab-size",
+        str(args.vocab_size),
+        "--output",
+        tokenizer,
+    )
+    steps.run(
+        "bins", "tokenizer", "encode", "--tokenizer", tokenizer, "--input", shards, "--val-fraction", "0.05",
+        "--output", bins,
+    )  # fmt: skip
+    train_arguments = [
+        "train", "--config", TRAIN_CONFIG, "--run.dir", run,
+        "--data.sources", f'[{{path="{bins}"}}]', "--data.tokenizer", tokenizer,
+    ]  # fmt: skip
+    if args.steps:
+        train_arguments += ["--training.steps", str(args.steps), "--checkpoint.interval", str(args.steps)]
+        train_arguments += ["--logging.eval_interval", str(args.steps)]
+    steps.run("train", *train_arguments)
+    generated = steps.run(
+        "generate", "train.generate", "--checkpoint", run, "--prompt", PROMPT, "--max-new-tokens", "60",
+        "--seed", str(args.seed),
+    )  # fmt: skip
+    steps.run("export", "train.export", "--checkpoint", run, "--output", hf)
+    steps.run(
+        "evaluate", "train.eval", "--checkpoint", hf, "--input", os.path.join(sample, "heldout.jsonl"),
+        "--output", os.path.join(output, "eval.json"),
+    )  # fmt: skip
+    summary = summarise(output, generated.strip())
+    summary["seconds"] = round(time.time() - started, 1)
+    with open(os.path.join(output, "summary.json"), "w", encoding="utf-8") as handle:
+        json.dump(summary, handle, indent=2, ensure_ascii=False)
+        handle.write("\n")
+    print_summary(summary)
+    print(f"\ndone in {summary['seconds']:.0f}s; this summary is {os.path.join(output, 'summary.json')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
