@@ -87,6 +87,5 @@ def dataset_card(funnel: Funnel, recipe: Recipe) -> str:
 
 
 def write_card(funnel: Funnel, recipe: Recipe) -> Funnel:
-    payload = dataset_card(funnel, recipe).encode("utf-8")
-    sinks.write_atomically(sinks.join(recipe.output.dir, CARD_FILE), lambda stream: stream.write(payload))
+    sinks.write_bytes(sinks.join(recipe.output.dir, CARD_FILE), dataset_card(funnel, recipe).encode("utf-8"))
     return funnel

@@ -564,10 +564,32 @@ def build_parser() -> argparse.ArgumentParser:
     add_dedup_arguments(dedup, switchable=False)
     dedup.set_defaults(run=run_preset)
 
+    report = subparsers.add_parser(
+        "report",
+        help="write OUTPUT/report.html (written at the end of every run too)",
+        description="The curation report of an output folder: OUTPUT/report.html and its figures in OUTPUT/report/, "
+        "from stats.json, the shards and the duplicates report. It opens in a browser with no server or network.",
+        epilog="example:\n  python -m pipeline report demo-output/curated\n",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    report.add_argument("output", metavar="OUTPUT", help="a curation output folder (with its stats.json)")
+    report.set_defaults(run=run_report)
+
     from pipeline import synthetic
 
     synthetic.build_parser(subparsers)
     return parser
+
+
+def run_report(args, extra: list[str]) -> int:
+    from pipeline import report, sinks
+
+    if extra:
+        raise UsageError(f"report: unknown arguments {' '.join(extra)}")
+    if not sinks.exists(sinks.join(args.output, "stats.json")):
+        raise UsageError(f"report: {args.output} has no stats.json (is it a curation output folder?)")
+    print(f"report:  {report.write(args.output)}")
+    return 0
 
 
 def run_recipe(args, extra: list[str]) -> int:
@@ -596,9 +618,10 @@ def summarise(output: str, funnel, seconds: float) -> int:
 
     print(f"shards:  {output}/part-*")
     if sinks.exists(sinks.join(output, "duplicates")):
-        print(f"report:  {output}/duplicates/part-*.report  (every group of copies: kept id, removed ids)")
+        print(f"copies:  {output}/duplicates/part-*.report  (every group of copies: kept id, removed ids)")
     print(f"stats:   {sinks.join(output, 'stats.json')}")
     print(f"recipe:  {sinks.join(output, recipes.RECIPE_FILE)}")
+    print(f"report:  {sinks.join(output, 'report.html')}  (open it in a browser)")
     print(
         f"records: {funnel.records_in} documents in, {funnel.kept} kept, "
         f"{sum(funnel.dropped.values())} dropped, {len(funnel.errors)} input error(s), {seconds:.1f}s"

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 import apache_beam as beam
 from apache_beam.metrics.metric import MetricsFilter
 
-from pipeline import card, logs, sinks, transforms
+from pipeline import card, logs, report, sinks, transforms
 from pipeline.recipe import RECIPE_FILE, Recipe, save
 from pipeline.stats import Funnel
 
@@ -134,7 +134,8 @@ def _log_largest_groups(result) -> None:
 def run(recipe: Recipe, beam_arguments: Sequence[str] = ()) -> Funnel:
     """Checks the recipe, lists its inputs, writes `OUTPUT/recipe.toml` and runs it; when MinHash's connected
     components had not converged within the rounds built in (the graph is fixed before it runs), runs again
-    with twice the rounds (finished units are committed, so only the cheap stages repeat). Returns the run's
+    with twice the rounds (finished units are committed, so only the cheap stages repeat). Writes the report
+    (`OUTPUT/report.html`) last. Returns the run's
     Funnel, as written to `OUTPUT/stats.json`."""
     recipe.check()
     rounds = recipe.dedup.components_rounds
@@ -162,4 +163,5 @@ def run(recipe: Recipe, beam_arguments: Sequence[str] = ()) -> Funnel:
         )
         rounds *= 2
         curate = Curate(recipe, rounds)
+    report.write(recipe.output.dir)
     return Funnel.from_json(sinks.read_json(sinks.join(recipe.output.dir, "stats.json")))

@@ -28,7 +28,7 @@ import pyarrow.ipc
 from pipeline import filters, langid, sinks
 from pipeline.schema import ARROW_SCHEMA, Document, Dropped, ReadError, Skipped, documents_to_table
 from pipeline.sources import DocumentSettings, Source
-from pipeline.stats import Funnel
+from pipeline.stats import Funnel, length_bucket
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +94,9 @@ class UnitProcessor:
         if self.source.counts_input(unit):
             funnel.input_files += 1
         steps = [*self.source.steps(unit), *self.common_steps]
+        if self.common_steps:
+            measure = _MeasureLength(funnel)  # once the source's own steps have made the text
+            steps.insert(len(steps) - len(self.common_steps), measure)
         docs = self._documents(unit, funnel)
         ahead = next((i for i, step in enumerate(steps) if hasattr(step, "submit")), None)
         if ahead is None:
@@ -143,14 +146,27 @@ class UnitProcessor:
                 item.measures = {}
             yield item
 
-    @staticmethod
-    def _decide(doc: Document, reason: str | None, funnel: Funnel) -> Iterator[Document]:
+    def _decide(self, doc: Document, reason: str | None, funnel: Funnel) -> Iterator[Document]:
         if reason is None:
             funnel.kept += 1
+            if self.common_steps:
+                funnel.lengths_after_filters[length_bucket(len(doc.text))] += 1
             yield doc
         else:
             log.debug("%s: dropped (%s)", doc.id, reason)
             funnel.drop(reason)
+            if self.common_steps and doc.text:
+                funnel.example(reason, doc.id, doc.url, doc.text)
+
+
+class _MeasureLength:
+    """A step that drops nothing: counts the document's length into the unit's funnel."""
+
+    def __init__(self, funnel: Funnel):
+        self.funnel = funnel
+
+    def __call__(self, doc: Document) -> None:
+        self.funnel.lengths_before_filters[length_bucket(len(doc.text))] += 1
 
 
 # The modules whose code decides which documents a unit yields and what they hold.

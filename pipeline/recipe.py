@@ -172,8 +172,7 @@ def load(path: str | None, overrides: Sequence[tuple[str, object]] = ()) -> Reci
 
 
 def save(recipe: Recipe, path: str) -> None:
-    payload = tomli_w.dumps(recipe.to_dict()).encode()
-    sinks.write_atomically(path, lambda stream: stream.write(payload))
+    sinks.write_bytes(path, tomli_w.dumps(recipe.to_dict()).encode())
 
 
 def describe() -> str:

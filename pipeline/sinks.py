@@ -51,12 +51,26 @@ def create(path: str):
     )
 
 
-def _open(path: str):
+def _is_arrow(path: str) -> bool:
+    """Arrow IPC by name: `….arrow`, and the duplicates report's `….arrow.report`."""
+    return "arrow" in posixpath.basename(path).split(".")[1:]
+
+
+def open_file(path: str):
+    """A file for reading, local or on any Beam filesystem."""
     if is_local(path):
         return open(local_path(path), "rb")
     from apache_beam.io.filesystem import CompressionTypes
 
     return beam_filesystems().open(path, compression_type=CompressionTypes.UNCOMPRESSED)
+
+
+def read_columns(path: str, columns: list[str]) -> pa.Table:
+    """Some columns of a shard (Parquet reads only those)."""
+    with open_file(path) as stream:
+        if _is_arrow(path):
+            return pa.ipc.open_file(stream).read_all().select(columns)
+        return pq.ParquetFile(stream).read(columns=columns)
 
 
 def delete(path: str) -> None:
@@ -124,9 +138,9 @@ def write_documents(path: str, docs: list[Document], fmt: str = "parquet") -> No
 
 
 def read_table(path: str) -> pa.Table:
-    with _open(path) as stream:
+    with open_file(path) as stream:
         data = stream.read()
-    if path.endswith(".arrow"):
+    if _is_arrow(path):
         return pa.ipc.open_file(pa.BufferReader(data)).read_all()
     return pq.read_table(pa.BufferReader(data))
 
@@ -138,8 +152,8 @@ def read_documents(path: str) -> list[Document]:
 def iter_document_batches(path: str) -> Iterator[list[Document]]:
     """Documents of one shard, a record batch at a time, so a large shard never sits in memory whole.
     Shards from other tools work too: only `id` and `text` are required."""
-    with _open(path) as stream:
-        if path.endswith(".arrow"):
+    with open_file(path) as stream:
+        if _is_arrow(path):
             reader = pa.ipc.open_file(stream)
             batches = (reader.get_batch(i) for i in range(reader.num_record_batches))
             schema = reader.schema
@@ -156,11 +170,14 @@ def iter_document_batches(path: str) -> Iterator[list[Document]]:
             yield [Document.from_row(row) for row in batch.to_pylist()]
 
 
-def write_json(path: str, data) -> None:
-    payload = (json.dumps(data, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
+def write_bytes(path: str, payload: bytes) -> None:
     write_atomically(path, lambda stream: stream.write(payload))
 
 
+def write_json(path: str, data) -> None:
+    write_bytes(path, (json.dumps(data, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
+
+
 def read_json(path: str):
-    with _open(path) as stream:
+    with open_file(path) as stream:
         return json.loads(stream.read().decode("utf-8"))

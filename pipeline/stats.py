@@ -13,7 +13,10 @@ import logging
 
 log = logging.getLogger(__name__)
 
-STATS_VERSION = 2  # 2: warc_records became records_read, as non-WARC sources count records too
+# 2: warc_records became records_read, as non-WARC sources count records too. 3: lengths and examples.
+STATS_VERSION = 3
+EXAMPLES_PER_REASON = 3  # dropped documents kept per drop reason, for the report (those with the smallest ids)
+EXAMPLE_CHARS = 600
 
 # Beam metrics namespace for each drop reason that is not a filter rule ("<filter>.<rule>" → "filters").
 DROP_STAGES = {
@@ -38,6 +41,15 @@ def stage_of(reason: str) -> str:
     return DROP_STAGES.get(reason, "filters" if "." in reason else "other")
 
 
+def length_bucket(characters: int) -> int:
+    """The power of two at or below a length (0 for none): histogram buckets that span any corpus."""
+    return 0 if characters <= 0 else 1 << (characters.bit_length() - 1)
+
+
+def _smallest_ids(examples: list[dict]) -> list[dict]:
+    return sorted(examples, key=lambda example: example["id"])[:EXAMPLES_PER_REASON]
+
+
 @dataclasses.dataclass
 class Funnel:
     """Mergeable counts for one input file, a bundle, or the whole run."""
@@ -49,9 +61,20 @@ class Funnel:
     kept: int = 0
     dropped: collections.Counter = dataclasses.field(default_factory=collections.Counter)
     errors: list = dataclasses.field(default_factory=list)
+    # characters per document (by length_bucket) when language ID and the filters start, and of those they keep
+    lengths_before_filters: collections.Counter = dataclasses.field(default_factory=collections.Counter)
+    lengths_after_filters: collections.Counter = dataclasses.field(default_factory=collections.Counter)
+    examples: dict = dataclasses.field(default_factory=dict)  # drop reason → a few dropped documents
 
     def drop(self, reason: str, count: int = 1) -> None:
         self.dropped[reason] += count
+
+    def example(self, reason: str, doc_id: str, url: str | None, text: str) -> None:
+        """Keeps a dropped document for the report when it is among the reason's smallest ids so far."""
+        found = self.examples.setdefault(reason, [])
+        if len(found) < EXAMPLES_PER_REASON or doc_id < found[-1]["id"]:
+            found.append({"id": doc_id, "url": url, "text": text[:EXAMPLE_CHARS]})
+            self.examples[reason] = _smallest_ids(found)
 
     def error(self, file: str, offset: int | None, error: str, retryable: bool = False) -> None:
         self.errors.append({"file": file, "offset": offset, "error": error, "retryable": retryable})
@@ -64,6 +87,10 @@ class Funnel:
         self.kept += other.kept
         self.dropped.update(other.dropped)
         self.errors.extend(other.errors)
+        self.lengths_before_filters.update(other.lengths_before_filters)
+        self.lengths_after_filters.update(other.lengths_after_filters)
+        for reason, examples in other.examples.items():
+            self.examples[reason] = _smallest_ids([*self.examples.get(reason, []), *examples])
         return self
 
     def problems(self) -> list[str]:
@@ -87,6 +114,11 @@ class Funnel:
             "kept": self.kept,
             "dropped": dict(sorted(self.dropped.items())),
             "errors": sorted(self.errors, key=lambda e: (e["file"], e["offset"] or 0)),
+            "lengths": {
+                "before_filters": {str(k): v for k, v in sorted(self.lengths_before_filters.items())},
+                "after_filters": {str(k): v for k, v in sorted(self.lengths_after_filters.items())},
+            },
+            "examples": dict(sorted(self.examples.items())),
         }
 
     @classmethod
@@ -101,4 +133,11 @@ class Funnel:
             kept=data.get("kept", 0),
             dropped=collections.Counter(data.get("dropped", {})),
             errors=list(data.get("errors", [])),
+            lengths_before_filters=_buckets(data.get("lengths", {}).get("before_filters", {})),
+            lengths_after_filters=_buckets(data.get("lengths", {}).get("after_filters", {})),
+            examples=dict(data.get("examples", {})),
         )
+
+
+def _buckets(table: dict) -> collections.Counter:
+    return collections.Counter({int(bucket): count for bucket, count in table.items()})

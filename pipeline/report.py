@@ -1,0 +1,283 @@
+"""The curation report: `OUTPUT/report.html` and its figures in `OUTPUT/report/`, written at the end of every run
+and by `python -m pipeline report OUTPUT`. A page that opens in a browser with no server and no network: the
+funnel from records read to documents kept with every reason (the numbers of `stats.json`), the languages, document
+lengths before and after the filters, the top domains, MinHash cluster sizes, and examples of kept documents and of
+the documents each rule dropped (filters are tuned by reading what they drop).
+
+Everything comes from the output's files: `stats.json` (counts, lengths, dropped examples), the shards' `language`
+and `url` columns, the duplicates report's cluster sizes, and the first rows of the first shard.
+"""
+
+from __future__ import annotations
+
+import collections
+import html
+import io
+import tomllib
+from urllib.parse import urlsplit
+
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from pipeline import card, sinks
+from pipeline.recipe import RECIPE_FILE
+from pipeline.remote import expand_glob
+from pipeline.stats import Funnel
+
+REPORT_FILE = "report.html"
+FIGURES_DIR = "report"
+FIGURES = ("funnel", "languages", "lengths", "domains", "clusters")
+TOP = 20
+KEPT_EXAMPLES = 3
+
+
+def _shards(output: str, pattern: str) -> list[str]:
+    try:
+        return sorted(expand_glob(sinks.join(output, pattern)))
+    except (OSError, ValueError):
+        return []
+
+
+def _sources(output: str) -> list[tuple[str, str]]:
+    path = sinks.join(output, RECIPE_FILE)
+    if not sinks.exists(path):
+        return []
+    with sinks.open_file(path) as stream:
+        table = tomllib.loads(stream.read().decode("utf-8"))
+    return [(name, settings.get("kind", name)) for name, settings in table.get("sources", {}).items()]
+
+
+def funnel_rows(funnel: Funnel) -> list[tuple[str, str, int]]:
+    """(kind, label, count) in the order of the funnel: every count of stats.json once."""
+    rows = [("total", "records read", funnel.records_read)]
+    rows += [("skipped", reason, count) for reason, count in sorted(funnel.records_skipped.items())]
+    rows.append(("total", "documents in", funnel.records_in))
+    rows += [
+        ("dropped", reason, count) for reason, count in sorted(funnel.dropped.items(), key=lambda r: (-r[1], r[0]))
+    ]
+    rows.append(("total", "kept", funnel.kept))
+    return rows
+
+
+class Collected:
+    """What the report shows besides stats.json, read from the shards and the duplicates report."""
+
+    def __init__(self, output: str):
+        self.languages: collections.Counter = collections.Counter()
+        self.domains: collections.Counter = collections.Counter()
+        self.cluster_sizes: dict[str, collections.Counter] = {
+            "near": collections.Counter(),
+            "exact": collections.Counter(),
+        }
+        self.kept_examples: list[dict] = []
+        for path in _shards(output, "part-*"):
+            table = sinks.read_columns(path, ["id", "url", "language"])
+            self.languages.update(language or "(none)" for language in table.column("language").to_pylist())
+            self.domains.update(_domain(url) for url in table.column("url").to_pylist())
+            if len(self.kept_examples) < KEPT_EXAMPLES and table.num_rows:
+                rows = sinks.read_columns(path, ["id", "url", "text"]).slice(0, KEPT_EXAMPLES).to_pylist()
+                self.kept_examples += rows[: KEPT_EXAMPLES - len(self.kept_examples)]
+        for path in _shards(output, f"{card.REPORT_DIR}/part-*.report"):
+            table = sinks.read_columns(path, ["kind", "cluster_size"])
+            for kind, size in zip(table.column("kind").to_pylist(), table.column("cluster_size").to_pylist()):
+                self.cluster_sizes.setdefault(kind, collections.Counter())[size] += 1
+
+
+def _domain(url: str | None) -> str:
+    return (urlsplit(url).hostname or "(no host)") if url else "(no url)"
+
+
+def _figure(width: float = 7.5, height: float = 3.2) -> Figure:
+    figure = Figure(figsize=(width, height), dpi=100)
+    FigureCanvasAgg(figure)
+    return figure
+
+
+def _bars(title: str, labels: list[str], values: list[int], color: str = "#4477aa") -> Figure:
+    figure = _figure(height=max(2.0, 0.28 * len(labels) + 1.0))
+    axes = figure.add_subplot()
+    if not labels:
+        axes.text(0.5, 0.5, "none", ha="center", va="center", transform=axes.transAxes)
+        axes.set_axis_off()
+    else:
+        positions = range(len(labels))
+        axes.barh(positions, values, color=color)
+        axes.set_yticks(list(positions), labels, fontsize=8)
+        axes.invert_yaxis()
+        for position, value in zip(positions, values):
+            axes.text(value, position, f" {value:,}", va="center", fontsize=7)
+    axes.set_title(title, fontsize=10)
+    figure.tight_layout()
+    return figure
+
+
+def funnel_figure(funnel: Funnel) -> Figure:
+    rows = funnel_rows(funnel)
+    colors = {"total": "#4477aa", "skipped": "#bbbbbb", "dropped": "#ee6677"}
+    figure = _figure(height=0.28 * len(rows) + 1.0)
+    axes = figure.add_subplot()
+    positions = list(range(len(rows)))
+    axes.barh(positions, [count for _, _, count in rows], color=[colors[kind] for kind, _, _ in rows])
+    axes.set_yticks(
+        positions, [label if kind == "total" else f"{kind}: {label}" for kind, label, _ in rows], fontsize=8
+    )
+    axes.invert_yaxis()
+    for position, (_, _, count) in zip(positions, rows):
+        axes.text(count, position, f" {count:,}", va="center", fontsize=7)
+    axes.set_title("From records read to documents kept", fontsize=10)
+    figure.tight_layout()
+    return figure
+
+
+def lengths_figure(funnel: Funnel) -> Figure:
+    figure = _figure()
+    axes = figure.add_subplot()
+    buckets = sorted(set(funnel.lengths_before_filters) | set(funnel.lengths_after_filters))
+    if not buckets:
+        axes.text(0.5, 0.5, "none (no source with filters)", ha="center", va="center", transform=axes.transAxes)
+        axes.set_axis_off()
+    else:
+        positions = range(len(buckets))
+        before = [funnel.lengths_before_filters.get(b, 0) for b in buckets]
+        after = [funnel.lengths_after_filters.get(b, 0) for b in buckets]
+        axes.bar([p - 0.2 for p in positions], before, width=0.4, label="before the filters", color="#bbbbbb")
+        axes.bar([p + 0.2 for p in positions], after, width=0.4, label="kept by the filters", color="#4477aa")
+        axes.set_xticks(list(positions), [f"{b:,}" for b in buckets], fontsize=7, rotation=45)
+        axes.set_xlabel("characters (at least)", fontsize=8)
+        axes.set_ylabel("documents", fontsize=8)
+        axes.legend(fontsize=8)
+    axes.set_title("Document lengths, before and after the filters (before deduplication)", fontsize=10)
+    figure.tight_layout()
+    return figure
+
+
+def clusters_figure(collected: Collected) -> Figure:
+    figure = _figure()
+    axes = figure.add_subplot()
+    sizes = sorted(set(collected.cluster_sizes["near"]) | set(collected.cluster_sizes["exact"]))
+    if not sizes:
+        axes.text(0.5, 0.5, "no groups of copies", ha="center", va="center", transform=axes.transAxes)
+        axes.set_axis_off()
+    else:
+        positions = range(len(sizes))
+        for offset, kind, color in ((-0.2, "exact", "#bbbbbb"), (0.2, "near", "#4477aa")):
+            counts = [collected.cluster_sizes[kind].get(size, 0) for size in sizes]
+            label = "exact copies" if kind == "exact" else "MinHash near-duplicates"
+            axes.bar([p + offset for p in positions], counts, width=0.4, label=label, color=color)
+        axes.set_xticks(list(positions), [str(size) for size in sizes], fontsize=8)
+        axes.set_xlabel("documents in the group (the kept one included)", fontsize=8)
+        axes.set_ylabel("groups", fontsize=8)
+        axes.legend(fontsize=8)
+    axes.set_title("Groups of copies by size", fontsize=10)
+    figure.tight_layout()
+    return figure
+
+
+def _png(figure: Figure) -> bytes:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", metadata={"Software": None})
+    return buffer.getvalue()
+
+
+def _table(element_id: str, header: tuple[str, str], rows: list[tuple[str, int]]) -> str:
+    body = "".join(
+        f'<tr><td>{html.escape(label)}</td><td class="n" data-count="{count}">{count:,}</td></tr>'
+        for label, count in rows
+    )
+    return (
+        f'<table id="{element_id}"><tr><th>{html.escape(header[0])}</th><th>{html.escape(header[1])}</th></tr>'
+        f"{body}</table>"
+    )
+
+
+def _example(example: dict) -> str:
+    where = f" · {html.escape(example['url'])}" if example.get("url") else ""
+    return (
+        f"<details><summary><code>{html.escape(example['id'])}</code>{where}</summary>"
+        f"<pre>{html.escape(example['text'])}</pre></details>"
+    )
+
+
+STYLE = """body{font:15px/1.45 system-ui,sans-serif;max-width:980px;margin:2em auto;padding:0 1em;color:#222}
+h1{font-size:1.5em}h2{font-size:1.15em;margin-top:2em;border-bottom:1px solid #ddd}
+table{border-collapse:collapse;margin:.5em 0}td,th{padding:2px 10px;border-bottom:1px solid #eee;text-align:left}
+td.n{text-align:right;font-variant-numeric:tabular-nums}tr.skipped td,tr.dropped td{color:#555}
+img{max-width:100%;display:block;margin:.5em 0}pre{white-space:pre-wrap;background:#f6f6f6;padding:.6em;font-size:13px}
+details{margin:.3em 0}summary{cursor:pointer}.note{color:#666}"""
+
+
+def render(output: str, funnel: Funnel, collected: Collected, sources: list[tuple[str, str]]) -> str:
+    figure = {name: f"{FIGURES_DIR}/{name}.png" for name in FIGURES}
+    funnel_body = "".join(
+        f'<tr class="{kind}"><td>{html.escape(label if kind == "total" else f"{kind}: {label}")}</td>'
+        f'<td class="n" data-kind="{kind}" data-reason="{html.escape(label)}" data-count="{count}">{count:,}</td></tr>'
+        for kind, label, count in funnel_rows(funnel)
+    )
+    errors = "".join(
+        f"<li><code>{html.escape(error['file'])}</code> @ {error['offset']}: {html.escape(error['error'])}</li>"
+        for error in funnel.to_json()["errors"]
+    )
+    dropped_examples = []
+    for reason, _ in sorted(funnel.dropped.items(), key=lambda r: (-r[1], r[0])):
+        examples = funnel.examples.get(reason, [])
+        items = "".join(map(_example, examples)) or '<p class="note">(removed as a copy: see the duplicates report)</p>'
+        dropped_examples.append(f'<h3 id="dropped-{html.escape(reason)}">{html.escape(reason)}</h3>{items}')
+    source_list = ", ".join(f"<code>{html.escape(name)}</code> ({html.escape(kind)})" for name, kind in sources)
+    near_groups = sum(collected.cluster_sizes["near"].values())
+    exact_groups = sum(collected.cluster_sizes["exact"].values())
+    parts = [
+        '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">',
+        f"<title>Curation report: {html.escape(output)}</title><style>{STYLE}</style></head><body>",
+        f"<h1>Curation report</h1><p><code>{html.escape(output)}</code>",
+        f" · sources: {source_list}</p>" if source_list else "</p>",
+        f"<p>{funnel.kept:,} documents kept of {funnel.records_in:,} ({funnel.records_read:,} records read from "
+        f"{funnel.input_files:,} inputs; {len(funnel.errors)} input errors). Every number is that of "
+        "<code>stats.json</code>.</p>",
+        "<h2>Funnel</h2>",
+        f'<img id="figure-funnel" src="{figure["funnel"]}" alt="funnel">',
+        f'<table id="funnel"><tr><th>stage</th><th>count</th></tr>{funnel_body}</table>',
+        f"<h3>Input errors</h3><ul>{errors}</ul>" if errors else "",
+        "<h2>Languages of the kept documents</h2>",
+        f'<img id="figure-languages" src="{figure["languages"]}" alt="languages">',
+        _table("languages", ("language", "documents"), collected.languages.most_common(TOP)),
+        "<h2>Document lengths</h2>",
+        f'<img id="figure-lengths" src="{figure["lengths"]}" alt="lengths">',
+        '<p class="note">Characters per document when language ID and the filters start, and of those they kept; '
+        "sources without filters (shards read for deduplication) are not counted.</p>",
+        "<h2>Top domains of the kept documents</h2>",
+        f'<img id="figure-domains" src="{figure["domains"]}" alt="domains">',
+        _table("domains", ("domain", "documents"), collected.domains.most_common(TOP)),
+        "<h2>Groups of copies</h2>",
+        f'<img id="figure-clusters" src="{figure["clusters"]}" alt="clusters">',
+        f"<p>{exact_groups:,} groups of exact copies and {near_groups:,} MinHash clusters; every group is a row of "
+        f"<code>{card.REPORT_SHARDS.format(fmt='…')}</code>.</p>",
+        "<h2>Kept documents</h2>",
+        "".join(map(_example, collected.kept_examples)) or '<p class="note">none</p>',
+        "<h2>Dropped documents, by reason</h2>",
+        '<p class="note">The documents with the smallest ids each reason dropped (the first characters).</p>',
+        *dropped_examples,
+        "</body></html>",
+    ]
+    return "".join(parts)
+
+
+def write(output: str) -> str:
+    """Writes OUTPUT/report.html and its figures; returns the report's path."""
+    funnel = Funnel.from_json(sinks.read_json(sinks.join(output, "stats.json")))
+    collected = Collected(output)
+    figures = {
+        "funnel": funnel_figure(funnel),
+        "languages": _bars("Languages", *_columns(collected.languages.most_common(TOP))),
+        "lengths": lengths_figure(funnel),
+        "domains": _bars("Top domains", *_columns(collected.domains.most_common(TOP))),
+        "clusters": clusters_figure(collected),
+    }
+    for name, figure in figures.items():
+        sinks.write_bytes(sinks.join(output, f"{FIGURES_DIR}/{name}.png"), _png(figure))
+    path = sinks.join(output, REPORT_FILE)
+    sinks.write_bytes(path, render(output, funnel, collected, _sources(output)).encode("utf-8"))
+    return path
+
+
+def _columns(pairs: list[tuple[str, int]]) -> tuple[list[str], list[int]]:
+    return [label for label, _ in pairs], [count for _, count in pairs]
