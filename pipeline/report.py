@@ -12,14 +12,12 @@ from __future__ import annotations
 
 import collections
 import html
-import io
 import tomllib
 from urllib.parse import urlsplit
 
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from pipeline import card, sinks
+from pipeline import card, pages, sinks
 from pipeline.recipe import RECIPE_FILE
 from pipeline.remote import expand_glob
 from pipeline.stats import Funnel
@@ -87,22 +85,17 @@ def _domain(url: str | None) -> str:
     return (urlsplit(url).hostname or "(no host)") if url else "(no url)"
 
 
-def _figure(width: float = 7.5, height: float = 3.2) -> Figure:
-    figure = Figure(figsize=(width, height), dpi=100)
-    FigureCanvasAgg(figure)
-    return figure
-
-
-def _bars(title: str, labels: list[str], values: list[int], color: str = "#4477aa") -> Figure:
-    figure = _figure(height=max(2.0, 0.28 * len(labels) + 1.0))
+def _bars(title: str, labels: list[str], values: list[int], colors: list[str] | str = "#4477aa") -> Figure:
+    """Horizontal bars, largest first as given, each with its count."""
+    figure = pages.figure(height=max(2.0, 0.28 * len(labels) + 1.0))
     axes = figure.add_subplot()
     if not labels:
         axes.text(0.5, 0.5, "none", ha="center", va="center", transform=axes.transAxes)
         axes.set_axis_off()
     else:
-        positions = range(len(labels))
-        axes.barh(positions, values, color=color)
-        axes.set_yticks(list(positions), labels, fontsize=8)
+        positions = list(range(len(labels)))
+        axes.barh(positions, values, color=colors)
+        axes.set_yticks(positions, labels, fontsize=8)
         axes.invert_yaxis()
         for position, value in zip(positions, values):
             axes.text(value, position, f" {value:,}", va="center", fontsize=7)
@@ -111,72 +104,60 @@ def _bars(title: str, labels: list[str], values: list[int], color: str = "#4477a
     return figure
 
 
+def _paired_bars(title: str, series, xlabel: str, ylabel: str, empty: str) -> Figure:
+    """Two counts side by side for each key: `series` is two (label, Counter, colour)."""
+    figure = pages.figure()
+    axes = figure.add_subplot()
+    keys = sorted(set().union(*(counts for _, counts, _ in series)))
+    if not keys:
+        axes.text(0.5, 0.5, empty, ha="center", va="center", transform=axes.transAxes)
+        axes.set_axis_off()
+    else:
+        positions = range(len(keys))
+        for offset, (label, counts, color) in zip((-0.2, 0.2), series):
+            heights = [counts.get(key, 0) for key in keys]
+            axes.bar([p + offset for p in positions], heights, width=0.4, label=label, color=color)
+        axes.set_xticks(list(positions), [f"{key:,}" for key in keys], fontsize=7, rotation=45)
+        axes.set_xlabel(xlabel, fontsize=8)
+        axes.set_ylabel(ylabel, fontsize=8)
+        axes.legend(fontsize=8)
+    axes.set_title(title, fontsize=10)
+    figure.tight_layout()
+    return figure
+
+
 def funnel_figure(funnel: Funnel) -> Figure:
     rows = funnel_rows(funnel)
     colors = {"total": "#4477aa", "skipped": "#bbbbbb", "dropped": "#ee6677"}
-    figure = _figure(height=0.28 * len(rows) + 1.0)
-    axes = figure.add_subplot()
-    positions = list(range(len(rows)))
-    axes.barh(positions, [count for _, _, count in rows], color=[colors[kind] for kind, _, _ in rows])
-    axes.set_yticks(
-        positions, [label if kind == "total" else f"{kind}: {label}" for kind, label, _ in rows], fontsize=8
-    )
-    axes.invert_yaxis()
-    for position, (_, _, count) in zip(positions, rows):
-        axes.text(count, position, f" {count:,}", va="center", fontsize=7)
-    axes.set_title("From records read to documents kept", fontsize=10)
-    figure.tight_layout()
-    return figure
+    labels = [label if kind == "total" else f"{kind}: {label}" for kind, label, _ in rows]
+    counts = [count for _, _, count in rows]
+    return _bars("From records read to documents kept", labels, counts, [colors[kind] for kind, _, _ in rows])
 
 
 def lengths_figure(funnel: Funnel) -> Figure:
-    figure = _figure()
-    axes = figure.add_subplot()
-    buckets = sorted(set(funnel.lengths_before_filters) | set(funnel.lengths_after_filters))
-    if not buckets:
-        axes.text(0.5, 0.5, "none (no source with filters)", ha="center", va="center", transform=axes.transAxes)
-        axes.set_axis_off()
-    else:
-        positions = range(len(buckets))
-        before = [funnel.lengths_before_filters.get(b, 0) for b in buckets]
-        after = [funnel.lengths_after_filters.get(b, 0) for b in buckets]
-        axes.bar([p - 0.2 for p in positions], before, width=0.4, label="before the filters", color="#bbbbbb")
-        axes.bar([p + 0.2 for p in positions], after, width=0.4, label="kept by the filters", color="#4477aa")
-        axes.set_xticks(list(positions), [f"{b:,}" for b in buckets], fontsize=7, rotation=45)
-        axes.set_xlabel("characters (at least)", fontsize=8)
-        axes.set_ylabel("documents", fontsize=8)
-        axes.legend(fontsize=8)
-    axes.set_title("Document lengths, before and after the filters (before deduplication)", fontsize=10)
-    figure.tight_layout()
-    return figure
+    return _paired_bars(
+        "Document lengths, before and after the filters (before deduplication)",
+        [
+            ("before the filters", funnel.lengths_before_filters, "#bbbbbb"),
+            ("kept by the filters", funnel.lengths_after_filters, "#4477aa"),
+        ],
+        "characters (at least)",
+        "documents",
+        "none (no source with filters)",
+    )
 
 
 def clusters_figure(collected: Collected) -> Figure:
-    figure = _figure()
-    axes = figure.add_subplot()
-    sizes = sorted(set(collected.cluster_sizes["near"]) | set(collected.cluster_sizes["exact"]))
-    if not sizes:
-        axes.text(0.5, 0.5, "no groups of copies", ha="center", va="center", transform=axes.transAxes)
-        axes.set_axis_off()
-    else:
-        positions = range(len(sizes))
-        for offset, kind, color in ((-0.2, "exact", "#bbbbbb"), (0.2, "near", "#4477aa")):
-            counts = [collected.cluster_sizes[kind].get(size, 0) for size in sizes]
-            label = "exact copies" if kind == "exact" else "MinHash near-duplicates"
-            axes.bar([p + offset for p in positions], counts, width=0.4, label=label, color=color)
-        axes.set_xticks(list(positions), [str(size) for size in sizes], fontsize=8)
-        axes.set_xlabel("documents in the group (the kept one included)", fontsize=8)
-        axes.set_ylabel("groups", fontsize=8)
-        axes.legend(fontsize=8)
-    axes.set_title("Groups of copies by size", fontsize=10)
-    figure.tight_layout()
-    return figure
-
-
-def _png(figure: Figure) -> bytes:
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", metadata={"Software": None})
-    return buffer.getvalue()
+    return _paired_bars(
+        "Groups of copies by size",
+        [
+            ("exact copies", collected.cluster_sizes["exact"], "#bbbbbb"),
+            ("MinHash near-duplicates", collected.cluster_sizes["near"], "#4477aa"),
+        ],
+        "documents in the group (the kept one included)",
+        "groups",
+        "no groups of copies",
+    )
 
 
 def _table(element_id: str, header: tuple[str, str], rows: list[tuple[str, int]]) -> str:
@@ -198,16 +179,8 @@ def _example(example: dict) -> str:
     )
 
 
-STYLE = """body{font:15px/1.45 system-ui,sans-serif;max-width:980px;margin:2em auto;padding:0 1em;color:#222}
-h1{font-size:1.5em}h2{font-size:1.15em;margin-top:2em;border-bottom:1px solid #ddd}
-table{border-collapse:collapse;margin:.5em 0}td,th{padding:2px 10px;border-bottom:1px solid #eee;text-align:left}
-td.n{text-align:right;font-variant-numeric:tabular-nums}tr.skipped td,tr.dropped td{color:#555}
-img{max-width:100%;display:block;margin:.5em 0}pre{white-space:pre-wrap;background:#f6f6f6;padding:.6em;font-size:13px}
-details{margin:.3em 0}summary{cursor:pointer}.note{color:#666}"""
-
-
 def render(output: str, funnel: Funnel, collected: Collected, sources: list[tuple[str, str]]) -> str:
-    figure = {name: f"{FIGURES_DIR}/{name}.png" for name in FIGURES}
+    figure = {name: pages.image(name, f"{FIGURES_DIR}/{name}.png") for name in FIGURES}
     funnel_body = "".join(
         f'<tr class="{kind}"><td>{html.escape(label if kind == "total" else f"{kind}: {label}")}</td>'
         f'<td class="n" data-kind="{kind}" data-reason="{html.escape(label)}" data-count="{count}">{count:,}</td></tr>'
@@ -226,29 +199,27 @@ def render(output: str, funnel: Funnel, collected: Collected, sources: list[tupl
     near_groups = sum(collected.cluster_sizes["near"].values())
     exact_groups = sum(collected.cluster_sizes["exact"].values())
     parts = [
-        '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">',
-        f"<title>Curation report: {html.escape(output)}</title><style>{STYLE}</style></head><body>",
         f"<h1>Curation report</h1><p><code>{html.escape(output)}</code>",
         f" · sources: {source_list}</p>" if source_list else "</p>",
         f"<p>{funnel.kept:,} documents kept of {funnel.records_in:,} ({funnel.records_read:,} records read from "
         f"{funnel.input_files:,} inputs; {len(funnel.errors)} input errors). Every number is that of "
         "<code>stats.json</code>.</p>",
         "<h2>Funnel</h2>",
-        f'<img id="figure-funnel" src="{figure["funnel"]}" alt="funnel">',
+        figure["funnel"],
         f'<table id="funnel"><tr><th>stage</th><th>count</th></tr>{funnel_body}</table>',
         f"<h3>Input errors</h3><ul>{errors}</ul>" if errors else "",
         "<h2>Languages of the kept documents</h2>",
-        f'<img id="figure-languages" src="{figure["languages"]}" alt="languages">',
+        figure["languages"],
         _table("languages", ("language", "documents"), collected.languages.most_common(TOP)),
         "<h2>Document lengths</h2>",
-        f'<img id="figure-lengths" src="{figure["lengths"]}" alt="lengths">',
+        figure["lengths"],
         '<p class="note">Characters per document when language ID and the filters start, and of those they kept; '
         "sources without filters (shards read for deduplication) are not counted.</p>",
         "<h2>Top domains of the kept documents</h2>",
-        f'<img id="figure-domains" src="{figure["domains"]}" alt="domains">',
+        figure["domains"],
         _table("domains", ("domain", "documents"), collected.domains.most_common(TOP)),
         "<h2>Groups of copies</h2>",
-        f'<img id="figure-clusters" src="{figure["clusters"]}" alt="clusters">',
+        figure["clusters"],
         f"<p>{exact_groups:,} groups of exact copies and {near_groups:,} MinHash clusters; every group is a row of "
         f"<code>{card.REPORT_SHARDS.format(fmt='…')}</code>.</p>",
         "<h2>Kept documents</h2>",
@@ -256,9 +227,8 @@ def render(output: str, funnel: Funnel, collected: Collected, sources: list[tupl
         "<h2>Dropped documents, by reason</h2>",
         '<p class="note">The documents with the smallest ids each reason dropped (the first characters).</p>',
         *dropped_examples,
-        "</body></html>",
     ]
-    return "".join(parts)
+    return pages.page(f"Curation report: {output}", parts)
 
 
 def write(output: str) -> str:
@@ -273,7 +243,7 @@ def write(output: str) -> str:
         "clusters": clusters_figure(collected),
     }
     for name, figure in figures.items():
-        sinks.write_bytes(sinks.join(output, f"{FIGURES_DIR}/{name}.png"), _png(figure))
+        sinks.write_bytes(sinks.join(output, f"{FIGURES_DIR}/{name}.png"), pages.png(figure))
     path = sinks.join(output, REPORT_FILE)
     sinks.write_bytes(path, render(output, funnel, collected, _sources(output)).encode("utf-8"))
     return path

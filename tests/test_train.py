@@ -146,7 +146,7 @@ def test_an_interrupted_and_resumed_run_equals_an_uninterrupted_one(train_data, 
     assert state["step"] == 8 and state["tokens"] == 8 * 256 and sum(state["data"]["cursors"].values()) == 64
     saved = config_module.load(str(parts / "config.toml"))
     assert saved.model.vocab_size == 640 and saved.training.steps == 8 and saved.model.dim == 32
-    assert (parts / "loss.png").stat().st_size > 1000
+    assert (parts / "report.html").exists() and (parts / "report" / "loss.png").stat().st_size > 1000
     assert os.path.exists(parts / "tokenizer" / "tokenizer.json")
 
 

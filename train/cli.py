@@ -92,6 +92,6 @@ def main(argv=None) -> int:
         print(
             f"trained {summary['step']} steps ({summary['tokens']:,} tokens){val}; checkpoint {summary['checkpoint']}"
         )
-        if summary["loss_plot"]:
-            print(f"loss curve: {summary['loss_plot']}")
+        if summary["report"]:
+            print(f"report: {summary['report']}  (curves, samples and the configuration; open it in a browser)")
     return 0

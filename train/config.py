@@ -75,6 +75,8 @@ class LoggingConfig:
     eval_batches: int = 20  # micro-batches per source per validation pass
     tensorboard: bool = True  # when the tensorboard package is installed
     peak_flops: float = 0.0  # per device, for MFU; 0: looked up from the accelerator's name
+    sample_tokens: int = 40  # a sample of this many tokens at each validation pass (single process); 0: none
+    sample_prompt: str = ""  # the sample's prompt (empty: the start of a document)
 
 
 @dataclass

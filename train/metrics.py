@@ -1,5 +1,5 @@
 """Where a run reports: a console line per interval, the same as JSON lines in RUN/metrics.jsonl, TensorBoard
-when installed, a progress bar with an ETA on a terminal, and a loss-curve PNG at the end."""
+when installed, and a progress bar with an ETA on a terminal (train.report draws the curves)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,6 @@ import torch
 log = logging.getLogger("train")
 
 METRICS_FILE = "metrics.jsonl"
-LOSS_PLOT = "loss.png"
 
 # Dense bf16 tensor-core peak per device, FLOP/s, from the vendors' data sheets; the first match of the device
 # name wins, so the more specific names come first.
@@ -106,6 +105,15 @@ class MetricsLog:
                 if key != "step" and isinstance(value, (int, float)):
                     self.tensorboard.add_scalar(key.replace(".", "/"), value, record["step"])
 
+    def line(self, text: str) -> None:
+        """A line for a person: above the progress bar on a terminal (never glued to it), else logged."""
+        if not self.enabled:
+            return
+        if self.bar is not None:
+            self.bar.write(text)
+        else:
+            log.info(text)
+
     def step_line(self, record: dict) -> None:
         if not self.enabled:
             return
@@ -115,10 +123,7 @@ class MetricsLog:
             f"step {record['step']:>6} | loss {record['loss']:.4f} | lr {record['lr']:.2e} | "
             f"grad norm {record['grad_norm']:.3f} | {record['tokens_per_second']:,.0f} tok/s{mfu}{memory}"
         )
-        if self.bar is not None:
-            self.bar.write(line)
-        else:
-            log.info(line)
+        self.line(line)
 
     def advance(self, steps: int = 1, loss: float | None = None) -> None:
         if not self.enabled:
@@ -136,36 +141,3 @@ class MetricsLog:
         if self.tensorboard is not None:
             self.tensorboard.close()
         self.file.close()
-
-
-def plot_losses(run_dir: str) -> str | None:
-    """RUN/loss.png from metrics.jsonl: training loss per logged step and validation loss per pass."""
-    path = os.path.join(run_dir, METRICS_FILE)
-    if not os.path.exists(path):
-        return None
-    train_points, val_points = [], []
-    for record in read_records(path):
-        if "loss" in record:
-            train_points.append((record["step"], record["loss"]))
-        if "val.loss" in record:
-            val_points.append((record["step"], record["val.loss"]))
-    if not train_points:
-        return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib import pyplot
-
-    figure, axes = pyplot.subplots(figsize=(7, 4), dpi=120)
-    axes.plot(*zip(*train_points), label="train", linewidth=1)
-    if val_points:
-        axes.plot(*zip(*val_points), "o-", label="validation", markersize=3)
-    axes.set_xlabel("step")
-    axes.set_ylabel("loss (nats/token)")
-    axes.grid(alpha=0.3)
-    axes.legend()
-    figure.tight_layout()
-    output = os.path.join(run_dir, LOSS_PLOT)
-    figure.savefig(output)
-    pyplot.close(figure)
-    return output

@@ -16,10 +16,12 @@ import torch
 import torch.nn.functional as F
 
 from model import Transformer
-from train import checkpoint, parallel
+from tokenizer.encoding import Encoder
+from train import checkpoint, parallel, report
 from train.config import Config, ConfigError, save as save_config
 from train.data import Corpus, validation_batches
-from train.metrics import MetricsLog, peak_flops, plot_losses
+from train.generate import generate
+from train.metrics import MetricsLog, peak_flops
 from train.optim import build_optimizer, lr_factor, set_lr
 
 log = logging.getLogger("train")
@@ -101,6 +103,26 @@ def evaluate(model, corpus: Corpus, config: Config, layout: parallel.Layout, amp
     parallel.reshard(model)
     model.train()
     return result
+
+
+class Sampler:
+    """A short sample at each validation pass, so that a run's progress can be read. One process only: a sharded
+    model would need every rank in each generation step."""
+
+    def __init__(self, config: Config):
+        self.encoder = Encoder(config.data.tokenizer)
+        self.prompt = config.logging.sample_prompt
+        self.prompt_ids = [self.encoder.end_of_text, *(self.encoder.encode([self.prompt])[0] if self.prompt else [])]
+        self.tokens = config.logging.sample_tokens
+        self.seed = config.training.seed
+
+    def __call__(self, model, step: int) -> str:
+        plain = getattr(model, "_orig_mod", model)  # not the compiled module: generation's shapes change per token
+        new = generate(
+            plain, self.prompt_ids, self.tokens, 0.8, 50, 0.95, seed=self.seed, stop_token=self.encoder.end_of_text
+        )
+        plain.train()
+        return self.prompt + self.encoder.decode(new)
 
 
 def _prepare_run_dir(config: Config, resume: str) -> str | None:
@@ -221,6 +243,7 @@ def _train(config: Config, resume: str, corpus: Corpus, layout: parallel.Layout)
     )
 
     metrics = MetricsLog(config.run.dir, t.steps, step, config.logging.tensorboard, enabled=layout.is_main)
+    sampler = Sampler(config) if config.logging.sample_tokens and layout.world_size == 1 else None
     last_checkpoint, last_eval, stopped_early = None, {}, False
     interval_start, interval_tokens = time.perf_counter(), 0
 
@@ -306,7 +329,11 @@ def _train(config: Config, resume: str, corpus: Corpus, layout: parallel.Layout)
                     if last_eval:
                         metrics.write({"step": step, **last_eval})
                         per_source = ", ".join(f"{k[4:]} {v:.4f}" for k, v in last_eval.items() if k != "val.loss")
-                        log.info("step %6d | validation loss %.4f (%s)", step, last_eval["val.loss"], per_source)
+                        metrics.line(f"step {step:>6} | validation loss {last_eval['val.loss']:.4f} ({per_source})")
+                    if sampler is not None:
+                        text = sampler(model, step)
+                        metrics.write({"step": step, "sample": text})
+                        metrics.line(f"step {step:>6} | sample {text!r}")
                     interval_start = time.perf_counter()  # validation is not training throughput
                 exit_now = step == config.checkpoint.exit_at_step or stop_requested
                 if step % config.checkpoint.interval == 0 or step == t.steps or exit_now:
@@ -322,12 +349,12 @@ def _train(config: Config, resume: str, corpus: Corpus, layout: parallel.Layout)
                     break
     finally:
         metrics.close()
-    plot = plot_losses(config.run.dir) if layout.is_main else None
+    report_path = report.write(config.run.dir) if layout.is_main else None
     return {
         "step": step,
         "tokens": tokens_seen,
         "checkpoint": last_checkpoint,
-        "loss_plot": plot,
+        "report": report_path,
         "stopped_early": stopped_early,
         "is_main": layout.is_main,
         **last_eval,
