@@ -15,6 +15,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import sys
+import threading
+import time
 from collections.abc import Sequence
 
 import apache_beam as beam
@@ -22,6 +25,8 @@ from apache_beam.metrics.metric import MetricsFilter
 
 from pipeline import card, logs, report, sinks, transforms
 from pipeline.recipe import RECIPE_FILE, Recipe, save
+from pipeline.remote import is_local, local_path
+from pipeline.sources import Source
 from pipeline.stats import Funnel
 
 log = logging.getLogger(__name__)
@@ -102,6 +107,54 @@ def beam_options(arguments: Sequence[str]):
     return options
 
 
+class UnitProgress:
+    """How far a run is, from the work folders: units committed (of the total, where every input of every source is
+    one unit), and the documents they read. `show()` draws it on a terminal while the pipeline runs."""
+
+    def __init__(self, read: ReadSources):
+        self.folders = [local_path(reader.store.work_dir) for reader in read.readers.values()]
+        one_unit_each = all(type(reader.source).plan is Source.plan for reader in read.readers.values())
+        self.total = sum(len(reader.inputs) for reader in read.readers.values()) if one_unit_each else None
+        self.seen: dict[str, int] = {}  # committed stats file → its documents
+
+    def poll(self) -> tuple[int, int]:
+        """(units committed, documents read by them)."""
+        for folder in self.folders:
+            if not os.path.isdir(folder):
+                continue
+            for name in os.listdir(folder):
+                path = os.path.join(folder, name)
+                if name.endswith(".stats.json") and path not in self.seen:
+                    self.seen[path] = sinks.read_json(path)["funnel"].get("records_in", 0)
+        return len(self.seen), sum(self.seen.values())
+
+    @contextlib.contextmanager
+    def show(self, interval: float = 1.0):
+        from tqdm import tqdm
+
+        started, stop = time.time(), threading.Event()
+        bar = tqdm(total=self.total, unit="unit", desc="curating", dynamic_ncols=True, leave=False)
+
+        def update():
+            units, documents = self.poll()
+            bar.n = units
+            bar.set_postfix_str(f"{documents:,} documents, {documents / max(time.time() - started, 1e-9):,.0f}/s")
+
+        def loop():
+            while not stop.wait(interval):
+                update()
+
+        thread = threading.Thread(target=loop, daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join()
+            update()
+            bar.close()
+
+
 @contextlib.contextmanager
 def _local_worker_logs(options):
     """While the DirectRunner starts its worker processes, tells them to log their warnings to stderr."""
@@ -119,6 +172,13 @@ def _local_worker_logs(options):
             del os.environ[logs.LOCAL_WORKERS]
         else:
             os.environ[logs.LOCAL_WORKERS] = previous
+
+
+def _progress(recipe: Recipe, curate: Curate):
+    """The progress display, for a person at a terminal watching a run that writes to local disk."""
+    if sys.stderr.isatty() and is_local(recipe.output.dir):
+        return UnitProgress(curate.read).show()
+    return contextlib.nullcontext()
 
 
 def _log_largest_groups(result) -> None:
@@ -145,7 +205,7 @@ def run(recipe: Recipe, beam_arguments: Sequence[str] = ()) -> Funnel:
         options = beam_options(beam_arguments)
         pipeline = beam.Pipeline(options=options)
         _ = pipeline | "Curate" >> curate
-        with _local_worker_logs(options):
+        with _local_worker_logs(options), _progress(recipe, curate):
             result = pipeline.run()
             result.wait_until_finish()
         query = result.metrics().query(

@@ -12,8 +12,8 @@ import pytest
 from tests.test_quiet_output import NOISE
 from train import demo
 
-# two curation workers: the local worker processes are where Beam's chatter would come from
-SMALL = ["--pages", "50", "--articles", "10", "--steps", "3", "--vocab-size", "384", "--workers", "2"]
+# one curation worker, in-process: test_quiet_output checks the output of a run on several worker processes
+SMALL = ["--pages", "50", "--articles", "10", "--steps", "3", "--vocab-size", "384", "--workers", "1"]
 
 
 @pytest.fixture(scope="module")

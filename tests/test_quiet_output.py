@@ -52,3 +52,21 @@ def test_a_run_whose_every_input_failed_exits_non_zero_with_one_line(tmp_path):
     assert_quiet(output)
     errors = [line for line in output.splitlines() if line.startswith("python -m pipeline: error:")]
     assert errors == ["python -m pipeline: error: every input failed (1 of 1); nothing was read"]
+
+
+def test_the_progress_display_counts_committed_units_and_their_documents(tmp_path, capsys):
+    from pipeline import curate, recipe as recipes
+
+    for name, seed in (("a", 1), ("b", 2)):
+        synthetic.write_sample_warc(str(tmp_path / f"{name}.warc.gz"), pages=20, seed=seed)
+    recipe = recipes.load(
+        None, [("output.dir", str(tmp_path / "out")), ("sources.commoncrawl.warcs", [str(tmp_path / "*.warc.gz")])]
+    )
+    progress = curate.UnitProgress(curate.ReadSources(recipe))
+    assert progress.total == 2 and progress.poll() == (0, 0)
+    funnel = curate.run(recipe, ["--direct_num_workers=1", "--direct_running_mode=in_memory"])
+    assert progress.poll() == (2, funnel.records_in) and funnel.records_in > 0
+    with progress.show(interval=0.01):
+        pass
+    err = capsys.readouterr().err
+    assert "2/2 [" in err and f"{funnel.records_in} documents" in err
