@@ -56,7 +56,8 @@ class ReadSources(beam.PTransform):
 
 class Curate(beam.PTransform):
     """A whole recipe from the pipeline's start: its sources, deduplication (unless switched off), shards, the
-    duplicates report, stats.json and the dataset card (README.md). `rounds`: the connected-components rounds built in."""
+    duplicates report, stats.json and the dataset card (README.md). `rounds`: the connected-components rounds
+    built in. The HTML report is drawn after the pipeline (`run`, or `python -m pipeline report`)."""
 
     def __init__(self, recipe: Recipe, rounds: int | None = None):
         super().__init__()
@@ -194,9 +195,8 @@ def _log_largest_groups(result) -> None:
 def run(recipe: Recipe, beam_arguments: Sequence[str] = ()) -> Funnel:
     """Checks the recipe, lists its inputs, writes `OUTPUT/recipe.toml` and runs it; when MinHash's connected
     components had not converged within the rounds built in (the graph is fixed before it runs), runs again
-    with twice the rounds (finished units are committed, so only the cheap stages repeat). Writes the report
-    (`OUTPUT/report.html`) last. Returns the run's
-    Funnel, as written to `OUTPUT/stats.json`."""
+    with twice the rounds (finished units are committed, so only the cheap stages repeat). Draws the report
+    (`OUTPUT/report.html`) last. Returns the run's Funnel, as written to `OUTPUT/stats.json`."""
     recipe.check()
     rounds = recipe.dedup.components_rounds
     curate = Curate(recipe, rounds)  # lists the inputs: a user's mistake stops the run before anything is written

@@ -224,8 +224,9 @@ BATCH_DOCUMENTS = 1_000  # documents held before they are written as a row group
 
 
 class UnitStore:
-    """Finished units under one work folder: `<key>-NNNNN.arrow` files of at most `max_file_bytes` of text
-    each (Arrow, not Parquet, so that a glob of the output's Parquet finds the kept documents only), then `<key>.stats.json` (the funnel and the files), whose appearance commits the unit."""
+    """Finished units under one work folder: `<key>-NNNNN.arrow` files of at most `max_file_bytes` of text each
+    (Arrow, not Parquet, so that a glob of the output's Parquet finds the kept documents only), then
+    `<key>.stats.json` (the funnel and the files), whose appearance commits the unit."""
 
     def __init__(self, work_dir: str, max_file_bytes: int = DEFAULT_FILE_BYTES):
         self.work_dir = work_dir

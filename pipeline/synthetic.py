@@ -286,9 +286,12 @@ def wiki_article(rng: random.Random, title: str, paragraphs: list[str]) -> str:
     )
 
 
+SAMPLE_FILE = "sample.json"  # the sample's files, for the steps that read them
+
+
 @dataclasses.dataclass
 class Sample:
-    """The demo's inputs, as `write_sample` wrote them."""
+    """The demo's inputs, as `write_sample` wrote them (and listed them in `sample.json`)."""
 
     warc: str
     dump: str
@@ -338,6 +341,9 @@ def write_sample(folder: str, pages: int = 300, articles: int = 40, seed: int = 
             language = heldout.choices(list(LANGUAGES), weights=list(LANGUAGES.values()))[0]
             text = "\n\n".join(article_paragraphs(heldout, language))
             out.write(json.dumps({"id": f"heldout-{number}", "text": text}, ensure_ascii=False) + "\n")
+    listing = {key: os.path.basename(value) if isinstance(value, str) else value for key, value in vars(sample).items()}
+    with open(os.path.join(folder, SAMPLE_FILE), "w", encoding="utf-8") as out:
+        json.dump(listing, out, indent=2)  # names within the folder: the same file wherever the folder is
     return sample
 
 

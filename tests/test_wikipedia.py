@@ -1,13 +1,12 @@
 """Wikipedia dumps without Beam: wikitext cleaning, sequential and per-stream (multistream) reading, bad
 input. Generated dumps always; the real dumps in ../shared/fixtures/wikipedia when present."""
 
-import bz2
 import collections
 import lzma
 
 import pytest
 
-from pipeline import wikitext
+from pipeline import synthetic, wikitext
 from pipeline.schema import ReadError, Skipped
 from pipeline.sources import wikipedia
 
@@ -40,25 +39,17 @@ def pages(count):
 
 
 def multistream(tmp_path, page_list, per_stream=3, corrupt_stream=None):
-    """A multistream dump and index written the way Wikimedia writes them."""
-    streams = [bz2.compress(HEADER.encode())]
-    groups = [page_list[i : i + per_stream] for i in range(0, len(page_list), per_stream)]
-    for group in groups:
-        streams.append(bz2.compress("".join(group).encode()))
-    streams.append(bz2.compress(b"</mediawiki>"))
+    """A multistream dump and index written the way Wikimedia writes them (pages titled `Article N`)."""
+    streams = synthetic.dump_streams(HEADER, page_list, per_stream)
     if corrupt_stream is not None:
         data = bytearray(streams[corrupt_stream])
         data[len(data) // 2] ^= 0xFF
         streams[corrupt_stream] = bytes(data)
-    offsets, position = [], 0
-    for stream in streams:
-        offsets.append(position)
-        position += len(stream)
     dump = tmp_path / "xxwiki-pages-articles-multistream.xml.bz2"
-    dump.write_bytes(b"".join(streams))
-    lines = [f"{offsets[1 + i // per_stream]}:{i + 1}:Article {i + 1}" for i in range(len(page_list))]
     index = tmp_path / "xxwiki-pages-articles-multistream-index.txt.bz2"
-    index.write_bytes(bz2.compress("\n".join(lines).encode()))
+    titles = [(number, f"Article {number}") for number in range(1, len(page_list) + 1)]
+    synthetic.write_dump(str(dump), str(index), streams, titles, per_stream)
+    offsets = [sum(len(stream) for stream in streams[:i]) for i in range(len(streams))]
     return str(dump), str(index), offsets
 
 

@@ -157,27 +157,22 @@ def run(args: argparse.Namespace) -> int:
         "sample", "pipeline", "synthetic-sample", "--output", sample,
         "--pages", str(args.pages), "--articles", str(args.articles), "--seed", str(args.seed),
     )  # fmt: skip
+    with open(os.path.join(sample, "sample.json"), encoding="utf-8") as handle:
+        files = {key: os.path.join(sample, name) for key, name in json.load(handle).items() if key != "republished"}
     curate_arguments = [
         "pipeline", "run", "--recipe", CURATE_RECIPE, "--output", curated,
-        "--sources.commoncrawl.warcs", json.dumps([os.path.join(sample, "sample.warc.gz")]),
-        "--sources.wikipedia.dumps", json.dumps([os.path.join(sample, "enwiki-sample-pages-articles-multistream.xml.bz2")]),
-        "--sources.wikipedia.indexes", json.dumps([os.path.join(sample, "enwiki-sample-pages-articles-multistream-index.txt.bz2")]),
+        "--sources.commoncrawl.warcs", json.dumps([files["warc"]]),
+        "--sources.wikipedia.dumps", json.dumps([files["dump"]]),
+        "--sources.wikipedia.indexes", json.dumps([files["index"]]),
     ]  # fmt: skip
     if args.workers:
         curate_arguments += [f"--direct_num_workers={args.workers}"]
     steps.run("curate", *curate_arguments)
     shards = os.path.join(curated, "part-*.parquet")
     steps.run(
-        "tokenizer",
-        "tokenizer",
-        "train",
-        "--input",
-        shards,
-        "--vocab-size",
-        str(args.vocab_size),
-        "--output",
-        tokenizer,
-    )
+        "tokenizer", "tokenizer", "train", "--input", shards, "--vocab-size", str(args.vocab_size),
+        "--output", tokenizer,
+    )  # fmt: skip
     steps.run(
         "bins", "tokenizer", "encode", "--tokenizer", tokenizer, "--input", shards, "--val-fraction", "0.05",
         "--output", bins,
@@ -196,7 +191,7 @@ def run(args: argparse.Namespace) -> int:
     )  # fmt: skip
     steps.run("export", "train.export", "--checkpoint", run, "--output", hf)
     steps.run(
-        "evaluate", "train.eval", "--checkpoint", hf, "--input", os.path.join(sample, "heldout.jsonl"),
+        "evaluate", "train.eval", "--checkpoint", hf, "--input", files["heldout"],
         "--output", os.path.join(output, "eval.json"),
     )  # fmt: skip
     summary = summarise(output, generated.strip())
