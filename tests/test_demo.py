@@ -13,7 +13,7 @@ from tests.test_quiet_output import NOISE
 from train import demo
 
 # one curation worker, in-process: test_quiet_output checks the output of a run on several worker processes
-SMALL = ["--pages", "50", "--articles", "10", "--steps", "3", "--vocab-size", "384", "--workers", "1"]
+SMALL = ["--pages", "50", "--articles", "10", "--steps", "2", "--vocab-size", "384", "--workers", "1"]
 
 
 @pytest.fixture(scope="module")
@@ -96,3 +96,10 @@ def test_a_failing_step_stops_the_demo_and_names_its_log(tmp_path, capsys):
     )
     assert "--vocab-size" in (tmp_path / "logs" / "03-tokenizer.log").read_text()
     assert not (tmp_path / "summary.json").exists()
+
+
+def test_a_run_without_a_validation_pass_has_no_final_validation_loss(tmp_path):
+    (tmp_path / "metrics.jsonl").write_text('{"step": 1, "loss": 5.0}\n')
+    assert demo.last_validation_loss(str(tmp_path)) is None
+    (tmp_path / "metrics.jsonl").write_text('{"step": 1, "val.loss": 4.0}\n{"step": 2, "val.loss": 3.5}\n')
+    assert demo.last_validation_loss(str(tmp_path)) == 3.5

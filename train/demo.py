@@ -77,10 +77,12 @@ class Steps:
         return result.stdout
 
 
-def last_validation_loss(run_dir: str) -> float:
+def last_validation_loss(run_dir: str) -> float | None:
+    """None when no validation pass ran (a validation split shorter than one sequence)."""
     with open(os.path.join(run_dir, "metrics.jsonl")) as lines:
         records = [json.loads(line) for line in lines if line.strip()]
-    return [record["val.loss"] for record in records if "val.loss" in record][-1]
+    losses = [record["val.loss"] for record in records if "val.loss" in record]
+    return losses[-1] if losses else None
 
 
 def summarise(output: str, sample_text: str) -> dict:
@@ -125,7 +127,10 @@ def print_summary(summary: dict) -> None:
         print(f"            {count:5d}  {reason}")
     tokens = summary["tokens"]
     print(f"tokens    {tokens['train']:,} train, {tokens['val']:,} validation")
-    print(f"trained   final validation loss {summary['final_val_loss']:.3f}")
+    if summary["final_val_loss"] is None:
+        print("trained   no validation pass: the validation split is shorter than one sequence")
+    else:
+        print(f"trained   final validation loss {summary['final_val_loss']:.3f}")
     print(
         f"held out  {summary['heldout_bits_per_byte']:.3f} bits per byte, loss {summary['heldout_loss']:.3f} "
         "(articles in neither source, on the export)"
