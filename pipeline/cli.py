@@ -26,7 +26,8 @@ MAX_ERRORS_SHOWN = 10
 PROGRAM = "python -m pipeline"
 
 RUN_EXAMPLE = """examples:
-  # the recipe `make demo` runs (the generated crawl), into a folder of its own, with two shards
+  # the recipe `make demo` runs (its generated crawl and Wikipedia dump), into a folder of its own, two shards
+  python -m pipeline synthetic-sample --output demo-output/sample --seed 1
   python -m pipeline run --recipe configs/curate-sample.toml --output out/sample --output.num_shards 2
   # the recipe a run wrote, again, into another folder: the same shards
   python -m pipeline run --recipe out/sample/recipe.toml --output out/sample-again

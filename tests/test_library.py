@@ -263,10 +263,15 @@ def test_run_help_lists_every_setting_with_its_default(capsys):
 
 
 def test_the_sample_recipe_of_the_help_and_the_demo_runs(tmp_path):
-    synthetic.write_sample_warc(str(tmp_path / "sample.warc.gz"), pages=20, seed=2)
+    sample = synthetic.write_sample(str(tmp_path / "sample"), pages=20, articles=4, seed=2)
     recipe = recipes.load(
         str(REPO / "configs" / "curate-sample.toml"),
-        [("output.dir", str(tmp_path / "out")), ("sources.commoncrawl.warcs", [str(tmp_path / "sample.warc.gz")])],
+        [
+            ("output.dir", str(tmp_path / "out")),
+            ("sources.commoncrawl.warcs", [sample.warc]),
+            ("sources.wikipedia.dumps", [sample.dump]),
+            ("sources.wikipedia.indexes", [sample.index]),
+        ],
     )
     stats = curate.run(recipe, ONE_WORKER)
     assert stats.kept > 0 and not stats.problems() and len(list((tmp_path / "out").glob("part-*"))) == 4
