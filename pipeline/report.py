@@ -20,18 +20,23 @@ from matplotlib.figure import Figure
 from pipeline import card, pages, sinks
 from pipeline.recipe import RECIPE_FILE
 from pipeline.remote import expand_glob
-from pipeline.stats import Funnel
+from pipeline.stats import Funnel, stage_of
 
 REPORT_FILE = "report.html"
 FIGURES_DIR = "report"
 FIGURES = ("funnel", "languages", "lengths", "domains", "clusters")
 TOP = 20
 KEPT_EXAMPLES = 3
+_NO_EXAMPLES = {  # why a reason has no examples: copies are in the duplicates report; others had no text yet
+    True: "removed as a copy: every group is in the duplicates report",
+    False: "no text to show: dropped while its record was read, or left empty by cleaning",
+}
 
 
-def _shards(output: str, pattern: str) -> list[str]:
+def _shards(output: str, pattern: str, suffixes: tuple[str, ...]) -> list[str]:
+    """Finished files only: a write's temporary file (`….tmp-…`, left by a crash) does not end in a suffix."""
     try:
-        return sorted(expand_glob(sinks.join(output, pattern)))
+        return sorted(path for path in expand_glob(sinks.join(output, pattern)) if path.endswith(suffixes))
     except (OSError, ValueError):
         return []
 
@@ -68,14 +73,14 @@ class Collected:
             "exact": collections.Counter(),
         }
         self.kept_examples: list[dict] = []
-        for path in _shards(output, "part-*"):
+        for path in _shards(output, "part-*", (".parquet", ".arrow")):
             table = sinks.read_columns(path, ["id", "url", "language"])
             self.languages.update(language or "(none)" for language in table.column("language").to_pylist())
             self.domains.update(_domain(url) for url in table.column("url").to_pylist())
             if len(self.kept_examples) < KEPT_EXAMPLES and table.num_rows:
                 rows = sinks.read_columns(path, ["id", "url", "text"]).slice(0, KEPT_EXAMPLES).to_pylist()
                 self.kept_examples += rows[: KEPT_EXAMPLES - len(self.kept_examples)]
-        for path in _shards(output, f"{card.REPORT_DIR}/part-*.report"):
+        for path in _shards(output, f"{card.REPORT_DIR}/part-*", (".report",)):
             table = sinks.read_columns(path, ["kind", "cluster_size"])
             for kind, size in zip(table.column("kind").to_pylist(), table.column("cluster_size").to_pylist()):
                 self.cluster_sizes.setdefault(kind, collections.Counter())[size] += 1
@@ -191,9 +196,13 @@ def render(output: str, funnel: Funnel, collected: Collected, sources: list[tupl
         for error in funnel.to_json()["errors"]
     )
     dropped_examples = []
-    for reason, _ in sorted(funnel.dropped.items(), key=lambda r: (-r[1], r[0])):
-        examples = funnel.examples.get(reason, [])
-        items = "".join(map(_example, examples)) or '<p class="note">(removed as a copy: see the duplicates report)</p>'
+    for kind, reason, _ in funnel_rows(funnel):
+        if kind != "dropped":
+            continue
+        items = (
+            "".join(map(_example, funnel.examples.get(reason, [])))
+            or f'<p class="note">{_NO_EXAMPLES[stage_of(reason) == "dedup"]}</p>'
+        )
         dropped_examples.append(f'<h3 id="dropped-{html.escape(reason)}">{html.escape(reason)}</h3>{items}')
     source_list = ", ".join(f"<code>{html.escape(name)}</code> ({html.escape(kind)})" for name, kind in sources)
     near_groups = sum(collected.cluster_sizes["near"].values())

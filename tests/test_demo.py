@@ -79,6 +79,15 @@ def test_the_same_seed_gives_the_same_run(runs):
     )
 
 
+def test_the_demo_runs_again_in_the_same_folder_with_the_same_result(runs):
+    first = runs[0]
+    summary = json.loads((first / "summary.json").read_text())
+    assert demo.main(["--output", str(first), *SMALL]) == 0
+    again = json.loads((first / "summary.json").read_text())
+    assert {k: v for k, v in again.items() if k != "seconds"} == {k: v for k, v in summary.items() if k != "seconds"}
+    assert len(list((first / "run" / "checkpoints").iterdir())) == 1  # trained afresh, not resumed
+
+
 def test_no_step_prints_third_party_noise(runs):
     logs = sorted((runs[0] / "logs").glob("*.log"))
     assert len(logs) == 8

@@ -112,6 +112,9 @@ def test_each_rule_shows_what_it_dropped(output):
         examples = stats["examples"][reason]
         assert examples and {example["id"] for example in examples} <= shown
     assert sum(stats["lengths"]["after_filters"].values()) <= sum(stats["lengths"]["before_filters"].values())
+    page = (output / report.REPORT_FILE).read_text()
+    section = page.split('id="dropped-near_duplicate"')[1].split("<h3")[0]
+    assert "every group is in the duplicates report" in section  # copies are not examples: the report has them
 
 
 def test_the_report_command_writes_it_again(output, capsys):

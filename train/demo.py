@@ -16,11 +16,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
 
 from pipeline.settings import report
+from train.metrics import METRICS_FILE, read_records
 
 PROGRAM = "python -m train.demo"
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -79,9 +81,9 @@ class Steps:
 
 def last_validation_loss(run_dir: str) -> float | None:
     """None when no validation pass ran (a validation split shorter than one sequence)."""
-    with open(os.path.join(run_dir, "metrics.jsonl")) as lines:
-        records = [json.loads(line) for line in lines if line.strip()]
-    losses = [record["val.loss"] for record in records if "val.loss" in record]
+    losses = [
+        record["val.loss"] for record in read_records(os.path.join(run_dir, METRICS_FILE)) if "val.loss" in record
+    ]
     return losses[-1] if losses else None
 
 
@@ -189,6 +191,7 @@ def run(args: argparse.Namespace) -> int:
     if args.steps:
         train_arguments += ["--training.steps", str(args.steps), "--checkpoint.interval", str(args.steps)]
         train_arguments += ["--logging.eval_interval", str(args.steps)]
+    shutil.rmtree(run, ignore_errors=True)  # a demo trains from scratch, also when run again in the same folder
     steps.run("train", *train_arguments)
     generated = steps.run(
         "generate", "train.generate", "--checkpoint", run, "--prompt", PROMPT, "--max-new-tokens", "60",

@@ -123,23 +123,32 @@ def main(argv=None) -> int:
     except checkpoint.CheckpointError as exc:
         report(PROGRAM, exc)
         return 2
-    prompt = [encoder.end_of_text] + (encoder.encode([args.prompt])[0] if args.prompt else [])
     try:
-        new = generate(
-            model,
-            prompt,
-            args.max_new_tokens,
-            args.temperature,
-            args.top_k,
-            args.top_p,
-            args.seed,
-            stop_token=encoder.end_of_text,
+        text = complete(
+            model, encoder, args.prompt, args.max_new_tokens, args.temperature, args.top_k, args.top_p, args.seed
         )
     except ValueError as exc:
         report(PROGRAM, exc)
         return 2
-    print(args.prompt + encoder.decode(new))
+    print(text)
     return 0
+
+
+def complete(
+    model: Transformer,
+    encoder: Encoder,
+    prompt: str,
+    max_new_tokens: int,
+    temperature: float = 0.8,
+    top_k: int = 50,
+    top_p: float = 0.95,
+    seed: int | None = None,
+) -> str:
+    """The prompt and its continuation, the prompt read as the start of a document (`<|endoftext|>` first, as in
+    the bins), stopping at the end of the document."""
+    ids = [encoder.end_of_text, *(encoder.encode([prompt])[0] if prompt else [])]
+    new = generate(model, ids, max_new_tokens, temperature, top_k, top_p, seed, stop_token=encoder.end_of_text)
+    return prompt + encoder.decode(new)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ from tokenizer.encoding import Encoder
 from train import checkpoint, parallel, report
 from train.config import Config, ConfigError, save as save_config
 from train.data import Corpus, validation_batches
-from train.generate import generate
+from train.generate import complete
 from train.metrics import MetricsLog, peak_flops
 from train.optim import build_optimizer, lr_factor, set_lr
 
@@ -112,17 +112,14 @@ class Sampler:
     def __init__(self, config: Config):
         self.encoder = Encoder(config.data.tokenizer)
         self.prompt = config.logging.sample_prompt
-        self.prompt_ids = [self.encoder.end_of_text, *(self.encoder.encode([self.prompt])[0] if self.prompt else [])]
         self.tokens = config.logging.sample_tokens
         self.seed = config.training.seed
 
-    def __call__(self, model, step: int) -> str:
+    def __call__(self, model) -> str:
         plain = getattr(model, "_orig_mod", model)  # not the compiled module: generation's shapes change per token
-        new = generate(
-            plain, self.prompt_ids, self.tokens, 0.8, 50, 0.95, seed=self.seed, stop_token=self.encoder.end_of_text
-        )
+        text = complete(plain, self.encoder, self.prompt, self.tokens, seed=self.seed)
         plain.train()
-        return self.prompt + self.encoder.decode(new)
+        return text
 
 
 def _prepare_run_dir(config: Config, resume: str) -> str | None:
@@ -331,7 +328,7 @@ def _train(config: Config, resume: str, corpus: Corpus, layout: parallel.Layout)
                         per_source = ", ".join(f"{k[4:]} {v:.4f}" for k, v in last_eval.items() if k != "val.loss")
                         metrics.line(f"step {step:>6} | validation loss {last_eval['val.loss']:.4f} ({per_source})")
                     if sampler is not None:
-                        text = sampler(model, step)
+                        text = sampler(model)
                         metrics.write({"step": step, "sample": text})
                         metrics.line(f"step {step:>6} | sample {text!r}")
                     interval_start = time.perf_counter()  # validation is not training throughput
