@@ -31,6 +31,7 @@ REPO = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from pipeline import synthetic  # noqa: E402
+from tests.trainruns import torchrun_command  # noqa: E402
 from tokenizer import (  # noqa: E402
     corpus,
     encode,
@@ -92,20 +93,7 @@ def run_layout(
     if processes == 1:
         command, threads = [sys.executable, "-m", "train", *arguments], "2"
     else:
-        command, threads = (
-            [
-                sys.executable,
-                "-m",
-                "torch.distributed.run",
-                "--standalone",
-                "--nproc_per_node",
-                str(processes),
-                "-m",
-                "train",
-                *arguments,
-            ],
-            "1",
-        )
+        command, threads = torchrun_command(processes, *arguments), "1"
     env = {**os.environ, "OMP_NUM_THREADS": threads, "PYTHONPATH": str(REPO)}
     job = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     metrics, samples = run_dir / "metrics.jsonl", {}  # step → CPU seconds of the job so far

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from tests.conftest import REPO
-from tests.trainruns import launcher_env, losses, records, run_args, torchrun, torchrun_command, weights
+from tests.trainruns import POISONED, launcher_env, losses, records, run_args, torchrun, torchrun_command, weights
 from train import checkpoint, cli, generate as generate_module
 
 STEPS = ["--training.steps", "8", "--checkpoint.interval", "2", "--checkpoint.keep", "10"]
@@ -303,12 +303,7 @@ def test_every_rank_takes_the_same_decision_on_a_non_finite_step(train_data, tmp
             run,
             "--training.steps",
             "6",
-            "--optim.lr",
-            "1e30",
-            "--schedule.warmup_steps",
-            "0",
-            "--training.grad_clip",
-            "0",
+            *POISONED,
             "--training.on_nonfinite",
             "skip",
             "--training.max_skipped_steps",

@@ -12,7 +12,7 @@ import torch
 
 from pipeline.settings import UsageError, parse_overrides
 from tests.conftest import REPO
-from tests.trainruns import ONE_PROCESS_SHARD, losses, run_args, weights
+from tests.trainruns import ONE_PROCESS_SHARD, POISONED, losses, run_args, weights
 from tokenizer.bins import BinReader
 from train import checkpoint, cli, config as config_module, generate as generate_module
 from train.data import MixtureLoader
@@ -249,18 +249,7 @@ def test_resume_auto_never_picks_a_corrupt_or_half_written_checkpoint(train_data
 
 def test_a_non_finite_loss_stops_the_run_naming_the_step(train_data, tmp_path, capsys):
     run = tmp_path / "nan"
-    poisoned = [
-        "--training.steps",
-        "6",
-        "--checkpoint.interval",
-        "1",
-        "--optim.lr",
-        "1e30",
-        "--schedule.warmup_steps",
-        "0",
-        "--training.grad_clip",
-        "0",
-    ]
+    poisoned = ["--training.steps", "6", "--checkpoint.interval", "1", *POISONED]
     assert cli.main(run_args(train_data, run, *poisoned)) == 3
     message = capsys.readouterr().err
     step = int(message.split("step ")[1].split(":")[0])

@@ -45,6 +45,9 @@ TINY_RUN = [
     "false",
 ]
 
+# A learning rate that makes the first steps' loss or gradient norm infinite, with nothing to soften it.
+POISONED = ["--optim.lr", "1e30", "--schedule.warmup_steps", "0", "--training.grad_clip", "0"]
+
 ONE_PROCESS_SHARD = "shard-00001-model-00001-of-00001.safetensors"  # what DCP names the file of the first writer
 
 
