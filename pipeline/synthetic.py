@@ -29,6 +29,8 @@ from xml.sax.saxutils import escape as xml_escape
 from warcio.statusandheaders import StatusAndHeaders
 from warcio.warcwriter import WARCWriter
 
+from pipeline.settings import UsageError
+
 LANGUAGES = {"en": 0.55, "de": 0.15, "fr": 0.15, "es": 0.15}
 TOPICS = ["Town life", "Science", "Travel", "History", "Food", "Nature", "Music", "Transport", "Schools"]
 NAV = ["Home", "News", "World", "Business", "Science", "Culture", "Sport", "Travel", "Contact"]
@@ -380,6 +382,8 @@ def _run_warc(args) -> int:
 
 
 def _run_sample(args) -> int:
+    if args.articles < 1 or args.pages < 1:
+        raise UsageError(f"--pages and --articles: at least 1 each (got {args.pages} and {args.articles})")
     sample = write_sample(args.output, args.pages, args.articles, args.seed)
     print(f"wrote {sample.warc}, {sample.dump} (and its index) and {sample.heldout}")
     print(f"the crawl republished {len(sample.republished)} of the {args.articles} Wikipedia articles")

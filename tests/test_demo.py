@@ -112,3 +112,11 @@ def test_a_run_without_a_validation_pass_has_no_final_validation_loss(tmp_path):
     assert demo.last_validation_loss(str(tmp_path)) is None
     (tmp_path / "metrics.jsonl").write_text('{"step": 1, "val.loss": 4.0}\n{"step": 2, "val.loss": 3.5}\n')
     assert demo.last_validation_loss(str(tmp_path)) == 3.5
+
+
+def test_a_sample_without_articles_or_pages_is_refused_with_one_line(tmp_path, capsys):
+    from pipeline import cli
+
+    assert cli.main(["synthetic-sample", "--output", str(tmp_path), "--articles", "0"]) == 2
+    assert capsys.readouterr().err.strip().endswith("--pages and --articles: at least 1 each (got 300 and 0)")
+    assert not list(tmp_path.iterdir())
