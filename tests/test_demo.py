@@ -97,14 +97,16 @@ def test_no_step_prints_third_party_noise(runs):
 
 
 def test_a_failing_step_stops_the_demo_and_names_its_log(tmp_path, capsys):
-    arguments = ["--output", str(tmp_path), "--pages", "20", "--articles", "3", "--vocab-size", "5", "--workers", "1"]
-    assert demo.main(arguments) == 1
+    # the first step refuses a sample without articles, so nothing after it runs
+    assert demo.main(["--output", str(tmp_path), "--articles", "0"]) == 1
     error = capsys.readouterr().err.strip().splitlines()[-1]
-    assert error == (
-        f"{demo.PROGRAM}: error: step tokenizer failed (exit 2); its output: {tmp_path / 'logs' / '03-tokenizer.log'}"
+    assert (
+        error
+        == f"{demo.PROGRAM}: error: step sample failed (exit 2); its output: {tmp_path / 'logs' / '01-sample.log'}"
     )
-    assert "--vocab-size" in (tmp_path / "logs" / "03-tokenizer.log").read_text()
-    assert not (tmp_path / "summary.json").exists()
+    log = (tmp_path / "logs" / "01-sample.log").read_text()
+    assert "--pages and --articles: at least 1 each (got 300 and 0)" in log
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["logs"]
 
 
 def test_a_run_without_a_validation_pass_has_no_final_validation_loss(tmp_path):
@@ -112,11 +114,3 @@ def test_a_run_without_a_validation_pass_has_no_final_validation_loss(tmp_path):
     assert demo.last_validation_loss(str(tmp_path)) is None
     (tmp_path / "metrics.jsonl").write_text('{"step": 1, "val.loss": 4.0}\n{"step": 2, "val.loss": 3.5}\n')
     assert demo.last_validation_loss(str(tmp_path)) == 3.5
-
-
-def test_a_sample_without_articles_or_pages_is_refused_with_one_line(tmp_path, capsys):
-    from pipeline import cli
-
-    assert cli.main(["synthetic-sample", "--output", str(tmp_path), "--articles", "0"]) == 2
-    assert capsys.readouterr().err.strip().endswith("--pages and --articles: at least 1 each (got 300 and 0)")
-    assert not list(tmp_path.iterdir())
