@@ -3,6 +3,7 @@ torchrun launcher for real multi-process jobs on gloo."""
 
 import json
 import os
+import socket
 import subprocess
 import sys
 
@@ -114,6 +115,46 @@ def torchrun_command(processes: int, *arguments: str, module: str = "train") -> 
 
 def launcher_env() -> dict:
     return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def ranks(processes: int, *arguments: str, timeout: float = 240) -> list[subprocess.CompletedProcess]:
+    """The ranks of a job started with torchrun's environment but without its agent, which ends the other ranks as
+    soon as one exits: each rank's own exit code and output."""
+    port = free_port()
+    started = [
+        subprocess.Popen(
+            [sys.executable, "-m", "train", *arguments],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=REPO,
+            env={
+                **launcher_env(),
+                "MASTER_ADDR": "127.0.0.1",
+                "MASTER_PORT": str(port),
+                "WORLD_SIZE": str(processes),
+                "LOCAL_WORLD_SIZE": str(processes),
+                "RANK": str(rank),
+                "LOCAL_RANK": str(rank),
+            },
+        )
+        for rank in range(processes)
+    ]
+    finished = []
+    try:
+        for process in started:
+            stdout, stderr = process.communicate(timeout=timeout)
+            finished.append(subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr))
+    finally:
+        for process in started:
+            process.kill()
+    return finished
 
 
 def torchrun(
