@@ -211,7 +211,13 @@ def add_commoncrawl_inputs(parser: argparse.ArgumentParser, required: bool = Tru
     inputs.add_argument(
         "--warc-paths", metavar="FILE_OR_URL", help="a paths listing like Common Crawl's (gzip or plain)"
     )
-    inputs.add_argument("--warcs", metavar="GLOB", help="WARC files on any Beam filesystem")
+    inputs.add_argument(
+        "--warcs",
+        action="extend",
+        nargs="+",
+        metavar="GLOB",
+        help="WARC files on any Beam filesystem; several globs or paths, repeatable",
+    )
     listing = parser.add_argument_group("Common Crawl listing and pages")
     listing.add_argument(
         "--cc-base-url",
@@ -289,11 +295,12 @@ def add_text_inputs(parser: argparse.ArgumentParser, flag: str, required: bool =
     group.add_argument(
         flag,
         dest="text_inputs",
-        action="append",
+        action="extend",
+        nargs="+",
         required=required,
         metavar="GLOB",
         help="plain text (.txt, one document per file), JSON lines (.jsonl, .json) or Parquet/Arrow "
-        "files; text and JSON lines may be .gz, .bz2, .xz or .zst; any Beam filesystem; repeatable",
+        "files; text and JSON lines may be .gz, .bz2, .xz or .zst; any Beam filesystem; several globs, repeatable",
     )
     group.add_argument(
         "--source-name",
@@ -390,7 +397,7 @@ def preset_recipe(args, overrides: list[tuple[str, object]]) -> recipes.Recipe:
             {
                 "crawl": args.crawl,
                 "warc_paths": args.warc_paths,
-                "warcs": [args.warcs] if args.warcs else None,
+                "warcs": args.warcs,
                 "cc_base_url": args.cc_base_url,
                 "max_warcs": args.max_warcs,
                 "warc_offset": args.warc_offset,

@@ -26,6 +26,7 @@ from apache_beam.metrics.metric import MetricsFilter
 from pipeline import card, logs, report, sinks, transforms
 from pipeline.recipe import RECIPE_FILE, Recipe, save
 from pipeline.remote import is_local, local_path
+from pipeline.settings import UsageError
 from pipeline.sources import Source
 from pipeline.stats import Funnel
 
@@ -93,6 +94,12 @@ def beam_options(arguments: Sequence[str]):
     Beam's newer default, downloads a binary), one worker process per core, quiet SDK workers."""
     from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions, WorkerOptions
 
+    stray = stray_arguments(arguments)
+    if stray:
+        raise UsageError(
+            f"arguments that follow no option: {' '.join(stray)} (Beam would drop them with a warning; "
+            "--warcs, --input and --text take several globs, other flags one value)"
+        )
     given = " ".join(arguments)
     options = PipelineOptions(list(arguments))
     if options.view_as(StandardOptions).runner is None:
@@ -106,6 +113,28 @@ def beam_options(arguments: Sequence[str]):
         # One worker gains nothing from a separate SDK process, which costs ~2 s to start.
         direct.direct_running_mode = "multi_processing" if direct.direct_num_workers > 1 else "in_memory"
     return options
+
+
+def stray_arguments(arguments: Sequence[str]) -> list[str]:
+    """The arguments that no pipeline option takes, which Beam drops with only a warning ("Discarding unparseable
+    args"): a second path after a flag that takes one, say. Options Beam does not know, with their values, are
+    left to the runner, as Beam leaves them."""
+    from apache_beam.options.pipeline_options import PipelineOptions, _BeamArgumentParser
+
+    parser = _BeamArgumentParser(allow_abbrev=False)
+    for options_class in {str(cls): cls for cls in PipelineOptions.__subclasses__()}.values():
+        options_class._add_argparse_args(parser)
+    _, unknown = parser.parse_known_args(list(arguments))
+    stray, index = [], 0
+    while index < len(unknown):
+        argument = unknown[index]
+        takes_next = (argument.startswith("--") and "=" not in argument and index + 1 < len(unknown)) and not unknown[
+            index + 1
+        ].startswith("-")
+        if not argument.startswith("-"):
+            stray.append(argument)
+        index += 2 if takes_next else 1
+    return stray
 
 
 class UnitProgress:
@@ -197,12 +226,12 @@ def run(recipe: Recipe, beam_arguments: Sequence[str] = ()) -> Funnel:
     components had not converged within the rounds built in (the graph is fixed before it runs), runs again
     with twice the rounds (finished units are committed, so only the cheap stages repeat). Draws the report
     (`OUTPUT/report.html`) last. Returns the run's Funnel, as written to `OUTPUT/stats.json`."""
+    options = beam_options(beam_arguments)
     recipe.check()
     rounds = recipe.dedup.components_rounds
     curate = Curate(recipe, rounds)  # lists the inputs: a user's mistake stops the run before anything is written
     save(recipe, sinks.join(recipe.output.dir, RECIPE_FILE))
     while True:
-        options = beam_options(beam_arguments)
         pipeline = beam.Pipeline(options=options)
         _ = pipeline | "Curate" >> curate
         with _local_worker_logs(options), _progress(recipe, curate):

@@ -191,6 +191,28 @@ def test_user_errors_are_one_line(tmp_path, capsys):
     assert "unknown filter" in capsys.readouterr().err
 
 
+def test_a_value_that_follows_no_option_stops_the_run_instead_of_being_dropped(tmp_path, capsys):
+    (tmp_path / "a.warc.gz").write_bytes(b"")
+    output = tmp_path / "out"
+    arguments = ["--output", str(output), "--runner", "DirectRunner", "--save_main_session", "b.warc.gz"]
+    assert cli.main(["commoncrawl", "--warcs", str(tmp_path / "a.warc.gz"), *arguments]) == 2
+    error = capsys.readouterr().err
+    assert "arguments that follow no option: b.warc.gz" in error and error.count("\n") == 1
+    assert not output.exists()  # stopped before anything was written
+
+
+def test_several_globs_after_one_flag_are_all_read(tmp_path):
+    # what the shell passes for an unquoted `--warcs data/*.warc.gz`
+    paths = [str(tmp_path / f"{name}.warc.gz") for name in "abc"]
+    for path in paths:
+        open(path, "wb").close()
+    args, extra = cli.build_parser().parse_known_args(
+        ["commoncrawl", "--warcs", *paths[:2], "--output", "o", "--runner", "DirectRunner", "--warcs", paths[2]]
+    )
+    assert extra == ["--runner", "DirectRunner"]
+    assert cli.preset_recipe(args, []).source("commoncrawl").inputs() == paths
+
+
 @pytest.mark.shared
 def test_real_warc_files_through_the_pipeline(shared_fixtures, tmp_path):
     output = tmp_path / "out"

@@ -278,8 +278,8 @@ def test_command_line_train_and_encode(tmp_path, capsys):
                 "encode",
                 "--tokenizer",
                 str(tmp_path / "tok"),
-                "--input",
-                pattern,
+                "--input",  # the files, as the shell expands an unquoted glob
+                *map(str, paths),
                 "--output",
                 str(tmp_path / "bins"),
                 "--workers",

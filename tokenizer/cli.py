@@ -44,11 +44,12 @@ def add_corpus_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("corpus")
     group.add_argument(
         "--input",
-        action="append",
+        action="extend",
+        nargs="+",
         required=True,
         metavar="GLOB",
         help="Parquet/Arrow shards, JSON lines or plain text (.gz, .bz2, .xz, .zst); local, http(s) or any Beam "
-        "filesystem; repeatable",
+        "filesystem; several globs, repeatable",
     )
     group.add_argument(
         "--text-column",

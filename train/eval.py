@@ -112,10 +112,11 @@ def main(argv=None) -> int:
     add_checkpoint_argument(parser, exports=True)
     parser.add_argument(
         "--input",
-        action="append",
+        action="extend",
+        nargs="+",
         required=True,
         metavar="GLOB",
-        help="Parquet/Arrow, JSON lines or plain text (.gz, .bz2, .xz, .zst); repeatable",
+        help="Parquet/Arrow, JSON lines or plain text (.gz, .bz2, .xz, .zst); several globs, repeatable",
     )
     parser.add_argument(
         "--text-column",
