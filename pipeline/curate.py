@@ -24,10 +24,10 @@ import apache_beam as beam
 from apache_beam.metrics.metric import MetricsFilter
 
 from pipeline import card, logs, report, sinks, transforms
+from pipeline.process import PLAN_SUFFIX
 from pipeline.recipe import RECIPE_FILE, Recipe, save
 from pipeline.remote import is_local, local_path
 from pipeline.settings import UsageError
-from pipeline.sources import Source
 from pipeline.stats import Funnel
 
 log = logging.getLogger(__name__)
@@ -138,14 +138,26 @@ def stray_arguments(arguments: Sequence[str]) -> list[str]:
 
 
 class UnitProgress:
-    """How far a run is, from the work folders: units committed (of the total, where every input of every source is
-    one unit), and the documents they read. `show()` draws it on a terminal while the pipeline runs."""
+    """How far a run is, from the work folders: units committed of the total, and the documents they read. An input
+    is one unit, except in sources that split their inputs (Wikipedia parts): their units are known once the
+    workers have planned every input (`input-*.plan.json`), and until then the total is None."""
 
     def __init__(self, read: ReadSources):
-        self.folders = [local_path(reader.store.work_dir) for reader in read.readers.values()]
-        one_unit_each = all(type(reader.source).plan is Source.plan for reader in read.readers.values())
-        self.total = sum(len(reader.inputs) for reader in read.readers.values()) if one_unit_each else None
+        readers = read.readers.values()
+        self.folders = [local_path(reader.store.work_dir) for reader in readers]
+        self.unsplit = sum(len(reader.inputs) for reader in readers if not reader.source.splits_inputs)
+        self.split_inputs = {
+            local_path(reader.store.work_dir): len(reader.inputs) for reader in readers if reader.source.splits_inputs
+        }
         self.seen: dict[str, int] = {}  # committed stats file → its documents
+        self.planned: dict[str, int] = {}  # plan file → its units
+
+    @property
+    def total(self) -> int | None:
+        plans = [os.path.dirname(path) for path in self.planned]
+        if any(plans.count(folder) < inputs for folder, inputs in self.split_inputs.items()):
+            return None
+        return self.unsplit + sum(self.planned.values())
 
     def poll(self) -> tuple[int, int]:
         """(units committed, documents read by them)."""
@@ -156,6 +168,8 @@ class UnitProgress:
                 path = os.path.join(folder, name)
                 if name.endswith(".stats.json") and path not in self.seen:
                     self.seen[path] = sinks.read_json(path)["funnel"].get("records_in", 0)
+                elif name.endswith(PLAN_SUFFIX) and path not in self.planned:
+                    self.planned[path] = sinks.read_json(path)["units"]
         return len(self.seen), sum(self.seen.values())
 
     @contextlib.contextmanager
@@ -167,6 +181,7 @@ class UnitProgress:
 
         def update():
             units, documents = self.poll()
+            bar.total = self.total
             bar.n = units
             bar.set_postfix_str(f"{documents:,} documents, {documents / max(time.time() - started, 1e-9):,.0f}/s")
 

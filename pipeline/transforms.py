@@ -47,24 +47,31 @@ class _PlanFn(beam.DoFn):
     """A source's input → its units; an input that cannot be planned (an unreadable index) becomes a Funnel
     error, and the run's other inputs go on."""
 
-    def __init__(self, source: Source):
+    def __init__(self, source: Source, store: UnitStore):
         self.source = source
+        self.store = store
 
     def setup(self):
         logs.to_stderr_in_local_workers()
 
     def process(self, source_input):
+        path = self.source.input_path(source_input)
         try:
             units = list(self.source.plan(source_input))
         except (OSError, ValueError, EOFError) as exc:
-            path = self.source.input_path(source_input)
             log.error("%s: cannot plan: %s", path, exc)
             funnel = Funnel(input_files=1)
             funnel.error(path, None, f"{type(exc).__name__}: {exc}")
             report_counters(funnel)
+            self._record(path, 0)
             yield beam.pvalue.TaggedOutput(STATS_TAG, funnel)
             return
+        self._record(path, len(units))
         yield from units
+
+    def _record(self, path: str, units: int) -> None:
+        if self.source.splits_inputs and self.source.commits:
+            self.store.record_plan(path, units)
 
 
 class _ProcessUnitFn(beam.DoFn):
@@ -113,7 +120,7 @@ class ReadSource(beam.PTransform):
         planned = (
             pbegin
             | "Inputs" >> beam.Create(self.inputs)
-            | "Plan" >> beam.ParDo(_PlanFn(self.source)).with_outputs(STATS_TAG, main="units")
+            | "Plan" >> beam.ParDo(_PlanFn(self.source, self.store)).with_outputs(STATS_TAG, main="units")
         )
         results = (
             planned.units

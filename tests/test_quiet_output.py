@@ -57,16 +57,19 @@ def test_a_run_whose_every_input_failed_exits_non_zero_with_one_line(tmp_path):
 def test_the_progress_display_counts_committed_units_and_their_documents(tmp_path, capsys):
     from pipeline import curate, recipe as recipes
 
-    for name, seed in (("a", 1), ("b", 2)):
-        synthetic.write_sample_warc(str(tmp_path / f"{name}.warc.gz"), pages=20, seed=seed)
-    recipe = recipes.load(
-        None, [("output.dir", str(tmp_path / "out")), ("sources.commoncrawl.warcs", [str(tmp_path / "*.warc.gz")])]
-    )
+    sample = synthetic.write_sample(str(tmp_path / "sample"), pages=20, articles=25)
+    synthetic.write_sample_warc(str(tmp_path / "b.warc.gz"), pages=20, seed=2)
+    warcs = ("sources.commoncrawl.warcs", [sample.warc, str(tmp_path / "b.warc.gz")])
+    output = ("output.dir", str(tmp_path / "out"))
+    assert curate.UnitProgress(curate.ReadSources(recipes.load(None, [output, warcs]))).total == 2  # a WARC a unit
+    wikipedia = [("sources.wikipedia.dumps", [sample.dump]), ("sources.wikipedia.indexes", [sample.index])]
+    recipe = recipes.load(None, [output, warcs, *wikipedia, ("sources.wikipedia.streams_per_part", 1)])
     progress = curate.UnitProgress(curate.ReadSources(recipe))
-    assert progress.total == 2 and progress.poll() == (0, 0)
+    assert progress.total is None and progress.poll() == (0, 0)  # the dump's parts are planned on a worker
     funnel = curate.run(recipe, ["--direct_num_workers=1", "--direct_running_mode=in_memory"])
-    assert progress.poll() == (2, funnel.records_in) and funnel.records_in > 0
+    # 2 WARCs, and the dump's 27 pages in streams of 10: 3 parts of one stream each
+    assert progress.poll() == (5, funnel.records_in) and progress.total == 5 and funnel.records_in > 0
     with progress.show(interval=0.01):
         pass
     err = capsys.readouterr().err
-    assert "2/2 [" in err and f"{funnel.records_in} documents" in err
+    assert "5/5 [" in err and f"{funnel.records_in} documents" in err

@@ -72,6 +72,11 @@ class Source:
     def plan(self, source_input) -> Iterable[Any]:
         return [source_input]
 
+    @property
+    def splits_inputs(self) -> bool:
+        """Whether an input may become several units, so that the driver cannot know how many units a run has."""
+        return type(self).plan is not Source.plan
+
     def input_path(self, source_input) -> str:
         """The file an input names, in stats errors when it cannot be planned."""
         return source_input if isinstance(source_input, str) else source_input[0]
