@@ -433,7 +433,7 @@ def preset_recipe(args, overrides: list[tuple[str, object]]) -> recipes.Recipe:
             },
         )
     if getattr(args, "input", None):
-        sources["shards"] = {"kind": "shards", "inputs": [args.input]}
+        sources["shards"] = {"kind": "shards", "inputs": args.input}
     if not sources:
         raise UsageError("curate needs at least one source: --crawl/--warc-paths/--warcs, --wiki/--dump or --text")
     if hasattr(args, "filters"):
@@ -567,7 +567,14 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=DEDUP_EXAMPLE + OVERRIDES_NOTE,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    dedup.add_argument("--input", required=True, metavar="GLOB", help="shards on any Beam filesystem")
+    dedup.add_argument(
+        "--input",
+        action="extend",
+        nargs="+",
+        required=True,
+        metavar="GLOB",
+        help="shards on any Beam filesystem; several globs, repeatable",
+    )
     add_output_arguments(dedup)
     add_dedup_arguments(dedup, switchable=False)
     dedup.set_defaults(run=run_preset)

@@ -191,8 +191,8 @@ def test_dedup_command_runs_again_until_components_converge(tmp_path, caplog):
     code = cli.main(
         [
             "dedup",
-            "--input",
-            str(tmp_path / "in" / "*.parquet"),
+            "--input",  # the shards, as the shell expands an unquoted glob
+            *sorted(map(str, (tmp_path / "in").glob("*.parquet"))),
             "--output",
             str(tmp_path / "out"),
             "--components-rounds",
