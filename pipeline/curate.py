@@ -24,7 +24,6 @@ import apache_beam as beam
 from apache_beam.metrics.metric import MetricsFilter
 
 from pipeline import card, logs, report, sinks, transforms
-from pipeline.process import PLAN_SUFFIX
 from pipeline.recipe import RECIPE_FILE, Recipe, save
 from pipeline.remote import is_local, local_path
 from pipeline.settings import UsageError
@@ -128,12 +127,12 @@ def stray_arguments(arguments: Sequence[str]) -> list[str]:
     stray, index = [], 0
     while index < len(unknown):
         argument = unknown[index]
-        takes_next = (argument.startswith("--") and "=" not in argument and index + 1 < len(unknown)) and not unknown[
-            index + 1
-        ].startswith("-")
+        value_follows = index + 1 < len(unknown) and not unknown[index + 1].startswith("-")
         if not argument.startswith("-"):
             stray.append(argument)
-        index += 2 if takes_next else 1
+        elif argument.startswith("--") and "=" not in argument and value_follows:
+            index += 1  # an option Beam does not know, and its value
+        index += 1
     return stray
 
 
@@ -146,18 +145,19 @@ class UnitProgress:
         readers = read.readers.values()
         self.folders = [local_path(reader.store.work_dir) for reader in readers]
         self.unsplit = sum(len(reader.inputs) for reader in readers if not reader.source.splits_inputs)
-        self.split_inputs = {
-            local_path(reader.store.work_dir): len(reader.inputs) for reader in readers if reader.source.splits_inputs
+        self.planned: dict[str, int | None] = {  # this run's plan files → their units, once written
+            local_path(reader.store.plan_path(reader.source.input_path(source_input))): None
+            for reader in readers
+            if reader.source.splits_inputs
+            for source_input in reader.inputs
         }
         self.seen: dict[str, int] = {}  # committed stats file → its documents
-        self.planned: dict[str, int] = {}  # plan file → its units
 
     @property
     def total(self) -> int | None:
-        plans = [os.path.dirname(path) for path in self.planned]
-        if any(plans.count(folder) < inputs for folder, inputs in self.split_inputs.items()):
+        if any(units is None for units in self.planned.values()):
             return None
-        return self.unsplit + sum(self.planned.values())
+        return self.unsplit + sum(units or 0 for units in self.planned.values())
 
     def poll(self) -> tuple[int, int]:
         """(units committed, documents read by them)."""
@@ -168,7 +168,7 @@ class UnitProgress:
                 path = os.path.join(folder, name)
                 if name.endswith(".stats.json") and path not in self.seen:
                     self.seen[path] = sinks.read_json(path)["funnel"].get("records_in", 0)
-                elif name.endswith(PLAN_SUFFIX) and path not in self.planned:
+                elif path in self.planned and self.planned[path] is None:
                     self.planned[path] = sinks.read_json(path)["units"]
         return len(self.seen), sum(self.seen.values())
 

@@ -219,7 +219,6 @@ def fingerprint(source: Source, langid_model: str | None, version: str) -> str:
     return hashlib.sha1(payload.encode()).hexdigest()[:12]
 
 
-PLAN_SUFFIX = ".plan.json"
 DEFAULT_FILE_BYTES = 256 * 2**20  # of text per committed file: a unit of any size becomes several files
 BATCH_DOCUMENTS = 1_000  # documents held before they are written as a row group
 
@@ -236,11 +235,13 @@ class UnitStore:
     def _stats_path(self, key: str) -> str:
         return sinks.join(self.work_dir, f"{key}.stats.json")
 
-    def record_plan(self, input_path: str, units: int) -> None:
-        """How many units an input became (`input-<hash>.plan.json`), for the progress display of a source that
-        splits its inputs."""
+    def plan_path(self, input_path: str) -> str:
         name = hashlib.sha1(input_path.encode()).hexdigest()[:16]
-        sinks.write_json(sinks.join(self.work_dir, f"input-{name}{PLAN_SUFFIX}"), {"input": input_path, "units": units})
+        return sinks.join(self.work_dir, f"input-{name}.plan.json")
+
+    def record_plan(self, input_path: str, units: int) -> None:
+        """How many units an input became, for the progress display of a source that splits its inputs."""
+        sinks.write_json(self.plan_path(input_path), {"input": input_path, "units": units})
 
     def committed(self, key: str) -> tuple[Funnel, list[str]] | None:
         path = self._stats_path(key)
