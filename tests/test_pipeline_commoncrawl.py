@@ -10,6 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipeline import cli, synthetic
+from pipeline.curate import stray_arguments
 from pipeline.stats import Funnel
 from tests.conftest import REPO
 
@@ -199,8 +200,6 @@ def test_a_value_that_follows_no_option_stops_the_run_instead_of_being_dropped(t
     error = capsys.readouterr().err
     assert "arguments that follow no option: b.warc.gz" in error and error.count("\n") == 1
     assert not output.exists()  # stopped before anything was written
-    from pipeline.curate import stray_arguments
-
     # an option Beam does not know keeps its value (a runner may take it), as Beam keeps it
     given = ["--direct_num_workers", "2", "--a_runner_option", "value", "--flag=1", "stray", "--streaming", "x"]
     assert stray_arguments(given) == ["stray", "x"]
