@@ -70,7 +70,7 @@ class _PlanFn(beam.DoFn):
         yield from units
 
     def _record(self, path: str, units: int) -> None:
-        if self.source.splits_inputs and self.source.commits:
+        if self.source.splits_inputs:  # the progress display knows the units of the other sources' inputs
             self.store.record_plan(path, units)
 
 

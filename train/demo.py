@@ -22,6 +22,7 @@ import sys
 import time
 
 from pipeline.settings import report
+from pipeline.synthetic import SAMPLE_FILE
 from train.metrics import METRICS_FILE, read_records
 
 PROGRAM = "python -m train.demo"
@@ -164,7 +165,7 @@ def run(args: argparse.Namespace) -> int:
         "sample", "pipeline", "synthetic-sample", "--output", sample,
         "--pages", str(args.pages), "--articles", str(args.articles), "--seed", str(args.seed),
     )  # fmt: skip
-    with open(os.path.join(sample, "sample.json"), encoding="utf-8") as handle:
+    with open(os.path.join(sample, SAMPLE_FILE), encoding="utf-8") as handle:
         files = {key: os.path.join(sample, name) for key, name in json.load(handle).items() if key != "republished"}
     curate_arguments = [
         "pipeline", "run", "--recipe", CURATE_RECIPE, "--output", curated,

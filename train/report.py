@@ -95,7 +95,10 @@ def write(run_dir: str) -> str:
         with open(os.path.join(run_dir, FIGURES_DIR, f"{name}.png"), "wb") as handle:
             handle.write(pages.png(draw(records, title, keys, ylabel)))
     config_path = os.path.join(run_dir, "config.toml")
-    config_text = open(config_path, encoding="utf-8").read() if os.path.exists(config_path) else "(no config.toml)"
+    config_text = "(no config.toml)"
+    if os.path.exists(config_path):
+        with open(config_path, encoding="utf-8") as handle:
+            config_text = handle.read()
     path = os.path.join(run_dir, REPORT_FILE)
     with open(path, "w", encoding="utf-8") as handle:
         handle.write(render(run_dir, records, config_text))
