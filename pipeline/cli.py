@@ -142,6 +142,7 @@ def add_process_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--keep-measures",
         action="store_true",
+        default=None,
         help="store what each filter measured in the `measures` column (to tune thresholds)",
     )
     group.add_argument(
@@ -170,8 +171,8 @@ def add_dedup_arguments(parser: argparse.ArgumentParser, switchable: bool = True
     d = recipes.DedupSettings
     group = parser.add_argument_group("deduplication: exact, then MinHash near-duplicates")
     if switchable:
-        group.add_argument("--no-dedup", action="store_true", help="skip both deduplication stages")
-    group.add_argument("--no-minhash", action="store_true", help="exact deduplication only")
+        group.add_argument("--no-dedup", action="store_true", default=None, help="skip both deduplication stages")
+    group.add_argument("--no-minhash", action="store_true", default=None, help="exact deduplication only")
     group.add_argument(
         "--threshold",
         type=float,
@@ -184,6 +185,7 @@ def add_dedup_arguments(parser: argparse.ArgumentParser, switchable: bool = True
     group.add_argument(
         "--verify",
         action="store_true",
+        default=None,
         help="join a bucket's documents only when their estimated similarity reaches --threshold",
     )
     group.add_argument(
@@ -281,7 +283,9 @@ def add_wikipedia_inputs(parser: argparse.ArgumentParser, required: bool = True)
     wiki.add_argument(
         "--namespaces", type=_namespaces, metavar="0,…", help="page namespaces to keep (default: 0, articles)"
     )
-    wiki.add_argument("--keep-tables", action="store_true", help="keep the text of wikitext tables (default: removed)")
+    wiki.add_argument(
+        "--keep-tables", action="store_true", default=None, help="keep the text of wikitext tables (default: removed)"
+    )
     wiki.add_argument(
         "--streams-per-part",
         type=int,
@@ -309,9 +313,14 @@ def add_text_inputs(parser: argparse.ArgumentParser, flag: str, required: bool =
         help="the documents' source (and id prefix), e.g. books (default: %(default)s)",
     )
     group.add_argument("--text-field", help="JSON field or column holding the text (default: text)")
-    group.add_argument("--lines", action="store_true", help="plain text: one document per line instead of per file")
     group.add_argument(
-        "--strip-gutenberg", action="store_true", help="remove Project Gutenberg's licence header and footer"
+        "--lines", action="store_true", default=None, help="plain text: one document per line instead of per file"
+    )
+    group.add_argument(
+        "--strip-gutenberg",
+        action="store_true",
+        default=None,
+        help="remove Project Gutenberg's licence header and footer",
     )
     group.add_argument(
         "--language",
@@ -321,8 +330,9 @@ def add_text_inputs(parser: argparse.ArgumentParser, flag: str, required: bool =
 
 
 def _given(table: dict, values: dict) -> dict:
-    """`table` with the values a user gave (None and False: not given, the recipe's default stands)."""
-    table.update({key: value for key, value in values.items() if value is not None and value is not False})
+    """`table` with the values a user gave. None means "not given" (the recipe's default stands), so every flag
+    defaults to None, switches included (`--no-dedup` gives False, which must reach the recipe)."""
+    table.update({key: value for key, value in values.items() if value is not None})
     return table
 
 
@@ -453,7 +463,7 @@ def preset_recipe(args, overrides: list[tuple[str, object]]) -> recipes.Recipe:
         "dedup": _given(
             {},
             {
-                "enabled": False if getattr(args, "no_dedup", False) else None,
+                "enabled": False if getattr(args, "no_dedup", None) else None,
                 "minhash": False if args.no_minhash else None,
                 "threshold": args.threshold,
                 "num_perm": args.num_perm,
@@ -487,7 +497,7 @@ def add_source_command(subparsers, name: str, help_text: str, description: str, 
     add_process_arguments(parser)
     add_output_arguments(parser)
     add_dedup_arguments(parser)
-    parser.set_defaults(run=run_preset)
+    parser.set_defaults(run=run_preset, parser=parser)
 
 
 OVERRIDES_NOTE = """
@@ -515,7 +525,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--recipe", required=True, metavar="FILE", help="a recipe TOML (or the recipe.toml of a run)")
     run.add_argument("--output", metavar="DIR", help="where to write (same as --output.dir)")
-    run.set_defaults(run=run_recipe)
+    run.set_defaults(run=run_recipe, parser=run)
 
     add_source_command(
         subparsers,
@@ -577,7 +587,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_output_arguments(dedup)
     add_dedup_arguments(dedup, switchable=False)
-    dedup.set_defaults(run=run_preset)
+    dedup.set_defaults(run=run_preset, parser=dedup)
 
     report = subparsers.add_parser(
         "report",
@@ -612,25 +622,31 @@ def run_recipe(args, extra: list[str]) -> int:
     pairs = parse_overrides(overrides, "--sources.NAME.field VALUE")
     if args.output:
         pairs.append(("output.dir", args.output))
-    return execute(recipes.load(args.recipe, pairs), beam_arguments)
+    return execute(recipes.load(args.recipe, pairs), beam_arguments, args)
 
 
 def run_preset(args, extra: list[str]) -> int:
     overrides, beam_arguments = split_overrides(extra)
-    return execute(preset_recipe(args, parse_overrides(overrides, "--sources.NAME.field VALUE")), beam_arguments)
+    recipe = preset_recipe(args, parse_overrides(overrides, "--sources.NAME.field VALUE"))
+    return execute(recipe, beam_arguments, args)
 
 
-def execute(recipe: recipes.Recipe, beam_arguments: list[str]) -> int:
+def _options_of(parser: argparse.ArgumentParser) -> list[str]:
+    return [option for action in parser._actions for option in action.option_strings if option.startswith("--")]
+
+
+def execute(recipe: recipes.Recipe, beam_arguments: list[str], args) -> int:
     from pipeline import curate
 
     started = time.time()
-    funnel = curate.run(recipe, beam_arguments)
-    return summarise(recipe.output.dir, funnel, time.time() - started)
+    funnel = curate.run(recipe, beam_arguments, _options_of(args.parser))
+    return summarise(recipe.output.dir, funnel, time.time() - started, recipe.errors)
 
 
-def summarise(output: str, funnel, seconds: float) -> int:
+def summarise(output: str, funnel, seconds: float, errors: recipes.ErrorSettings | None = None) -> int:
     from pipeline import sinks
 
+    errors = errors or recipes.ErrorSettings()
     print(f"shards:  {output}/part-*")
     if sinks.exists(sinks.join(output, "duplicates")):
         print(f"copies:  {output}/duplicates/part-*.report  (every group of copies: kept id, removed ids)")
@@ -643,6 +659,8 @@ def summarise(output: str, funnel, seconds: float) -> int:
     )
     for reason, count in sorted(funnel.dropped.items(), key=lambda kv: -kv[1]):
         print(f"  dropped {count:6d}  {reason}")
+    if funnel.renamed_ids:
+        print(f"  renamed {funnel.renamed_ids:6d}  documents whose id another document had (stats.json: renamed_ids)")
     failed = sorted({error["file"] for error in funnel.errors})
     for error in funnel.to_json()["errors"][:MAX_ERRORS_SHOWN]:
         where = "" if error["offset"] is None else f" @ {error['offset']}"
@@ -654,6 +672,17 @@ def summarise(output: str, funnel, seconds: float) -> int:
         report_error(PROGRAM, f"stats do not add up: {problem}")
     if failed and funnel.records_read == 0 and len(failed) >= funnel.input_files:
         report_error(PROGRAM, f"every input failed ({len(failed)} of {funnel.input_files}); nothing was read")
+        return 1
+    noisy = funnel.noisy_units(errors.max_share)
+    for unit in noisy[:MAX_ERRORS_SHOWN]:
+        report_error(
+            PROGRAM,
+            f"{unit['file']} ({unit['unit']}): a step failed on {unit['errors']} of its {unit['documents']} documents "
+            f"(more than errors.max_share = {errors.max_share}); the error.* drop reasons in stats.json and the "
+            "report show which step and why",
+        )
+    if noisy and errors.fail:
+        report_error(PROGRAM, f"{len(noisy)} unit(s) over errors.max_share, and errors.fail is true")
         return 1
     return 1 if problems else 0
 

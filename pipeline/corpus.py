@@ -33,7 +33,7 @@ import pyarrow.parquet as pq
 import zstandard
 
 from pipeline.remote import expand_glob, file_size, open_input
-from pipeline.schema import ReadError, Skipped, as_utc_datetime
+from pipeline.schema import ReadError, Skipped, as_utc_datetime, valid_text
 
 DEFAULT_TEXT_FIELD = "text"
 JSON_SUFFIXES = (".jsonl", ".ndjson", ".json")
@@ -113,10 +113,10 @@ def _record(fields: dict, key: str, text_field: str, id_field: str, source_bytes
     except ValueError:
         date = None
     return TextRecord(
-        key=str(own_id) if own_id not in (None, "") else key,
-        text=normalise_newlines(text),
-        title=title if isinstance(title, str) else None,
-        url=url if isinstance(url, str) else None,
+        key=valid_text(str(own_id)) if own_id not in (None, "") else key,
+        text=valid_text(normalise_newlines(text)),
+        title=valid_text(title) if isinstance(title, str) else None,
+        url=valid_text(url) if isinstance(url, str) else None,
         date=date,
         source_bytes=source_bytes,
     )
@@ -154,7 +154,7 @@ def _text_lines(raw, stream, name: str) -> Iterator[TextRecord]:
     for number, line in enumerate(io.TextIOWrapper(stream, encoding="utf-8-sig", errors="strict", newline=None), 1):
         line = line.rstrip("\n")
         if line.strip():
-            yield TextRecord(f"{name}/{number}", line, source_bytes=consumed())
+            yield TextRecord(f"{name}/{number}", valid_text(line), source_bytes=consumed())
 
 
 def _json_lines(raw, stream, name: str, text_field: str, id_field: str) -> Iterator[TextRecord | Skipped]:

@@ -13,6 +13,7 @@ and `dedup` all end here, and so can a notebook or a Dataflow template.
 from __future__ import annotations
 
 import contextlib
+import difflib
 import logging
 import os
 import sys
@@ -68,37 +69,43 @@ class Curate(beam.PTransform):
     def expand(self, pbegin):
         recipe, out = self.recipe, self.recipe.output
         docs, read_stats = pbegin | "Sources" >> self.read
-        funnels = [read_stats]
+        docs, id_stats = docs | "UniqueIds" >> transforms.UniqueIds()
+        funnels = [read_stats, id_stats]
+        report_dir = sinks.join(out.dir, card.REPORT_DIR)
         if recipe.dedup.enabled:
             docs, dedup_stats, report = docs | "Dedup" >> transforms.Deduplicate(
                 recipe.minhash_config(), tuple(recipe.dedup.prefer), self.rounds
             )
             funnels.append(dedup_stats)
-            _ = report | "Report" >> transforms.WriteShards(
-                sinks.join(out.dir, card.REPORT_DIR), out.num_shards, out.format, transforms.REPORT, recipe.shard_bytes
+            report_names = (
+                report
+                | "Report"
+                >> transforms.WriteShards(report_dir, out.num_shards, out.format, transforms.REPORT, recipe.shard_bytes)
+                | "ReportNames" >> beam.Keys()
             )
-        funnels.append(
-            docs | "Write" >> transforms.WriteDocuments(out.dir, out.num_shards, out.format, recipe.shard_bytes)
+        else:  # no report: an earlier run's goes
+            report_names = pbegin | "NoReport" >> beam.Create([])
+        kept, names = docs | "Write" >> transforms.WriteDocuments(
+            out.dir, out.num_shards, out.format, recipe.shard_bytes
         )
+        funnels.append(kept)
         return (
             funnels
             | "AllStats" >> beam.Flatten()
             | "Stats" >> transforms.WriteStats(sinks.join(out.dir, "stats.json"))
+            | "Publish" >> transforms.PublishShards(out.dir, names, report_dir, report_names)
             | "Card" >> beam.Map(card.write_card, recipe)
         )
 
 
-def beam_options(arguments: Sequence[str]):
+def beam_options(arguments: Sequence[str], ours: Sequence[str] = ()):
     """Beam's pipeline options from command-line style arguments, with local defaults: the DirectRunner (Prism,
-    Beam's newer default, downloads a binary), one worker process per core, quiet SDK workers."""
+    Beam's newer default, downloads a binary), one worker process per core, quiet SDK workers. Every argument must
+    be a Beam option (runners' included): anything else is a UsageError naming it and the closest option among
+    Beam's and `ours` (the command's own flags), since Beam would drop it with only a warning."""
     from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions, WorkerOptions
 
-    stray = stray_arguments(arguments)
-    if stray:
-        raise UsageError(
-            f"arguments that follow no option: {' '.join(stray)} (Beam would drop them with a warning; "
-            "--warcs, --input and --text take several globs, other flags one value)"
-        )
+    check_beam_arguments(arguments, ours)
     given = " ".join(arguments)
     options = PipelineOptions(list(arguments))
     if options.view_as(StandardOptions).runner is None:
@@ -114,26 +121,47 @@ def beam_options(arguments: Sequence[str]):
     return options
 
 
-def stray_arguments(arguments: Sequence[str]) -> list[str]:
-    """The arguments that no pipeline option takes, which Beam drops with only a warning ("Discarding unparseable
-    args"): a second path after a flag that takes one, say. Options Beam does not know, with their values, are
-    left to the runner, as Beam leaves them."""
+def _beam_parser():
+    """Beam's own parser of pipeline options, with the options of every `PipelineOptions` subclass imported so far
+    (runners' included), as `PipelineOptions.get_all_options` builds it."""
     from apache_beam.options.pipeline_options import PipelineOptions, _BeamArgumentParser
 
+    classes, pending = {}, list(PipelineOptions.__subclasses__())
+    while pending:
+        options_class = pending.pop()
+        if str(options_class) not in classes:
+            classes[str(options_class)] = options_class
+            pending.extend(options_class.__subclasses__())
     parser = _BeamArgumentParser(allow_abbrev=False)
-    for options_class in {str(cls): cls for cls in PipelineOptions.__subclasses__()}.values():
+    for options_class in classes.values():
         options_class._add_argparse_args(parser)
+    return parser
+
+
+def check_beam_arguments(arguments: Sequence[str], ours: Sequence[str] = ()) -> None:
+    """Raises UsageError for an argument Beam would drop with only a warning ("Discarding unparseable args"): an
+    option no pipeline option class defines (a misspelt flag: `--ouput`, `--no-minhsh`), with the closest known
+    option, or a value that follows no option (a second path after a flag that takes one)."""
+    parser = _beam_parser()
     _, unknown = parser.parse_known_args(list(arguments))
-    stray, index = [], 0
+    known = [*ours, *(option for action in parser._actions for option in action.option_strings)]
+    problems, index = [], 0
     while index < len(unknown):
         argument = unknown[index]
-        value_follows = index + 1 < len(unknown) and not unknown[index + 1].startswith("-")
-        if not argument.startswith("-"):
-            stray.append(argument)
-        elif argument.startswith("--") and "=" not in argument and value_follows:
-            index += 1  # an option Beam does not know, and its value
+        if argument.startswith("-"):
+            name = argument.split("=", 1)[0]
+            close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+            problems.append(f"unknown option {name}" + (f" (did you mean {close[0]}?)" if close else ""))
+            if "=" not in argument and index + 1 < len(unknown) and not unknown[index + 1].startswith("-"):
+                index += 1  # its value goes with it
+        else:
+            problems.append(
+                f"argument that follows no option: {argument} (--warcs, --input and --text take several globs, "
+                "other flags one value)"
+            )
         index += 1
-    return stray
+    if problems:
+        raise UsageError("; ".join(problems) + " (Beam would drop it with a warning and run without it)")
 
 
 class UnitProgress:
@@ -236,12 +264,13 @@ def _log_largest_groups(result) -> None:
                 log.info("largest %s: %d documents (%d of them)", what, value.max, value.count)
 
 
-def run(recipe: Recipe, beam_arguments: Sequence[str] = ()) -> Funnel:
+def run(recipe: Recipe, beam_arguments: Sequence[str] = (), ours: Sequence[str] = ()) -> Funnel:
     """Checks the recipe, lists its inputs, writes `OUTPUT/recipe.toml` and runs it; when MinHash's connected
     components had not converged within the rounds built in (the graph is fixed before it runs), runs again
     with twice the rounds (finished units are committed, so only the cheap stages repeat). Draws the report
-    (`OUTPUT/report.html`) last. Returns the run's Funnel, as written to `OUTPUT/stats.json`."""
-    options = beam_options(beam_arguments)
+    (`OUTPUT/report.html`) last. Returns the run's Funnel, as written to `OUTPUT/stats.json`. `ours`: the options
+    of the command that gave `beam_arguments`, suggested when one of them is misspelt."""
+    options = beam_options(beam_arguments, ours)
     recipe.check()
     rounds = recipe.dedup.components_rounds
     curate = Curate(recipe, rounds)  # lists the inputs: a user's mistake stops the run before anything is written

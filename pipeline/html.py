@@ -89,13 +89,22 @@ def _bounded_inflate(body: bytes, wbits: int, max_bytes: int) -> bytes:
     return output
 
 
+# Codecs Python knows that are not charsets of documents: their decoders turn arbitrary bytes into nonsense or fail
+# with errors of their own (codecs with `_is_text_encoding` false, such as hex, base64 or zlib, are refused too).
+_NOT_CHARSETS = frozenset({"idna", "punycode", "unicode-escape", "raw-unicode-escape", "undefined"})
+
+
 def _known_codec(name: str | None) -> str | None:
+    """The codec a declared charset names, when it is a text encoding a page can be written in; else None."""
     if not name:
         return None
     try:
-        return codecs.lookup(name).name
-    except LookupError:
+        codec = codecs.lookup(name)
+    except (LookupError, ValueError):  # ValueError: a name with a NUL in it
         return None
+    if not getattr(codec, "_is_text_encoding", True) or codec.name in _NOT_CHARSETS:
+        return None
+    return codec.name
 
 
 def charset_from_content_type(content_type: str | None) -> str | None:
@@ -120,12 +129,12 @@ def decode_html(html: bytes, content_type: str | None) -> tuple[str, str]:
         tried.add(codec)
         try:
             return html.decode(codec), codec
-        except UnicodeDecodeError:
+        except (UnicodeError, LookupError):  # UnicodeError: the base of every codec's decoding errors
             continue
     best = charset_normalizer.from_bytes(html[:200_000]).best()
     if best is None or best.encoding is None:
         raise Rejected("undecodable", "no charset decodes the bytes")
     try:
         return html.decode(best.encoding), best.encoding
-    except (UnicodeDecodeError, LookupError) as exc:
+    except (UnicodeError, LookupError) as exc:
         raise Rejected("undecodable", str(exc))

@@ -13,20 +13,23 @@ commit it), so nothing holds a unit in memory and a rerun with the same settings
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import importlib.metadata
+import inspect
 import json
 import logging
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.ipc
 
 from pipeline import filters, langid, sinks
-from pipeline.schema import ARROW_SCHEMA, Document, Dropped, ReadError, Skipped, documents_to_table
+from pipeline.schema import ARROW_SCHEMA, Document, Dropped, ReadError, Skipped, documents_to_table, valid_text
+from pipeline.settings import describe_exception, printable
 from pipeline.sources import DocumentSettings, Source
 from pipeline.stats import Funnel, length_bucket
 
@@ -36,6 +39,8 @@ log = logging.getLogger(__name__)
 class LanguageStep:
     """Labels the language; drops a language not wanted or a score too low. A language the source declares
     (a wiki's) stays in `language`; fastText's label is kept beside it."""
+
+    name = "language"
 
     def __init__(self, identifier: langid.LanguageIdentifier, selector: langid.LanguageSelector):
         self.identifier = identifier
@@ -52,6 +57,7 @@ class FilterStep:
 
     def __init__(self, quality_filter):
         self.filter = quality_filter
+        self.name = quality_filter.name
 
     def __call__(self, doc: Document) -> str | None:
         return filters.drop_reason(self.filter, doc)
@@ -66,12 +72,48 @@ def document_steps(settings: DocumentSettings, identifier: langid.LanguageIdenti
     ]
 
 
-def _run(steps, doc: Document) -> str | None:
-    for step in steps:
-        reason = step(doc)
-        if reason is not None:
-            return reason
-    return None
+ERROR_PREFIX = "error."
+
+
+def step_name(step) -> str:
+    return getattr(step, "name", type(step).__name__.lower())
+
+
+class StepGuard:
+    """Where an unexpected exception in a source's reader or a step becomes the drop reason
+    `error.<step>.<exception type>`: it costs that document, not the run. Each kind is logged once per worker, with
+    the input and the document."""
+
+    def __init__(self) -> None:
+        self.logged: set[str] = set()
+        self.messages: dict[int, str] = {}  # id() of a document that failed → the exception, for its example
+
+    def failed(self, step: str, exc: Exception, path: str, where, doc: Document | None = None) -> str:
+        reason = f"{ERROR_PREFIX}{step}.{type(exc).__name__}"
+        if doc is not None:
+            self.messages[id(doc)] = describe_exception(exc)
+        if reason not in self.logged:
+            self.logged.add(reason)
+            log.warning(
+                "%s @ %s: %s raised %s (counted as %s; further ones of this kind are counted, not logged)",
+                path,
+                where,
+                step,
+                describe_exception(exc),
+                reason,
+            )
+        return reason
+
+
+class _ValidText:
+    """A step that drops nothing: the text a source's steps made (extraction, cleaning) as valid Unicode."""
+
+    name = "valid_text"
+
+    def __call__(self, doc: Document) -> None:
+        doc.text = valid_text(doc.text)
+        if doc.title is not None:
+            doc.title = valid_text(doc.title)
 
 
 class UnitProcessor:
@@ -81,6 +123,7 @@ class UnitProcessor:
         self.source = source
         self.common_steps: list = []
         self.keep_measures = False
+        self.guard = StepGuard()
         if isinstance(source.settings, DocumentSettings):
             self.common_steps = document_steps(source.settings, langid.LanguageIdentifier(langid_model))
             self.keep_measures = source.settings.keep_measures
@@ -93,44 +136,92 @@ class UnitProcessor:
         """The kept documents of one unit, as they are produced; everything else is counted into `funnel`."""
         if self.source.counts_input(unit):
             funnel.input_files += 1
-        steps = [*self.source.steps(unit), *self.common_steps]
+        path = self.source.unit_path(unit)
+        source_steps = self.source.steps(unit)
+        steps = [*source_steps, _ValidText(), *self.common_steps]
         if self.common_steps:
-            measure = _MeasureLength(funnel)  # once the source's own steps have made the text
-            steps.insert(len(steps) - len(self.common_steps), measure)
-        docs = self._documents(unit, funnel)
+            steps.insert(len(steps) - len(self.common_steps), _MeasureLength(funnel))  # the text is made by now
+        documents_in, dropped_before = funnel.records_in, sum(self._errors(funnel).values())
+        yield from self._steps(steps, self._documents(unit, path, funnel), path, funnel)
+        errors = sum(self._errors(funnel).values()) - dropped_before
+        if errors:
+            funnel.unit_error(path, self.source.unit_key(unit), errors, funnel.records_in - documents_in)
+
+    @staticmethod
+    def _errors(funnel: Funnel) -> dict[str, int]:
+        return {reason: n for reason, n in funnel.dropped.items() if reason.startswith(ERROR_PREFIX)}
+
+    def _steps(self, steps, docs: Iterator[Document], path: str, funnel: Funnel) -> Iterator[Document]:
         ahead = next((i for i, step in enumerate(steps) if hasattr(step, "submit")), None)
         if ahead is None:
             for doc in docs:
-                yield from self._decide(doc, _run(steps, doc), funnel)
+                yield from self._decide(doc, self._run(steps, doc, path), funnel)
             return
         before, worker, after = steps[:ahead], steps[ahead], steps[ahead + 1 :]
         in_flight = None
         for doc in docs:
-            reason = _run(before, doc)
+            reason = self._run(before, doc, path)
             if reason is not None:
                 yield from self._decide(doc, reason, funnel)
                 continue
-            finished = (in_flight, worker.collect(in_flight)) if in_flight is not None else None
+            finished = None
+            if in_flight is not None:
+                finished = (in_flight, self._call(worker.collect, worker, in_flight, path))
             in_flight = None
-            reason = worker.submit(doc)
+            reason = self._call(worker.submit, worker, doc, path)
             if reason is not None:
                 yield from self._decide(doc, reason, funnel)
             else:
                 in_flight = doc
             if finished:
-                yield from self._finish(*finished, after, funnel)
+                yield from self._finish(*finished, after, path, funnel)
         if in_flight is not None:
-            yield from self._finish(in_flight, worker.collect(in_flight), after, funnel)
+            reason = self._call(worker.collect, worker, in_flight, path)
+            yield from self._finish(in_flight, reason, after, path, funnel)
 
-    def _finish(self, doc: Document, reason: str | None, steps, funnel: Funnel) -> Iterator[Document]:
-        yield from self._decide(doc, reason if reason is not None else _run(steps, doc), funnel)
+    def _call(self, function, step, doc: Document, path: str) -> str | None:
+        """One step on one document, under the guard."""
+        try:
+            return function(doc)
+        except Exception as exc:
+            return self.guard.failed(step_name(step), exc, path, doc.id, doc)
 
-    def _documents(self, unit, funnel: Funnel) -> Iterator[Document]:
-        path = self.source.unit_path(unit)
-        for item in self.source.read(unit):
+    def _run(self, steps, doc: Document, path: str) -> str | None:
+        for step in steps:
+            reason = self._call(step, step, doc, path)
+            if reason is not None:
+                return reason
+        return None
+
+    def _finish(self, doc: Document, reason: str | None, steps, path: str, funnel: Funnel) -> Iterator[Document]:
+        yield from self._decide(doc, reason if reason is not None else self._run(steps, doc, path), funnel)
+
+    def _records(self, unit, path: str, funnel: Funnel) -> Iterator:
+        """What the source reads; a reader that breaks ends the unit with an input error (what it read stays)."""
+        records = iter(self.source.read(unit))
+        while True:
+            try:
+                yield next(records)
+            except StopIteration:
+                return
+            except Exception as exc:
+                self.guard.failed("read", exc, path, "the reader")
+                funnel.error(path, None, f"{ERROR_PREFIX}read: {describe_exception(exc)}")
+                return
+
+    def _documents(self, unit, path: str, funnel: Funnel) -> Iterator[Document]:
+        for number, record in enumerate(self._records(unit, path, funnel)):
+            try:
+                item = self.source.document(record)
+            except Exception as exc:  # a record the source could not turn into a document: counted as one
+                funnel.records_read += 1
+                funnel.records_in += 1
+                where = getattr(record, "offset", None) or getattr(record, "key", None) or f"record {number}"
+                funnel.drop(self.guard.failed("read", exc, path, where))
+                continue
             if isinstance(item, ReadError):
                 log.warning("%s @ %s: %s", path, item.offset, item.error)
-                funnel.error(path, item.offset, item.error, item.retryable)
+                funnel.error(path, item.offset, printable(item.error), item.retryable)
                 continue
             funnel.records_read += 1
             if isinstance(item, Skipped):
@@ -142,6 +233,7 @@ class UnitProcessor:
                 log.info("%s: %s dropped (%s)", path, item.where, item.reason)
                 funnel.drop(item.reason)
                 continue
+            item.make_valid()
             if self.keep_measures:
                 item.measures = {}
             yield item
@@ -155,12 +247,15 @@ class UnitProcessor:
         else:
             log.debug("%s: dropped (%s)", doc.id, reason)
             funnel.drop(reason)
-            if self.common_steps and doc.text:
-                funnel.example(reason, doc.id, doc.url, doc.text)
+            error = self.guard.messages.pop(id(doc), None)
+            if (self.common_steps or error) and doc.text:
+                funnel.example(reason, doc.id, doc.url, valid_text(doc.text), error)
 
 
 class _MeasureLength:
     """A step that drops nothing: counts the document's length into the unit's funnel."""
+
+    name = "lengths"
 
     def __init__(self, funnel: Funnel):
         self.funnel = funnel
@@ -169,33 +264,69 @@ class _MeasureLength:
         self.funnel.lengths_before_filters[length_bucket(len(doc.text))] += 1
 
 
-# The modules whose code decides which documents a unit yields and what they hold.
-PER_DOCUMENT_MODULES = (
-    "corpus",
-    "extract",
-    "filters",
-    "html",
-    "langid",
-    "process",
-    "schema",
-    "wikitext",
-    "sources/__init__",
-    "sources/commoncrawl",
-    "sources/wikipedia",
-    "sources/localtext",
-    "sources/shards",
-)
-PER_DOCUMENT_LIBRARIES = ("trafilatura", "mwparserfromhell", "warcio", "charset-normalizer", "fasttext")
+PER_DOCUMENT_LIBRARIES = ("trafilatura", "mwparserfromhell", "warcio", "charset-normalizer", "fasttext", "brotli")
 
 
-def code_version() -> str:
-    """A hash of the per-document code and of the libraries it relies on: a rerun after any of them changed
-    redoes its units instead of serving documents and stats the old code produced."""
+def _imported_modules(tree: ast.AST, package: str) -> Iterator[str]:
+    """The dotted names a module's code imports (`from pipeline import x` gives `pipeline` and `pipeline.x`);
+    `package`: the module's package, against which relative imports resolve."""
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            yield from (alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parts = package.split(".")
+                base = ".".join([*parts[: len(parts) - node.level + 1], *([base] if base else [])])
+            yield base
+            yield from (f"{base}.{alias.name}" for alias in node.names)
+
+
+_PACKAGE = __name__.split(".")[0]
+_PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _module_file(name: str) -> str | None:
+    """The source file of a module of this package (a package's `__init__.py`), or None for anything else."""
+    if name.split(".")[0] != _PACKAGE:
+        return None
+    relative = os.path.join(_PACKAGE_DIR, *name.split("."))
+    for candidate in (f"{relative}.py", os.path.join(relative, "__init__.py")):
+        if os.path.isfile(candidate):
+            return candidate
+    return None
+
+
+def per_document_files(roots: Iterable[str]) -> list[str]:
+    """Every file of this package that the modules `roots` import, directly or through others: the code a worker
+    runs while it makes a unit's documents, found from the imports themselves, so a new module is never left out."""
+    files: set[str] = set()
+    pending = list(roots)
+    while pending:
+        name = pending.pop()
+        path = _module_file(name)
+        if path is None or path in files:
+            continue
+        files.add(path)
+        with open(path, "rb") as handle:
+            tree = ast.parse(handle.read(), path)
+        package = name if path.endswith("__init__.py") else name.rsplit(".", 1)[0]
+        pending.extend(_imported_modules(tree, package))
+    return sorted(files)
+
+
+def code_version(source: Source) -> str:
+    """A hash of the code that makes the source's documents (this module, the source's, and every module of this
+    package they import; a source defined outside it adds its own file) and of the libraries it relies on: a rerun
+    after any of them changed redoes its units instead of serving what the old code produced."""
     digest = hashlib.sha1()
-    package = os.path.dirname(os.path.abspath(__file__))
-    for module in PER_DOCUMENT_MODULES:
-        with open(os.path.join(package, f"{module}.py"), "rb") as handle:
-            digest.update(handle.read())
+    source_module = type(source).__module__
+    files = per_document_files([__name__, source_module])
+    if _module_file(source_module) is None:
+        files.append(inspect.getfile(type(source)))
+    for path in files:
+        with open(path, "rb") as handle:
+            digest.update(os.path.relpath(path, _PACKAGE_DIR).encode() + b"\0" + handle.read())
     for library in PER_DOCUMENT_LIBRARIES:
         try:
             digest.update(f"{library}={importlib.metadata.version(library)}".encode())

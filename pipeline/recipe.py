@@ -67,7 +67,16 @@ class DedupSettings:
     components_rounds: int = near_duplicates.DEFAULT_ROUNDS  # doubled and rerun until the components converge
 
 
-SECTIONS = {"output": OutputSettings, "langid": LangidSettings, "dedup": DedupSettings}
+@dataclasses.dataclass
+class ErrorSettings:
+    """What a run does about documents a step failed on (drop reasons `error.<step>.<exception>`): each costs
+    its document only; a unit where they are more than `max_share` of the documents is named loudly at the end."""
+
+    max_share: float = 0.01  # of a unit's documents
+    fail: bool = False  # true: such a unit makes the run exit 1 (after writing everything)
+
+
+SECTIONS = {"output": OutputSettings, "langid": LangidSettings, "dedup": DedupSettings, "errors": ErrorSettings}
 
 
 @dataclasses.dataclass
@@ -77,6 +86,7 @@ class _Sections:
     output: OutputSettings = dataclasses.field(default_factory=OutputSettings)
     langid: LangidSettings = dataclasses.field(default_factory=LangidSettings)
     dedup: DedupSettings = dataclasses.field(default_factory=DedupSettings)
+    errors: ErrorSettings = dataclasses.field(default_factory=ErrorSettings)
 
 
 @dataclasses.dataclass
@@ -84,6 +94,7 @@ class Recipe:
     output: OutputSettings = dataclasses.field(default_factory=OutputSettings)
     langid: LangidSettings = dataclasses.field(default_factory=LangidSettings)
     dedup: DedupSettings = dataclasses.field(default_factory=DedupSettings)
+    errors: ErrorSettings = dataclasses.field(default_factory=ErrorSettings)
     sources: dict[str, Any] = dataclasses.field(default_factory=dict)  # name → the Settings of its kind
     kinds: dict[str, str] = dataclasses.field(default_factory=dict)  # name → registry kind
 
@@ -131,6 +142,8 @@ class Recipe:
                     settings.check_filters(f"sources.{name}")
                 except ValueError as exc:
                     raise UsageError(str(exc))
+        if not 0 <= self.errors.max_share <= 1:
+            raise UsageError(f"errors.max_share: a share of a unit's documents, from 0 to 1: {self.errors.max_share}")
         if self.dedup.enabled:
             self.minhash_config()
             if self.dedup.components_rounds < 1:
@@ -149,7 +162,7 @@ def from_table(table: dict) -> Recipe:
     table = copy.deepcopy(table)
     sources = table.pop("sources", {})
     sections = build(_Sections, table)
-    recipe = Recipe(sections.output, sections.langid, sections.dedup)
+    recipe = Recipe(sections.output, sections.langid, sections.dedup, sections.errors)
     if not isinstance(sources, dict):
         raise UsageError("sources: expected tables such as [sources.commoncrawl]")
     for name, source_table in sources.items():

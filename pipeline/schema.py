@@ -75,10 +75,34 @@ class Document:
             values["measures"] = dict(_measure_pairs(values["measures"]))
         return cls(**values)
 
+    def make_valid(self) -> Document:
+        """Every text field as valid Unicode (`valid_text`), so no step, model or writer meets a lone surrogate."""
+        for name in _TEXT_FIELDS:
+            value = getattr(self, name)
+            if value is not None:
+                setattr(self, name, valid_text(value))
+        return self
+
     def measure(self, name: str, value: float) -> None:
         """Records what a filter measured, when this document keeps measures."""
         if self.measures is not None:
             self.measures[name] = round(float(value), 6)
+
+
+_TEXT_FIELDS = ("id", "text", "url", "source", "crawl", "language", "title", "language_label")
+REPLACEMENT = "\ufffd"
+
+
+def valid_text(text: str) -> str:
+    """`text` with NULs and lone surrogates (from UTF-7, `&#xD800;`, JSON's `"\\ud800"`) replaced by U+FFFD, and
+    surrogate pairs joined: text every encoder, fastText and Arrow accept. Valid text is returned as it is."""
+    if "\x00" in text:
+        text = text.replace("\x00", REPLACEMENT)
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
 
 
 # What a source yields while it reads a unit of work, besides documents (see pipeline.sources).

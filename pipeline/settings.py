@@ -50,6 +50,19 @@ def report(program: str, error: BaseException | str) -> None:
     print(f"{program}: error: {error}", file=sys.stderr)
 
 
+def printable(text: str, limit: int = 300) -> str:
+    """`text` on one line, every control or unprintable character escaped (`\\x00`), at most `limit` characters:
+    a message may quote the bytes that broke a parser, and a terminal or a log must never receive raw bytes."""
+    text = " ".join(text.split())
+    text = "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in text)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def describe_exception(exc: BaseException, limit: int = 300) -> str:
+    """`Type: message`, printable (see `printable`)."""
+    return printable(f"{type(exc).__name__}: {exc}", limit)
+
+
 def _convert(value, kind, where: str):
     origin = typing.get_origin(kind)
     if dataclasses.is_dataclass(kind):

@@ -13,8 +13,9 @@ import logging
 
 log = logging.getLogger(__name__)
 
-# 2: warc_records became records_read, as non-WARC sources count records too. 3: lengths and examples.
-STATS_VERSION = 3
+# 2: warc_records became records_read, as non-WARC sources count records too. 3: lengths and examples. 4: error_units,
+# `error.<step>.<exception>` drop reasons, an example's `error`, and the `duplicate_id` drop and `renamed_ids` count.
+STATS_VERSION = 4
 EXAMPLES_PER_REASON = 3  # dropped documents kept per drop reason, for the report (those with the smallest ids)
 EXAMPLE_CHARS = 600
 
@@ -33,11 +34,14 @@ DROP_STAGES = {
     "language_score": "langid",
     "empty_text": "read",
     "duplicate": "dedup",
+    "duplicate_id": "dedup",  # a second document with the same id and text (an input listed twice)
     "near_duplicate": "dedup",
 }
 
 
 def stage_of(reason: str) -> str:
+    if reason.startswith("error."):  # error.<step>.<exception type>: a step raised (pipeline.process.StepGuard)
+        return "errors"
     return DROP_STAGES.get(reason, "filters" if "." in reason else "other")
 
 
@@ -65,16 +69,31 @@ class Funnel:
     lengths_before_filters: collections.Counter = dataclasses.field(default_factory=collections.Counter)
     lengths_after_filters: collections.Counter = dataclasses.field(default_factory=collections.Counter)
     examples: dict = dataclasses.field(default_factory=dict)  # drop reason → a few dropped documents
+    error_units: list = dataclasses.field(default_factory=list)  # units with `error.*` drops (see unit_error)
+    renamed_ids: int = 0  # documents kept under a new id: another document had theirs (transforms.UniqueIds)
 
     def drop(self, reason: str, count: int = 1) -> None:
         self.dropped[reason] += count
 
-    def example(self, reason: str, doc_id: str, url: str | None, text: str) -> None:
-        """Keeps a dropped document for the report when it is among the reason's smallest ids so far."""
+    def example(self, reason: str, doc_id: str, url: str | None, text: str, error: str | None = None) -> None:
+        """Keeps a dropped document for the report when it is among the reason's smallest ids so far; `error`: the
+        exception a step raised on it."""
         found = self.examples.setdefault(reason, [])
         if len(found) < EXAMPLES_PER_REASON or doc_id < found[-1]["id"]:
-            found.append({"id": doc_id, "url": url, "text": text[:EXAMPLE_CHARS]})
+            example = {"id": doc_id, "url": url, "text": text[:EXAMPLE_CHARS]}
+            if error:
+                example["error"] = error
+            found.append(example)
             self.examples[reason] = _smallest_ids(found)
+
+    def unit_error(self, file: str, unit: str, errors: int, documents: int) -> None:
+        """A unit some of whose documents a step failed on (`error.*` drops): the run's summary names the units
+        where they are more than a share of the documents."""
+        self.error_units.append({"file": file, "unit": unit, "errors": errors, "documents": documents})
+
+    def noisy_units(self, max_share: float) -> list[dict]:
+        """The units whose `error.*` drops are more than `max_share` of their documents."""
+        return [u for u in self.error_units if u["errors"] > max_share * max(u["documents"], 1)]
 
     def error(self, file: str, offset: int | None, error: str, retryable: bool = False) -> None:
         self.errors.append({"file": file, "offset": offset, "error": error, "retryable": retryable})
@@ -87,6 +106,8 @@ class Funnel:
         self.kept += other.kept
         self.dropped.update(other.dropped)
         self.errors.extend(other.errors)
+        self.error_units.extend(other.error_units)
+        self.renamed_ids += other.renamed_ids
         self.lengths_before_filters.update(other.lengths_before_filters)
         self.lengths_after_filters.update(other.lengths_after_filters)
         for reason, examples in other.examples.items():
@@ -112,6 +133,7 @@ class Funnel:
             "records_skipped": dict(sorted(self.records_skipped.items())),
             "records_in": self.records_in,
             "kept": self.kept,
+            "renamed_ids": self.renamed_ids,
             "dropped": dict(sorted(self.dropped.items())),
             "errors": sorted(self.errors, key=lambda e: (e["file"], e["offset"] or 0)),
             "lengths": {
@@ -119,6 +141,7 @@ class Funnel:
                 "after_filters": {str(k): v for k, v in sorted(self.lengths_after_filters.items())},
             },
             "examples": dict(sorted(self.examples.items())),
+            "error_units": sorted(self.error_units, key=lambda u: (u["file"], u["unit"])),
         }
 
     @classmethod
@@ -131,11 +154,13 @@ class Funnel:
             records_skipped=collections.Counter(data.get("records_skipped", {})),
             records_in=data.get("records_in", 0),
             kept=data.get("kept", 0),
+            renamed_ids=data.get("renamed_ids", 0),
             dropped=collections.Counter(data.get("dropped", {})),
             errors=list(data.get("errors", [])),
             lengths_before_filters=_buckets(data.get("lengths", {}).get("before_filters", {})),
             lengths_after_filters=_buckets(data.get("lengths", {}).get("after_filters", {})),
             examples=dict(data.get("examples", {})),
+            error_units=list(data.get("error_units", [])),
         )
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
+import posixpath
 
 import apache_beam as beam
 import pyarrow as pa
@@ -22,6 +23,7 @@ from apache_beam.metrics import Metrics
 
 from pipeline import dedup, logs, minhash, process, sinks
 from pipeline.process import DEFAULT_FILE_BYTES, UnitProcessor, UnitStore, fingerprint
+from pipeline.remote import expand_glob
 from pipeline.schema import REPORT_SCHEMA, documents_to_table
 from pipeline.sources import Source
 from pipeline.stats import Funnel, stage_of
@@ -113,7 +115,7 @@ class ReadSource(beam.PTransform):
         self.source = source
         self.inputs = source.inputs()
         self.langid_model = langid_model
-        name = f"{source.name}-{fingerprint(source, langid_model, process.code_version())}"
+        name = f"{source.name}-{fingerprint(source, langid_model, process.code_version(source))}"
         self.store = UnitStore(sinks.join(sinks.join(output_dir, WORK_DIR), name), max_file_bytes)
 
     def expand(self, pbegin):
@@ -398,11 +400,11 @@ class _WriteShardFn(beam.DoFn):
     def process(self, element, num_shards: int):
         index, grouped = element
         items = sorted(grouped["items"], key=self.kind.key)
-        path = sinks.join(self.output_dir, sinks.shard_name(index, num_shards, self.fmt) + self.kind.suffix)
-        sinks.write_table(path, self.kind.to_table(items), self.fmt)
+        name = sinks.shard_name(index, num_shards, self.fmt) + self.kind.suffix
+        sinks.write_table(sinks.join(self.output_dir, name), self.kind.to_table(items), self.fmt)
         Metrics.counter("write", self.kind.counter).inc(len(items))
         Metrics.distribution("write", f"{self.kind.counter}_per_shard").update(len(items))
-        yield len(items)
+        yield name, len(items)
 
 
 class ShardKind:
@@ -437,7 +439,8 @@ class WriteShards(beam.PTransform):
     so the same items give the same files whatever the runner and the number of workers (empty shards are written
     too). The number of shards is `num_shards`, or (0) as many as it takes for about `shard_bytes` of content
     each, counted over the whole collection first: one shard is what one worker holds while it writes, so memory
-    per worker follows the shard size, not the corpus. Returns the number of rows written per shard."""
+    per worker follows the shard size, not the corpus. Returns (file name, rows written) per shard. Shards of an
+    earlier run in the same folder are left as they are: `PublishShards` removes them once this set is complete."""
 
     def __init__(
         self,
@@ -476,7 +479,7 @@ class WriteShards(beam.PTransform):
 
 
 class WriteDocuments(beam.PTransform):
-    """Documents → shards (see WriteShards); returns the `kept` funnel."""
+    """Documents → shards (see WriteShards); returns (the `kept` funnel per shard, the shards' file names)."""
 
     def __init__(
         self, output_dir: str, num_shards: int = 0, fmt: str = "parquet", shard_bytes: int = DEFAULT_SHARD_BYTES
@@ -485,7 +488,91 @@ class WriteDocuments(beam.PTransform):
         self.shards = WriteShards(output_dir, num_shards, fmt, DOCUMENTS, shard_bytes)
 
     def expand(self, docs):
-        return docs | "Shards" >> self.shards | "Kept" >> beam.Map(lambda count: Funnel(kept=count))
+        written = docs | "Shards" >> self.shards
+        kept = written | "Kept" >> beam.Map(lambda shard: Funnel(kept=shard[1]))
+        return kept, written | "Names" >> beam.Keys()
+
+
+SHARD_PATTERN = "part-*-of-*"
+
+
+def stale_shards(directory: str, current: set[str]) -> list[str]:
+    """The shard files in `directory` (not below it) that are not this run's `current` names: an earlier run's
+    shards of another count or format, and unfinished writes (`….tmp-*`) of a run that was stopped."""
+    found = expand_glob(sinks.join(directory, SHARD_PATTERN))
+    return [path for path in found if posixpath.basename(path) not in current]
+
+
+def _publish(stats: Funnel, output_dir: str, names: list[str], report_dir: str, report_names: list[str]) -> Funnel:
+    """Once every shard of this run is written: the earlier runs' shards that are not among them go, so that
+    the output folder holds exactly this run's set (`_work/` keeps what a rerun reuses)."""
+    for directory, current in ((output_dir, set(names)), (report_dir, set(report_names))):
+        for path in stale_shards(directory, current):
+            log.info("removing %s: not a shard of this run", path)
+            sinks.delete(path)
+    return stats
+
+
+class PublishShards(beam.PTransform):
+    """stats → stats, after removing the shards in the output folder (and its duplicates report folder) that
+    this run did not write; it runs once the shards named in `names` and `report_names` (side inputs) exist."""
+
+    def __init__(self, output_dir: str, names, report_dir: str, report_names):
+        super().__init__()
+        self.output_dir, self.names, self.report_dir, self.report_names = output_dir, names, report_dir, report_names
+
+    def expand(self, stats):
+        return stats | "Remove" >> beam.Map(
+            _publish,
+            self.output_dir,
+            beam.pvalue.AsList(self.names),
+            self.report_dir,
+            beam.pvalue.AsList(self.report_names),
+        )
+
+
+class UniqueIds(beam.PTransform):
+    """Documents → (documents with unique ids, stats). Documents that share an id (an input listed twice, two
+    corpora whose records carry the same `id`) would otherwise reach the shards twice, and the near-duplicate
+    stage, which joins by id, would treat them as one. Of the documents with one id, the same text is kept once
+    (the others are dropped as `duplicate_id`); a different text is kept under `<id>~<8 hex digits of its
+    text's SHA-1>` and counted in `renamed_ids`. Which copy keeps the id is decided by content, not arrival."""
+
+    def expand(self, docs):
+        results = (
+            docs
+            | "ById" >> beam.Map(lambda doc: (doc.id, doc))
+            | "Group" >> beam.GroupByKey()
+            | "Resolve" >> beam.FlatMap(_resolve_ids).with_outputs(STATS_TAG, main="docs")
+        )
+        return results.docs, results[STATS_TAG]
+
+
+def _text_digest(doc) -> str:
+    return hashlib.sha1(doc.text.encode("utf-8")).hexdigest()
+
+
+def _resolve_ids(element):
+    doc_id, grouped = element
+    docs = list(grouped)
+    if len(docs) == 1:
+        yield docs[0]
+        return
+    funnel, seen = Funnel(), set()
+    for doc in sorted(docs, key=lambda d: (_text_digest(d), d.source, d.url or "")):
+        digest = _text_digest(doc)
+        if digest in seen:
+            funnel.drop("duplicate_id")
+            continue
+        if seen:
+            doc.id = f"{doc_id}~{digest[:8]}"
+            funnel.renamed_ids += 1
+        seen.add(digest)
+        yield doc
+    log.warning("id %s: %d documents (%d with another text, renamed)", doc_id, len(docs), len(seen) - 1)
+    Metrics.counter("ids", "duplicate_id").inc(funnel.dropped["duplicate_id"])
+    Metrics.counter("ids", "renamed_ids").inc(funnel.renamed_ids)
+    yield beam.pvalue.TaggedOutput(STATS_TAG, funnel)
 
 
 class _MergeFunnels(beam.CombineFn):

@@ -152,7 +152,7 @@ def test_a_rerun_redoes_units_after_the_code_or_the_language_model_changes(tmp_p
     first = work_dirs(tmp_path / "out")
     curate.run(recipe, ONE_WORKER)
     assert work_dirs(tmp_path / "out") == first  # same settings, model and code: the committed unit is read back
-    monkeypatch.setattr(process, "code_version", lambda: "a filter changed")
+    monkeypatch.setattr(process, "code_version", lambda source: "a filter changed")
     stats = curate.run(recipe, ONE_WORKER)
     assert len(work_dirs(tmp_path / "out")) == 2 and stats.kept == 24
     # the model is known by its content, not its path

@@ -10,7 +10,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipeline import cli, synthetic
-from pipeline.curate import stray_arguments
+from pipeline.curate import check_beam_arguments
+from pipeline.settings import UsageError
 from pipeline.stats import Funnel
 from tests.conftest import REPO
 
@@ -198,11 +199,41 @@ def test_a_value_that_follows_no_option_stops_the_run_instead_of_being_dropped(t
     arguments = ["--output", str(output), "--runner", "DirectRunner", "--save_main_session", "b.warc.gz"]
     assert cli.main(["commoncrawl", "--warcs", str(tmp_path / "a.warc.gz"), *arguments]) == 2
     error = capsys.readouterr().err
-    assert "arguments that follow no option: b.warc.gz" in error and error.count("\n") == 1
+    assert "argument that follows no option: b.warc.gz" in error and error.count("\n") == 1
     assert not output.exists()  # stopped before anything was written
-    # an option Beam does not know keeps its value (a runner may take it), as Beam keeps it
-    given = ["--direct_num_workers", "2", "--a_runner_option", "value", "--flag=1", "stray", "--streaming", "x"]
-    assert stray_arguments(given) == ["stray", "x"]
+
+
+@pytest.mark.parametrize(
+    ("command", "misspelt", "suggested"),
+    [
+        (["run", "--recipe", "RECIPE"], ["--ouput", "OUT"], "--output"),
+        (["text", "--input", "TEXT"], ["--no-minhsh"], "--no-minhash"),
+        (["text", "--input", "TEXT"], ["--direct_num_worker", "2"], "--direct_num_workers"),
+        (["text", "--input", "TEXT"], ["--flink_mastr=localhost:8081"], "--flink_master"),
+    ],
+)
+def test_a_misspelt_option_stops_the_run_naming_the_closest(tmp_path, capsys, command, misspelt, suggested):
+    text = tmp_path / "a.txt"
+    text.write_text("A line of text that is long enough to be kept by the length filter of the text source.")
+    recipe = tmp_path / "recipe.toml"
+    recipe.write_text(
+        f'[output]\ndir = "{tmp_path / "recipe-out"}"\n[sources.text]\nkind = "text"\ninputs = ["{text}"]\n'
+    )
+    given = [str(recipe) if a == "RECIPE" else str(text) if a == "TEXT" else a for a in command]
+    output = ["--output", str(tmp_path / "out")] if command[0] != "run" else []
+    assert cli.main([*given, *output, *misspelt]) == 2
+    error = capsys.readouterr().err
+    assert f"unknown option {misspelt[0].split('=')[0]} (did you mean {suggested}?)" in error
+    assert error.count("\n") == 1
+    assert not (tmp_path / "out").exists() and not (tmp_path / "recipe-out").exists()  # nothing was written
+
+
+def test_every_option_beam_knows_passes_and_nothing_else(tmp_path):
+    check_beam_arguments(["--direct_num_workers", "2", "--runner=DirectRunner", "--streaming", "--flink_master", "x"])
+    check_beam_arguments(["--project", "p", "--region", "us-central1", "--temp_location", "gs://b/t"])  # Dataflow's
+    for given in (["--a_runner_option", "value"], ["--streaming", "x"], ["stray"]):
+        with pytest.raises(UsageError):
+            check_beam_arguments(given)
 
 
 def test_several_globs_after_one_flag_are_all_read(tmp_path):

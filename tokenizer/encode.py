@@ -4,8 +4,8 @@ One bin shard per group of input files (`inputs_per_shard`), each split into tra
 hash of the document id. The parent process reads documents in batches and hands them to one spawned worker
 process per core (HF `tokenizers` silently goes single-threaded in forked children), keeping at most two
 batches per worker in flight so memory stays bounded, and writes the returned ids in input order: the bins
-do not depend on the number of workers. A shard whose json is committed with the same inputs and tokenizer
-is skipped, so a rerun after a crash redoes only unfinished shards.
+do not depend on the number of workers. A shard whose json is committed with the same inputs (paths, sizes and
+modification times) and tokenizer is skipped, so a rerun after a crash redoes only unfinished shards.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 
+from pipeline.remote import input_key
 from tokenizer import bins, corpus
 from tokenizer.encoding import Encoder
 
@@ -118,6 +119,9 @@ def encode_shard(
     """Writes (or finds committed) train and validation shards `index` for `inputs`; returns their infos."""
     identity = {
         "inputs": inputs,
+        # what identifies each input's content (size and modification time): an input rewritten under the same
+        # name, as after curating again, is encoded again
+        "input_keys": [input_key(path) for path in inputs],
         "tokenizer_sha256": encoder.meta["sha256"],
         "val_fraction": config.val_fraction,
         "text_column": spec.text_column,

@@ -171,6 +171,9 @@ def train(spec: corpus.CorpusSpec, config: TrainConfig, output_dir: str, progres
     if config.max_bytes:
         texts = corpus.seeded_sample(texts, config.max_bytes, config.seed)
     tokenizer = train_from_texts(counted(texts), config)
+    if not seen["documents"]:  # a tokenizer of the 256 bytes and the special tokens only: nothing was learnt
+        lines = "; ".join(corpus.ReadReport.lines(report.to_json())) or "every document was empty"
+        raise ValueError(f"no readable document in {len(spec.paths)} input file(s) ({lines}); nothing was written")
     os.makedirs(output_dir, exist_ok=True)
     path = os.path.join(output_dir, TOKENIZER_FILE)
     temporary = f"{path}.tmp"

@@ -143,6 +143,10 @@ def main(argv=None) -> int:
     records = corpus.iter_records(corpus.CorpusSpec(paths, args.text_column, args.lines), read)
     texts = (record.text for record in itertools.islice(records, args.max_documents or None))
     result = evaluate(model, encoder, texts, args.batch_size)
+    if not result.tokens:  # loss 0 and perplexity 1 would read as a perfect model
+        problems = "; ".join(corpus.ReadReport.lines(read.to_json())) or "no document has text"
+        report(PROGRAM, f"nothing to evaluate in {len(paths)} input file(s): {problems}")
+        return 1
     figures = {**result.to_json(), "read": read.to_json()}
     print(
         f"{result.documents:,} documents, {result.tokens:,} tokens, {result.bytes:,} bytes: loss {result.loss:.4f}, "

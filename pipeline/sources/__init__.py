@@ -6,7 +6,10 @@ A source plans its inputs into units of work and reads one unit into documents, 
                       UsageError for the user's mistakes before anything runs
     plan(input)       on a worker: the input's units (a WARC, a run of bz2 streams, a file); OSError or ValueError
                       count the input as unreadable and the run goes on
-    read(unit)        Documents, and `schema.Skipped` / `schema.Dropped` / `schema.ReadError` for the rest
+    read(unit)        the unit's records as read (a WARC's HTML pages, a dump's pages) or Documents, and
+                      `schema.Skipped` / `schema.Dropped` / `schema.ReadError` for the rest
+    document(record)  a record → its Document (or Skipped / Dropped): the per-record work, run by the unit
+                      processor under its guard, so a record that makes it raise costs that record only
     steps(unit)       the source's own per-document steps (extract, clean), run before language ID and filters
     unit_key(unit)    a file-name-safe key, stable across runs, under which a finished unit is committed
 
@@ -92,8 +95,12 @@ class Source:
         """Whether this unit counts its file in `input_files` (the first part of a dump does)."""
         return True
 
-    def read(self, unit) -> Iterator[Item]:
+    def read(self, unit) -> Iterator[Any]:
         raise NotImplementedError
+
+    def document(self, record) -> Item:
+        """What `read` yielded, as a Document (sources that read Documents directly keep this default)."""
+        return record
 
     def steps(self, unit) -> list[Step]:
         return []

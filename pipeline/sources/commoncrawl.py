@@ -11,6 +11,7 @@ import dataclasses
 import gzip
 import logging
 import os
+import zlib
 from collections.abc import Callable, Iterator
 from typing import Any
 from urllib.parse import urljoin, urlsplit
@@ -21,7 +22,7 @@ from warcio.exceptions import ArchiveLoadFailed
 from pipeline import extract, filters, html
 from pipeline.remote import FetchError, expand_glob, is_url, open_input, read_text_lines
 from pipeline.schema import Document, Dropped, ReadError, Skipped, commoncrawl_id, parse_warc_date
-from pipeline.settings import UsageError
+from pipeline.settings import UsageError, describe_exception
 from pipeline.sources import DocumentSettings, Source
 
 log = logging.getLogger(__name__)
@@ -69,23 +70,44 @@ class HtmlPage:
     transfer_encoding: str | None
     content_encoding: str | None
     body_truncated: bool  # the body was longer than the cap
+    path: str = ""  # the WARC, and its crawl, filled in by the source
+    crawl: str | None = None
 
 
 WarcItem = HtmlPage | Skipped | ReadError
 _FRAMING_SLACK = 64 * 1024
 
 
+@dataclasses.dataclass
+class _Broken:
+    """From `_iterate`: the record that starts at `offset` cannot be read; reading may go on after it."""
+
+    offset: int
+
+
 def read_warc(
     path: str, max_html_bytes: int = html.DEFAULT_MAX_HTML_BYTES, opener: Callable[[str], Any] = open_input
 ) -> Iterator[WarcItem]:
     """Every record of a WARC (or ARC) file, gzip per record or not compressed; a file compressed as one
-    gzip member (which warcio refuses by design) is read again as one stream."""
+    gzip member (which warcio refuses by design) is read again as one stream. After a record that cannot be read
+    (a corrupt gzip member), reading goes on from the next gzip member that holds a WARC record, so one broken
+    record costs that record (an input error), not the rest of the file."""
     done = 0
+    start: int | None = 0
     try:
-        with opener(path) as stream:
-            for item in _iterate(stream, max_html_bytes):
-                yield item
-                done += 1
+        while start is not None:
+            broken = None
+            with opener(path) as stream:
+                _skip(stream, start)
+                for item in _iterate(stream, max_html_bytes, start):
+                    if isinstance(item, _Broken):
+                        broken = item.offset
+                        break
+                    yield item
+                    done += 1
+            start = None if broken is None else _next_member(path, broken + 1, opener)
+            if start is not None:
+                log.warning("%s: the record at %d cannot be read; reading on from %d", path, broken, start)
         return
     except ArchiveLoadFailed as exc:
         if "non-chunked gzip" not in str(exc):
@@ -98,31 +120,94 @@ def read_warc(
     try:
         with opener(path) as raw, gzip.GzipFile(fileobj=raw) as stream:
             for index, item in enumerate(_iterate(stream, max_html_bytes)):
+                if isinstance(item, _Broken):
+                    return
                 if index >= done:
                     yield item
     except Exception as exc:
         yield ReadError(f"cannot open: {_one_line(exc)}", None, _transient(exc))
 
 
-def _iterate(stream, max_html_bytes: int) -> Iterator[WarcItem]:
+def _skip(stream, count: int) -> None:
+    if not count:
+        return
+    try:
+        stream.seek(count)
+        return
+    except (AttributeError, OSError, ValueError):  # a stream that cannot seek (HTTP) is read past
+        pass
+    while count > 0:
+        chunk = stream.read(min(count, 1 << 20))
+        if not chunk:
+            return
+        count -= len(chunk)
+
+
+_GZIP_MEMBER = b"\x1f\x8b\x08"
+_SCAN_BYTES = 1 << 20
+
+
+def _next_member(path: str, after: int, opener: Callable[[str], Any]) -> int | None:
+    """The offset of the first gzip member at or after `after` whose content starts a WARC record, or None (also
+    when the file cannot be read again: the error that led here is counted already)."""
+    try:
+        return _find_member(path, after, opener)
+    except Exception as exc:
+        log.warning("%s: cannot read on after %d: %s", path, after, _one_line(exc))
+        return None
+
+
+def _find_member(path: str, after: int, opener: Callable[[str], Any]) -> int | None:
+    with opener(path) as stream:
+        _skip(stream, after)
+        position, window = after, b""
+        while True:
+            chunk = stream.read(_SCAN_BYTES)
+            window += chunk
+            found = window.find(_GZIP_MEMBER)
+            while found >= 0:
+                if len(window) - found < 512 and chunk:
+                    break  # read more before judging this candidate
+                try:
+                    head = zlib.decompressobj(31).decompress(window[found : found + 65536], 16)
+                except zlib.error:
+                    head = b""
+                if head.startswith(b"WARC/"):
+                    return position + found
+                found = window.find(_GZIP_MEMBER, found + 1)
+            if not chunk:
+                return None
+            keep = max(found, len(window) - 512) if found >= 0 else len(window) - 2
+            position, window = position + keep, window[keep:]
+
+
+def _iterate(stream, max_html_bytes: int, start: int = 0) -> Iterator[WarcItem | _Broken]:
+    """The records from `start` (the stream is there already); a record that cannot be read yields a ReadError,
+    then `_Broken` with its offset."""
     records = ArchiveIterator(stream, arc2warc=True)
-    offset = 0
+    base = start - records.offset  # warcio counts from where the stream was, when it can tell
+    offset = next_offset = start
     first = True
     while True:
         try:
             record = next(records)
         except StopIteration:
+            if first and not start:  # nothing at all: an empty file is an input error, not silence
+                yield ReadError("no WARC or ARC record: the file is empty", 0)
             return
         except ArchiveLoadFailed as exc:
             if "non-chunked gzip" in str(exc):
                 raise
-            yield ReadError(_one_line(exc), offset)
+            yield ReadError(_one_line(exc), next_offset)
+            yield _Broken(next_offset)
             return
         except Exception as exc:  # truncated gzip member, garbage between records, …
-            yield ReadError(f"unreadable record: {_one_line(exc)}", offset, _transient(exc))
+            yield ReadError(f"unreadable record: {_one_line(exc)}", next_offset, _transient(exc))
+            if not isinstance(exc, FetchError):  # the bytes are bad, not the way to them: read on after them
+                yield _Broken(next_offset)
             return
         target = record.rec_headers.get_header("WARC-Target-URI") or ""
-        if first and record.rec_type != "warcinfo" and "://" not in target:
+        if first and not start and record.rec_type != "warcinfo" and "://" not in target:
             # warcio takes any line of text for an ARC header; real files start with a warcinfo (ARC:
             # filedesc) record or a record about a URL
             yield ReadError("not a WARC or ARC file", 0)
@@ -131,13 +216,16 @@ def _iterate(stream, max_html_bytes: int) -> Iterator[WarcItem]:
         try:
             item = _classify(record, max_html_bytes)
             # Asked only now: warcio reads the rest of the record to answer.
-            offset = records.get_record_offset()
+            offset = base + records.get_record_offset()
+            next_offset = offset + records.get_record_length()
             if isinstance(item, HtmlPage):
                 item.offset = offset
             elif isinstance(item, Skipped):
                 item.where = offset
         except Exception as exc:
-            yield ReadError(f"unreadable record payload: {_one_line(exc)}", offset, _transient(exc))
+            yield ReadError(f"unreadable record payload: {_one_line(exc)}", next_offset, _transient(exc))
+            if not isinstance(exc, FetchError):
+                yield _Broken(next_offset)
             return
         missing = getattr(record.raw_stream, "limit", 0)
         if missing > 0:  # the file ended (or a gzip member broke) inside this record
@@ -191,8 +279,11 @@ def _transient(exc: BaseException) -> bool:
 
 
 def _one_line(exc: BaseException) -> str:
-    text = f"{type(exc).__name__}: {exc}".strip()
-    return " ".join(text.split())[:500]
+    """The exception on one line of printable characters. warcio quotes the line it could not parse, which in
+    a file that is not a WARC is binary: a few of its characters are shown, escaped."""
+    text = describe_exception(exc, 200)
+    head, quoted, line = text.partition(", first line: ")
+    return f"{head} (it starts {ascii(line[:40])})" if quoted else text
 
 
 @dataclasses.dataclass
@@ -216,6 +307,8 @@ INPUT_SETTINGS = ("crawl", "warc_paths", "warcs", "cc_base_url", "max_warcs", "w
 class ExtractText:
     """trafilatura in a child process, as a step that works ahead: the unit processor `submit`s the next page
     while the later steps run on the current one, then `collect`s it."""
+
+    name = "extract"
 
     def __init__(self, extractor: extract.IsolatedExtractor):
         self.extractor = extractor
@@ -299,29 +392,31 @@ class CommonCrawl(Source):
             self.extractor.close()
             self.extractor = None
 
-    def read(self, unit: str) -> Iterator[Document | Dropped | Skipped | ReadError]:
+    def read(self, unit: str) -> Iterator[WarcItem]:
         crawl = crawl_of(unit)
         for item in read_warc(unit, self.settings.max_html_bytes):
-            if not isinstance(item, HtmlPage):
-                yield item
-                continue
-            where = f"{unit} @ {item.offset}"
-            if self.blocklist is not None and self.blocklist.blocks(item.url):
-                yield Dropped("url_blocklist", where)
-                continue
-            try:
-                page = page_html(item, self.settings.max_html_bytes)
-            except html.Rejected as rejected:
-                yield Dropped(rejected.reason, f"{where}: {rejected}")
-                continue
-            yield Document(
-                id=commoncrawl_id(item.record_id, f"{unit}@{item.offset}"),
-                text=page,
-                source=SOURCE,
-                url=item.url,
-                crawl=crawl,
-                date=parse_warc_date(item.date),
-            )
+            if isinstance(item, HtmlPage):
+                item.path, item.crawl = unit, crawl
+            yield item
+
+    def document(self, record: WarcItem) -> Document | Dropped | Skipped | ReadError:
+        if not isinstance(record, HtmlPage):
+            return record
+        where = f"{record.path} @ {record.offset}"
+        if self.blocklist is not None and self.blocklist.blocks(record.url):
+            return Dropped("url_blocklist", where)
+        try:
+            page = page_html(record, self.settings.max_html_bytes)
+        except html.Rejected as rejected:
+            return Dropped(rejected.reason, f"{where}: {rejected}")
+        return Document(
+            id=commoncrawl_id(record.record_id, f"{record.path}@{record.offset}"),
+            text=page,
+            source=SOURCE,
+            url=record.url,
+            crawl=record.crawl,
+            date=parse_warc_date(record.date),
+        )
 
     def steps(self, unit) -> list:
         assert self.extractor is not None, "open() makes the extractor"

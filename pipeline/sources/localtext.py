@@ -15,7 +15,7 @@ from collections.abc import Iterator
 
 from pipeline import corpus
 from pipeline.remote import expand_glob
-from pipeline.schema import Document, Dropped, ReadError, Skipped, text_id
+from pipeline.schema import Document, ReadError, Skipped, text_id
 from pipeline.settings import UsageError
 from pipeline.sources import DocumentSettings, Source
 
@@ -36,6 +36,8 @@ class Settings(DocumentSettings):
 
 
 class StripGutenberg:
+    name = "gutenberg"
+
     def __call__(self, doc: Document) -> str | None:
         doc.title = doc.title or gutenberg_title(doc.text)
         doc.text = strip_gutenberg(doc.text)
@@ -74,22 +76,22 @@ class LocalText(Source):
     def unit_settings(self) -> dict:
         return {k: v for k, v in dataclasses.asdict(self.settings).items() if k != "inputs"}
 
-    def read(self, unit: tuple[str, str]) -> Iterator[Document | Dropped | Skipped | ReadError]:
+    def read(self, unit: tuple[str, str]) -> Iterator[corpus.Item]:
         path, name = unit
-        s = self.settings
-        for item in corpus.read_file(path, name, s.text_field, s.lines):
-            if not isinstance(item, corpus.TextRecord):
-                yield item
-                continue
-            yield Document(
-                id=text_id(self.name, item.key),
-                text=item.text,
-                source=self.name,
-                url=item.url,
-                date=item.date,
-                language=s.language or None,
-                title=item.title,
-            )
+        return corpus.read_file(path, name, self.settings.text_field, self.settings.lines)
+
+    def document(self, record: corpus.Item) -> Document | Skipped | ReadError:
+        if not isinstance(record, corpus.TextRecord):
+            return record
+        return Document(
+            id=text_id(self.name, record.key),
+            text=record.text,
+            source=self.name,
+            url=record.url,
+            date=record.date,
+            language=self.settings.language or None,
+            title=record.title,
+        )
 
     def steps(self, unit) -> list:
         return [StripGutenberg()] if self.settings.strip_gutenberg else []

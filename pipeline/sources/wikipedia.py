@@ -32,7 +32,7 @@ from urllib.parse import quote
 from lxml import etree
 
 from pipeline.remote import input_key, is_url, open_input
-from pipeline.schema import Document, Dropped, ReadError, Skipped, wikipedia_id
+from pipeline.schema import Document, ReadError, Skipped, wikipedia_id
 from pipeline.settings import UsageError
 from pipeline.sources import DocumentSettings, Source
 from pipeline.wikitext import WikitextCleaner
@@ -74,6 +74,7 @@ class Page:
     revision_id: int | None
     timestamp: dt.datetime | None
     offset: int | None  # the bz2 stream (multistream) the page came from
+    site: SiteInfo | None = None  # the dump's, filled in by the source
 
 
 def dump_urls(wiki: str, date: str, base_url: str = DEFAULT_DUMPS_BASE_URL) -> tuple[str, str]:
@@ -356,6 +357,8 @@ def index_beside(dump: str) -> str | None:
 class CleanWikitext:
     """Wikitext → plain text, knowing the wiki's own names for files and categories (`Datei:`, `Категорія:`)."""
 
+    name = "wikitext"
+
     def __init__(self, siteinfo: SiteInfo, keep_tables: bool):
         names = siteinfo.namespaces
         self.cleaner = WikitextCleaner(
@@ -428,21 +431,25 @@ class Wikipedia(Source):
     def unit_settings(self) -> dict:
         return {k: v for k, v in dataclasses.asdict(self.settings).items() if k not in INPUT_SETTINGS}
 
-    def read(self, part: DumpPart) -> Iterator[Document | Dropped | Skipped | ReadError]:
-        site = part.siteinfo
+    def read(self, part: DumpPart) -> Iterator[Page | Skipped | ReadError]:
         for item in read_part(part, self.settings.namespaces):
-            if not isinstance(item, Page):
-                yield item
-                continue
-            yield Document(
-                id=wikipedia_id(site.dbname, item.page_id),
-                text=item.text,
-                source=SOURCE,
-                url=site.url(item.title),
-                date=item.timestamp,
-                language=site.language,
-                title=item.title,
-            )
+            if isinstance(item, Page):
+                item.site = part.siteinfo
+            yield item
+
+    def document(self, record: Page | Skipped | ReadError) -> Document | Skipped | ReadError:
+        if not isinstance(record, Page):
+            return record
+        site = record.site or SiteInfo()
+        return Document(
+            id=wikipedia_id(site.dbname, record.page_id),
+            text=record.text,
+            source=SOURCE,
+            url=site.url(record.title),
+            date=record.timestamp,
+            language=site.language,
+            title=record.title,
+        )
 
     def steps(self, part: DumpPart) -> list:
         return [CleanWikitext(part.siteinfo, self.settings.keep_tables)]

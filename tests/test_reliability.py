@@ -1,0 +1,344 @@
+"""No single input can stop a curation, change its output silently or lose data (docs/reliability.md).
+
+Per-document code is tested without Beam; the runs go through the command line on the DirectRunner, one worker.
+"""
+
+import gzip
+import io
+import json
+import random
+import uuid
+import zlib
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from pipeline import cli, html, process, synthetic
+from pipeline.schema import Document, Dropped, valid_text
+from pipeline.sources import Source
+from pipeline.sources.commoncrawl import read_warc
+from pipeline.stats import Funnel
+
+IN_MEMORY = "--direct_running_mode=in_memory"
+TEXT = ["--filters", "none", IN_MEMORY]  # short test documents: no length filter
+NOT_TEXT_CODECS = ["hex", "base64", "rot13", "uu", "zip", "bz2", "quoted-printable", "undefined", "idna"]
+
+
+def page(seed: int, language: str = "en") -> bytes:
+    paragraphs = synthetic.article_paragraphs(random.Random(seed), language)
+    return synthetic.article_page(f"Story {seed}", paragraphs, language).encode()
+
+
+def shard_rows(output) -> list[dict]:
+    paths = sorted(str(p) for p in output.glob("part-*.parquet"))
+    return pq.read_table(paths).to_pylist() if paths else []
+
+
+def stats_of(output) -> dict:
+    return json.loads((output / "stats.json").read_text())
+
+
+@pytest.mark.parametrize("codec", NOT_TEXT_CODECS)
+def test_a_charset_that_is_not_a_text_encoding_is_passed_over(codec):
+    body = "<html><body><p>Grüße aus der Stadt</p></body></html>".encode()
+    assert html.decode_html(body, f"text/html; charset={codec}") == (body.decode(), "utf-8")
+    meta = f'<html><head><meta charset="{codec}"></head><body>Grüße</body></html>'.encode()
+    assert html.decode_html(meta, "text/html")[1] == "utf-8"
+
+
+def test_text_is_made_valid_unicode():
+    assert valid_text("a\ud800b\x00c") == "a\ufffdb\ufffdc"
+    assert valid_text("\ud83d\ude00") == "\U0001f600"  # a surrogate pair is joined, not replaced
+    text = "plain text, ünïcode 🙂"
+    assert valid_text(text) is text
+    utf7 = html.decode_html(b"<html><body>+2AA- lone</body></html>", "text/html; charset=utf-7")[0]
+    assert "\ud800" in utf7 and valid_text(utf7) == "<html><body>\ufffd lone</body></html>"
+
+
+class _Flaky(Source):
+    """Records 0..n-1; the record `bad` makes `document` raise, and reading stops with an exception at `stop`."""
+
+    kind = "flaky"
+
+    def __init__(self, bad: int, stop: int | None = None):
+        super().__init__("flaky", None)
+        self.bad, self.stop = bad, stop
+
+    def read(self, unit):
+        for index in range(10):
+            if index == self.stop:
+                raise RuntimeError("the reader broke \x00\x01")
+            yield index
+
+    def document(self, record):
+        if record == self.bad:
+            raise KeyError(record)
+        if record == 1:
+            return Dropped("url_blocklist", record)
+        return Document(id=f"flaky/{record}", text=f"text {record} \ud800", source="flaky")
+
+
+class _Exploding:
+    name = "exploding"
+
+    def __call__(self, doc):
+        if doc.id.endswith("3"):
+            raise ZeroDivisionError("a filter divided by nothing")
+        return None
+
+
+def test_a_step_or_reader_that_raises_costs_its_document_and_is_counted(caplog):
+    source = _Flaky(bad=5)
+    source.steps = lambda unit: [_Exploding()]
+    processor = process.UnitProcessor(source)
+    funnel = Funnel()
+    kept = list(processor.process("unit", funnel))
+    assert [doc.id for doc in kept] == [f"flaky/{i}" for i in (0, 2, 4, 6, 7, 8, 9)]
+    assert all(doc.text.endswith("\ufffd") for doc in kept)  # made valid where it was read
+    assert dict(funnel.dropped) == {
+        "url_blocklist": 1,
+        "error.read.KeyError": 1,
+        "error.exploding.ZeroDivisionError": 1,
+    }
+    assert funnel.problems() == [] and funnel.records_in == 10
+    assert funnel.examples["error.exploding.ZeroDivisionError"][0]["error"] == (
+        "ZeroDivisionError: a filter divided by nothing"
+    )
+    unit = {"file": "unit", "unit": source.unit_key("unit"), "errors": 2, "documents": 10}
+    assert funnel.error_units == [unit]
+    assert funnel.noisy_units(0.1) == funnel.error_units and funnel.noisy_units(0.2) == []
+    logged = [r.getMessage() for r in caplog.records if "raised" in r.getMessage()]
+    assert len(logged) == 2 and "unit @ flaky/3: exploding raised ZeroDivisionError: a filter" in "".join(logged)
+    assert "unit @ record 5: read raised KeyError: 5" in "".join(logged)
+
+    # a reader that breaks ends its unit with an input error; what it read before stays
+    funnel = Funnel()
+    kept = list(process.UnitProcessor(_Flaky(bad=-1, stop=4)).process("unit", funnel))
+    assert [doc.id for doc in kept] == ["flaky/0", "flaky/2", "flaky/3"]
+    assert funnel.errors == [
+        {
+            "file": "unit",
+            "offset": None,
+            "error": "error.read: RuntimeError: the reader broke \\x00\\x01",
+            "retryable": False,
+        }
+    ]
+
+
+def test_the_summary_names_a_unit_over_the_error_share_and_fails_only_when_asked(capsys):
+    from pipeline.recipe import ErrorSettings
+
+    funnel = Funnel(input_files=1, records_read=10, records_in=10, kept=7)
+    funnel.drop("error.extract.ValueError", 3)
+    funnel.unit_error("a.warc.gz", "a-1234", 3, 10)
+    assert cli.summarise("out", funnel, 1.0, ErrorSettings(max_share=0.5)) == 0
+    assert "a.warc.gz" not in capsys.readouterr().err
+    assert cli.summarise("out", funnel, 1.0, ErrorSettings(max_share=0.2)) == 0
+    assert "a.warc.gz (a-1234): a step failed on 3 of its 10 documents" in capsys.readouterr().err
+    assert cli.summarise("out", funnel, 1.0, ErrorSettings(max_share=0.2, fail=True)) == 1
+
+
+def test_empty_and_garbage_warcs_are_input_errors_in_printable_words(tmp_path):
+    (tmp_path / "empty.warc.gz").write_bytes(b"")
+    [error] = read_warc(str(tmp_path / "empty.warc.gz"))
+    assert error.error == "no WARC or ARC record: the file is empty"
+    (tmp_path / "garbage.warc.gz").write_bytes(bytes(random.Random(1).getrandbits(8) for _ in range(5000)))
+    [error] = read_warc(str(tmp_path / "garbage.warc.gz"))
+    assert error.error.startswith("ArchiveLoadFailed: Unknown archive format (it starts ")
+    assert len(error.error) < 200 and error.error.isascii() and error.error.isprintable()
+
+
+def test_the_resume_fingerprint_covers_every_module_the_worker_runs():
+    from pipeline.sources import source_class
+
+    def files(kind):
+        source = source_class(kind)(kind, source_class(kind).Settings())
+        return {
+            path.rsplit("/pipeline/", 1)[1]
+            for path in process.per_document_files(["pipeline.process", type(source).__module__])
+        }
+
+    crawl = files("commoncrawl")
+    assert {"html.py", "extract.py", "filters.py", "langid.py", "schema.py", "sources/commoncrawl.py"} <= crawl
+    assert "wikitext.py" in files("wikipedia") and "corpus.py" in files("text")
+    assert not {"cli.py", "curate.py", "transforms.py", "report.py"} & crawl  # the Beam layer makes no document
+
+
+# --- hostile inputs through a whole run -------------------------------------------------------------------------
+
+
+def _member(record: bytes) -> bytes:
+    return gzip.compress(record, mtime=0)
+
+
+def _raw_response(url: str, http_head: bytes, body: bytes, declared: int | None = None) -> bytes:
+    payload = http_head + b"\r\n" + body
+    length = len(payload) if declared is None else declared
+    head = (
+        f"WARC/1.0\r\nWARC-Type: response\r\nWARC-Target-URI: {url}\r\nWARC-Date: 2026-01-15T12:00:00Z\r\n"
+        f"WARC-Record-ID: <{uuid.UUID(int=random.Random(url).getrandbits(128)).urn}>\r\n"
+        f"Content-Type: application/http; msgtype=response\r\nContent-Length: {length}\r\n\r\n"
+    ).encode()
+    return _member(head + payload + b"\r\n\r\n")
+
+
+def hostile_responses() -> list[synthetic.Response]:
+    """One record for each kind of page that once stopped or changed a run."""
+    responses = []
+    for index, codec in enumerate(["hex", "base64", "rot13", "uu", "zip", "bz2", "quoted-printable"]):
+        responses.append(
+            synthetic.Response(
+                f"https://charset.example/{codec}", content_type=f"text/html; charset={codec}", body=page(index)
+            )
+        )
+    meta = page(20).replace(b"<head>", b'<head><meta http-equiv="Content-Type" content="text/html; charset=hex">')
+    surrogate_body = b"<html><body><article><p>" + b"Lone surrogates &#xD800; and &#xDFFF; in a page. " * 20
+    return [
+        *responses,
+        synthetic.Response("https://charset.example/meta", body=meta),
+        synthetic.Response(  # ASCII, as UTF-7 is: +2AA- is a lone surrogate
+            "https://utf7.example/",
+            content_type="text/html; charset=utf-7",
+            body=surrogate_body.replace(b"&#xD800;", b"+2AA-"),
+        ),
+        synthetic.Response("https://entity.example/", body=surrogate_body + b"</p></article></body></html>"),
+        synthetic.Response(
+            "https://long.example/", body=b"<html><body><p>" + b"word " * 600_000 + b"</p></body></html>"
+        ),
+        synthetic.Response("https://deep.example/", body=b"<div>" * 60_000 + b"deep text" + b"</div>" * 60_000),
+        synthetic.Response(
+            "https://params.example/", content_type="text/html; charset=\x01; ;;=;q=\x7f; charset", body=page(22)
+        ),
+        synthetic.Response("https://empty.example/", body=b""),
+    ]
+
+
+def real_responses() -> list[synthetic.Response]:
+    return [
+        synthetic.Response(f"https://real.example/{i}", body=page(100 + i), record_id=f"<{uuid.UUID(int=i + 1).urn}>")
+        for i in range(6)
+    ]
+
+
+def _warc(responses) -> bytes:
+    stream = io.BytesIO()
+    synthetic.write_warc(stream, responses, ids=random.Random(0))
+    return stream.getvalue()
+
+
+def hostile_warc() -> bytes:
+    broken = bytearray(_member(b"WARC/1.0\r\nWARC-Type: response\r\n" + b"x" * 4000))
+    broken[20:60] = b"\xff" * 40  # a corrupt gzip member
+    not_deflate = b"\x1f\x8b\x08\x00" + b"\x00" * 6 + zlib.compress(b"no")[2:]  # a gzip header on nonsense
+    return b"".join(
+        [
+            _warc(hostile_responses()),
+            _raw_response("https://length.example/", b"HTTP/1.1 200 OK\r\nContent-Type: text/html", page(30), 10**7),
+            bytes(broken),
+            not_deflate,
+            _raw_response("https://no-type.example/", b"HTTP/1.1 200 OK\r\nContent-Type:", page(31)),
+            _warc(real_responses()),
+        ]
+    )
+
+
+def test_hostile_records_cost_only_themselves(tmp_path):
+    (tmp_path / "hostile").mkdir()
+    (tmp_path / "real").mkdir()
+    (tmp_path / "hostile" / "crawl.warc.gz").write_bytes(hostile_warc())
+    (tmp_path / "real" / "crawl.warc.gz").write_bytes(_warc(real_responses()))
+    outputs = {}
+    for name in ("hostile", "real"):
+        outputs[name] = tmp_path / f"out-{name}"
+        arguments = ["commoncrawl", "--warcs", str(tmp_path / name / "*.warc.gz"), "--output", str(outputs[name])]
+        assert cli.main([*arguments, "--no-dedup", "--filters", "none", "--min-language-score", "0", IN_MEMORY]) == 0
+    stats = stats_of(outputs["hostile"])
+    assert Funnel.from_json(stats).problems() == []
+    rows = {row["url"]: row for row in shard_rows(outputs["hostile"])}
+    alone = {row["url"]: row for row in shard_rows(outputs["real"])}
+    assert len(alone) == 6 and {url: rows[url] for url in alone} == alone  # the real pages, exactly as alone
+    for codec in ["hex", "base64", "rot13", "uu", "zip", "bz2", "quoted-printable", "meta"]:
+        assert f"https://charset.example/{codec}" in rows  # decoded as UTF-8, kept
+    texts = "".join(row["text"] for row in rows.values())
+    assert valid_text(texts) == texts  # no lone surrogate reached a shard
+    assert "\ufffd" in rows["https://utf7.example/"]["text"]
+    assert stats["dropped"]["html_too_large"] == 1  # the 3 MB line
+    broken = [error for error in stats["errors"] if error["file"].endswith("crawl.warc.gz")]
+    assert broken and all(error["error"].isprintable() for error in broken)
+    counted = stats["kept"] + sum(stats["dropped"].values()) + sum(stats["records_skipped"].values())
+    assert counted == stats["records_read"]
+
+
+# --- flags reach the recipe, and the recipe the output ---------------------------------------------------------
+
+
+def lines_file(path, lines) -> str:
+    path.write_text("\n".join(lines) + "\n")
+    return str(path)
+
+
+SENTENCE = "The committee met on Tuesday to discuss the budget for the new library and the park near the river"
+
+
+def test_no_dedup_and_no_minhash_reach_the_recipe_and_the_output(tmp_path):
+    long = " ".join(f"{SENTENCE} and item {i}" for i in range(4))
+    text = lines_file(tmp_path / "a.txt", [long, long, long + " too", "A different line about gardens " * 4])
+    kept = {}
+    for flag in ("--no-dedup", "--no-minhash", None):
+        output = tmp_path / f"out{flag}"
+        flags = [flag] if flag else []
+        assert cli.main(["text", "--input", text, "--lines", "--output", str(output), *flags, *TEXT]) == 0
+        recipe = (output / "recipe.toml").read_text()
+        kept[flag] = stats_of(output)["kept"]
+        if flag == "--no-dedup":
+            assert "[dedup]\nenabled = false" in recipe
+        if flag == "--no-minhash":
+            assert "minhash = false" in recipe
+    assert kept == {"--no-dedup": 4, "--no-minhash": 3, None: 2}
+
+
+def test_a_rerun_publishes_exactly_its_own_shards(tmp_path):
+    text = lines_file(tmp_path / "a.txt", [f"{SENTENCE} number {i} " + "word " * i for i in range(30)])
+    output = tmp_path / "out"
+    base = ["text", "--input", text, "--lines", "--output", str(output), *TEXT]
+    assert cli.main([*base, "--num-shards", "3"]) == 0
+    first = sorted(row["id"] for row in shard_rows(output))
+    work = sorted(p.name for p in (output / "_work").rglob("*"))
+    (output / "part-00009-of-00010.parquet.tmp-0a1b2c3d").write_bytes(b"an unfinished write")
+    assert cli.main([*base, "--num-shards", "2"]) == 0
+    assert sorted(p.name for p in output.glob("part-*")) == [
+        "part-00000-of-00002.parquet",
+        "part-00001-of-00002.parquet",
+    ]
+    ids = sorted(row["id"] for row in shard_rows(output))
+    assert ids == first and len(ids) == len(set(ids)) == stats_of(output)["kept"] > 20  # each document once
+    assert sorted(p.name for p in (output / "_work").rglob("*")) == work  # the resume cache stays
+    assert list((output / "duplicates").glob("part-*"))
+    assert cli.main([*base, "--num-shards", "2", "--no-dedup", "--format", "arrow"]) == 0
+    assert sorted(p.name for p in output.glob("part-*")) == ["part-00000-of-00002.arrow", "part-00001-of-00002.arrow"]
+    assert not list((output / "duplicates").glob("part-*"))  # no report this time: the earlier one went
+
+
+def test_document_ids_are_unique_in_the_output(tmp_path):
+    records = [{"id": str(i), "text": " ".join(synthetic.article_paragraphs(random.Random(i), "en"))} for i in range(6)]
+    (tmp_path / "a.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    (tmp_path / "b.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records[:3]))  # the same, repeated
+    other = [{"id": "4", "text": "Another corpus entirely, about the migration of birds " * 3}]
+    (tmp_path / "c.jsonl").write_text("".join(json.dumps(r) + "\n" for r in other))  # an id that repeats
+    output = tmp_path / "out"
+    inputs = [str(tmp_path / name) for name in ("a.jsonl", "b.jsonl", "c.jsonl")]
+    assert cli.main(["text", "--input", *inputs, "--output", str(output), *TEXT]) == 0
+    stats = stats_of(output)
+    ids = sorted(row["id"] for row in shard_rows(output))
+    assert len(ids) == len(set(ids)) == 7 == stats["kept"]
+    assert stats["dropped"] == {"duplicate_id": 3} and stats["renamed_ids"] == 1
+    assert [i for i in ids if "~" in i] and Funnel.from_json(stats).problems() == []
+
+
+def test_a_json_line_with_a_lone_surrogate_is_curated(tmp_path):
+    (tmp_path / "a.jsonl").write_text('{"id": "\\ud800x", "text": "' + SENTENCE + ' \\ud800 and \\udfff"}\n')
+    output = tmp_path / "out"
+    assert cli.main(["text", "--input", str(tmp_path / "a.jsonl"), "--output", str(output), *TEXT]) == 0
+    [row] = pa.concat_tables([pq.read_table(p) for p in output.glob("part-*.parquet")]).to_pylist()
+    assert row["id"] == "text/\ufffdx" and row["text"].endswith("\ufffd and \ufffd")
