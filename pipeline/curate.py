@@ -194,10 +194,13 @@ class UnitProgress:
                 continue
             for name in os.listdir(folder):
                 path = os.path.join(folder, name)
-                if name.endswith(".stats.json") and path not in self.seen:
-                    self.seen[path] = sinks.read_json(path)["funnel"].get("records_in", 0)
-                elif path in self.planned and self.planned[path] is None:
-                    self.planned[path] = sinks.read_json(path)["units"]
+                try:
+                    if name.endswith(".stats.json") and path not in self.seen:
+                        self.seen[path] = sinks.read_json(path)["funnel"].get("records_in", 0)
+                    elif path in self.planned and self.planned[path] is None:
+                        self.planned[path] = sinks.read_json(path)["units"]
+                except (OSError, ValueError, KeyError):  # removed or damaged: the worker makes it again
+                    continue
         return len(self.seen), sum(self.seen.values())
 
     @contextlib.contextmanager

@@ -335,6 +335,16 @@ def code_version(source: Source) -> str:
     return digest.hexdigest()[:16]
 
 
+def file_checksum(path: str) -> dict:
+    """Size and SHA-1 of a file on any filesystem (OSError when it is missing)."""
+    digest, size = hashlib.sha1(), 0
+    with sinks.open_file(path) as stream:
+        while chunk := stream.read(1 << 20):
+            digest.update(chunk)
+            size += len(chunk)
+    return {"bytes": size, "sha1": digest.hexdigest()}
+
+
 def file_digest(path: str) -> str:
     with open(path, "rb") as handle:
         return hashlib.file_digest(handle, "sha1").hexdigest()
@@ -357,7 +367,8 @@ BATCH_DOCUMENTS = 1_000  # documents held before they are written as a row group
 class UnitStore:
     """Finished units under one work folder: `<key>-NNNNN.arrow` files of at most `max_file_bytes` of text each
     (Arrow, not Parquet, so that a glob of the output's Parquet finds the kept documents only), then
-    `<key>.stats.json` (the funnel and the files), whose appearance commits the unit."""
+    `<key>.stats.json` (the funnel, the files and their checksums), whose appearance commits the unit; a damaged
+    file makes its unit be made again."""
 
     def __init__(self, work_dir: str, max_file_bytes: int = DEFAULT_FILE_BYTES):
         self.work_dir = work_dir
@@ -375,11 +386,26 @@ class UnitStore:
         sinks.write_json(self.plan_path(input_path), {"input": input_path, "units": units})
 
     def committed(self, key: str) -> tuple[Funnel, list[str]] | None:
+        """The unit's funnel and files when it is committed and every file is whole (its size and SHA-1 as
+        written); a unit whose stats or files were cut short or changed is uncommitted, to be made again."""
         path = self._stats_path(key)
         if not sinks.exists(path):
             return None
-        data = sinks.read_json(path)
-        return Funnel.from_json(data["funnel"]), [sinks.join(self.work_dir, name) for name in data["files"]]
+        try:
+            data = sinks.read_json(path)
+            files = [sinks.join(self.work_dir, name) for name in data["files"]]
+            for name, expected in data.get("checksums", {}).items():
+                found = file_checksum(sinks.join(self.work_dir, name))
+                if found != expected:
+                    raise ValueError(
+                        f"{name} is {found['bytes']} bytes, SHA-1 {found['sha1'][:12]}; written: {expected}"
+                    )
+            funnel = Funnel.from_json(data["funnel"])
+        except (OSError, ValueError, KeyError, TypeError) as exc:  # JSONDecodeError is a ValueError
+            log.warning("%s: committed unit is damaged (%s); making it again", key, describe_exception(exc))
+            sinks.delete(path)
+            return None
+        return funnel, files
 
     def run(self, processor: UnitProcessor, unit) -> Iterator[Document | Funnel]:
         """The unit's kept documents, read back when committed, else produced and committed as they stream;
@@ -413,9 +439,10 @@ class UnitStore:
             for path in files:
                 sinks.delete(path)
         else:
+            names = [path.rsplit("/", 1)[-1] for path in files]
+            checksums = {name: file_checksum(path) for name, path in zip(names, files)}
             sinks.write_json(
-                self._stats_path(key),
-                {"funnel": funnel.to_json(), "files": [path.rsplit("/", 1)[-1] for path in files]},
+                self._stats_path(key), {"funnel": funnel.to_json(), "files": names, "checksums": checksums}
             )
         yield funnel
 

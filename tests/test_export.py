@@ -148,6 +148,9 @@ def test_eval_gives_the_same_bits_per_byte_on_a_checkpoint_on_its_export_and_in_
         == 0
     )
     assert json.loads((tmp_path / "one.json").read_text())["bytes"] == len(texts[0].encode())
+    # no text at all is an error, not loss 0 and perplexity 1
+    (tmp_path / "empty.jsonl").write_text('{"text": ""}\n')
+    assert evaluation.main(["--checkpoint", str(run), "--input", str(tmp_path / "empty.jsonl")]) == 1
     # the same figure from transformers, one window of the tiny model's 32 positions at a time
     hf = transformers.AutoModelForCausalLM.from_pretrained(str(tmp_path / "hf")).eval()
     tokenizer = transformers.AutoTokenizer.from_pretrained(str(tmp_path / "hf"))

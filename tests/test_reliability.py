@@ -6,7 +6,12 @@ Per-document code is tested without Beam; the runs go through the command line o
 import gzip
 import io
 import json
+import os
 import random
+import signal
+import subprocess
+import sys
+import time
 import uuid
 import zlib
 
@@ -342,3 +347,35 @@ def test_a_json_line_with_a_lone_surrogate_is_curated(tmp_path):
     assert cli.main(["text", "--input", str(tmp_path / "a.jsonl"), "--output", str(output), *TEXT]) == 0
     [row] = pa.concat_tables([pq.read_table(p) for p in output.glob("part-*.parquet")]).to_pylist()
     assert row["id"] == "text/\ufffdx" and row["text"].endswith("\ufffd and \ufffd")
+
+
+# --- fault injection --------------------------------------------------------------------------------------------
+
+
+def test_a_run_killed_mid_unit_resumes_to_the_shards_of_an_uninterrupted_run(tmp_path, caplog):
+    warcs = tmp_path / "warcs"
+    warcs.mkdir()
+    for number in range(4):
+        pages = [synthetic.Response(f"https://w{number}.example/{i}", body=page(number * 10 + i)) for i in range(6)]
+        (warcs / f"{number}.warc.gz").write_bytes(_warc(pages))
+    arguments = ["commoncrawl", "--warcs", str(warcs / "*.warc.gz"), "--num-shards", "2"]
+    reference, output = tmp_path / "reference", tmp_path / "out"
+    assert cli.main([*arguments, "--output", str(reference), IN_MEMORY]) == 0
+    command = [sys.executable, "-m", "pipeline", *arguments, "--output", str(output), "--direct_num_workers=2"]
+    killed = subprocess.Popen(command, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    while not list(output.glob("_work/*/*.stats.json")) and time.time() < deadline and killed.poll() is None:
+        time.sleep(0.05)
+    os.killpg(killed.pid, signal.SIGKILL)  # the driver and its worker processes, in the middle of the run
+    killed.wait()
+    assert list(output.glob("_work/*/*.stats.json")) and not (output / "stats.json").exists()
+    assert cli.main([*arguments, "--output", str(output), IN_MEMORY]) == 0  # the rerun reads what was committed
+    expected = shard_rows(reference)
+    assert shard_rows(output) == expected and len({row["id"] for row in expected}) == len(expected) > 10
+    assert stats_of(output) == stats_of(reference)
+    # a damaged work file is found by its checksum and its unit made again
+    damaged = sorted(output.glob("_work/*/*.arrow"))[0]
+    damaged.write_bytes(damaged.read_bytes()[:-100])
+    assert cli.main([*arguments, "--output", str(output), IN_MEMORY]) == 0
+    assert any("committed unit is damaged" in r.getMessage() for r in caplog.records)
+    assert shard_rows(output) == expected and stats_of(output) == stats_of(reference)

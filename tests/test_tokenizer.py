@@ -226,6 +226,29 @@ def test_an_interrupted_run_resumes_to_identical_files(tokdir, tmp_path):
     assert not [n for n in os.listdir(tmp_path / "resumed" / "train") if ".tmp-" in n]
 
 
+def test_an_input_rewritten_under_the_same_name_is_encoded_again(tokdir, tmp_path):
+    paths = write_shards(tmp_path / "shards", corpus_texts(20, seed=8), shards=2)
+    config = encode.EncodeConfig(workers=1, val_fraction=0)
+    first = encode.encode_corpus(tokdir, corpus.CorpusSpec(paths), str(tmp_path / "bins"), config)
+    write_shards(tmp_path / "shards", corpus_texts(30, seed=9), shards=2)  # curated again: same names
+    os.utime(paths[0], ns=(1, 1))  # even with a size that happened to match, the time differs
+    again = encode.encode_corpus(tokdir, corpus.CorpusSpec(paths), str(tmp_path / "bins"), config)
+    assert again["splits"]["train"]["documents"] == 30 != first["splits"]["train"]["documents"]
+    encoder = Encoder(tokdir)
+    expected = sum(len(ids) + 1 for ids in encoder.encode(corpus_texts(30, seed=9)))
+    assert again["splits"]["train"]["tokens"] == expected
+
+
+def test_training_on_no_readable_document_is_an_error_and_writes_nothing(tmp_path, capsys):
+    (tmp_path / "empty.jsonl").write_text('{"text": ""}\n{"other": "field"}\n')
+    (tmp_path / "broken.parquet").write_bytes(b"PAR1 not really")
+    arguments = ["train", "--input", str(tmp_path / "empty.jsonl"), str(tmp_path / "broken.parquet")]
+    assert cli.main([*arguments, "--vocab-size", "300", "--output", str(tmp_path / "tok")]) == 2
+    error = capsys.readouterr().err
+    assert "no readable document in 2 input file(s)" in error and "broken.parquet" in error
+    assert not (tmp_path / "tok").exists()
+
+
 def test_custom_corpora_and_a_seeded_bounded_sample(tmp_path):
     texts = corpus_texts(30, seed=5)
     (tmp_path / "c").mkdir()

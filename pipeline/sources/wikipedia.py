@@ -125,8 +125,14 @@ def _parse_siteinfo(element) -> SiteInfo:
         elif name == "base":
             info.base_url = (child.text or "").strip()
         elif name == "namespaces":
-            info.namespaces = {int(ns.get("key")): (ns.text or "") for ns in child if ns.get("key") is not None}
+            keys = (((ns.get("key") or "").strip(), ns.text or "") for ns in child)
+            info.namespaces = {int(key): text for key, text in keys if _is_integer(key)}
     return info
+
+
+def _is_integer(text: str) -> bool:
+    """A namespace key as MediaWiki writes them (`-2`, `0`, `14`); others are ignored, not fatal to the dump."""
+    return text.lstrip("-").isdigit()
 
 
 def _page(element, offset: int | None, namespaces: Iterable[int]) -> Page | Skipped:

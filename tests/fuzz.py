@@ -1,0 +1,179 @@
+"""Coverage-guided fuzzing (atheris, libFuzzer's engine) of the code that meets raw input (docs/reliability.md).
+
+    python -m tests.fuzz seeds DIR                         # write each target's seed inputs under DIR/<target>/
+    python -m tests.fuzz TARGET [libFuzzer flags] [DIR…]   # run one target, e.g. -runs=2000 -seed=1 DIR/warc
+
+Targets, each the whole per-document path from bytes to a stored row, run without the unit processor's guard (the
+guard would hide what the fuzzer is looking for: an exception is a finding):
+- warc: bytes → WARC records → HTML decoding → trafilatura → language ID → the web filters → an Arrow row
+- mediawiki: bytes → dump XML → pages → wikitext cleaning → language ID → min_length → an Arrow row
+- corpus: bytes (the first byte chooses the format: JSON lines, text, gzip, zstd, Parquet, Arrow) → the corpus
+  reader's records → documents → an Arrow row
+- recipe: bytes → TOML → a checked recipe; only the user's mistakes (UsageError, TOML syntax) may be raised
+
+A crash leaves libFuzzer's `crash-<sha1>` file in the working folder: `python -m tests.fuzz TARGET crash-…` replays
+it. `bench/bench_fuzz.py` runs the long campaign; the suite (`tests/test_fuzz.py`) a short one of fixed seed.
+"""
+
+from __future__ import annotations
+
+import bz2
+import gzip
+import io
+import os
+import random
+import sys
+import tempfile
+import tomllib
+
+import atheris
+
+with atheris.instrument_imports(include=["pipeline"]):
+    from pipeline import extract, langid, process, recipe, synthetic
+    from pipeline.schema import Document, documents_to_table, valid_text
+    from pipeline.settings import UsageError
+    from pipeline.sources import commoncrawl, localtext, wikipedia
+
+MAX_LEN = 65536
+_STEPS: dict[str, list] = {}
+
+
+def _document_steps(kind: str) -> list:
+    """Language ID and the filters of a source of `kind` with its default settings (the model loads once)."""
+    if kind not in _STEPS:
+        settings = {"web": commoncrawl.Settings(), "text": localtext.Settings()}[kind]
+        _STEPS[kind] = process.document_steps(settings, langid.LanguageIdentifier())
+    return _STEPS[kind]
+
+
+def _finish(doc: Document, kind: str) -> None:
+    """The common steps, unguarded, then the row as a shard stores it."""
+    doc.make_valid()
+    for step in _document_steps(kind):
+        if step(doc) is not None:
+            return
+    documents_to_table([doc])
+
+
+def warc(data: bytes) -> None:
+    source = commoncrawl.CommonCrawl("commoncrawl", commoncrawl.Settings())
+    for record in commoncrawl.read_warc("fuzz.warc", opener=lambda _: io.BytesIO(data)):
+        doc = source.document(record)
+        if not isinstance(doc, Document):
+            continue
+        doc.make_valid()
+        text = extract.extract_text(doc.text, doc.url)
+        if text and text.strip():
+            doc.text = valid_text(text)
+            _finish(doc, "web")
+
+
+def mediawiki(data: bytes) -> None:
+    source = wikipedia.Wikipedia("wikipedia", wikipedia.Settings(dumps=["fuzz.xml"]))
+    siteinfo: list = []
+    for record in wikipedia.parse_pages(io.BytesIO(data), None, wikipedia.DEFAULT_NAMESPACES, siteinfo):
+        if isinstance(record, wikipedia.Page):
+            record.site = siteinfo[0] if siteinfo else None
+        doc = source.document(record)
+        if not isinstance(doc, Document):
+            continue
+        doc.make_valid()
+        clean = wikipedia.CleanWikitext(record.site or wikipedia.SiteInfo(), keep_tables=False)
+        if clean(doc) is None:
+            _finish(doc, "text")
+
+
+CORPUS_SUFFIXES = (".jsonl", ".txt", ".jsonl.gz", ".txt.gz", ".jsonl.zst", ".parquet", ".arrow", ".json.bz2")
+
+
+def corpus_file(data: bytes) -> None:
+    if not data:
+        return
+    suffix = CORPUS_SUFFIXES[data[0] % len(CORPUS_SUFFIXES)]
+    source = localtext.LocalText("text", localtext.Settings(inputs=["fuzz"], lines=bool(data[0] & 0x80)))
+    with tempfile.NamedTemporaryFile(suffix=suffix) as handle:
+        handle.write(data[1:])
+        handle.flush()
+        for record in source.read((handle.name, "fuzz" + suffix)):
+            doc = source.document(record)
+            if isinstance(doc, Document):
+                _finish(doc, "text")
+
+
+def recipe_file(data: bytes) -> None:
+    try:
+        loaded = recipe.from_table(tomllib.loads(data.decode("utf-8", "replace")))
+        loaded.check()
+        loaded.to_dict()
+    except (UsageError, tomllib.TOMLDecodeError):
+        pass
+
+
+TARGETS = {"warc": warc, "mediawiki": mediawiki, "corpus": corpus_file, "recipe": recipe_file}
+
+
+def _shared(*parts: str) -> str:
+    return os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared", "fixtures", *parts)
+
+
+def seed_inputs() -> dict[str, list[bytes]]:
+    """Each target's seeds: generated records, and the real files of ../shared/fixtures where it is present."""
+    rng = random.Random(0)
+    pages = synthetic.sample_responses(12, seed=1)
+    plain, zipped = io.BytesIO(), io.BytesIO()
+    synthetic.write_warc(plain, pages[:6], gzip_records=False, ids=rng)
+    synthetic.write_warc(zipped, pages[6:], ids=rng)
+    seeds: dict[str, list[bytes]] = {"warc": [plain.getvalue(), zipped.getvalue()]}
+    article = synthetic.wiki_article(rng, "Town", synthetic.article_paragraphs(rng, "en"))
+    header = synthetic.dump_header("enwiki", "en")
+    page = synthetic.page_xml(1, "Town", article, "2026-01-01T00:00:00Z")
+    redirect = synthetic.page_xml(2, "Village", "#REDIRECT [[Town]]", "2026-01-01T00:00:00Z", redirect="Town")
+    seeds["mediawiki"] = [(header + page + redirect + "</mediawiki>").encode()]
+    text = " ".join(synthetic.article_paragraphs(rng, "de"))
+    lines = f'{{"id": "a", "text": "{text[:400]}", "url": "https://x.example/", "date": "2026-01-01"}}\n'
+    seeds["corpus"] = [
+        bytes([0]) + lines.encode(),
+        bytes([1 | 0x80]) + text.encode(),
+        bytes([2]) + gzip.compress(lines.encode(), mtime=0),
+    ]
+    with open(
+        os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "curate-sample.toml"), "rb"
+    ) as handle:
+        seeds["recipe"] = [
+            handle.read(),
+            b'[output]\ndir = "out"\n[sources.books]\nkind = "text"\ninputs = ["*.txt"]\n',
+        ]
+    warcs, dumps = _shared("warc"), _shared("wikipedia")
+    if os.path.isdir(warcs):
+        for name in sorted(os.listdir(warcs)):
+            with open(os.path.join(warcs, name), "rb") as handle:
+                seeds["warc"].append(handle.read(MAX_LEN))
+    if os.path.isdir(dumps):
+        for name in ("tinywiki-pages-articles.xml", "ltgwiki-pages-articles.xml", "fowiki-tiny-pages-articles.xml.bz2"):
+            with open(os.path.join(dumps, name), "rb") as handle:
+                data = handle.read()
+            seeds["mediawiki"].append((bz2.decompress(data) if name.endswith(".bz2") else data)[:MAX_LEN])
+    return seeds
+
+
+def write_seeds(folder: str) -> None:
+    for target, inputs in seed_inputs().items():
+        os.makedirs(os.path.join(folder, target), exist_ok=True)
+        for index, data in enumerate(inputs):
+            with open(os.path.join(folder, target, f"seed-{index:03d}"), "wb") as handle:
+                handle.write(data)
+
+
+def main(argv: list[str]) -> None:
+    if len(argv) == 3 and argv[1] == "seeds":
+        write_seeds(argv[2])
+        return
+    if len(argv) < 2 or argv[1] not in TARGETS:
+        sys.exit(f"usage: python -m tests.fuzz seeds DIR | {'|'.join(TARGETS)} [libFuzzer flags] [DIR…]")
+    target = TARGETS[argv[1]]
+    atheris.Setup([argv[0], f"-max_len={MAX_LEN}", *argv[2:]], target)
+    atheris.Fuzz()
+
+
+if __name__ == "__main__":
+    main(sys.argv)

@@ -1,0 +1,126 @@
+"""Every flag of every curation preset reaches the recipe it builds (a flag that only parses is a defect: `--no-dedup`
+once did not). A new flag without a row here fails the coverage test."""
+
+import json
+
+import pytest
+
+from pipeline import cli
+
+# flag → (its values, the recipe key it sets ({s}: the preset's source), the value the key must then have)
+FLAGS = {
+    "--crawl": (["CC-MAIN-2024-10"], "sources.commoncrawl.crawl", "CC-MAIN-2024-10"),
+    "--warc-paths": (["paths.gz"], "sources.commoncrawl.warc_paths", "paths.gz"),
+    "--warcs": (["a.warc.gz", "b.warc.gz"], "sources.commoncrawl.warcs", ["a.warc.gz", "b.warc.gz"]),
+    "--cc-base-url": (["http://mirror.example/"], "sources.commoncrawl.cc_base_url", "http://mirror.example/"),
+    "--max-warcs": (["3"], "sources.commoncrawl.max_warcs", 3),
+    "--warc-offset": (["2"], "sources.commoncrawl.warc_offset", 2),
+    "--max-html-bytes": (["1000"], "sources.commoncrawl.max_html_bytes", 1000),
+    "--extract-timeout": (["1.5"], "sources.commoncrawl.extract_timeout", 1.5),
+    "--url-blocklist": (["block.txt"], "sources.commoncrawl.url_blocklist", "block.txt"),
+    "--dump": (["a.xml"], "sources.wikipedia.dumps", ["a.xml"]),
+    "--wiki": (["ltgwiki,fowiki"], "sources.wikipedia.wikis", ["ltgwiki", "fowiki"]),
+    "--index": (["a-index.txt.bz2"], "sources.wikipedia.indexes", ["a-index.txt.bz2"]),
+    "--dump-date": (["20240601"], "sources.wikipedia.dump_date", "20240601"),
+    "--dumps-base-url": (["http://m.example/"], "sources.wikipedia.dumps_base_url", "http://m.example/"),
+    "--namespaces": (["0,14"], "sources.wikipedia.namespaces", [0, 14]),
+    "--keep-tables": ([], "sources.wikipedia.keep_tables", True),
+    "--streams-per-part": (["5"], "sources.wikipedia.streams_per_part", 5),
+    "--text": (["a.txt"], "sources.text.inputs", ["a.txt"]),
+    "--input": (["a.txt"], "sources.text.inputs", ["a.txt"]),  # dedup's: sources.shards.inputs
+    "--source-name": (["books"], "sources.books.kind", "text"),
+    "--text-field": (["content"], "sources.text.text_field", "content"),
+    "--lines": ([], "sources.text.lines", True),
+    "--strip-gutenberg": ([], "sources.text.strip_gutenberg", True),
+    "--language": (["de"], "sources.text.language", "de"),
+    "--languages": (["en,de"], "sources.{s}.languages", ["en", "de"]),
+    "--min-language-score": (["0.3"], "sources.{s}.min_language_score", 0.3),
+    "--filters": (["c4"], "sources.{s}.filters", ["c4"]),
+    "--filter-config": (["CONFIG"], "sources.{s}.filter_settings", {"c4": {"min_words_per_line": 2}}),
+    "--keep-measures": ([], "sources.{s}.keep_measures", True),
+    "--langid-model": (["lid.bin"], "langid.model", "lid.bin"),
+    "--output": (["elsewhere"], "output.dir", "elsewhere"),
+    "--format": (["arrow"], "output.format", "arrow"),
+    "--shard-size": (["1GB"], "output.shard_size", "1GB"),
+    "--num-shards": (["7"], "output.num_shards", 7),
+    "--no-dedup": ([], "dedup.enabled", False),
+    "--no-minhash": ([], "dedup.minhash", False),
+    "--threshold": (["0.7"], "dedup.threshold", 0.7),
+    "--num-perm": (["64"], "dedup.num_perm", 64),
+    "--bands": (["4"], "dedup.bands", 4),
+    "--rows": (["8"], "dedup.rows", 8),
+    "--ngram": (["3"], "dedup.ngram", 3),
+    "--verify": ([], "dedup.verify", True),
+    "--prefer": (["books,wikipedia"], "dedup.prefer", ["books", "wikipedia"]),
+    "--components-rounds": (["9"], "dedup.components_rounds", 9),
+}
+# Each preset: its inputs (the ones a row replaces when it is one of them) and the source its per-source flags name.
+PRESETS = {
+    "commoncrawl": (["--warcs", "base.warc.gz"], "commoncrawl"),
+    "wikipedia": (["--dump", "base.xml"], "wikipedia"),
+    "text": (["--input", "base.txt"], "text"),
+    "curate": (["--warcs", "base.warc.gz", "--dump", "base.xml", "--text", "base.txt"], "commoncrawl"),
+    "dedup": (["--input", "base.parquet"], "shards"),
+}
+INPUT_FLAGS = {"--crawl", "--warc-paths", "--warcs", "--dump", "--wiki", "--input", "--text"}
+
+
+def options(command: str) -> list[str]:
+    parser = cli.build_parser()
+    subparsers = next(a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction")
+    return [o for a in subparsers.choices[command]._actions for o in a.option_strings if o.startswith("--")]
+
+
+def lookup(table: dict, dotted: str):
+    for part in dotted.split("."):
+        table = table[part]
+    return table
+
+
+def cases():
+    for command in PRESETS:
+        for flag in options(command):
+            if flag != "--help":
+                yield command, flag
+
+
+@pytest.mark.parametrize("command", PRESETS)
+def test_every_flag_of_every_preset_has_a_row(command):
+    assert [flag for flag in options(command) if flag not in FLAGS and flag != "--help"] == []
+
+
+@pytest.mark.parametrize(("command", "flag"), list(cases()))
+def test_the_flag_reaches_the_resolved_recipe(command, flag, tmp_path):
+    base, source = PRESETS[command]
+    values, key, expected = FLAGS[flag]
+    if flag == "--input" and command == "dedup":
+        values, key, expected = ["a.parquet"], "sources.shards.inputs", ["a.parquet"]
+    if values == ["CONFIG"]:
+        config = tmp_path / "filters.json"
+        config.write_text(json.dumps({"c4": {"min_words_per_line": 2}, "min_length": {"min_words": 3}}))
+        values = [str(config)]
+        if source != "commoncrawl":  # their default filters are min_length alone
+            expected = {"min_length": {"min_words": 3}}
+    key = key.format(s=source)
+    arguments = list(base)
+    if flag in INPUT_FLAGS:  # replaces the preset's input of its kind
+        kind = {"--crawl": "--warcs", "--warc-paths": "--warcs", "--wiki": "--dump"}.get(flag, flag)
+        at = arguments.index(kind)
+        del arguments[at : at + 2]
+    args, extra = cli.build_parser().parse_known_args([command, *arguments, "--output", "out", flag, *values])
+    assert extra == []
+    recipe = cli.preset_recipe(args, []).to_dict()
+    assert lookup(recipe, key) == expected
+    if flag not in INPUT_FLAGS and flag != "--source-name":
+        args, _ = cli.build_parser().parse_known_args([command, *arguments, "--output", "out"])
+        assert lookup(cli.preset_recipe(args, []).to_dict(), key) != expected  # the flag changed it
+
+
+def test_run_takes_its_output_from_the_flag(tmp_path):
+    recipe = tmp_path / "r.toml"
+    recipe.write_text('[output]\ndir = "there"\n[sources.text]\nkind = "text"\ninputs = ["a.txt"]\n')
+    args, extra = cli.build_parser().parse_known_args(["run", "--recipe", str(recipe), "--output", "here"])
+    pairs = [("output.dir", args.output)]
+    from pipeline import recipe as recipes
+
+    assert recipes.load(args.recipe, pairs).output.dir == "here" and extra == []

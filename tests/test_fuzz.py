@@ -1,0 +1,40 @@
+"""A short coverage-guided campaign of fixed seed on each fuzz target (tests/fuzz.py); bench/bench_fuzz.py runs the
+long one. A target that raises is a finding: libFuzzer stops and names the input it saved."""
+
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import REPO
+
+pytest.importorskip("atheris")
+
+# runs per target: a few seconds each on this project's 2-core machine (the web path extracts every page)
+RUNS = {"warc": 150, "mediawiki": 150, "corpus": 1500, "recipe": 1000}
+
+
+@pytest.fixture(scope="module")
+def seeds(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("fuzz-seeds")
+    subprocess.run([sys.executable, "-m", "tests.fuzz", "seeds", str(folder)], check=True, cwd=REPO)
+    return folder
+
+
+@pytest.mark.parametrize("target", RUNS)
+def test_a_short_fuzz_campaign_finds_nothing(target, seeds, tmp_path):
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for seed in (seeds / target).iterdir():
+        (corpus / seed.name).write_bytes(seed.read_bytes())
+    command = [sys.executable, "-m", "tests.fuzz", target, f"-runs={RUNS[target]}", "-seed=1", "-timeout=30"]
+    result = subprocess.run(
+        [*command, f"-artifact_prefix={tmp_path}/", str(corpus)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        errors="replace",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"Done {RUNS[target]} runs" in result.stderr
+    assert not list(tmp_path.glob("crash-*"))
