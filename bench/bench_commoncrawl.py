@@ -1,6 +1,6 @@
 """Common Crawl pipeline throughput: each stage alone versus the whole Beam pipeline, on one core.
 
-    .venv/bin/python bench/bench_commoncrawl.py [--pages 3000] [--repeats 3] [--real]
+    .venv/bin/python bench/bench_commoncrawl.py [--pages 3000] [--repeats 3] [--real] [--baseline DIR]
 
 Writes a WARC of synthetic article pages (`--real`: real pages from ../shared/fixtures/warc, repeated under
 new URLs, at least 500 of them), times every per-document stage in this process (WARC parse + decode,
@@ -79,7 +79,8 @@ def time_stages(warc: str) -> dict:
     return {"times": times, "html_pages": len(pages), "extracted": len(texts), "kept_by_filters": kept}
 
 
-def time_pipeline(warc: str, workdir: pathlib.Path) -> tuple[float, dict]:
+def time_pipeline(warc: str, workdir: pathlib.Path, code: pathlib.Path = REPO) -> tuple[float, dict]:
+    """The whole command on `warc`, with the `pipeline` package of `code` (this checkout, or --baseline's)."""
     output = workdir / f"out-{time.monotonic_ns()}"
     start = time.perf_counter()
     subprocess.run(
@@ -94,7 +95,7 @@ def time_pipeline(warc: str, workdir: pathlib.Path) -> tuple[float, dict]:
             str(output),
             "--direct_num_workers=1",
         ],
-        cwd=REPO,
+        cwd=code,
         check=True,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -110,15 +111,23 @@ def main() -> None:
     parser.add_argument(
         "--real", action="store_true", help="real pages from ../shared/fixtures instead of synthetic ones"
     )
+    parser.add_argument(
+        "--baseline",
+        type=pathlib.Path,
+        help="a checkout of another version (git worktree add DIR COMMIT): its whole command runs too, interleaved, "
+        "and the report gives this version's pipeline time over its",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         workdir = pathlib.Path(tmp)
         warc = workdir / "bench.warc.gz"
         (real_warc if args.real else synthetic_warc)(warc, args.pages)
-        stage_runs, pipeline_runs = [], []
+        stage_runs, pipeline_runs, baseline_runs = [], [], []
         for _ in range(args.repeats):  # interleaved, so both see the same machine load
             stage_runs.append(time_stages(str(warc)))
             pipeline_runs.append(time_pipeline(str(warc), workdir))
+            if args.baseline:
+                baseline_runs.append(time_pipeline(str(warc), workdir, args.baseline.resolve()))
         stages = {name: statistics.median(run["times"][name] for run in stage_runs) for name in stage_runs[0]["times"]}
         stage_sum = sum(stages.values())
         pipeline_seconds = statistics.median(seconds for seconds, _ in pipeline_runs)
@@ -137,6 +146,12 @@ def main() -> None:
             "pipeline_kept": stats["kept"],
             "repeats": args.repeats,
         }
+        if baseline_runs:
+            baseline = statistics.median(seconds for seconds, _ in baseline_runs)
+            report["baseline_pipeline_seconds"] = round(baseline, 3)
+            report["baseline_ratio_pipeline_over_stages"] = round(baseline / stage_sum, 3)
+            report["pipeline_over_baseline"] = round(pipeline_seconds / baseline, 3)
+            report["baseline_kept"] = baseline_runs[0][1]["kept"]
         print(json.dumps(report, indent=2))
 
 

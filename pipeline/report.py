@@ -59,6 +59,8 @@ def funnel_rows(funnel: Funnel) -> list[tuple[str, str, int]]:
         ("dropped", reason, count) for reason, count in sorted(funnel.dropped.items(), key=lambda r: (-r[1], r[0]))
     ]
     rows.append(("total", "kept", funnel.kept))
+    if funnel.renamed_ids:
+        rows.append(("renamed", "kept under a new id", funnel.renamed_ids))
     return rows
 
 
@@ -133,7 +135,7 @@ def _paired_bars(title: str, series, xlabel: str, ylabel: str, empty: str) -> Fi
 
 def funnel_figure(funnel: Funnel) -> Figure:
     rows = funnel_rows(funnel)
-    colors = {"total": "#4477aa", "skipped": "#bbbbbb", "dropped": "#ee6677"}
+    colors = {"total": "#4477aa", "skipped": "#bbbbbb", "dropped": "#ee6677", "renamed": "#ccbb44"}
     labels = [label if kind == "total" else f"{kind}: {label}" for kind, label, _ in rows]
     counts = [count for _, _, count in rows]
     return _bars("From records read to documents kept", labels, counts, [colors[kind] for kind, _, _ in rows])
@@ -178,10 +180,22 @@ def _table(element_id: str, header: tuple[str, str], rows: list[tuple[str, int]]
 
 def _example(example: dict) -> str:
     where = f" · {html.escape(example['url'])}" if example.get("url") else ""
+    error = f'<p class="error">{html.escape(example["error"])}</p>' if example.get("error") else ""
     return (
         f"<details><summary><code>{html.escape(example['id'])}</code>{where}</summary>"
-        f"<pre>{html.escape(example['text'])}</pre></details>"
+        f"{error}<pre>{html.escape(example['text'])}</pre></details>"
     )
+
+
+def _error_units(funnel: Funnel) -> str:
+    """The units where a step raised (drop reasons `error.<step>.<exception>`), with their share of documents."""
+    if not funnel.error_units:
+        return ""
+    rows = "".join(
+        f"<li><code>{html.escape(unit['file'])}</code>: {unit['errors']:,} of {unit['documents']:,} documents</li>"
+        for unit in sorted(funnel.error_units, key=lambda u: -u["errors"] / max(u["documents"], 1))[:TOP]
+    )
+    return f'<h3>Units where a step raised</h3><p class="note">error.* drop reasons below.</p><ul>{rows}</ul>'
 
 
 def render(output: str, funnel: Funnel, collected: Collected, sources: list[tuple[str, str]]) -> str:
@@ -217,6 +231,7 @@ def render(output: str, funnel: Funnel, collected: Collected, sources: list[tupl
         figure["funnel"],
         f'<table id="funnel"><tr><th>stage</th><th>count</th></tr>{funnel_body}</table>',
         f"<h3>Input errors</h3><ul>{errors}</ul>" if errors else "",
+        _error_units(funnel),
         "<h2>Languages of the kept documents</h2>",
         figure["languages"],
         _table("languages", ("language", "documents"), collected.languages.most_common(TOP)),

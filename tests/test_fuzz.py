@@ -1,5 +1,6 @@
 """A short coverage-guided campaign of fixed seed on each fuzz target (tests/fuzz.py); bench/bench_fuzz.py runs the
-long one. A target that raises is a finding: libFuzzer stops and names the input it saved."""
+long one. A target that raises (or takes over 30 s on one input) is a finding: libFuzzer stops and names the input
+it saved. Earlier findings are kept in tests/fuzz-regressions/<target>/ and replayed first."""
 
 import subprocess
 import sys
@@ -25,7 +26,9 @@ def seeds(tmp_path_factory):
 def test_a_short_fuzz_campaign_finds_nothing(target, seeds, tmp_path):
     corpus = tmp_path / "corpus"
     corpus.mkdir()
-    for seed in (seeds / target).iterdir():
+    # libFuzzer runs every input of its corpus first: the seeds, and the inputs of earlier findings (replayed)
+    regressions = REPO / "tests" / "fuzz-regressions" / target
+    for seed in [*(seeds / target).iterdir(), *(regressions.iterdir() if regressions.is_dir() else [])]:
         (corpus / seed.name).write_bytes(seed.read_bytes())
     command = [sys.executable, "-m", "tests.fuzz", target, f"-runs={RUNS[target]}", "-seed=1", "-timeout=30"]
     result = subprocess.run(

@@ -113,6 +113,10 @@ def test_a_step_or_reader_that_raises_costs_its_document_and_is_counted(caplog):
     unit = {"file": "unit", "unit": source.unit_key("unit"), "errors": 2, "documents": 10}
     assert funnel.error_units == [unit]
     assert funnel.noisy_units(0.1) == funnel.error_units and funnel.noisy_units(0.2) == []
+    from pipeline import report
+
+    shown = report._example(funnel.examples["error.exploding.ZeroDivisionError"][0])
+    assert '<p class="error">ZeroDivisionError: a filter divided by nothing</p>' in shown
     logged = [r.getMessage() for r in caplog.records if "raised" in r.getMessage()]
     assert len(logged) == 2 and "unit @ flaky/3: exploding raised ZeroDivisionError: a filter" in "".join(logged)
     assert "unit @ record 5: read raised KeyError: 5" in "".join(logged)
@@ -379,3 +383,15 @@ def test_a_run_killed_mid_unit_resumes_to_the_shards_of_an_uninterrupted_run(tmp
     assert cli.main([*arguments, "--output", str(output), IN_MEMORY]) == 0
     assert any("committed unit is damaged" in r.getMessage() for r in caplog.records)
     assert shard_rows(output) == expected and stats_of(output) == stats_of(reference)
+
+
+def test_an_input_listed_twice_is_read_once_and_named(tmp_path, caplog):
+    from pipeline.sources import wikipedia
+
+    dump = tmp_path / "tinywiki-pages-articles.xml"
+    dump.write_text(synthetic.dump_header("tinywiki", "en") + "</mediawiki>")
+    source = wikipedia.Wikipedia("wikipedia", wikipedia.Settings(dumps=[str(dump), str(dump)]))
+    assert source.inputs() == [(str(dump), None)]
+    assert any(
+        "listed more than once, read once" in r.getMessage() and str(dump) in r.getMessage() for r in caplog.records
+    )

@@ -22,12 +22,15 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import logging
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from pipeline import filters, langid
 from pipeline.remote import input_key
 from pipeline.schema import Document, Dropped, ReadError, Skipped
+
+log = logging.getLogger(__name__)
 
 Item = Document | Dropped | Skipped | ReadError
 Step = Callable[[Document], "str | None"]  # a drop reason, or None to keep the (possibly rewritten) document
@@ -56,6 +59,16 @@ class DocumentSettings:
             filters.build_filters(self.filters, self.filter_settings)
         except TypeError as exc:
             raise ValueError(f"{where}.filter_settings: {exc}")
+
+
+def listed_once(inputs: list, where: str) -> list:
+    """`inputs` in their order, each once: an input listed twice (a dump given twice, a listing that repeats a WARC)
+    would be read twice, its documents reaching the output under the same ids. The repeats are named in the log."""
+    unique = list(dict.fromkeys(inputs))
+    if len(unique) < len(inputs):
+        repeated = sorted({str(i) for i in inputs if inputs.count(i) > 1})
+        log.warning("%s: %d input(s) listed more than once, read once: %s", where, len(repeated), ", ".join(repeated))
+    return unique
 
 
 class Source:

@@ -23,7 +23,7 @@ from pipeline import extract, filters, html
 from pipeline.remote import FetchError, expand_glob, is_url, open_input, read_text_lines
 from pipeline.schema import Document, Dropped, ReadError, Skipped, commoncrawl_id, parse_warc_date
 from pipeline.settings import UsageError, describe_exception
-from pipeline.sources import DocumentSettings, Source
+from pipeline.sources import DocumentSettings, Source, listed_once
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +105,9 @@ def read_warc(
                         break
                     yield item
                     done += 1
-            start = None if broken is None else _next_member(path, broken + 1, opener)
+            # past both the broken record and where this pass began (warcio's offsets are not exact around a
+            # damaged record), so every pass starts further on and the loop ends
+            start = None if broken is None else _next_member(path, max(broken, start) + 1, opener)
             if start is not None:
                 log.warning("%s: the record at %d cannot be read; reading on from %d", path, broken, start)
         return
@@ -373,7 +375,7 @@ class CommonCrawl(Source):
             raise UsageError(f"{where}: cannot read the WARC listing: {exc}")
         if not paths:
             raise UsageError(f"{where}: the WARC listing is empty (check warc_offset and max_warcs)")
-        return paths
+        return listed_once(paths, where)
 
     def unit_settings(self) -> dict:
         settings = {k: v for k, v in dataclasses.asdict(self.settings).items() if k not in INPUT_SETTINGS}

@@ -34,7 +34,7 @@ from lxml import etree
 from pipeline.remote import input_key, is_url, open_input
 from pipeline.schema import Document, ReadError, Skipped, wikipedia_id
 from pipeline.settings import UsageError
-from pipeline.sources import DocumentSettings, Source
+from pipeline.sources import DocumentSettings, Source, listed_once
 from pipeline.wikitext import WikitextCleaner
 
 log = logging.getLogger(__name__)
@@ -406,6 +406,7 @@ class Wikipedia(Source):
                 raise UsageError(f"{where}.indexes: {len(s.indexes)} given for {len(s.dumps)} dumps")
             indexes = [*s.indexes, *[""] * (len(s.dumps) - len(s.indexes))]
             pairs = [(dump, index or index_beside(dump)) for dump, index in zip(s.dumps, indexes)]
+        pairs = listed_once(pairs, where)
         for dump, index in pairs:
             _probe(dump, f"{where}.dumps")
             if index:
