@@ -72,28 +72,26 @@ class Curate(beam.PTransform):
         docs, id_stats = docs | "UniqueIds" >> transforms.UniqueIds()
         funnels = [read_stats, id_stats]
         report_dir = sinks.join(out.dir, card.REPORT_DIR)
+        written = []  # the paths of every shard this run writes: the earlier runs' others go once they exist
         if recipe.dedup.enabled:
             docs, dedup_stats, report = docs | "Dedup" >> transforms.Deduplicate(
                 recipe.minhash_config(), tuple(recipe.dedup.prefer), self.rounds
             )
             funnels.append(dedup_stats)
-            report_names = (
-                report
-                | "Report"
-                >> transforms.WriteShards(report_dir, out.num_shards, out.format, transforms.REPORT, recipe.shard_bytes)
-                | "ReportNames" >> beam.Keys()
+            report_shards = report | "Report" >> transforms.WriteShards(
+                report_dir, out.num_shards, out.format, transforms.REPORT, recipe.shard_bytes
             )
-        else:  # no report: an earlier run's goes
-            report_names = pbegin | "NoReport" >> beam.Create([])
-        kept, names = docs | "Write" >> transforms.WriteDocuments(
+            written.append(report_shards | "ReportPaths" >> beam.Keys())
+        kept, paths = docs | "Write" >> transforms.WriteDocuments(
             out.dir, out.num_shards, out.format, recipe.shard_bytes
         )
         funnels.append(kept)
+        written.append(paths)
         return (
             funnels
             | "AllStats" >> beam.Flatten()
             | "Stats" >> transforms.WriteStats(sinks.join(out.dir, "stats.json"))
-            | "Publish" >> transforms.PublishShards(out.dir, names, report_dir, report_names)
+            | "Publish" >> transforms.PublishShards((out.dir, report_dir), written | "Written" >> beam.Flatten())
             | "Card" >> beam.Map(card.write_card, recipe)
         )
 

@@ -14,6 +14,7 @@ commit it), so nothing holds a unit in memory and a rerun with the same settings
 from __future__ import annotations
 
 import ast
+import functools
 import hashlib
 import importlib.metadata
 import inspect
@@ -319,11 +320,15 @@ def code_version(source: Source) -> str:
     """A hash of the code that makes the source's documents (this module, the source's, and every module of this
     package they import; a source defined outside it adds its own file) and of the libraries it relies on: a rerun
     after any of them changed redoes its units instead of serving what the old code produced."""
+    return _code_version(type(source).__module__, inspect.getfile(type(source)))
+
+
+@functools.cache  # the files do not change while a process runs; a driver asks once per source and run
+def _code_version(source_module: str, source_file: str) -> str:
     digest = hashlib.sha1()
-    source_module = type(source).__module__
     files = per_document_files([__name__, source_module])
     if _module_file(source_module) is None:
-        files.append(inspect.getfile(type(source)))
+        files.append(source_file)
     for path in files:
         with open(path, "rb") as handle:
             digest.update(os.path.relpath(path, _PACKAGE_DIR).encode() + b"\0" + handle.read())

@@ -169,6 +169,8 @@ def from_table(table: dict) -> Recipe:
         if not isinstance(source_table, dict):
             raise UsageError(f"sources.{name}: expected a table")
         kind = source_table.pop("kind", name)
+        if not isinstance(kind, str):
+            raise UsageError(f"sources.{name}.kind: expected the name of a source kind, got {kind!r}")
         try:
             cls = source_class(kind)
         except KeyError:

@@ -400,11 +400,11 @@ class _WriteShardFn(beam.DoFn):
     def process(self, element, num_shards: int):
         index, grouped = element
         items = sorted(grouped["items"], key=self.kind.key)
-        name = sinks.shard_name(index, num_shards, self.fmt) + self.kind.suffix
-        sinks.write_table(sinks.join(self.output_dir, name), self.kind.to_table(items), self.fmt)
+        path = sinks.join(self.output_dir, sinks.shard_name(index, num_shards, self.fmt) + self.kind.suffix)
+        sinks.write_table(path, self.kind.to_table(items), self.fmt)
         Metrics.counter("write", self.kind.counter).inc(len(items))
         Metrics.distribution("write", f"{self.kind.counter}_per_shard").update(len(items))
-        yield name, len(items)
+        yield path, len(items)
 
 
 class ShardKind:
@@ -439,7 +439,7 @@ class WriteShards(beam.PTransform):
     so the same items give the same files whatever the runner and the number of workers (empty shards are written
     too). The number of shards is `num_shards`, or (0) as many as it takes for about `shard_bytes` of content
     each, counted over the whole collection first: one shard is what one worker holds while it writes, so memory
-    per worker follows the shard size, not the corpus. Returns (file name, rows written) per shard. Shards of an
+    per worker follows the shard size, not the corpus. Returns (path, rows written) per shard. Shards of an
     earlier run in the same folder are left as they are: `PublishShards` removes them once this set is complete."""
 
     def __init__(
@@ -479,7 +479,7 @@ class WriteShards(beam.PTransform):
 
 
 class WriteDocuments(beam.PTransform):
-    """Documents → shards (see WriteShards); returns (the `kept` funnel per shard, the shards' file names)."""
+    """Documents → shards (see WriteShards); returns (the `kept` funnel per shard, the shards' paths)."""
 
     def __init__(
         self, output_dir: str, num_shards: int = 0, fmt: str = "parquet", shard_bytes: int = DEFAULT_SHARD_BYTES
@@ -490,7 +490,7 @@ class WriteDocuments(beam.PTransform):
     def expand(self, docs):
         written = docs | "Shards" >> self.shards
         kept = written | "Kept" >> beam.Map(lambda shard: Funnel(kept=shard[1]))
-        return kept, written | "Names" >> beam.Keys()
+        return kept, written | "Paths" >> beam.Keys()
 
 
 SHARD_PATTERN = "part-*-of-*"
@@ -503,10 +503,11 @@ def stale_shards(directory: str, current: set[str]) -> list[str]:
     return [path for path in found if posixpath.basename(path) not in current]
 
 
-def _publish(stats: Funnel, output_dir: str, names: list[str], report_dir: str, report_names: list[str]) -> Funnel:
+def _publish(stats: Funnel, directories: tuple[str, ...], written: list[str]) -> Funnel:
     """Once every shard of this run is written: the earlier runs' shards that are not among them go, so that
-    the output folder holds exactly this run's set (`_work/` keeps what a rerun reuses)."""
-    for directory, current in ((output_dir, set(names)), (report_dir, set(report_names))):
+    each folder holds exactly this run's set (`_work/` keeps what a rerun reuses)."""
+    for directory in directories:
+        current = {posixpath.basename(path) for path in written if posixpath.dirname(path) == directory.rstrip("/")}
         for path in stale_shards(directory, current):
             log.info("removing %s: not a shard of this run", path)
             sinks.delete(path)
@@ -514,21 +515,15 @@ def _publish(stats: Funnel, output_dir: str, names: list[str], report_dir: str, 
 
 
 class PublishShards(beam.PTransform):
-    """stats → stats, after removing the shards in the output folder (and its duplicates report folder) that
-    this run did not write; it runs once the shards named in `names` and `report_names` (side inputs) exist."""
+    """stats → stats, after removing the shards in `directories` (the output folder, its duplicates report folder)
+    that this run did not write; it runs once every path of `written` (a side input) exists."""
 
-    def __init__(self, output_dir: str, names, report_dir: str, report_names):
+    def __init__(self, directories: tuple[str, ...], written):
         super().__init__()
-        self.output_dir, self.names, self.report_dir, self.report_names = output_dir, names, report_dir, report_names
+        self.directories, self.written = directories, written
 
     def expand(self, stats):
-        return stats | "Remove" >> beam.Map(
-            _publish,
-            self.output_dir,
-            beam.pvalue.AsList(self.names),
-            self.report_dir,
-            beam.pvalue.AsList(self.report_names),
-        )
+        return stats | "Remove" >> beam.Map(_publish, self.directories, beam.pvalue.AsList(self.written))
 
 
 class UniqueIds(beam.PTransform):

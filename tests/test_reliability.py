@@ -290,67 +290,53 @@ def lines_file(path, lines) -> str:
 SENTENCE = "The committee met on Tuesday to discuss the budget for the new library and the park near the river"
 
 
-def test_no_dedup_and_no_minhash_reach_the_recipe_and_the_output(tmp_path):
-    long = " ".join(f"{SENTENCE} and item {i}" for i in range(4))
-    text = lines_file(tmp_path / "a.txt", [long, long, long + " too", "A different line about gardens " * 4])
-    kept = {}
-    for flag in ("--no-dedup", "--no-minhash", None):
-        output = tmp_path / f"out{flag}"
-        flags = [flag] if flag else []
-        assert cli.main(["text", "--input", text, "--lines", "--output", str(output), *flags, *TEXT]) == 0
-        recipe = (output / "recipe.toml").read_text()
-        kept[flag] = stats_of(output)["kept"]
-        if flag == "--no-dedup":
-            assert "[dedup]\nenabled = false" in recipe
-        if flag == "--no-minhash":
-            assert "minhash = false" in recipe
-    assert kept == {"--no-dedup": 4, "--no-minhash": 3, None: 2}
-
-
-def test_a_rerun_publishes_exactly_its_own_shards(tmp_path):
-    text = lines_file(tmp_path / "a.txt", [f"{SENTENCE} number {i} " + "word " * i for i in range(30)])
+def test_dedup_switches_reach_the_output_and_a_rerun_publishes_exactly_its_own_shards(tmp_path):
+    distinct = [" ".join(synthetic.article_paragraphs(random.Random(i), "en")) for i in range(20)]
+    copy = " ".join(f"{SENTENCE} and item {i}" for i in range(4))
+    text = lines_file(tmp_path / "a.txt", [*distinct, copy, copy, copy + " too"])  # an exact and a near copy
     output = tmp_path / "out"
     base = ["text", "--input", text, "--lines", "--output", str(output), *TEXT]
     assert cli.main([*base, "--num-shards", "3"]) == 0
-    first = sorted(row["id"] for row in shard_rows(output))
+    assert stats_of(output)["kept"] == 21
     work = sorted(p.name for p in (output / "_work").rglob("*"))
     (output / "part-00009-of-00010.parquet.tmp-0a1b2c3d").write_bytes(b"an unfinished write")
-    assert cli.main([*base, "--num-shards", "2"]) == 0
+
+    assert cli.main([*base, "--num-shards", "2", "--no-minhash"]) == 0
+    assert "minhash = false" in (output / "recipe.toml").read_text()
     assert sorted(p.name for p in output.glob("part-*")) == [
         "part-00000-of-00002.parquet",
         "part-00001-of-00002.parquet",
     ]
-    ids = sorted(row["id"] for row in shard_rows(output))
-    assert ids == first and len(ids) == len(set(ids)) == stats_of(output)["kept"] > 20  # each document once
-    assert sorted(p.name for p in (output / "_work").rglob("*")) == work  # the resume cache stays
+    ids = [row["id"] for row in shard_rows(output)]
+    assert len(ids) == len(set(ids)) == stats_of(output)["kept"] == 22  # each document once, the near copy kept
+    assert sorted(p.name for p in (output / "_work").rglob("*")) == work  # the resume cache stays, reused
     assert list((output / "duplicates").glob("part-*"))
+
     assert cli.main([*base, "--num-shards", "2", "--no-dedup", "--format", "arrow"]) == 0
+    assert "[dedup]\nenabled = false" in (output / "recipe.toml").read_text()
     assert sorted(p.name for p in output.glob("part-*")) == ["part-00000-of-00002.arrow", "part-00001-of-00002.arrow"]
     assert not list((output / "duplicates").glob("part-*"))  # no report this time: the earlier one went
+    rows = pa.concat_tables(pa.ipc.open_file(str(p)).read_all() for p in sorted(output.glob("part-*.arrow")))
+    assert rows.num_rows == stats_of(output)["kept"] == 23  # both copies kept
 
 
-def test_document_ids_are_unique_in_the_output(tmp_path):
+def test_document_ids_are_unique_in_the_output_and_text_valid(tmp_path):
     records = [{"id": str(i), "text": " ".join(synthetic.article_paragraphs(random.Random(i), "en"))} for i in range(6)]
     (tmp_path / "a.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     (tmp_path / "b.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records[:3]))  # the same, repeated
     other = [{"id": "4", "text": "Another corpus entirely, about the migration of birds " * 3}]
-    (tmp_path / "c.jsonl").write_text("".join(json.dumps(r) + "\n" for r in other))  # an id that repeats
+    lines = [json.dumps(r) + "\n" for r in other]  # an id that repeats, and a line with lone surrogates:
+    lines.append('{"id": "\\ud800x", "text": "' + SENTENCE + ' \\ud800 and \\udfff"}\n')
+    (tmp_path / "c.jsonl").write_text("".join(lines))
     output = tmp_path / "out"
     inputs = [str(tmp_path / name) for name in ("a.jsonl", "b.jsonl", "c.jsonl")]
     assert cli.main(["text", "--input", *inputs, "--output", str(output), *TEXT]) == 0
     stats = stats_of(output)
-    ids = sorted(row["id"] for row in shard_rows(output))
-    assert len(ids) == len(set(ids)) == 7 == stats["kept"]
+    rows = {row["id"]: row for row in shard_rows(output)}
+    assert len(rows) == 8 == stats["kept"]
     assert stats["dropped"] == {"duplicate_id": 3} and stats["renamed_ids"] == 1
-    assert [i for i in ids if "~" in i] and Funnel.from_json(stats).problems() == []
-
-
-def test_a_json_line_with_a_lone_surrogate_is_curated(tmp_path):
-    (tmp_path / "a.jsonl").write_text('{"id": "\\ud800x", "text": "' + SENTENCE + ' \\ud800 and \\udfff"}\n')
-    output = tmp_path / "out"
-    assert cli.main(["text", "--input", str(tmp_path / "a.jsonl"), "--output", str(output), *TEXT]) == 0
-    [row] = pa.concat_tables([pq.read_table(p) for p in output.glob("part-*.parquet")]).to_pylist()
-    assert row["id"] == "text/\ufffdx" and row["text"].endswith("\ufffd and \ufffd")
+    assert [i for i in rows if "~" in i] and Funnel.from_json(stats).problems() == []
+    assert rows["text/\ufffdx"]["text"].endswith("\ufffd and \ufffd")  # made valid where it was read
 
 
 # --- fault injection --------------------------------------------------------------------------------------------
@@ -359,8 +345,8 @@ def test_a_json_line_with_a_lone_surrogate_is_curated(tmp_path):
 def test_a_run_killed_mid_unit_resumes_to_the_shards_of_an_uninterrupted_run(tmp_path, caplog):
     warcs = tmp_path / "warcs"
     warcs.mkdir()
-    for number in range(4):
-        pages = [synthetic.Response(f"https://w{number}.example/{i}", body=page(number * 10 + i)) for i in range(6)]
+    for number in range(3):
+        pages = [synthetic.Response(f"https://w{number}.example/{i}", body=page(number * 10 + i)) for i in range(5)]
         (warcs / f"{number}.warc.gz").write_bytes(_warc(pages))
     arguments = ["commoncrawl", "--warcs", str(warcs / "*.warc.gz"), "--num-shards", "2"]
     reference, output = tmp_path / "reference", tmp_path / "out"
@@ -372,26 +358,14 @@ def test_a_run_killed_mid_unit_resumes_to_the_shards_of_an_uninterrupted_run(tmp
         time.sleep(0.05)
     os.killpg(killed.pid, signal.SIGKILL)  # the driver and its worker processes, in the middle of the run
     killed.wait()
-    assert list(output.glob("_work/*/*.stats.json")) and not (output / "stats.json").exists()
+    committed = list(output.glob("_work/*/*.stats.json"))
+    assert committed and not (output / "stats.json").exists()
+    # and a committed work file is damaged: its checksum finds it, its unit is made again
+    unit = json.loads(committed[0].read_text())
+    damaged = committed[0].parent / unit["files"][0]
+    damaged.write_bytes(damaged.read_bytes()[:-100])
     assert cli.main([*arguments, "--output", str(output), IN_MEMORY]) == 0  # the rerun reads what was committed
+    assert any("committed unit is damaged" in r.getMessage() for r in caplog.records)
     expected = shard_rows(reference)
     assert shard_rows(output) == expected and len({row["id"] for row in expected}) == len(expected) > 10
     assert stats_of(output) == stats_of(reference)
-    # a damaged work file is found by its checksum and its unit made again
-    damaged = sorted(output.glob("_work/*/*.arrow"))[0]
-    damaged.write_bytes(damaged.read_bytes()[:-100])
-    assert cli.main([*arguments, "--output", str(output), IN_MEMORY]) == 0
-    assert any("committed unit is damaged" in r.getMessage() for r in caplog.records)
-    assert shard_rows(output) == expected and stats_of(output) == stats_of(reference)
-
-
-def test_an_input_listed_twice_is_read_once_and_named(tmp_path, caplog):
-    from pipeline.sources import wikipedia
-
-    dump = tmp_path / "tinywiki-pages-articles.xml"
-    dump.write_text(synthetic.dump_header("tinywiki", "en") + "</mediawiki>")
-    source = wikipedia.Wikipedia("wikipedia", wikipedia.Settings(dumps=[str(dump), str(dump)]))
-    assert source.inputs() == [(str(dump), None)]
-    assert any(
-        "listed more than once, read once" in r.getMessage() and str(dump) in r.getMessage() for r in caplog.records
-    )
