@@ -138,8 +138,7 @@ class UnitProcessor:
         if self.source.counts_input(unit):
             funnel.input_files += 1
         path = self.source.unit_path(unit)
-        source_steps = self.source.steps(unit)
-        steps = [*source_steps, _ValidText(), *self.common_steps]
+        steps = [*self.source.steps(unit), _ValidText(), *self.common_steps]
         if self.common_steps:
             steps.insert(len(steps) - len(self.common_steps), _MeasureLength(funnel))  # the text is made by now
         documents_in, dropped_before = funnel.records_in, sum(self._errors(funnel).values())
@@ -199,9 +198,11 @@ class UnitProcessor:
 
     def _records(self, unit, path: str, funnel: Funnel) -> Iterator:
         """What the source reads; a reader that breaks ends the unit with an input error (what it read stays)."""
-        records = iter(self.source.read(unit))
+        records = None
         while True:
             try:
+                if records is None:  # inside the guard: a reader may raise before its first record
+                    records = iter(self.source.read(unit))
                 yield next(records)
             except StopIteration:
                 return
