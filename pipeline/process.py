@@ -138,7 +138,8 @@ class UnitProcessor:
         if self.source.counts_input(unit):
             funnel.input_files += 1
         path = self.source.unit_path(unit)
-        steps = [*self.source.steps(unit), _ValidText(), *self.common_steps]
+        source_steps = self.source.steps(unit)  # they make new text (extraction, cleaning): made valid again
+        steps = [*source_steps, *([_ValidText()] if source_steps else []), *self.common_steps]
         if self.common_steps:
             steps.insert(len(steps) - len(self.common_steps), _MeasureLength(funnel))  # the text is made by now
         documents_in, dropped_before = funnel.records_in, sum(self._errors(funnel).values())
@@ -351,17 +352,12 @@ def file_checksum(path: str) -> dict:
     return {"bytes": size, "sha1": digest.hexdigest()}
 
 
-def file_digest(path: str) -> str:
-    with open(path, "rb") as handle:
-        return hashlib.file_digest(handle, "sha1").hexdigest()
-
-
 def fingerprint(source: Source, langid_model: str | None, version: str) -> str:
     """What a committed unit was made with: the source's settings, the language-ID model's content (not its
     path) and the code version. A unit committed under another fingerprint is never reused."""
     model = ""
     if isinstance(source.settings, DocumentSettings):
-        model = file_digest(langid_model or langid.default_model_path())
+        model = file_checksum(langid_model or langid.default_model_path())["sha1"]
     payload = json.dumps([source.kind, source.unit_settings(), model, version], sort_keys=True, default=str)
     return hashlib.sha1(payload.encode()).hexdigest()[:12]
 

@@ -543,30 +543,28 @@ class UniqueIds(beam.PTransform):
         return results.docs, results[STATS_TAG]
 
 
-def _text_digest(doc) -> str:
-    return hashlib.sha1(doc.text.encode("utf-8")).hexdigest()
-
-
 def _resolve_ids(element):
     doc_id, grouped = element
     docs = list(grouped)
     if len(docs) == 1:
         yield docs[0]
         return
-    funnel, seen = Funnel(), set()
-    for doc in sorted(docs, key=lambda d: (_text_digest(d), d.source, d.url or "")):
-        digest = _text_digest(doc)
+    by_text = sorted(
+        ((hashlib.sha1(doc.text.encode("utf-8")).hexdigest(), doc) for doc in docs),
+        key=lambda pair: (pair[0], pair[1].source, pair[1].url or ""),
+    )
+    seen: set[str] = set()
+    for digest, doc in by_text:
         if digest in seen:
-            funnel.drop("duplicate_id")
             continue
         if seen:
             doc.id = f"{doc_id}~{digest[:8]}"
-            funnel.renamed_ids += 1
         seen.add(digest)
         yield doc
     log.warning("id %s: %d documents (%d with another text, renamed)", doc_id, len(docs), len(seen) - 1)
-    Metrics.counter("ids", "duplicate_id").inc(funnel.dropped["duplicate_id"])
-    Metrics.counter("ids", "renamed_ids").inc(funnel.renamed_ids)
+    funnel = _dropped("duplicate_id", len(docs) - len(seen))
+    funnel.renamed_ids = len(seen) - 1
+    Metrics.counter("dedup", "renamed_ids").inc(funnel.renamed_ids)
     yield beam.pvalue.TaggedOutput(STATS_TAG, funnel)
 
 

@@ -57,7 +57,7 @@ def _finish(doc: Document, kind: str) -> None:
 
 def warc(data: bytes) -> None:
     source = commoncrawl.CommonCrawl("commoncrawl", commoncrawl.Settings())
-    for record in commoncrawl.read_warc("fuzz.warc", opener=lambda _: io.BytesIO(data)):
+    for record in commoncrawl.read_warc("fuzz.warc", opener=lambda _, start=0: io.BytesIO(data[start:])):
         doc = source.document(record)
         if not isinstance(doc, Document):
             continue

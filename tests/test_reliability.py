@@ -21,7 +21,7 @@ import pytest
 
 from pipeline import cli, html, process, synthetic
 from pipeline.schema import Document, Dropped, valid_text
-from pipeline.sources import Source
+from pipeline.sources import Source, localtext
 from pipeline.sources.commoncrawl import read_warc
 from pipeline.stats import Funnel
 
@@ -369,3 +369,43 @@ def test_a_run_killed_mid_unit_resumes_to_the_shards_of_an_uninterrupted_run(tmp
     expected = shard_rows(reference)
     assert shard_rows(output) == expected and len({row["id"] for row in expected}) == len(expected) > 10
     assert stats_of(output) == stats_of(reference)
+
+
+class FlakyLines(Source):
+    """A source of one document per line whose `document()` raises on lines that say so: a source's bug."""
+
+    Settings = localtext.Settings
+    kind = "flaky-lines"
+
+    def inputs(self):
+        return list(self.settings.inputs)
+
+    def read(self, path):
+        with open(path, encoding="utf-8") as lines:
+            yield from enumerate(lines)
+
+    def document(self, record):
+        number, line = record
+        if "raise" in line:
+            raise ValueError(f"line {number} says raise")
+        return Document(id=f"{self.name}/{number}", text=line.strip(), source=self.name)
+
+
+def test_a_source_that_raises_costs_its_records_and_the_errors_setting_decides_the_exit(tmp_path, capsys):
+    from pipeline.sources import register
+
+    register(FlakyLines.kind, FlakyLines)
+    lines = [f"{SENTENCE}, line {i}" if i % 4 else f"{SENTENCE}: raise {i}" for i in range(12)]
+    text = lines_file(tmp_path / "a.txt", lines)
+    recipe = tmp_path / "recipe.toml"
+    recipe.write_text(f'[sources.flaky]\nkind = "flaky-lines"\ninputs = ["{text}"]\nfilters = []\n')
+    output = tmp_path / "out"
+    arguments = ["run", "--recipe", str(recipe), "--output", str(output), "--dedup.enabled", "false", IN_MEMORY]
+    assert cli.main([*arguments, "--errors.max_share", "0.2", "--errors.fail", "true"]) == 1
+    error = capsys.readouterr().err
+    assert "a step failed on 3 of its 12 documents (more than errors.max_share = 0.2)" in error
+    stats = stats_of(output)
+    assert stats["dropped"] == {"error.read.ValueError": 3} and stats["kept"] == 9
+    assert stats["error_units"][0]["errors"] == 3 and Funnel.from_json(stats).problems() == []
+    assert len(shard_rows(output)) == 9
+    assert "error.read.ValueError" in (output / "report.html").read_text()

@@ -86,19 +86,19 @@ class _Broken:
 
 
 def read_warc(
-    path: str, max_html_bytes: int = html.DEFAULT_MAX_HTML_BYTES, opener: Callable[[str], Any] = open_input
+    path: str, max_html_bytes: int = html.DEFAULT_MAX_HTML_BYTES, opener: Callable[..., Any] = open_input
 ) -> Iterator[WarcItem]:
     """Every record of a WARC (or ARC) file, gzip per record or not compressed; a file compressed as one
     gzip member (which warcio refuses by design) is read again as one stream. After a record that cannot be read
     (a corrupt gzip member), reading goes on from the next gzip member that holds a WARC record, so one broken
-    record costs that record (an input error), not the rest of the file."""
+    record costs that record (an input error), not the rest of the file. `opener(path, start)` opens the file at
+    byte `start`, as `open_input` does (a seek, or an HTTP range request)."""
     done = 0
     start: int | None = 0
     try:
         while start is not None:
             broken = None
-            with opener(path) as stream:
-                _skip(stream, start)
+            with opener(path, start) as stream:
                 for item in _iterate(stream, max_html_bytes, start):
                     if isinstance(item, _Broken):
                         broken = item.offset
@@ -130,26 +130,11 @@ def read_warc(
         yield ReadError(f"cannot open: {_one_line(exc)}", None, _transient(exc))
 
 
-def _skip(stream, count: int) -> None:
-    if not count:
-        return
-    try:
-        stream.seek(count)
-        return
-    except (AttributeError, OSError, ValueError):  # a stream that cannot seek (HTTP) is read past
-        pass
-    while count > 0:
-        chunk = stream.read(min(count, 1 << 20))
-        if not chunk:
-            return
-        count -= len(chunk)
-
-
 _GZIP_MEMBER = b"\x1f\x8b\x08"
 _SCAN_BYTES = 1 << 20
 
 
-def _next_member(path: str, after: int, opener: Callable[[str], Any]) -> int | None:
+def _next_member(path: str, after: int, opener: Callable[..., Any]) -> int | None:
     """The offset of the first gzip member at or after `after` whose content starts a WARC record, or None (also
     when the file cannot be read again: the error that led here is counted already)."""
     try:
@@ -159,9 +144,8 @@ def _next_member(path: str, after: int, opener: Callable[[str], Any]) -> int | N
         return None
 
 
-def _find_member(path: str, after: int, opener: Callable[[str], Any]) -> int | None:
-    with opener(path) as stream:
-        _skip(stream, after)
+def _find_member(path: str, after: int, opener: Callable[..., Any]) -> int | None:
+    with opener(path, after) as stream:
         position, window = after, b""
         while True:
             chunk = stream.read(_SCAN_BYTES)
