@@ -11,7 +11,7 @@ outside without touching this file.
 from __future__ import annotations
 
 import math
-import typing
+import zlib
 from dataclasses import dataclass
 
 import torch
@@ -86,9 +86,6 @@ class RMSNorm(nn.Module):
         self.eps = eps
         self.weight = nn.Parameter(torch.ones(dim))
 
-    def reset_parameters(self) -> None:
-        nn.init.ones_(self.weight)
-
     def forward(self, x):
         if x.is_cuda:  # a fused kernel there, and torch.compile fuses either form
             return F.rms_norm(x, (x.size(-1),), self.weight, self.eps)
@@ -153,16 +150,15 @@ class Attention(nn.Module):
         if cache is not None:
             past = cache.length
             k, v = cache.update(layer, k, v)
-        if q.size(1) != k.size(1):  # grouped-query: each key/value head serves n_heads / n_kv_heads query heads
-            k = k.repeat_interleave(q.size(1) // k.size(1), dim=1)
-            v = v.repeat_interleave(q.size(1) // v.size(1), dim=1)
+        # grouped-query: each key/value head serves n_heads / n_kv_heads query heads, inside SDPA (no copies)
+        grouped = q.size(1) != k.size(1)
         if past == 0:
-            out = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+            out = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=grouped)
         else:  # new tokens see the whole cache and each other causally
             visible = (
                 torch.arange(past + seq, device=x.device)[None, :] <= past + torch.arange(seq, device=x.device)[:, None]
             )
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=visible)
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=visible, enable_gqa=grouped)
         return self.wo(out.transpose(1, 2).reshape(batch, seq, -1))
 
 
@@ -209,31 +205,34 @@ class Transformer(nn.Module):
         self.register_buffer(
             "rope_freqs", rotary_frequencies(config.head_dim, config.max_seq_len, config.rope_theta), persistent=False
         )
-        self.init_weights()
+        if self.tok_embeddings.weight.device.type != "meta":  # on meta, whoever materialises it initialises it
+            self.init_weights(torch.initial_seed())
+
+    def initial_value(self, name: str, seed: int) -> torch.Tensor:
+        """The initial value of parameter `name`, on the CPU, in full: a function of the seed and the name alone
+        (not of the order of initialisation, nor of how the parameter is later split), so a model made in
+        shards gets the weights of one made whole. Normal(0, init_std), with the projections that write into the
+        residual stream (wo, w2) scaled by 1/√(2·n_layers) so the residual's variance does not grow with depth
+        (GPT-2); norms start at one."""
+        shape = self.get_parameter(name).shape
+        if name.endswith("norm.weight"):
+            return torch.ones(shape)
+        std = self.config.init_std
+        if name.endswith(("attention.wo.weight", "feed_forward.w2.weight")):
+            std /= math.sqrt(2 * self.config.n_layers)
+        generator = torch.Generator().manual_seed((seed * 1_000_003 + zlib.crc32(name.encode())) % 2**63)
+        return torch.empty(shape).normal_(0.0, std, generator=generator)
 
     @torch.no_grad()
-    def init_weights(self) -> None:
-        """Normal(0, init_std) everywhere; the projections that write into the residual stream (wo, w2) scaled
-        by 1/√(2·n_layers) so the residual's variance does not grow with depth (GPT-2). Also recomputes the
-        rotary frequencies, so a model built on the meta device and then `to_empty`'d is complete after this call."""
-        std = self.config.init_std
-        nn.init.normal_(self.tok_embeddings.weight, std=std)
-        if not self.config.tie_embeddings:
-            nn.init.normal_(self.output.weight, std=std)
-        for block in typing.cast(list[Block], self.layers):
-            for linear in (
-                block.attention.wq,
-                block.attention.wk,
-                block.attention.wv,
-                block.feed_forward.w1,
-                block.feed_forward.w3,
-            ):
-                nn.init.normal_(linear.weight, std=std)
-            for linear in (block.attention.wo, block.feed_forward.w2):
-                nn.init.normal_(linear.weight, std=std / math.sqrt(2 * self.config.n_layers))
-            block.attention_norm.reset_parameters()
-            block.ffn_norm.reset_parameters()
-        self.norm.reset_parameters()
+    def init_weights(self, seed: int) -> None:
+        """Every parameter to its initial value (a tied head is the embedding), and the rotary table."""
+        for name, param in self.named_parameters():
+            param.copy_(self.initial_value(name, seed))
+        self.init_buffers()
+
+    @torch.no_grad()
+    def init_buffers(self) -> None:
+        """The rotary table, which a model built on the meta device and then `to_empty`'d lacks."""
         self.rope_freqs.copy_(rotary_frequencies(self.config.head_dim, self.config.max_seq_len, self.config.rope_theta))
 
     def forward(self, tokens: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:

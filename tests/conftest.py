@@ -21,6 +21,18 @@ def http_server():
         yield server
 
 
+def pytest_collection_modifyitems(config, items):
+    """Tests marked `cuda` run only where a GPU is (tests/test_cuda.py); elsewhere they are skipped, saying why."""
+    marked = [item for item in items if item.get_closest_marker("cuda")]
+    if not marked:
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        for item in marked:
+            item.add_marker(pytest.mark.skip(reason="needs a CUDA GPU"))
+
+
 LANGID_REPORT_KEY = pytest.StashKey[dict]()
 
 

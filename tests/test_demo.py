@@ -120,3 +120,28 @@ def test_a_run_without_a_validation_pass_has_no_final_validation_loss(tmp_path):
     assert demo.last_validation_loss(str(tmp_path)) is None
     (tmp_path / "metrics.jsonl").write_text('{"step": 1, "val.loss": 4.0}\n{"step": 2, "val.loss": 3.5}\n')
     assert demo.last_validation_loss(str(tmp_path)) == 3.5
+
+
+def test_the_training_step_shows_its_progress_lines_as_they_come(train_data, tmp_path, capsys):
+    from tests.trainruns import run_args
+
+    run = tmp_path / "run"
+    final = run / "checkpoints" / "step-00000020"
+    seen = []
+
+    def progress(line):
+        text = demo.training_progress(line)
+        if text is not None:
+            seen.append((text, final.exists()))
+        return text
+
+    steps = demo.Steps(str(tmp_path), 1)
+    steps.run("train", "train", *run_args(train_data, run, "--training.steps", "20", "--checkpoint.interval", "0"),
+              progress=progress)  # fmt: skip
+    training = [text.split("|")[0].split() for text, _ in seen if "| loss" in text]
+    assert training == [["step", str(step)] for step in range(1, 21)]
+    assert any(text.startswith("step     20 | validation loss") for text, _ in seen)
+    assert not seen[0][1]  # the first step's line came while the run went on, long before its last checkpoint
+    shown = capsys.readouterr().out.splitlines()
+    assert shown[0] == "[1/1] train …" and shown[1] == f"    {seen[0][0]}" and shown[-1].startswith("    done in ")
+    assert "step      1 | loss" in (tmp_path / "logs" / "01-train.log").read_text()  # the whole output, as before

@@ -2,6 +2,7 @@
 generation from a run. Runs on CPU in float32 through the real command lines."""
 
 import json
+import logging
 import math
 import os
 import shutil
@@ -31,12 +32,17 @@ def test_the_loader_is_deterministic_mixes_exactly_and_resumes_at_its_position(t
     batches = [first.next_batch() for _ in range(10)]
     assert all(torch.equal(a, second.next_batch()) for a in batches)
     assert batches[0].shape == (4, 33) and batches[0].dtype == torch.int64
-    assert first.state_dict() == {"samples": 40, "cursors": {"web": 30, "books": 10}}  # exactly 3:1
+    state = first.state_dict()
+    assert (state["samples"], state["cursors"]) == (40, {"web": 30, "books": 10})  # exactly 3:1
     assert not torch.equal(loader(seed=6).next_batch(), batches[0])
 
-    resumed = loader()
+    resumed, older = loader(), loader()
     resumed.load_state_dict(json.loads(json.dumps(first.state_dict())))  # as a checkpoint stores it
+    older.load_state_dict({"samples": 40, "cursors": {"web": 30, "books": 10}})  # as checkpoints before shares did
     assert all(torch.equal(resumed.next_batch(), first.next_batch()) for _ in range(5))
+    for _ in range(5):
+        older.next_batch()
+    assert older.state_dict() == first.state_dict()
 
     # an epoch of a source visits each of its windows once, every window is the stream's tokens there
     web = first.sources[0]
@@ -49,6 +55,37 @@ def test_the_loader_is_deterministic_mixes_exactly_and_resumes_at_its_position(t
     whole = loader(batch=8).next_batch()
     halves = [loader(rank=r, world=2).next_batch() for r in (0, 1)]
     assert torch.equal(torch.cat(halves), whole)
+
+
+def test_new_mixture_weights_on_resume_apply_from_the_first_sample(train_data):
+    readers = [BinReader(str(train_data / "web")), BinReader(str(train_data / "books"))]
+
+    def loader(weights):
+        return MixtureLoader(readers, weights, ["web", "books"], 32, 4, 5)
+
+    even = loader([1, 1])
+    for _ in range(32):  # 128 samples, 64 of each
+        even.next_batch()
+    annealed = loader([9, 1])  # resumed with a 90/10 mix
+    annealed.load_state_dict(json.loads(json.dumps(even.state_dict())))
+    start, states = annealed.cursors.copy(), []
+    for batch in range(1, 33):
+        annealed.next_batch()
+        states.append(json.loads(json.dumps(annealed.state_dict())))
+        drawn = annealed.cursors - start
+        assert np.all(np.abs(drawn - annealed.shares * 4 * batch) < 1), (batch, drawn)  # the new shares at every step
+    assert (annealed.cursors - start).tolist() == [115, 13]  # of the next 128 samples: 90/10 (the old rule gave 128/0)
+    assert states[-1]["origin"] == {"samples": 128, "cursors": {"web": 64, "books": 64}}
+
+    # a later resume with the same weights continues the same sequence
+    again = loader([9, 1])
+    again.load_state_dict(states[15])
+    replay = loader([9, 1])
+    replay.load_state_dict(json.loads(json.dumps(even.state_dict())))
+    for _ in range(16):
+        replay.next_batch()
+    assert all(torch.equal(again.next_batch(), replay.next_batch()) for _ in range(16))
+    assert again.state_dict() == states[-1]
 
 
 def test_schedules_and_weight_decay_groups():
@@ -349,3 +386,193 @@ def test_sigterm_stops_after_the_step_with_a_checkpoint(train_data, tmp_path):
     step = int(out.split("stopped at step ")[1].split(";")[0])
     assert checkpoint.latest(str(run)) == str(run / "checkpoints" / f"step-{step:08d}")
     assert max(losses(run)) == step
+
+
+def test_an_explicit_resume_sets_the_later_checkpoints_aside(train_data, tmp_path, capsys):
+    whole, run = tmp_path / "whole", tmp_path / "run"
+    common = ["--training.steps", "12", "--checkpoint.interval", "4", "--checkpoint.keep", "2"]
+    assert cli.main(run_args(train_data, whole, *common)) == 0
+    assert cli.main(run_args(train_data, run, *common, "--checkpoint.keep", "3")) == 0
+    older = run / "checkpoints" / "step-00000004"
+    # back to step 4 (to try another setting, say): stop at 6, then continue as a scheduler would, with auto
+    assert (
+        cli.main(["--resume", str(older), *run_args(train_data, run, *common, "--checkpoint.exit_at_step", "6")]) == 0
+    )
+    assert "stopped at step 6" in capsys.readouterr().out
+    assert checkpoint.latest(str(run)) == str(run / "checkpoints" / "step-00000006")  # not the abandoned step 12
+    assert sorted(os.listdir(run / "checkpoints")) == ["step-00000004", "step-00000006"]
+    (aside,) = (run / "abandoned").iterdir()
+    assert sorted(os.listdir(aside)) == ["metrics.jsonl", "step-00000008", "step-00000012"]
+    assert max(json.loads(line)["step"] for line in open(aside / "metrics.jsonl")) == 12  # the abandoned history
+    assert cli.main(["--resume", "auto", *run_args(train_data, run, *common)]) == 0
+    assert losses(run) == losses(whole)  # steps 7..12 continue the new history, bit for bit
+    assert sorted(os.listdir(run / "checkpoints")) == ["step-00000008", "step-00000012"]  # keep = 2, new ones only
+
+
+def test_tokens_per_second_counts_only_training_time_whatever_the_intervals(train_data, tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from train import metrics as metrics_module
+
+    ticks = iter(range(10**6))  # a clock that advances one second each time it is read: every step takes 1 s
+    monkeypatch.setattr(metrics_module, "time", SimpleNamespace(perf_counter=lambda: float(next(ticks))))
+    run = tmp_path / "rates"
+    intervals = ["--logging.interval", "3", "--logging.eval_interval", "4", "--checkpoint.interval", "5"]
+    assert cli.main(run_args(train_data, run, "--training.steps", "13", *intervals, "--peak-flops", "1e11")) == 0
+    lines = [r for r in map(json.loads, open(run / "metrics.jsonl")) if "tokens_per_second" in r]
+    assert [r["step"] for r in lines] == [3, 6, 9, 12, 13]
+    assert {r["tokens_per_second"] for r in lines} == {256.0}  # 256 tokens a step, one second a step
+    assert len({r["mfu"] for r in lines}) == 1
+
+
+def test_intervals_of_zero_mean_only_at_the_end_and_negatives_are_refused(train_data, tmp_path, capsys):
+    run = tmp_path / "zero"
+    assert (
+        cli.main(
+            run_args(train_data, run, "--training.steps", "5", "--checkpoint.interval", "0", "--logging.interval", "0")
+        )
+        == 0
+    )
+    assert sorted(os.listdir(run / "checkpoints")) == ["step-00000005"]
+    assert list(losses(run)) == [5]
+    for setting in ("checkpoint.interval", "logging.interval", "checkpoint.exit_after_minutes"):
+        assert cli.main(run_args(train_data, tmp_path / "negative", f"--{setting}", "-1")) == 2
+        assert f"{setting} (-1" in capsys.readouterr().err
+
+
+def test_a_skipped_step_still_checkpoints_and_stops_when_due(train_data, tmp_path, capsys):
+    run = tmp_path / "skips"
+    skipping = [*POISONED, "--training.on_nonfinite", "skip", "--training.max_skipped_steps", "100"]
+    common = ["--training.steps", "5", "--checkpoint.interval", "100", *skipping]
+    assert cli.main(run_args(train_data, run, *common, "--checkpoint.exit_at_step", "3")) == 0
+    assert "stopped at step 3" in capsys.readouterr().out
+    records = [json.loads(line) for line in open(run / "metrics.jsonl")]
+    assert [r["step"] for r in records if r.get("skipped")] == [2, 3]  # the exit step was itself skipped
+    assert sorted(os.listdir(run / "checkpoints")) == ["step-00000003"]
+    state = json.load(open(run / "checkpoints/step-00000003/trainer.json"))
+    assert (state["step"], state["skipped_steps"]) == (3, 2)
+    assert cli.main(["--resume", "auto", *run_args(train_data, run, *common)]) == 0
+    assert checkpoint.latest(str(run)) == str(run / "checkpoints" / "step-00000005")  # the last step, skipped too
+    assert json.load(open(run / "checkpoints/step-00000005/trainer.json"))["skipped_steps"] == 4
+
+
+def test_a_wall_clock_budget_stops_with_a_checkpoint_before_the_deadline(train_data, tmp_path, capsys, caplog):
+    caplog.set_level(logging.INFO, logger="train")
+    run = tmp_path / "budget"
+    common = ["--training.steps", "4", "--checkpoint.interval", "100"]
+    # 6 ms: the first step alone overruns it, so the run stops after it, as a job whose slot ends would
+    assert cli.main(run_args(train_data, run, *common, "--checkpoint.exit_after_minutes", "1e-4")) == 0
+    assert "stopped at step 1" in capsys.readouterr().out
+    assert "checkpoint.exit_after_minutes" in caplog.text
+    assert sorted(os.listdir(run / "checkpoints")) == ["step-00000001"]
+    assert cli.main(["--resume", "auto", *run_args(train_data, run, *common)]) == 0
+    assert sorted(losses(run)) == [1, 2, 3, 4]
+
+
+def test_every_rank_hashes_its_own_share_of_a_checkpoint(tmp_path):
+    for index in range(7):
+        (tmp_path / f"dir-{index % 2}").mkdir(exist_ok=True)
+        (tmp_path / f"dir-{index % 2}" / f"file-{index}").write_bytes(bytes([index]) * (index + 1))
+    shares = [checkpoint._record_files(str(tmp_path), rank, 3) for rank in range(3)]
+    names = [name for share in shares for name in share]
+    assert sorted(names) == sorted(f"dir-{i % 2}/file-{i}" for i in range(7)) and len(set(names)) == 7
+    assert [len(share) for share in shares] == [3, 2, 2]
+    assert shares[0] | shares[1] | shares[2] == checkpoint._record_files(str(tmp_path), 0, 1)
+    assert checkpoint._record_files(str(tmp_path), 0, 1)["dir-1/file-5"]["bytes"] == 6
+
+
+def tiny_model(**overrides):
+    from model import ModelConfig, Transformer
+
+    settings = dict(vocab_size=128, dim=32, n_layers=2, n_heads=4, n_kv_heads=2, multiple_of=16, max_seq_len=16)
+    return Transformer(ModelConfig(**{**settings, **overrides}))
+
+
+def test_activation_checkpointing_keeps_the_gradients_and_saves_less(train_data, tmp_path):
+    import copy
+    from collections import Counter
+
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from train import parallel
+
+    class CountOps(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.ops: Counter = Counter()
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.ops[func] += 1
+            return func(*args, **(kwargs or {}))
+
+    torch.manual_seed(0)
+    base, batch = tiny_model(), torch.randint(0, 128, (2, 17))
+    results = {}
+    for mode in ("none", "selective", "full"):
+        model = copy.deepcopy(base)
+        parallel.apply_activation_checkpointing(model, mode)
+        saved: list[int] = []  # what the forward pass keeps for the backward pass, outside checkpointed blocks
+
+        def pack(tensor, saved=saved):
+            saved.append(tensor.numel() * tensor.element_size())
+            return tensor
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+            loss = torch.nn.functional.cross_entropy(model(batch[:, :-1]).flatten(0, 1), batch[:, 1:].flatten())
+        with CountOps() as backward:
+            loss.backward()
+        results[mode] = loss, {n: p.grad for n, p in model.named_parameters()}, sum(saved), backward.ops
+        assert list(model.state_dict()) == list(base.state_dict())  # names (and so checkpoints) unchanged
+    loss, grads, kept, ops = results["none"]
+    for mode in ("selective", "full"):
+        assert torch.equal(results[mode][0], loss)
+        assert all(torch.equal(results[mode][1][name], grad) for name, grad in grads.items()), mode
+        assert results[mode][2] < kept / 3  # the blocks' activations are not held in the autograd graph
+    matmuls = [results[mode][3][torch.ops.aten.mm.default] for mode in ("none", "selective", "full")]
+    assert matmuls[0] == matmuls[1] < matmuls[2]  # selective recomputes no matmul, full recomputes every block's
+    assert sum(results["selective"][3].values()) > sum(ops.values())  # but it does recompute the cheap ops
+
+    run = tmp_path / "plain"  # and through the command line: the setting reaches the run, the curve is the same
+    assert cli.main(run_args(train_data, run, "--training.steps", "3")) == 0
+    for mode in ("selective", "full"):
+        checkpointed = tmp_path / mode
+        assert cli.main(run_args(train_data, checkpointed, "--training.steps", "3",
+                                 "--training.activation_checkpointing", mode)) == 0  # fmt: skip
+        assert losses(checkpointed) == pytest.approx(losses(run), rel=1e-6)
+        assert config_module.load(str(checkpointed / "config.toml")).training.activation_checkpointing == mode
+
+
+def test_a_model_made_on_the_meta_device_gets_the_weights_of_one_made_whole():
+    from train import parallel
+
+    for tied in (True, False):
+        torch.manual_seed(7)
+        whole = tiny_model(tie_embeddings=tied)
+        with torch.device("meta"):
+            made = tiny_model(tie_embeddings=tied)
+        parallel.materialize(made, torch.device("cpu"), seed=7)
+        assert (made.output.weight is made.tok_embeddings.weight) is tied
+        expected = whole.state_dict()
+        assert all(torch.equal(value, expected[name]) for name, value in made.state_dict().items())
+        assert torch.equal(made.rope_freqs, whole.rope_freqs)
+    torch.manual_seed(8)
+    assert not torch.equal(tiny_model().tok_embeddings.weight, whole.tok_embeddings.weight)  # the seed matters
+
+
+def test_validation_samples_run_eagerly_and_add_no_compiled_graphs(train_data):
+    from torch._dynamo.utils import counters
+
+    from train.trainer import Sampler
+
+    config = config_module.load(None, parse_overrides(run_args(train_data, "unused", "--logging.sample_tokens", "6")))
+    model = tiny_model(vocab_size=640, max_seq_len=32)
+    for block in model.layers:
+        block.compile(backend="eager")  # as parallel.apply_compile does, with a backend that needs no compiler
+    torch._dynamo.reset()
+    counters.clear()
+    model(torch.randint(0, 640, (2, 32))).sum().backward()  # a training step's shapes
+    graphs = counters["stats"]["unique_graphs"]
+    assert graphs >= 1
+    text = Sampler(config)(model)
+    assert isinstance(text, str) and model.training
+    assert counters["stats"]["unique_graphs"] == graphs  # generation's changing shapes compiled nothing

@@ -40,6 +40,7 @@ class TrainingConfig:
     device: str = "auto"  # auto: cuda when available, else cpu
     dtype: str = "auto"  # auto: bfloat16 autocast on CUDA, float32 on CPU; or float32 / bfloat16
     compile: bool = False
+    activation_checkpointing: str = "none"  # none | selective (recompute all but matmuls and attention) | full
     grad_clip: float = 1.0  # 0 disables clipping (the norm is still logged)
     on_nonfinite: str = "stop"  # stop: end the run naming the step; skip: drop the step's update
     max_skipped_steps: int = 10  # with on_nonfinite = "skip": consecutive skips before the run stops anyway
@@ -63,14 +64,17 @@ class ScheduleConfig:
 
 @dataclass
 class CheckpointConfig:
-    interval: int = 1000  # steps between checkpoints; one is always written at the end
+    interval: int = 1000  # steps between checkpoints; one is always written at the end; 0: only at the end
     keep: int = 3  # complete checkpoints kept; older ones are deleted after a new one is written
     exit_at_step: int = 0  # write a checkpoint and exit after this step (a scheduler's time slot); 0: never
+    # a wall-clock budget: stop with a checkpoint when the next step and a checkpoint would not fit in this many
+    # minutes from the start of the process (a scheduler's time slot, less a margin); 0: no budget
+    exit_after_minutes: float = 0.0
 
 
 @dataclass
 class LoggingConfig:
-    interval: int = 10  # steps between console and metrics lines
+    interval: int = 10  # steps between console and metrics lines; 0: only at the end
     eval_interval: int = 500  # steps between validation passes; 0: only at the end
     eval_batches: int = 20  # micro-batches per source per validation pass
     tensorboard: bool = True  # when the tensorboard package is installed
@@ -132,6 +136,7 @@ class Config:
             ("training.on_nonfinite", t.on_nonfinite, ("stop", "skip")),
             ("training.dtype", t.dtype, ("auto", "float32", "bfloat16")),
             ("schedule.kind", self.schedule.kind, ("cosine", "wsd", "constant")),
+            ("training.activation_checkpointing", t.activation_checkpointing, ("none", "selective", "full")),
         ):
             if value not in allowed:
                 raise ConfigError(f"{name}: {value!r} is not one of {', '.join(allowed)}")
@@ -139,6 +144,19 @@ class Config:
             raise ConfigError(
                 "training.steps must be positive, schedule.warmup_steps non-negative, checkpoint.keep ≥ 1"
             )
+        counts: tuple[tuple[str, float], ...] = (
+            ("checkpoint.interval", self.checkpoint.interval),
+            ("checkpoint.exit_at_step", self.checkpoint.exit_at_step),
+            ("checkpoint.exit_after_minutes", self.checkpoint.exit_after_minutes),
+            ("logging.interval", self.logging.interval),
+            ("logging.eval_interval", self.logging.eval_interval),
+            ("logging.sample_tokens", self.logging.sample_tokens),
+        )
+        for name, number in counts:
+            if number < 0:
+                raise ConfigError(f"{name} ({number}) must not be negative (0 means only at the end, or never)")
+        if self.logging.eval_batches < 1:
+            raise ConfigError(f"logging.eval_batches ({self.logging.eval_batches}) must be at least 1")
         if len(self.optim.betas) != 2:
             raise ConfigError("optim.betas: two numbers, e.g. [0.9, 0.95]")
         if self.parallel.tp < 1 or self.parallel.timeout_seconds <= 0:

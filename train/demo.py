@@ -19,7 +19,9 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable
 
 from pipeline.settings import report
 from pipeline.synthetic import SAMPLE_FILE
@@ -63,21 +65,44 @@ class Steps:
         self.done = 0
         os.makedirs(self.logs, exist_ok=True)
 
-    def run(self, name: str, *arguments: str) -> str:
+    def run(self, name: str, *arguments: str, progress: Callable[[str], str | None] | None = None) -> str:
+        """The step's stdout. `progress` picks, from the step's log lines as they come, those to show on the
+        console while it runs (a long step is not silent): it returns the text to show, or None."""
         self.done += 1
         log_path = os.path.join(self.logs, f"{self.done:02d}-{name}.log")
         started = time.time()
         print(f"[{self.done}/{self.total}] {name} …", end="", flush=True)
         command = [sys.executable, "-m", *arguments]
-        result = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
+        process = subprocess.Popen(
+            command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1
+        )
+        stdout: list[str] = []
+        reader = threading.Thread(target=lambda: stdout.extend(process.stdout or ()), daemon=True)
+        reader.start()
+        stderr, shown = [], False
+        for line in process.stderr or ():
+            stderr.append(line)
+            text = progress(line) if progress else None
+            if text is not None:
+                print(("\n" if not shown else "") + f"    {text}", flush=True)
+                shown = True
+        returncode = process.wait()
+        reader.join()
+        out, err = "".join(stdout), "".join(stderr)
         with open(log_path, "w", encoding="utf-8") as log:
-            log.write(f"$ {' '.join(command)}\n{result.stdout}{result.stderr}")
-        print(f" {time.time() - started:.1f}s")
-        if result.returncode != 0:
-            tail = (result.stdout + result.stderr).strip().splitlines()[-15:]
+            log.write(f"$ {' '.join(command)}\n{out}{err}")
+        print(f"    done in {time.time() - started:.1f}s" if shown else f" {time.time() - started:.1f}s")
+        if returncode != 0:
+            tail = (out + err).strip().splitlines()[-15:]
             print("\n".join(tail), file=sys.stderr)
-            raise StepFailed(f"step {name} failed (exit {result.returncode}); its output: {log_path}")
-        return result.stdout
+            raise StepFailed(f"step {name} failed (exit {returncode}); its output: {log_path}")
+        return out
+
+
+def training_progress(line: str) -> str | None:
+    """The trainer's step and validation lines ("step     10 | loss 6.1 | …"), without the log's prefix."""
+    _, found, text = line.partition(" train INFO ")
+    return text.rstrip() if found and text.startswith("step ") else None
 
 
 def last_validation_loss(run_dir: str) -> float | None:
@@ -193,7 +218,7 @@ def run(args: argparse.Namespace) -> int:
         train_arguments += ["--training.steps", str(args.steps), "--checkpoint.interval", str(args.steps)]
         train_arguments += ["--logging.eval_interval", str(args.steps)]
     shutil.rmtree(run, ignore_errors=True)  # a demo trains from scratch, also when run again in the same folder
-    steps.run("train", *train_arguments)
+    steps.run("train", *train_arguments, progress=training_progress)
     generated = steps.run(
         "generate", "train.generate", "--checkpoint", run, "--prompt", PROMPT, "--max-new-tokens", "60",
         "--seed", str(args.seed),

@@ -100,7 +100,7 @@ def load_hf(folder: str) -> Transformer:
     with torch.device("meta"):
         model = Transformer(config)
     model.to_empty(device="cpu")
-    model.init_weights()  # the rotary table; every weight is replaced below
+    model.init_buffers()  # the rotary table; every weight is replaced below
     names = {value: key for key, value in _hf_names(model).items()}
     state = {}
     for hf_name, tensor in weights.items():

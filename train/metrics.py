@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import sys
+import time
 
 import torch
 
@@ -45,6 +46,30 @@ def peak_flops(device: torch.device, configured: float) -> float:
                 return flops
         log.warning("no peak FLOP/s known for %s; pass --logging.peak_flops to get MFU", name)
     return 0.0
+
+
+class Throughput:
+    """Tokens per second of training alone: each step's time is measured from its start to its end (after the
+    loss reached the host), so validation and checkpoints in between count for nothing, and an interval's
+    tokens and seconds are reset together at each logged line."""
+
+    def __init__(self):
+        self.tokens, self.seconds, self._started = 0, 0.0, 0.0
+        self.last_step_seconds = 0.0
+
+    def start_step(self) -> None:
+        self._started = time.perf_counter()
+
+    def end_step(self, tokens: int) -> None:
+        self.last_step_seconds = time.perf_counter() - self._started
+        self.tokens += tokens
+        self.seconds += self.last_step_seconds
+
+    def take(self) -> float:
+        """The interval's rate; the next interval starts empty."""
+        rate = self.tokens / self.seconds if self.seconds > 0 else 0.0
+        self.tokens, self.seconds = 0, 0.0
+        return rate
 
 
 def read_records(path: str) -> list[dict]:

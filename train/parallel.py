@@ -18,6 +18,7 @@ compilation.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import math
 import os
@@ -31,7 +32,7 @@ from torch import nn
 from torch.distributed._composable.replicate_with_fsdp import replicate
 from torch.distributed.device_mesh import DeviceMesh, init_device_mesh
 from torch.distributed.fsdp import FSDPModule, MixedPrecisionPolicy, fully_shard
-from torch.distributed.tensor import DTensor, Replicate, Shard
+from torch.distributed.tensor import DTensor, Replicate, Shard, distribute_tensor
 from torch.distributed.tensor.parallel import (
     ColwiseParallel,
     PrepareModuleInput,
@@ -40,6 +41,7 @@ from torch.distributed.tensor.parallel import (
     loss_parallel,
     parallelize_module,
 )
+from torch.utils.checkpoint import CheckpointPolicy, checkpoint, create_selective_checkpoint_contexts, noop_context_fn
 
 from model import Transformer
 from train.config import Config, ConfigError, ParallelConfig
@@ -180,6 +182,47 @@ def apply_tensor_parallel(model: Transformer, tp_mesh, sequence_parallel: bool) 
         model.output.weight = model.tok_embeddings.weight
 
 
+# What selective activation checkpointing keeps from the forward pass: the outputs of the matrix multiplies, of
+# attention and of the tensor-parallel reductions; the cheap element-wise work between them (norms, rotary, SwiGLU's
+# gate) is recomputed in the backward pass. torchtitan's "op" policy, without its every-other-matmul refinement.
+_SAVED_OPS = {
+    torch.ops.aten.mm.default,
+    torch.ops.aten.addmm.default,
+    torch.ops.aten.bmm.default,
+    torch.ops.aten._scaled_dot_product_flash_attention.default,
+    torch.ops.aten._scaled_dot_product_efficient_attention.default,
+    torch.ops.aten._scaled_dot_product_cudnn_attention.default,
+    torch.ops.aten._scaled_dot_product_flash_attention_for_cpu.default,
+    torch.ops._c10d_functional.reduce_scatter_tensor.default,
+    torch.ops._c10d_functional.all_reduce.default,
+}
+
+
+def _selective_policy(ctx, op, *args, **kwargs):
+    return CheckpointPolicy.MUST_SAVE if op in _SAVED_OPS else CheckpointPolicy.PREFER_RECOMPUTE
+
+
+def _checkpointed(forward, context_fn, *args, **kwargs):
+    if not torch.is_grad_enabled():  # validation and generation: nothing to save
+        return forward(*args, **kwargs)
+    return checkpoint(forward, *args, use_reentrant=False, context_fn=context_fn, **kwargs)
+
+
+def apply_activation_checkpointing(model: Transformer, mode: str) -> None:
+    """training.activation_checkpointing: "full" keeps only each block's input and recomputes the block in the
+    backward pass; "selective" keeps the matmuls' and attention's outputs (_SAVED_OPS) and recomputes the rest.
+    The block's forward is wrapped in place, so parameter names (and checkpoints) are unchanged."""
+    if mode == "none":
+        return
+    context_fn = (
+        functools.partial(create_selective_checkpoint_contexts, _selective_policy)
+        if mode == "selective"
+        else noop_context_fn
+    )
+    for block in model.layers:
+        block.forward = functools.partial(_checkpointed, block.forward, context_fn)
+
+
 def apply_compile(model: Transformer, layout: Layout) -> None:
     """torch.compile each block in place (parameter names unchanged; one graph reused by every block).
 
@@ -215,19 +258,49 @@ def apply_data_parallel(model: Transformer, dp_mesh, shard: bool, param_dtype: t
 
 
 def parallelize(
-    model: Transformer, layout: Layout, parallel: ParallelConfig, compile: bool, param_dtype: torch.dtype | None
+    model: Transformer,
+    layout: Layout,
+    parallel: ParallelConfig,
+    compile: bool,
+    param_dtype: torch.dtype | None,
+    activation_checkpointing: str = "none",
 ) -> None:
-    """Tensor parallelism, then compilation, then data parallelism (torchtitan's order: FSDP shards the
-    DTensors the plan made; compiled blocks see the plan's layouts). `param_dtype` is the compute dtype of the
-    data-parallel wrapper, which exists only when dp > 1 (see `autocast_needed`)."""
+    """Tensor parallelism, then activation checkpointing, then compilation, then data parallelism (torchtitan's
+    order: FSDP shards the DTensors the plan made; compiled blocks see the plan's layouts and compile the
+    recomputation with them). `param_dtype` is the compute dtype of the data-parallel wrapper, which exists only
+    when dp > 1 (see `autocast_needed`). The model may be on the meta device (see `materialize`)."""
     if layout.tp > 1:
         apply_tensor_parallel(model, layout.submesh("tp"), parallel.sequence_parallel)
+    apply_activation_checkpointing(model, activation_checkpointing)
     if compile:
         apply_compile(model, layout)
     if layout.dp > 1:
         apply_data_parallel(model, layout.submesh("dp"), parallel.fsdp, param_dtype)
     elif parallel.fsdp and layout.distributed:
         log.info("parallel.fsdp: nothing to shard over with dp = 1; parameters are split by tensor parallelism only")
+
+
+@torch.no_grad()
+def materialize(model: Transformer, device: torch.device, seed: int) -> None:
+    """Gives a model built on the meta device and parallelised its storage on `device` and its initial weights:
+    each rank fills only its own shard of each parameter, cut from the parameter's full initial value (made one
+    parameter at a time on the CPU), so every layout starts from the weights of one process and no rank ever
+    holds the whole model."""
+    swapping = torch.__future__.get_swap_module_params_on_conversion()
+    torch.__future__.set_swap_module_params_on_conversion(True)  # keeps each Parameter, so a tied head stays tied
+    try:
+        model.to_empty(device=device)
+    finally:
+        torch.__future__.set_swap_module_params_on_conversion(swapping)
+    for name, param in model.named_parameters():
+        full = model.initial_value(name, seed)
+        if isinstance(param, DTensor):
+            # src_data_rank=None: every rank cuts its piece from its own (identical) full value, no communication
+            piece = distribute_tensor(full, param.device_mesh, param.placements, src_data_rank=None)
+            param.to_local().copy_(piece.to_local())
+        else:
+            param.copy_(full)
+    model.init_buffers()
 
 
 def autocast_needed(layout: Layout) -> bool:
@@ -301,6 +374,15 @@ def broadcast(layout: Layout, value):
     holder = [value]
     dist.broadcast_object_list(holder, src=0)
     return holder[0]
+
+
+def gather_dicts(layout: Layout, part: dict) -> dict:
+    """The union of every rank's `part` (small, picklable), on every rank."""
+    if not layout.distributed:
+        return part
+    parts: list = [None] * layout.world_size
+    dist.all_gather_object(parts, part)
+    return {key: value for each in parts for key, value in each.items()}
 
 
 def barrier(layout: Layout) -> None:

@@ -19,9 +19,9 @@ from model import Transformer
 from tokenizer.encoding import Encoder
 from train import checkpoint, parallel, report
 from train.config import Config, ConfigError, save as save_config
-from train.data import Corpus, validation_batches
+from train.data import Corpus, Prefetcher, validation_batches
 from train.generate import complete
-from train.metrics import MetricsLog, peak_flops
+from train.metrics import MetricsLog, Throughput, peak_flops
 from train.optim import build_optimizer, lr_factor, set_lr
 
 log = logging.getLogger("train")
@@ -31,6 +31,22 @@ VOCAB_PADDING = 128  # a vocabulary padded to a multiple of 128 keeps the head's
 
 class NonFiniteLoss(RuntimeError):
     pass
+
+
+def due(step: int, interval: int) -> bool:
+    """Whether an every-`interval`-steps action falls on `step`; interval 0 means only at the end."""
+    return interval > 0 and step % interval == 0
+
+
+class Budget:
+    """checkpoint.exit_after_minutes: the wall-clock time this process may run. The run stops after the step
+    at which the next step plus a checkpoint (as long as the last ones took) would not fit any more."""
+
+    def __init__(self, minutes: float):
+        self.end = time.monotonic() + minutes * 60 if minutes > 0 else math.inf
+
+    def exhausted(self, step_seconds: float, checkpoint_seconds: float) -> bool:
+        return time.monotonic() + step_seconds + checkpoint_seconds >= self.end
 
 
 def resolve_device(name: str) -> torch.device:
@@ -116,9 +132,10 @@ class Sampler:
         self.seed = config.training.seed
 
     def __call__(self, model) -> str:
-        plain = getattr(model, "_orig_mod", model)  # not the compiled module: generation's shapes change per token
-        text = complete(plain, self.encoder, self.prompt, self.tokens, seed=self.seed)
-        plain.train()
+        # eagerly: generation's shapes change with every token, and compiled blocks would recompile for each
+        with torch.compiler.set_stance("force_eager"):
+            text = complete(model, self.encoder, self.prompt, self.tokens, seed=self.seed)
+        model.train()
         return text
 
 
@@ -138,6 +155,7 @@ def _prepare_run_dir(config: Config, resume: str) -> str | None:
         start = None
     else:
         start = checkpoint.resolve(resume)
+        checkpoint.set_aside_future(run_dir, start)
     tokenizer_copy = os.path.join(run_dir, "tokenizer")
     os.makedirs(tokenizer_copy, exist_ok=True)
     for name in ("tokenizer.json", "meta.json"):
@@ -178,9 +196,10 @@ def train(config: Config, resume: str = "never") -> dict:
     corpus = Corpus(config.data)
     resolve_vocab(config, corpus.vocab_size)
     parallel.check_layout(config, parallel.world_size_from_env())
+    budget = Budget(config.checkpoint.exit_after_minutes)  # counted from here: the process's own start is close
     layout = parallel.init(config.parallel, device)
     try:
-        summary = _train(config, resume, corpus, layout)
+        summary = _train(config, resume, corpus, layout, budget)
     except (NonFiniteLoss, ConfigError):  # reached by every rank alike: the same step, the same settings
         parallel.shutdown(layout, together=True)
         raise
@@ -191,19 +210,21 @@ def train(config: Config, resume: str = "never") -> dict:
     return summary
 
 
-def _train(config: Config, resume: str, corpus: Corpus, layout: parallel.Layout) -> dict:
+def _train(config: Config, resume: str, corpus: Corpus, layout: parallel.Layout, budget: Budget) -> dict:
     t, device = config.training, layout.device
     if not layout.is_main:
         logging.getLogger("train").setLevel(logging.WARNING)
     start_from = parallel.on_main(layout, _prepare_run_dir, config, resume)
 
-    torch.manual_seed(t.seed)  # the same initial weights on every rank and in every layout
-    model = Transformer(config.model).to(device)
+    torch.manual_seed(t.seed)
+    with torch.device("meta"):  # no rank ever holds the whole model: it is made in its shards (torchtitan's order)
+        model = Transformer(config.model)
     flops_per_token = model.flops_per_token(config.data.seq_len)
     parameters = model.num_params(), model.num_params(embedding=False)
     dtype = autocast_dtype(t.dtype, device)
     # bf16 compute over float32 master weights: FSDP2's mixed-precision policy when dp > 1, else autocast
-    parallel.parallelize(model, layout, config.parallel, t.compile, dtype)
+    parallel.parallelize(model, layout, config.parallel, t.compile, dtype, t.activation_checkpointing)
+    parallel.materialize(model, device, t.seed)  # the same initial weights on every rank and in every layout
     amp = precision_context(t.dtype if parallel.autocast_needed(layout) else "float32", device)
     optimizer = build_optimizer(model, config.optim, device)
     loader = corpus.loader(config.data.seq_len, t.micro_batch_size, t.seed, layout.dp_rank, layout.dp)
@@ -216,6 +237,7 @@ def _train(config: Config, resume: str, corpus: Corpus, layout: parallel.Layout)
         state = checkpoint.load_training_state(start_from, model, optimizer, layout)
         loader.load_state_dict(state["data"])
         step, tokens_seen = state["step"], state["tokens"]
+        skipped = state.get("skipped_steps", 0)  # a run of skipped steps goes on counting across a resume
         log.info("resuming from %s (step %d)", start_from, step)
 
     accumulation = t.batch_tokens // (t.micro_batch_size * config.data.seq_len * layout.dp)
@@ -242,14 +264,15 @@ def _train(config: Config, resume: str, corpus: Corpus, layout: parallel.Layout)
     metrics = MetricsLog(config.run.dir, t.steps, step, config.logging.tensorboard, enabled=layout.is_main)
     sampler = Sampler(config) if config.logging.sample_tokens and layout.world_size == 1 else None
     last_checkpoint, last_eval, stopped_early = None, {}, False
-    interval_start, interval_tokens = time.perf_counter(), 0
+    throughput, checkpoint_seconds = Throughput(), 0.0
+    batches = Prefetcher(loader, pin=device.type == "cuda")
 
     def trainer_state() -> dict:
         return {
             "step": step,
             "tokens": tokens_seen,
             "skipped_steps": skipped,
-            "data": loader.state_dict(),
+            "data": batches.state_dict(),
             "schedule": {"kind": config.schedule.kind, "lr": optimizer.param_groups[0]["lr"]},
         }
 
@@ -257,10 +280,11 @@ def _train(config: Config, resume: str, corpus: Corpus, layout: parallel.Layout)
         with _StopRequest() as stop:
             while step < t.steps:
                 step += 1
+                throughput.start_step()
                 set_lr(optimizer, config.optim.lr * lr_factor(step, t.steps, config.schedule))
                 loss_sum = torch.zeros((), device=device)
                 for micro_step in range(accumulation):
-                    batch = loader.next_batch().to(device, non_blocking=True)
+                    batch = batches.next_batch().to(device, non_blocking=True)
                     parallel.set_gradient_sync(model, micro_step == accumulation - 1)  # before the forward pass
                     with parallel.loss_context(layout):
                         with amp():
@@ -268,12 +292,19 @@ def _train(config: Config, resume: str, corpus: Corpus, layout: parallel.Layout)
                         (loss / accumulation).backward()
                     loss_sum += loss.detach()
                 grad_norm = parallel.clip_grad_norm_(model.parameters(), t.grad_clip if t.grad_clip > 0 else math.inf)
-                loss_value, stop_requested = parallel.agree(layout, loss_sum / accumulation, stop.requested)
+                out_of_time = budget.exhausted(throughput.last_step_seconds, checkpoint_seconds)
+                loss_value, stop_requested = parallel.agree(
+                    layout, loss_sum / accumulation, stop.requested or out_of_time
+                )
                 norm_value = grad_norm.item()
                 tokens_seen += t.batch_tokens
-                interval_tokens += t.batch_tokens
-                if not (math.isfinite(loss_value) and math.isfinite(norm_value)):
-                    optimizer.zero_grad(set_to_none=True)
+                finite = math.isfinite(loss_value) and math.isfinite(norm_value)
+                if finite:
+                    skipped = 0
+                    optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+                throughput.end_step(t.batch_tokens)
+                if not finite:
                     skipped += 1
                     if t.on_nonfinite == "stop" or skipped > t.max_skipped_steps:
                         why = (
@@ -296,22 +327,17 @@ def _train(config: Config, resume: str, corpus: Corpus, layout: parallel.Layout)
                     metrics.write(
                         {"step": step, "skipped": True, "nonfinite": f"loss {loss_value}, grad norm {norm_value}"}
                     )
-                    metrics.advance()
-                    continue
-                skipped = 0
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-                metrics.advance(loss=loss_value)
+                metrics.advance(loss=loss_value if finite else None)
+                # a skipped step writes no loss line, but validation, checkpoints and stops happen as on any other
 
-                if step % config.logging.interval == 0 or step == t.steps:
-                    elapsed = time.perf_counter() - interval_start
+                if finite and (due(step, config.logging.interval) or step == t.steps):
                     record = {
                         "step": step,
                         "loss": loss_value,
                         "lr": optimizer.param_groups[0]["lr"],
                         "grad_norm": norm_value,
                         "tokens": tokens_seen,
-                        "tokens_per_second": interval_tokens / elapsed,
+                        "tokens_per_second": throughput.take(),
                     }
                     if peak:
                         record["mfu"] = flops_per_token * record["tokens_per_second"] / (peak * layout.world_size)
@@ -319,9 +345,7 @@ def _train(config: Config, resume: str, corpus: Corpus, layout: parallel.Layout)
                         record["peak_memory_gb"] = torch.cuda.max_memory_allocated(device) / 1e9
                     metrics.write(record)
                     metrics.step_line(record)
-                    interval_start, interval_tokens = time.perf_counter(), 0
-                eval_due = config.logging.eval_interval and step % config.logging.eval_interval == 0
-                if eval_due or step == t.steps:
+                if due(step, config.logging.eval_interval) or step == t.steps:
                     last_eval = evaluate(model, corpus, config, layout, amp)
                     if last_eval:
                         metrics.write({"step": step, **last_eval})
@@ -331,20 +355,26 @@ def _train(config: Config, resume: str, corpus: Corpus, layout: parallel.Layout)
                         text = sampler(model)
                         metrics.write({"step": step, "sample": text})
                         metrics.line(f"step {step:>6} | sample {text!r}")
-                    interval_start = time.perf_counter()  # validation is not training throughput
                 exit_now = step == config.checkpoint.exit_at_step or stop_requested
-                if step % config.checkpoint.interval == 0 or step == t.steps or exit_now:
+                if due(step, config.checkpoint.interval) or step == t.steps or exit_now:
+                    started = time.perf_counter()
                     last_checkpoint = checkpoint.save(
                         config.run.dir, step, model, optimizer, trainer_state(), config, config.checkpoint.keep, layout
                     )
-                    interval_start = time.perf_counter()
+                    checkpoint_seconds = time.perf_counter() - started
                 if exit_now and step < t.steps:
+                    if out_of_time:
+                        log.info(
+                            "checkpoint.exit_after_minutes (%g): the next step and a checkpoint would not fit",
+                            config.checkpoint.exit_after_minutes,
+                        )
                     log.info(
                         "stopping at step %d with checkpoint %s; continue with --resume auto", step, last_checkpoint
                     )
                     stopped_early = True
                     break
     finally:
+        batches.close()
         metrics.close()
     report_path = report.write(config.run.dir) if layout.is_main else None
     return {
