@@ -483,12 +483,12 @@ def test_every_rank_hashes_its_own_share_of_a_checkpoint(tmp_path):
 
 def tiny_model(**overrides):
     from model import ModelConfig, Transformer
+    from tests.test_model import TINY
 
-    settings = dict(vocab_size=128, dim=32, n_layers=2, n_heads=4, n_kv_heads=2, multiple_of=16, max_seq_len=16)
-    return Transformer(ModelConfig(**{**settings, **overrides}))
+    return Transformer(ModelConfig(**{**TINY, "vocab_size": 128, "n_kv_heads": 2, **overrides}))
 
 
-def test_activation_checkpointing_keeps_the_gradients_and_saves_less(train_data, tmp_path):
+def test_activation_checkpointing_keeps_the_gradients_and_saves_less(train_data, tmp_path, caplog):
     import copy
     from collections import Counter
 
@@ -532,6 +532,7 @@ def test_activation_checkpointing_keeps_the_gradients_and_saves_less(train_data,
     assert matmuls[0] == matmuls[1] < matmuls[2]  # selective recomputes no matmul, full recomputes every block's
     assert sum(results["selective"][3].values()) > sum(ops.values())  # but it does recompute the cheap ops
 
+    caplog.set_level(logging.INFO, logger="train")
     run = tmp_path / "plain"  # and through the command line: the setting reaches the run, the curve is the same
     assert cli.main(run_args(train_data, run, "--training.steps", "3")) == 0
     for mode in ("selective", "full"):
@@ -540,6 +541,7 @@ def test_activation_checkpointing_keeps_the_gradients_and_saves_less(train_data,
                                  "--training.activation_checkpointing", mode)) == 0  # fmt: skip
         assert losses(checkpointed) == pytest.approx(losses(run), rel=1e-6)
         assert config_module.load(str(checkpointed / "config.toml")).training.activation_checkpointing == mode
+        assert f"activation checkpointing: {mode}, 2 blocks" in caplog.text  # applied to the model, not only parsed
 
 
 def test_a_model_made_on_the_meta_device_gets_the_weights_of_one_made_whole():

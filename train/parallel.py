@@ -221,6 +221,7 @@ def apply_activation_checkpointing(model: Transformer, mode: str) -> None:
     )
     for block in model.layers:
         block.forward = functools.partial(_checkpointed, block.forward, context_fn)
+    log.info("activation checkpointing: %s, %d blocks", mode, len(model.layers))
 
 
 def apply_compile(model: Transformer, layout: Layout) -> None:
