@@ -17,12 +17,14 @@ import torch
 from tests.conftest import REPO
 from tests.trainruns import (
     POISONED,
+    assert_left_nothing_of_the_job,
     free_port,
     launcher_env,
     losses,
     ranks,
     records,
     run_args,
+    teardown_env,
     torchrun,
     torchrun_command,
     weights,
@@ -78,11 +80,14 @@ def test_fsdp_bf16_keeps_the_rotary_table_and_gradient_reduction_in_float32(tens
 
 @pytest.mark.parametrize("sharding", [[], ["--parallel.fsdp", "true"]], ids=["replicas", "fsdp"])
 def test_data_parallel_with_accumulation_gives_the_losses_of_one_process(train_data, baseline, tmp_path, sharding):
-    run = tmp_path / "dp2"
+    run, report = tmp_path / "dp2", tmp_path / "teardown"
     result = torchrun(
-        2, *run_args(train_data, run, *STEPS, *HALF_MICRO_BATCH, *sharding, "--checkpoint.exit_at_step", "4")
+        2,
+        *run_args(train_data, run, *STEPS, *HALF_MICRO_BATCH, *sharding, "--checkpoint.exit_at_step", "4"),
+        **teardown_env(report),
     )
     assert_ok(result)
+    assert_left_nothing_of_the_job(report, 2)  # the process groups' threads were joined before the exit
     assert_same_curve(run, baseline, [1, 2, 3, 4])
     by_step = {r["step"]: r for r in records(run) if "loss" in r}
     expected = {r["step"]: r for r in records(baseline) if "loss" in r}
@@ -251,8 +256,10 @@ def test_compiled_tensor_parallel_keeps_the_curve(train_data, baseline, tmp_path
             "--checkpoint.exit_at_step",
             "3",
         ),
+        **teardown_env(tmp_path / "teardown"),
     )
     assert_ok(result)
+    assert_left_nothing_of_the_job(tmp_path / "teardown", 2)  # DTensors and the compiled graphs hold the mesh
     assert "torch.compile: the whole model, not each block" in result.stderr
     assert_same_curve(run, baseline, [1, 2, 3])
 
@@ -321,8 +328,10 @@ def test_every_rank_takes_the_same_decision_on_a_non_finite_step(train_data, tmp
             "1",
             *HALF_MICRO_BATCH,
         ),
+        **teardown_env(tmp_path / "teardown"),
     )
     assert [result.returncode for result in results] == [3, 3]
+    assert_left_nothing_of_the_job(tmp_path / "teardown", 2)  # an error every rank agreed on leaves together
     assert results[0].stderr.count("3 consecutive skipped steps") == 1  # said once, by rank 0
     assert "consecutive skipped steps" not in results[1].stderr
     skipped = [r["step"] for r in records(run) if r.get("skipped")]

@@ -78,6 +78,18 @@ def run_args(data, run_dir, *extra):
     ]
 
 
+def teardown_env(report) -> dict:
+    """Runs a job's ranks through tests/teardown_worker.py, which writes what of the job each left behind."""
+    return {"module": "tests.teardown_worker", "env": {"TEARDOWN_REPORT": str(report)}}
+
+
+def assert_left_nothing_of_the_job(report, processes: int) -> None:
+    """Once the trainer returned, on every rank: no thread of the process groups (gloo's) is left."""
+    for rank in range(processes):
+        threads = json.loads(open(f"{report}.{rank}.json").read())
+        assert [name for name in threads["after"] if "gloo" in name] == [], f"rank {rank}: {threads}"
+
+
 def records(run_dir) -> list[dict]:
     with open(os.path.join(run_dir, "metrics.jsonl")) as handle:
         return [json.loads(line) for line in handle]
@@ -113,8 +125,8 @@ def torchrun_command(processes: int, *arguments: str, module: str = "train") -> 
     ]
 
 
-def launcher_env() -> dict:
-    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+def launcher_env(**extra: str) -> dict:
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO), **extra}
 
 
 def free_port() -> int:
@@ -123,19 +135,21 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def ranks(processes: int, *arguments: str, timeout: float = 240) -> list[subprocess.CompletedProcess]:
+def ranks(
+    processes: int, *arguments: str, module: str = "train", timeout: float = 240, env: dict | None = None
+) -> list[subprocess.CompletedProcess]:
     """The ranks of a job started with torchrun's environment but without its agent, which ends the other ranks as
     soon as one exits: each rank's own exit code and output."""
     port = free_port()
     started = [
         subprocess.Popen(
-            [sys.executable, "-m", "train", *arguments],
+            [sys.executable, "-m", module, *arguments],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
             cwd=REPO,
             env={
-                **launcher_env(),
+                **launcher_env(**(env or {})),
                 "MASTER_ADDR": "127.0.0.1",
                 "MASTER_PORT": str(port),
                 "WORLD_SIZE": str(processes),
@@ -158,7 +172,7 @@ def ranks(processes: int, *arguments: str, timeout: float = 240) -> list[subproc
 
 
 def torchrun(
-    processes: int, *arguments: str, module: str = "train", timeout: float = 240
+    processes: int, *arguments: str, module: str = "train", timeout: float = 240, env: dict | None = None
 ) -> subprocess.CompletedProcess:
     """A real job of `processes` ranks on gloo, as a user starts it."""
     return subprocess.run(
@@ -166,6 +180,6 @@ def torchrun(
         capture_output=True,
         text=True,
         timeout=timeout,
-        env=launcher_env(),
+        env=launcher_env(**(env or {})),
         cwd=REPO,
     )

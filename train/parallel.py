@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import gc
 import logging
 import math
 import os
@@ -134,12 +135,26 @@ def init(parallel: ParallelConfig, device: torch.device) -> Layout:
 
 def shutdown(layout: Layout, together: bool) -> None:
     """Leaves the job. `together`: every rank is here at the same point (the run ended, or all ranks raised the
-    same agreed error), so they wait for each other first; a rank that leaves while a peer still talks to it
-    can abort in gloo's teardown ("terminate called without an active exception"). After an error of this rank
-    alone there is no waiting: its peers may be inside another collective, and torchrun ends them."""
+    same agreed error), so they wait for each other first; after an error of this rank alone there is no waiting:
+    its peers may be inside another collective, and torchrun ends them.
+
+    The process groups are gone when this returns, their gloo threads joined. `destroy_process_group` only
+    forgets them: the meshes (the layout's, and the copies DTensor's caches and compiled graphs keep) hold them
+    until the interpreter exits, and a gloo thread still alive then that needs the GIL of a finalising
+    interpreter aborts the process ("terminate called without an active exception", exit -6) after a run that
+    checkpointed. So the caller has dropped the model (`traceback.clear_frames` after an error), and here the
+    compiled graphs and every mesh's hold on the groups go before the groups are destroyed: destroying them then
+    joins their threads (tests/teardown_worker.py checks that none is left)."""
     if layout.distributed and dist.is_initialized():
         if together:
             dist.barrier()
+        layout.mesh = None
+        torch.compiler.reset()  # compiled graphs hold the groups they call
+        # torch's DTensor caches keep meshes for good, and compiling copies them (a compiled TP model leaves
+        # dozens): a mesh's registry is what holds the groups, so every mesh's goes
+        for mesh in [o for o in gc.get_objects() if issubclass(type(o), DeviceMesh)]:  # type(): weak proxies too
+            mesh._pg_registry.clear()
+        gc.collect()
         dist.destroy_process_group()
 
 

@@ -11,6 +11,7 @@ import os
 import shutil
 import signal
 import time
+import traceback
 
 import torch
 import torch.nn.functional as F
@@ -200,11 +201,10 @@ def train(config: Config, resume: str = "never") -> dict:
     layout = parallel.init(config.parallel, device)
     try:
         summary = _train(config, resume, corpus, layout, budget)
-    except (NonFiniteLoss, ConfigError):  # reached by every rank alike: the same step, the same settings
-        parallel.shutdown(layout, together=True)
-        raise
-    except BaseException:
-        parallel.shutdown(layout, together=False)
+    except BaseException as exc:
+        traceback.clear_frames(exc.__traceback__)  # the model in _train's frame must not outlive the job
+        # NonFiniteLoss and ConfigError are reached by every rank alike: the same step, the same settings
+        parallel.shutdown(layout, together=isinstance(exc, (NonFiniteLoss, ConfigError)))
         raise
     parallel.shutdown(layout, together=True)
     return summary
