@@ -33,6 +33,7 @@ bench: $(STAMP)
 	$(PY) bench/bench_commoncrawl.py
 	$(PY) bench/bench_train.py
 	$(PY) bench/bench_distributed.py
+	if [ -d ../shared/peers/nanogpt ]; then $(PY) bench/bench_nanogpt.py --nanogpt ../shared/peers/nanogpt; fi
 
 clean:
 	rm -rf $(DEMO_DIR) .pytest_cache
