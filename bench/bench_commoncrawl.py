@@ -24,10 +24,11 @@ import time
 REPO = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from pipeline import extract, filters, html, synthetic  # noqa: E402
-from pipeline.langid import LanguageIdentifier  # noqa: E402
-from pipeline.schema import Document  # noqa: E402
+from pipeline.common import synthetic  # noqa: E402
+from pipeline.common.schema import Document  # noqa: E402
 from pipeline.sources import commoncrawl  # noqa: E402
+from pipeline.steps import extract, filters, html  # noqa: E402
+from pipeline.steps.langid import LanguageIdentifier  # noqa: E402
 
 
 def synthetic_warc(path: pathlib.Path, pages: int) -> None:

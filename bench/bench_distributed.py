@@ -30,7 +30,7 @@ import pyarrow.parquet as pq
 REPO = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from pipeline import synthetic  # noqa: E402
+from pipeline.common import synthetic  # noqa: E402
 from tests.trainruns import torchrun_command  # noqa: E402
 from tokenizer import (  # noqa: E402
     corpus,

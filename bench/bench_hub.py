@@ -25,8 +25,11 @@ sys.path.insert(0, str(REPO))
 
 import pyarrow.parquet as pq  # noqa: E402
 
-from pipeline import curate, recipe as recipes, sinks, synthetic  # noqa: E402
-from pipeline.schema import Document  # noqa: E402
+from pipeline import recipe as recipes  # noqa: E402
+from pipeline.beam import curate  # noqa: E402
+from pipeline.common import synthetic  # noqa: E402
+from pipeline.common.schema import Document  # noqa: E402
+from pipeline.output import sinks  # noqa: E402
 
 
 def write_corpus(folder: pathlib.Path, copies: int, others: int, near: bool) -> None:

@@ -36,9 +36,10 @@ import numpy as np
 REPO = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from pipeline import minhash, sinks, synthetic  # noqa: E402
-from pipeline.dedup import normalise  # noqa: E402
-from pipeline.schema import Document  # noqa: E402
+from pipeline.common import synthetic  # noqa: E402
+from pipeline.common.schema import Document  # noqa: E402
+from pipeline.dedup import minhash, normalise  # noqa: E402
+from pipeline.output import sinks  # noqa: E402
 
 MERSENNE_PRIME = np.uint64((1 << 61) - 1)
 MAX_HASH = np.uint64((1 << 32) - 1)

@@ -30,8 +30,8 @@ SHARD_DOCUMENTS = 10_000
 
 
 def documents(count: int):
-    from pipeline import synthetic
-    from pipeline.schema import Document
+    from pipeline.common import synthetic
+    from pipeline.common.schema import Document
 
     rng = random.Random(0)
     vocab = synthetic.vocabulary()
@@ -51,18 +51,19 @@ def bundles(items, size: int = BUNDLE):
 
 
 def run_step(step: str, count: int, folder: str) -> dict:
-    from pipeline import minhash, transforms
-    from pipeline.stats import Funnel
+    from pipeline.beam import write
+    from pipeline.dedup import minhash, stages
+    from pipeline.output.stats import Funnel
 
     started = time.perf_counter()
     if step == "sign":
-        fn = transforms._SignFn(minhash.MinHashConfig.create(0.8, 112), ())
+        fn = stages._SignFn(minhash.MinHashConfig.create(0.8, 112), ())
         fn.setup()
         for batch in bundles(documents(count)):
             for _ in fn.process(batch):
                 pass
     elif step == "exact":
-        combine = transforms._KeepSurvivor(())
+        combine = stages._KeepSurvivor(())
         for group in bundles(documents(count), 4):
             accumulator = combine.create_accumulator()
             for doc in group:
@@ -71,7 +72,7 @@ def run_step(step: str, count: int, folder: str) -> dict:
     elif step == "buckets":
         for bucket in range(count // 8):
             members = [((0, 0, f"n-{bucket}-{k}"), None) for k in range(8)]
-            for _ in transforms._bucket_edges((f"band-{bucket}".encode(), members), None):
+            for _ in stages._bucket_edges((f"band-{bucket}".encode(), members), None):
                 pass
     elif step == "stars":
         for node in range(count):
@@ -83,10 +84,10 @@ def run_step(step: str, count: int, folder: str) -> dict:
                 pass
     elif step == "remove":
         for doc in documents(count):
-            for _ in transforms._remove_marked((doc.id, {"docs": [doc], "removed": []})):
+            for _ in stages._remove_marked((doc.id, {"docs": [doc], "removed": []})):
                 pass
     elif step == "funnels":
-        combine = transforms._MergeFunnels()
+        combine = write._MergeFunnels()
         accumulator = combine.create_accumulator()
         for index in range(count):
             funnel = Funnel(input_files=1, records_read=3, records_in=2, kept=1)
@@ -94,7 +95,7 @@ def run_step(step: str, count: int, folder: str) -> dict:
             accumulator = combine.add_input(accumulator, funnel)
         combine.extract_output(accumulator)
     elif step == "shards":
-        fn = transforms._WriteShardFn(folder, "parquet", transforms.DOCUMENTS)
+        fn = write._WriteShardFn(folder, "parquet", write.DOCUMENTS)
         shards = -(-count // SHARD_DOCUMENTS)
         for index, shard in enumerate(bundles(documents(count), SHARD_DOCUMENTS)):
             for _ in fn.process((index, {"items": shard, "ids": [None]}), shards):

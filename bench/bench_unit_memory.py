@@ -49,9 +49,9 @@ def write_single_stream(path: pathlib.Path, total: int) -> None:
 
 def measure(dump: str, work: str, hold: bool, file_bytes: int) -> dict:
     """Runs in a child process: one unit through the processor and the store; its peak RSS."""
-    from pipeline import process
+    from pipeline.output.stats import Funnel
     from pipeline.sources import wikipedia
-    from pipeline.stats import Funnel
+    from pipeline.steps import process
 
     source = wikipedia.Wikipedia("wikipedia", wikipedia.Settings(dumps=[dump]))
     processor = process.UnitProcessor(source)

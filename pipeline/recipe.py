@@ -18,7 +18,7 @@
 
 `load()` reads one (overrides such as `--sources.books.lines true` apply before validation); a resolved recipe is
 written as `OUTPUT/recipe.toml`, and running that file again into another folder gives the same shards.
-`pipeline.curate` runs a recipe on Beam, from Python or from `python -m pipeline run`.
+`pipeline.beam.curate` runs a recipe on Beam, from Python or from `python -m pipeline run`.
 """
 
 from __future__ import annotations
@@ -31,10 +31,11 @@ from typing import Any
 
 import tomli_w
 
-from pipeline import minhash as near_duplicates, sinks
-from pipeline.process import DEFAULT_FILE_BYTES
-from pipeline.settings import UsageError, build, describe as describe_section, load_toml, parse_size, set_dotted
+from pipeline.common.settings import UsageError, build, describe as describe_section, load_toml, parse_size, set_dotted
+from pipeline.dedup import minhash as near_duplicates
+from pipeline.output import sinks
 from pipeline.sources import REGISTRY, DocumentSettings, Source, source_class
+from pipeline.steps.process import DEFAULT_FILE_BYTES
 
 RECIPE_FILE = "recipe.toml"
 

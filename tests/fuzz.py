@@ -29,10 +29,12 @@ import tomllib
 import atheris
 
 with atheris.instrument_imports(include=["pipeline"]):
-    from pipeline import extract, langid, process, recipe, synthetic
-    from pipeline.schema import Document, documents_to_table, valid_text
-    from pipeline.settings import UsageError
+    from pipeline import recipe
+    from pipeline.common import synthetic
+    from pipeline.common.schema import Document, documents_to_table, valid_text
+    from pipeline.common.settings import UsageError
     from pipeline.sources import commoncrawl, localtext, wikipedia
+    from pipeline.steps import extract, langid, process
 
 MAX_LEN = 65536
 _STEPS: dict[str, list] = {}

@@ -2,6 +2,7 @@
 once did not). A new flag without a row here fails the coverage test."""
 
 import json
+import re
 
 import pytest
 
@@ -124,3 +125,33 @@ def test_run_takes_its_output_from_the_flag(tmp_path):
     from pipeline import recipe as recipes
 
     assert recipes.load(args.recipe, pairs).output.dir == "here" and extra == []
+
+
+@pytest.mark.parametrize("command", PRESETS)
+def test_a_flag_sets_the_recipe_key_it_declares(command):
+    """The one rule (pipeline/cli/options.py): a recipe option's destination is the key it reaches, the key the
+    table above reads in the resolved recipe; the only other flags are the per-source ones and --source-name."""
+    parser = cli.build_parser()
+    subparsers = next(a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction")
+    others = {"languages", "min_language_score", "filters", "filter_config", "keep_measures", "source_name", "help"}
+    for action in subparsers.choices[command]._actions:
+        flag = action.option_strings[0]
+        if action.dest in others:
+            continue
+        key = FLAGS[flag][1] if not (flag == "--input" and command == "dedup") else "sources.shards.inputs"
+        assert action.dest.replace("{text}", "text") == key, flag
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["--dump", "a.xml", "--max-warcs", "3"], "--max-warcs: no commoncrawl input in this run"),
+        (["--warcs", "a.warc.gz", "--namespaces", "0"], "--namespaces: no wikipedia input in this run"),
+        (["--dump", "a.xml", "--source-name", "books", "--lines"], "--lines: no books input in this run (give --text)"),
+        (["--warcs", "a.warc.gz", "--text", "b.txt", "--source-name", "commoncrawl"], "'commoncrawl' is already"),
+    ],
+)
+def test_a_source_setting_without_its_input_is_refused(arguments, message):
+    args, _ = cli.build_parser().parse_known_args(["curate", *arguments, "--output", "out"])
+    with pytest.raises(cli.UsageError, match=re.escape(message)):
+        cli.preset_recipe(args, [])

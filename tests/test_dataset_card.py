@@ -8,7 +8,9 @@ import random
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline import curate, recipe as recipes, sinks
+from pipeline import recipe as recipes
+from pipeline.beam import curate
+from pipeline.output import sinks
 
 datasets = pytest.importorskip("datasets")
 duckdb = pytest.importorskip("duckdb")

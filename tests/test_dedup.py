@@ -1,7 +1,7 @@
 import datetime as dt
 
 from pipeline import dedup
-from pipeline.schema import Document
+from pipeline.common.schema import Document
 
 
 def test_normalisation_ignores_case_punctuation_and_spacing():

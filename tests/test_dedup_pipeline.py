@@ -14,8 +14,12 @@ import pyarrow.parquet as pq
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from pipeline import cli, curate, dedup, minhash, recipe as recipes, sinks, synthetic, transforms
-from pipeline.schema import Document
+from pipeline import cli, dedup, recipe as recipes
+from pipeline.beam import curate
+from pipeline.common import synthetic
+from pipeline.common.schema import Document
+from pipeline.dedup import minhash, stages
+from pipeline.output import sinks
 from tests.test_minhash import VOCAB, corpus, datasketch_candidate_pairs, union_find_components
 
 IN_MEMORY = PipelineOptions(["--runner=DirectRunner", "--direct_running_mode=in_memory"])
@@ -43,7 +47,7 @@ def run_minhash(docs, config=CONFIG, prefer=(), rounds=minhash.DEFAULT_ROUNDS):
     with tempfile.TemporaryDirectory() as folder:
         paths = {name: os.path.join(folder, name) for name in ("kept", "stats", "report")}
         with beam.Pipeline(options=IN_MEMORY) as p:
-            kept, stats, report = p | beam.Create(docs) | transforms.MinHashDedup(config, prefer, rounds)
+            kept, stats, report = p | beam.Create(docs) | stages.MinHashDedup(config, prefer, rounds)
             outputs = {"kept": kept | "Ids" >> beam.Map(lambda d: d.id), "stats": stats, "report": report}
             for name, pcollection in outputs.items():
                 _ = pcollection | f"All{name}" >> beam.combiners.ToList() | f"Save{name}" >> beam.Map(save, paths[name])

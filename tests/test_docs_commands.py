@@ -9,7 +9,7 @@ import shlex
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipeline import cli
-from pipeline.settings import split_overrides
+from pipeline.common.settings import split_overrides
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 BEAM_OPTIONS = set(PipelineOptions([]).get_all_options())

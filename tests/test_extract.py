@@ -1,6 +1,7 @@
 import pytest
 
-from pipeline import extract, synthetic
+from pipeline.common import synthetic
+from pipeline.steps import extract
 
 PARAGRAPHS = [
     "The harbour town woke slowly as the fishing boats returned with the morning tide. Most gardeners agree "

@@ -1,7 +1,7 @@
 import pytest
 
-from pipeline import filters
-from pipeline.schema import Document
+from pipeline.common.schema import Document
+from pipeline.steps import filters
 
 GOOD = (
     "The harbour town woke slowly as the fishing boats returned with the morning tide. "

@@ -4,7 +4,7 @@ import zlib
 import brotli
 import pytest
 
-from pipeline import html
+from pipeline.steps import html
 
 
 def test_gzip_deflate_and_brotli_bodies_decode():

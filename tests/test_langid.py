@@ -1,6 +1,6 @@
 import pytest
 
-from pipeline.langid import LanguageIdentifier, LanguageSelector, default_model_path
+from pipeline.steps.langid import LanguageIdentifier, LanguageSelector, default_model_path
 
 
 @pytest.fixture(scope="module")

@@ -16,11 +16,15 @@ import pyarrow.parquet as pq
 import pytest
 import zstandard
 
-from pipeline import cli, corpus, curate, process, recipe as recipes, sinks, synthetic
-from pipeline.schema import Document, Skipped
-from pipeline.settings import UsageError
+from pipeline import cli, recipe as recipes
+from pipeline.beam import curate
+from pipeline.common import corpus, synthetic
+from pipeline.common.schema import Document, Skipped
+from pipeline.common.settings import UsageError
+from pipeline.output import sinks
+from pipeline.output.stats import Funnel
 from pipeline.sources import DocumentSettings, Source, register
-from pipeline.stats import Funnel
+from pipeline.steps import process
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 ONE_WORKER = ["--direct_num_workers=1", "--direct_running_mode=in_memory"]
@@ -156,7 +160,7 @@ def test_a_rerun_redoes_units_after_the_code_or_the_language_model_changes(tmp_p
     stats = curate.run(recipe, ONE_WORKER)
     assert len(work_dirs(tmp_path / "out")) == 2 and stats.kept == 24
     # the model is known by its content, not its path
-    from pipeline.langid import default_model_path
+    from pipeline.steps.langid import default_model_path
 
     source = recipe.source("mine")
     copy = tmp_path / "copy.ftz"
@@ -220,11 +224,10 @@ def test_the_one_reader_gives_the_same_documents_for_every_format_and_compressio
     assert [record.text for record in tokenizer_corpus.iter_records(spec)] == [text for _, text in expected]
 
 
-def test_the_per_document_modules_and_the_tokenizer_load_without_beam():
+def test_the_tokenizer_and_the_trainer_settings_load_without_beam():
+    # the curation modules that load no Beam are tests/test_layout.py's
     code = (
-        "import sys, pipeline.process, pipeline.recipe, pipeline.sources.commoncrawl, pipeline.sources.wikipedia, "
-        "pipeline.sources.localtext, pipeline.sources.shards, tokenizer.cli, train.config; "
-        "print(sorted(m for m in sys.modules if m.startswith('apache_beam')))"
+        "import sys, tokenizer.cli, train.config; print(sorted(m for m in sys.modules if m.startswith('apache_beam')))"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"

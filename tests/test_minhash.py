@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 from datasketch import MinHash, MinHashLSH
 
-from pipeline import dedup, minhash, synthetic
+from pipeline import dedup
+from pipeline.common import synthetic
+from pipeline.dedup import minhash
 
 VOCAB = synthetic.vocabulary()
 

@@ -9,10 +9,11 @@ import re
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline import cli, synthetic
-from pipeline.curate import check_beam_arguments
-from pipeline.settings import UsageError
-from pipeline.stats import Funnel
+from pipeline import cli
+from pipeline.beam.curate import check_beam_arguments
+from pipeline.common import synthetic
+from pipeline.common.settings import UsageError
+from pipeline.output.stats import Funnel
 from tests.conftest import REPO
 
 CRAWL = "CC-MAIN-2026-01"

@@ -4,8 +4,10 @@ does and the DirectRunner does not: DoFns pickled and set up in other processes,
 
 import pytest
 
-from pipeline import curate, recipe as recipes, synthetic
-from pipeline.schema import Document
+from pipeline import recipe as recipes
+from pipeline.beam import curate
+from pipeline.common import synthetic
+from pipeline.common.schema import Document
 from tests.portable import portable_services
 from tests.test_dedup_pipeline import write_input_shards
 from tests.test_minhash import corpus

@@ -5,7 +5,7 @@ line saying so, a run with some failed inputs exits 0."""
 import subprocess
 import sys
 
-from pipeline import synthetic
+from pipeline.common import synthetic
 
 # Lines Beam and its GCP modules print in every local worker process unless kept from the terminal.
 NOISE = (
@@ -40,7 +40,7 @@ def test_some_failed_inputs_are_named_and_the_workers_warnings_shown(tmp_path):
     assert f"input error  {inputs / 'b-garbage.warc.gz'} @ 0: not a WARC or ARC file" in output
     assert f"input error  {inputs / 'a-truncated.warc.gz'} @ " in output
     # the warning a worker process logged, in the commands' format (not relayed as protocol-buffer text)
-    warnings = [line for line in output.splitlines() if " WARNING pipeline.process: " in line]
+    warnings = [line for line in output.splitlines() if " WARNING pipeline.steps.process: " in line]
     assert any("a-truncated.warc.gz" in line and "truncated" in line for line in warnings), output
     assert "severity: WARN" not in output
 
@@ -55,7 +55,8 @@ def test_a_run_whose_every_input_failed_exits_non_zero_with_one_line(tmp_path):
 
 
 def test_the_progress_display_counts_committed_units_and_their_documents(tmp_path, capsys):
-    from pipeline import curate, recipe as recipes
+    from pipeline import recipe as recipes
+    from pipeline.beam import curate
 
     sample = synthetic.write_sample(str(tmp_path / "sample"), pages=20, articles=25)
     synthetic.write_sample_warc(str(tmp_path / "b.warc.gz"), pages=20, seed=2)

@@ -19,11 +19,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline import cli, html, process, synthetic
-from pipeline.schema import Document, Dropped, valid_text
+from pipeline import cli
+from pipeline.common import synthetic
+from pipeline.common.schema import Document, Dropped, valid_text
+from pipeline.output.stats import Funnel
 from pipeline.sources import Source, localtext
 from pipeline.sources.commoncrawl import read_warc
-from pipeline.stats import Funnel
+from pipeline.steps import html, process
 
 IN_MEMORY = "--direct_running_mode=in_memory"
 TEXT = ["--filters", "none", IN_MEMORY]  # short test documents: no length filter
@@ -113,7 +115,7 @@ def test_a_step_or_reader_that_raises_costs_its_document_and_is_counted(caplog):
     unit = {"file": "unit", "unit": source.unit_key("unit"), "errors": 2, "documents": 10}
     assert funnel.error_units == [unit]
     assert funnel.noisy_units(0.1) == funnel.error_units and funnel.noisy_units(0.2) == []
-    from pipeline import report
+    from pipeline.output import report
 
     shown = report._example(funnel.examples["error.exploding.ZeroDivisionError"][0])
     assert '<p class="error">ZeroDivisionError: a filter divided by nothing</p>' in shown
@@ -165,13 +167,22 @@ def test_the_resume_fingerprint_covers_every_module_the_worker_runs():
         source = source_class(kind)(kind, source_class(kind).Settings())
         return {
             path.rsplit("/pipeline/", 1)[1]
-            for path in process.per_document_files(["pipeline.process", type(source).__module__])
+            for path in process.per_document_files(["pipeline.steps.process", type(source).__module__])
         }
 
     crawl = files("commoncrawl")
-    assert {"html.py", "extract.py", "filters.py", "langid.py", "schema.py", "sources/commoncrawl.py"} <= crawl
-    assert "wikitext.py" in files("wikipedia") and "corpus.py" in files("text")
-    assert not {"cli.py", "curate.py", "transforms.py", "report.py"} & crawl  # the Beam layer makes no document
+    assert {
+        "steps/html.py",
+        "steps/extract.py",
+        "steps/filters.py",
+        "steps/langid.py",
+        "common/schema.py",
+        "sources/commoncrawl.py",
+    } <= crawl
+    assert "steps/wikitext.py" in files("wikipedia") and "common/corpus.py" in files("text")
+    assert (
+        not {"cli.py", "beam/curate.py", "beam/read.py", "beam/write.py", "dedup/stages.py", "output/report.py"} & crawl
+    )  # the Beam layer makes no document
 
 
 # --- hostile inputs through a whole run -------------------------------------------------------------------------

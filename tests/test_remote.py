@@ -3,7 +3,7 @@ import os
 
 import pytest
 
-from pipeline.remote import FetchError, ResumableHTTPStream, open_input, read_text_lines
+from pipeline.common.remote import FetchError, ResumableHTTPStream, open_input, read_text_lines
 
 FAST = {"backoff": 0.01, "max_backoff": 0.05}
 

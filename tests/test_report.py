@@ -8,7 +8,10 @@ import re
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline import cli, curate, recipe as recipes, report, synthetic
+from pipeline import cli, recipe as recipes
+from pipeline.beam import curate
+from pipeline.common import synthetic
+from pipeline.output import report
 from tests.browser import needs_chromium, screenshot
 
 ONE_WORKER = ["--direct_num_workers=1", "--direct_running_mode=in_memory"]

@@ -14,9 +14,11 @@ import pyarrow.parquet as pq
 import pytest
 import zstandard
 
-from pipeline import cli, corpus, sinks, synthetic
+from pipeline import cli
+from pipeline.common import corpus, synthetic
+from pipeline.output import sinks
+from pipeline.output.stats import Funnel
 from pipeline.sources import localtext
-from pipeline.stats import Funnel
 from tests.test_pipeline_commoncrawl import read_shards
 from tests.test_wikipedia import HEADER, REMNANTS, multistream, page_xml
 

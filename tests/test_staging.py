@@ -20,7 +20,12 @@ def test_setup_file_builds_the_package_workers_install(tmp_path):
     with tarfile.open(sdist) as archive:
         names = archive.getnames()
         info = archive.extractfile(next(n for n in names if n.count("/") == 1 and n.endswith("PKG-INFO"))).read()
-    for module in ("pipeline/process.py", "pipeline/sources/commoncrawl.py", "pipeline/data", "tokenizer/corpus.py"):
+    for module in (
+        "pipeline/steps/process.py",
+        "pipeline/sources/commoncrawl.py",
+        "pipeline/data",
+        "tokenizer/corpus.py",
+    ):
         assert any(name.split("/", 1)[1].startswith(module) for name in names if "/" in name), module
     base = [
         line.split(": ", 1)[1]

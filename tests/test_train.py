@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.settings import UsageError, parse_overrides
+from pipeline.common.settings import UsageError, parse_overrides
 from tests.conftest import REPO
 from tests.trainruns import ONE_PROCESS_SHARD, POISONED, losses, run_args, weights
 from tokenizer.bins import BinReader

@@ -5,8 +5,11 @@ from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.testing.util import assert_that, equal_to
 
-from pipeline import sinks, synthetic, transforms
-from pipeline.schema import Document
+from pipeline.beam import read as reading, write
+from pipeline.common import synthetic
+from pipeline.common.schema import Document
+from pipeline.dedup import stages
+from pipeline.output import sinks
 from pipeline.sources.commoncrawl import CommonCrawl, Settings
 
 IN_MEMORY = PipelineOptions(["--runner=DirectRunner", "--direct_running_mode=in_memory"])
@@ -22,7 +25,7 @@ def test_read_source_reports_the_funnel_as_beam_counters(tmp_path):
     synthetic.write_sample_warc(str(warc), pages=60, seed=3)
     p = beam.Pipeline(options=IN_MEMORY)
     source = CommonCrawl("commoncrawl", Settings(warcs=[str(warc)]))
-    docs, stats = p | transforms.ReadSource(source, str(tmp_path / "out"))
+    docs, stats = p | reading.ReadSource(source, str(tmp_path / "out"))
     result = p.run()
     result.wait_until_finish()
     read = counters(result, "read")
@@ -47,7 +50,7 @@ def doc(doc_id, text, date=None):
 def test_exact_dedup_keeps_one_per_normalised_text():
     with beam.Pipeline(options=IN_MEMORY) as p:
         docs = p | beam.Create([doc("c", "Hello, World!"), doc("a", "hello world"), doc("b", "Another text.")])
-        survivors, stats, report = docs | transforms.ExactDedup()
+        survivors, stats, report = docs | stages.ExactDedup()
         assert_that(survivors | beam.Map(lambda d: d.id), equal_to(["a", "b"]), label="ids")
         assert_that(
             stats | beam.Map(lambda f: sum(f.dropped.values())) | beam.CombineGlobally(sum),
@@ -68,7 +71,7 @@ def test_shards_do_not_depend_on_input_order(tmp_path):
     outputs = []
     for name, order in (("forward", docs), ("backward", docs[::-1])):
         with beam.Pipeline(options=IN_MEMORY) as p:
-            _ = p | beam.Create(order) | transforms.WriteDocuments(str(tmp_path / name), 4)
+            _ = p | beam.Create(order) | write.WriteDocuments(str(tmp_path / name), 4)
         outputs.append([(tmp_path / name / sinks.shard_name(i, 4)).read_bytes() for i in range(4)])
     assert outputs[0] == outputs[1]
     rows = [d.id for i in range(4) for d in sinks.read_documents(str(tmp_path / "forward" / sinks.shard_name(i, 4)))]
@@ -76,7 +79,7 @@ def test_shards_do_not_depend_on_input_order(tmp_path):
 
 
 def test_exact_survivor_combine_keeps_every_removed_id_across_merged_accumulators():
-    combine = transforms._KeepSurvivor(prefer_sources=())
+    combine = stages._KeepSurvivor(prefer_sources=())
     copies = [doc(f"id-{i}", "same text") for i in (5, 3, 9, 1, 7)]
     left, right = combine.create_accumulator(), combine.create_accumulator()
     for d in copies[:2]:
@@ -93,10 +96,10 @@ def test_shards_by_size_follow_the_corpus_and_not_the_order(tmp_path):
     outputs = []
     for name, order in (("forward", docs), ("backward", docs[::-1])):
         with beam.Pipeline(options=IN_MEMORY) as p:
-            _ = p | beam.Create(order) | transforms.WriteDocuments(str(tmp_path / name), shard_bytes=total // 5 - 1)
+            _ = p | beam.Create(order) | write.WriteDocuments(str(tmp_path / name), shard_bytes=total // 5 - 1)
         outputs.append({path.name: path.read_bytes() for path in sorted((tmp_path / name).glob("part-*"))})
     assert outputs[0] == outputs[1] and len(outputs[0]) == 6  # just over five shards' worth
     assert all(name.endswith("-of-00006.parquet") for name in outputs[0])
     with beam.Pipeline(options=IN_MEMORY) as p:  # nothing kept: still one (empty) shard
-        _ = p | beam.Create([]) | transforms.WriteDocuments(str(tmp_path / "empty"))
+        _ = p | beam.Create([]) | write.WriteDocuments(str(tmp_path / "empty"))
     assert [path.name for path in (tmp_path / "empty").iterdir()] == [sinks.shard_name(0, 1)]

@@ -3,10 +3,11 @@ import io
 
 import pytest
 
-from pipeline import html, remote, synthetic
-from pipeline.schema import ReadError, Skipped
+from pipeline.common import remote, synthetic
+from pipeline.common.schema import ReadError, Skipped
 from pipeline.sources import commoncrawl
 from pipeline.sources.commoncrawl import HtmlPage, read_warc
+from pipeline.steps import html
 
 PAGE = synthetic.article_page("Title", ["The harbour town woke slowly as the boats returned."], "en").encode()
 

@@ -6,9 +6,10 @@ import lzma
 
 import pytest
 
-from pipeline import synthetic, wikitext
-from pipeline.schema import ReadError, Skipped
+from pipeline.common import synthetic
+from pipeline.common.schema import ReadError, Skipped
 from pipeline.sources import wikipedia
+from pipeline.steps import wikitext
 
 REMNANTS = ("{{", "}}", "[[", "]]", "'''", "<ref", "|-")
 

@@ -5,7 +5,7 @@ import random
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline import synthetic
+from pipeline.common import synthetic
 
 
 def corpus_texts(count=300, seed=0) -> list[str]:

@@ -9,7 +9,7 @@ import os
 import sys
 import time
 
-from pipeline.settings import UsageError, report
+from pipeline.common.settings import UsageError, report
 from tokenizer import corpus, encode, train
 
 log = logging.getLogger("tokenizer")

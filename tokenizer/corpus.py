@@ -1,9 +1,9 @@
 """The corpus a tokenizer is trained on or encodes: the files of `CorpusSpec`, read by the pipeline's one
-corpus reader (`pipeline.corpus`: Parquet/Arrow by column name, JSON lines plain or compressed, plain text per
+corpus reader (`pipeline.common.corpus`: Parquet/Arrow by column name, JSON lines plain or compressed, plain text per
 file or per line) so both stages read a file the same way. Everything streams. What cannot be read is counted
 in a `ReadReport` and named with its path, and the rest of the corpus is read on.
 
-`pipeline.corpus` and `pipeline.remote` need neither Beam nor the pipeline's per-document modules.
+`pipeline.common.corpus` and `pipeline.common.remote` need neither Beam nor the pipeline's per-document modules.
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ import heapq
 import logging
 from collections.abc import Iterable, Iterator
 
-from pipeline import corpus as reader
-from pipeline.remote import file_size
-from pipeline.schema import ReadError, Skipped
+from pipeline.common import corpus as reader
+from pipeline.common.remote import file_size
+from pipeline.common.schema import ReadError, Skipped
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 
-from pipeline.remote import input_key
+from pipeline.common.remote import input_key
 from tokenizer import bins, corpus
 from tokenizer.encoding import Encoder
 

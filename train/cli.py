@@ -7,7 +7,7 @@ import argparse
 import logging
 import os
 
-from pipeline.settings import UsageError, parse_overrides, report
+from pipeline.common.settings import UsageError, parse_overrides, report
 from train import config as config_module
 from train.checkpoint import CheckpointError
 from train.data import DataError

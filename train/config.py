@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import tomli_w
 
 from model import ModelConfig
-from pipeline.settings import UsageError, build, describe as describe_section, load_toml, set_dotted
+from pipeline.common.settings import UsageError, build, describe as describe_section, load_toml, set_dotted
 
 
 class ConfigError(UsageError):

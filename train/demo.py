@@ -23,8 +23,8 @@ import threading
 import time
 from collections.abc import Callable
 
-from pipeline.settings import report
-from pipeline.synthetic import SAMPLE_FILE
+from pipeline.common.settings import report
+from pipeline.common.synthetic import SAMPLE_FILE
 from train.metrics import METRICS_FILE, read_records
 
 PROGRAM = "python -m train.demo"

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from model import Transformer
-from pipeline.settings import UsageError, report
+from pipeline.common.settings import UsageError, report
 from tokenizer import corpus
 from tokenizer.encoding import Encoder
 from train import checkpoint, export

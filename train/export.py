@@ -21,7 +21,7 @@ from safetensors.torch import load_file, save_file
 from tokenizers import Tokenizer
 
 from model import ModelConfig, Transformer
-from pipeline.settings import UsageError, parse_size, report
+from pipeline.common.settings import UsageError, parse_size, report
 from tokenizer.bins import write_json
 from tokenizer.train import TOKENIZER_FILE, start_with_end_of_text, write_transformers_files
 from train import checkpoint

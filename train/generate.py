@@ -13,7 +13,7 @@ import sys
 import torch
 
 from model import KVCache, Transformer
-from pipeline.settings import report
+from pipeline.common.settings import report
 from tokenizer.encoding import Encoder
 from train import checkpoint
 

@@ -13,8 +13,8 @@ import html
 import os
 import sys
 
-from pipeline import pages
-from pipeline.settings import report as report_error
+from pipeline.common import pages
+from pipeline.common.settings import report as report_error
 from train.metrics import METRICS_FILE, read_records
 
 PROGRAM = "python -m train.report"

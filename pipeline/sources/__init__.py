@@ -13,7 +13,7 @@ A source plans its inputs into units of work and reads one unit into documents, 
     steps(unit)       the source's own per-document steps (extract, clean), run before language ID and filters
     unit_key(unit)    a file-name-safe key, stable across runs, under which a finished unit is committed
 
-`pipeline.process.UnitProcessor` runs any source; `pipeline.transforms.ReadSource` runs it on Beam. A new source
+`pipeline.steps.process.UnitProcessor` runs any source; `pipeline.beam.read.ReadSource` runs it on Beam. A new source
 is one module with a `Settings` dataclass (its recipe table) and a class like those below, plus one line in
 `REGISTRY` (or a `register()` call); docs/architecture.md has a short example.
 """
@@ -26,9 +26,9 @@ import logging
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from pipeline import filters, langid
-from pipeline.remote import input_key
-from pipeline.schema import Document, Dropped, ReadError, Skipped
+from pipeline.common.remote import input_key
+from pipeline.common.schema import Document, Dropped, ReadError, Skipped
+from pipeline.steps import filters, langid
 
 log = logging.getLogger(__name__)
 

@@ -19,11 +19,11 @@ from urllib.parse import urljoin, urlsplit
 from warcio.archiveiterator import ArchiveIterator
 from warcio.exceptions import ArchiveLoadFailed
 
-from pipeline import extract, filters, html
-from pipeline.remote import FetchError, expand_glob, is_url, open_input, read_text_lines
-from pipeline.schema import Document, Dropped, ReadError, Skipped, commoncrawl_id, parse_warc_date
-from pipeline.settings import UsageError, describe_exception
+from pipeline.common.remote import FetchError, expand_glob, is_url, open_input, read_text_lines
+from pipeline.common.schema import Document, Dropped, ReadError, Skipped, commoncrawl_id, parse_warc_date
+from pipeline.common.settings import UsageError, describe_exception
 from pipeline.sources import DocumentSettings, Source, listed_once
+from pipeline.steps import extract, filters, html
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """Local text collections (books, papers, any corpus a user has on disk, on a web server or in a bucket).
 
-One unit per file, read by the one corpus reader (`pipeline.corpus`: plain text per file or per line, JSON lines,
+One unit per file, read by the one corpus reader (`pipeline.common.corpus`: plain text per file or per line, JSON lines,
 Parquet and Arrow; text and JSON lines compressed or not). A document's id is `<source name>/<key>`: the record's
 own `id`, else the file's path within the collection plus the line or row number. Project Gutenberg's licence
 header and footer can be stripped.
@@ -13,10 +13,10 @@ import os
 import re
 from collections.abc import Iterator
 
-from pipeline import corpus
-from pipeline.remote import expand_glob
-from pipeline.schema import Document, ReadError, Skipped, text_id
-from pipeline.settings import UsageError
+from pipeline.common import corpus
+from pipeline.common.remote import expand_glob
+from pipeline.common.schema import Document, ReadError, Skipped, text_id
+from pipeline.common.settings import UsageError
 from pipeline.sources import DocumentSettings, Source
 
 DEFAULT_TEXT_FIELD = corpus.DEFAULT_TEXT_FIELD

@@ -8,10 +8,10 @@ from collections.abc import Iterator
 
 import pyarrow as pa
 
-from pipeline import sinks
-from pipeline.remote import expand_glob
-from pipeline.schema import Document, Dropped, ReadError, Skipped
-from pipeline.settings import UsageError
+from pipeline.common.remote import expand_glob
+from pipeline.common.schema import Document, Dropped, ReadError, Skipped
+from pipeline.common.settings import UsageError
+from pipeline.output import sinks
 from pipeline.sources import Source
 
 

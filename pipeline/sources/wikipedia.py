@@ -31,11 +31,11 @@ from urllib.parse import quote
 
 from lxml import etree
 
-from pipeline.remote import input_key, is_url, open_input
-from pipeline.schema import Document, ReadError, Skipped, wikipedia_id
-from pipeline.settings import UsageError
+from pipeline.common.remote import input_key, is_url, open_input
+from pipeline.common.schema import Document, ReadError, Skipped, wikipedia_id
+from pipeline.common.settings import UsageError
 from pipeline.sources import DocumentSettings, Source, listed_once
-from pipeline.wikitext import WikitextCleaner
+from pipeline.steps.wikitext import WikitextCleaner
 
 log = logging.getLogger(__name__)
 

@@ -17,10 +17,11 @@ from urllib.parse import urlsplit
 
 from matplotlib.figure import Figure
 
-from pipeline import card, pages, sinks
+from pipeline.common import pages
+from pipeline.common.remote import expand_glob
+from pipeline.output import card, sinks
+from pipeline.output.stats import Funnel, stage_of
 from pipeline.recipe import RECIPE_FILE
-from pipeline.remote import expand_glob
-from pipeline.stats import Funnel, stage_of
 
 REPORT_FILE = "report.html"
 FIGURES_DIR = "report"

@@ -1,7 +1,9 @@
 """Running a recipe on Beam, from Python: the command line's `run`, `commoncrawl`, `wikipedia`, `text`, `curate`
 and `dedup` all end here, and so can a notebook or a Dataflow template.
 
-    from pipeline import curate, recipe
+    from pipeline.beam import curate
+
+    from pipeline import recipe
     r = recipe.load("cc.toml", [("output.dir", "out/cc")])
     stats = curate.run(r, ["--runner", "DirectRunner"])      # a Funnel, as in OUTPUT/stats.json
 
@@ -24,23 +26,25 @@ from collections.abc import Sequence
 import apache_beam as beam
 from apache_beam.metrics.metric import MetricsFilter
 
-from pipeline import card, logs, report, sinks, transforms
+from pipeline.beam import logs, read, write
+from pipeline.common.remote import is_local, local_path
+from pipeline.common.settings import UsageError
+from pipeline.dedup import stages
+from pipeline.output import card, report, sinks
+from pipeline.output.stats import Funnel
 from pipeline.recipe import RECIPE_FILE, Recipe, save
-from pipeline.remote import is_local, local_path
-from pipeline.settings import UsageError
-from pipeline.stats import Funnel
 
 log = logging.getLogger(__name__)
 
 
 class ReadSources(beam.PTransform):
-    """A recipe's sources → (documents, stats): each source read by `transforms.ReadSource`, their documents
+    """A recipe's sources → (documents, stats): each source read by `read.ReadSource`, their documents
     flattened into one collection. Inputs are listed when it is made (UsageError for the user's mistakes)."""
 
     def __init__(self, recipe: Recipe):
         super().__init__()
         self.readers = {
-            name: transforms.ReadSource(
+            name: read.ReadSource(
                 recipe.source(name), recipe.output.dir, recipe.langid_model, recipe.output.unit_file_bytes
             )
             for name in recipe.sources
@@ -69,29 +73,27 @@ class Curate(beam.PTransform):
     def expand(self, pbegin):
         recipe, out = self.recipe, self.recipe.output
         docs, read_stats = pbegin | "Sources" >> self.read
-        docs, id_stats = docs | "UniqueIds" >> transforms.UniqueIds()
+        docs, id_stats = docs | "UniqueIds" >> stages.UniqueIds()
         funnels = [read_stats, id_stats]
         report_dir = sinks.join(out.dir, card.REPORT_DIR)
         written = []  # the paths of every shard this run writes: the earlier runs' others go once they exist
         if recipe.dedup.enabled:
-            docs, dedup_stats, report = docs | "Dedup" >> transforms.Deduplicate(
+            docs, dedup_stats, report = docs | "Dedup" >> stages.Deduplicate(
                 recipe.minhash_config(), tuple(recipe.dedup.prefer), self.rounds
             )
             funnels.append(dedup_stats)
-            report_shards = report | "Report" >> transforms.WriteShards(
-                report_dir, out.num_shards, out.format, transforms.REPORT, recipe.shard_bytes
+            report_shards = report | "Report" >> write.WriteShards(
+                report_dir, out.num_shards, out.format, write.REPORT, recipe.shard_bytes
             )
             written.append(report_shards | "ReportPaths" >> beam.Keys())
-        kept, paths = docs | "Write" >> transforms.WriteDocuments(
-            out.dir, out.num_shards, out.format, recipe.shard_bytes
-        )
+        kept, paths = docs | "Write" >> write.WriteDocuments(out.dir, out.num_shards, out.format, recipe.shard_bytes)
         funnels.append(kept)
         written.append(paths)
         return (
             funnels
             | "AllStats" >> beam.Flatten()
-            | "Stats" >> transforms.WriteStats(sinks.join(out.dir, "stats.json"))
-            | "Publish" >> transforms.PublishShards((out.dir, report_dir), written | "Written" >> beam.Flatten())
+            | "Stats" >> write.WriteStats(sinks.join(out.dir, "stats.json"))
+            | "Publish" >> write.PublishShards((out.dir, report_dir), written | "Written" >> beam.Flatten())
             | "Card" >> beam.Map(card.write_card, recipe)
         )
 
@@ -282,9 +284,7 @@ def run(recipe: Recipe, beam_arguments: Sequence[str] = (), ours: Sequence[str] 
         with _local_worker_logs(options), _progress(recipe, curate):
             result = pipeline.run()
             result.wait_until_finish()
-        query = result.metrics().query(
-            MetricsFilter().with_namespace("dedup").with_name(transforms.UNCONVERGED_COUNTER)
-        )
+        query = result.metrics().query(MetricsFilter().with_namespace("dedup").with_name(stages.UNCONVERGED_COUNTER))
         unconverged = sum((counter.committed or counter.attempted or 0) for counter in query["counters"])
         if not unconverged:
             _log_largest_groups(result)

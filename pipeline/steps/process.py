@@ -28,11 +28,12 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.ipc
 
-from pipeline import filters, langid, sinks
-from pipeline.schema import ARROW_SCHEMA, Document, Dropped, ReadError, Skipped, documents_to_table, valid_text
-from pipeline.settings import describe_exception, printable
+from pipeline.common.schema import ARROW_SCHEMA, Document, Dropped, ReadError, Skipped, documents_to_table, valid_text
+from pipeline.common.settings import describe_exception, printable
+from pipeline.output import sinks
+from pipeline.output.stats import Funnel, length_bucket
 from pipeline.sources import DocumentSettings, Source
-from pipeline.stats import Funnel, length_bucket
+from pipeline.steps import filters, langid
 
 log = logging.getLogger(__name__)
 
@@ -286,7 +287,7 @@ def _imported_modules(tree: ast.AST, package: str) -> Iterator[str]:
 
 
 _PACKAGE = __name__.split(".")[0]
-_PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # above pipeline/
 
 
 def _module_file(name: str) -> str | None:

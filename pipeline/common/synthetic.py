@@ -29,7 +29,7 @@ from xml.sax.saxutils import escape as xml_escape
 from warcio.statusandheaders import StatusAndHeaders
 from warcio.warcwriter import WARCWriter
 
-from pipeline.settings import UsageError
+from pipeline.common.settings import UsageError
 
 LANGUAGES = {"en": 0.55, "de": 0.15, "fr": 0.15, "es": 0.15}
 TOPICS = ["Town life", "Science", "Travel", "History", "Food", "Nature", "Music", "Transport", "Schools"]

@@ -7,14 +7,14 @@ from __future__ import annotations
 
 import json
 
-from pipeline import sinks
+from pipeline.output import sinks
+from pipeline.output.stats import Funnel
 from pipeline.recipe import RECIPE_FILE, Recipe
-from pipeline.stats import Funnel
 
 CARD_FILE = "README.md"
 REPORT_DIR = "duplicates"
 SHARDS = "part-*.{fmt}"
-REPORT_SHARDS = REPORT_DIR + "/part-*.{fmt}.report"  # see transforms.REPORT
+REPORT_SHARDS = REPORT_DIR + "/part-*.{fmt}.report"  # see pipeline.beam.write.REPORT
 
 
 def _configs(recipe: Recipe) -> list[str]:

@@ -16,7 +16,7 @@ import string
 from collections.abc import Iterable
 from urllib.parse import urlsplit
 
-from pipeline.schema import Document
+from pipeline.common.schema import Document
 
 _WORDS = re.compile(r"\w+(?:['’-]\w+)*|[^\w\s]")
 _SENTENCE_END = re.compile(r"(?<=[.!?。！？])\s+")
@@ -388,7 +388,7 @@ class UrlBlocklist:
 
     @classmethod
     def from_file(cls, path: str) -> UrlBlocklist:
-        from pipeline.remote import read_text_lines
+        from pipeline.common.remote import read_text_lines
 
         return cls(read_text_lines(path))
 

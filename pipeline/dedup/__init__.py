@@ -1,5 +1,6 @@
-"""Deduplication logic that needs no pipeline: text normalisation, exact-duplicate keys, and the rule
-that picks which copy of a duplicate group survives."""
+"""Deduplication. Here, the logic that needs no pipeline: text normalisation, exact-duplicate keys, and the rule
+that picks which copy of a duplicate group survives; `minhash`: signatures, LSH bands and the connected-components
+steps, also without Beam; `stages`: the Beam stages that apply them (unique ids, exact, MinHash)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import re
 import unicodedata
 from collections.abc import Iterable
 
-from pipeline.schema import Document
+from pipeline.common.schema import Document
 
 _NOT_WORD = re.compile(r"[\W_]+")
 

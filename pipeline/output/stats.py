@@ -18,6 +18,7 @@ log = logging.getLogger(__name__)
 STATS_VERSION = 4
 EXAMPLES_PER_REASON = 3  # dropped documents kept per drop reason, for the report (those with the smallest ids)
 EXAMPLE_CHARS = 600
+STATS_TAG = "stats"  # the tagged output on which each Beam stage emits its funnels
 
 # Beam metrics namespace for each drop reason that is not a filter rule ("<filter>.<rule>" → "filters").
 DROP_STAGES = {
@@ -40,7 +41,7 @@ DROP_STAGES = {
 
 
 def stage_of(reason: str) -> str:
-    if reason.startswith("error."):  # error.<step>.<exception type>: a step raised (pipeline.process.StepGuard)
+    if reason.startswith("error."):  # error.<step>.<exception type>: a step raised (pipeline.steps.process.StepGuard)
         return "errors"
     return DROP_STAGES.get(reason, "filters" if "." in reason else "other")
 
@@ -70,7 +71,7 @@ class Funnel:
     lengths_after_filters: collections.Counter = dataclasses.field(default_factory=collections.Counter)
     examples: dict = dataclasses.field(default_factory=dict)  # drop reason → a few dropped documents
     error_units: list = dataclasses.field(default_factory=list)  # units with `error.*` drops (see unit_error)
-    renamed_ids: int = 0  # documents kept under a new id: another document had theirs (transforms.UniqueIds)
+    renamed_ids: int = 0  # documents kept under a new id: another document had theirs (pipeline.dedup.stages.UniqueIds)
 
     def drop(self, reason: str, count: int = 1) -> None:
         self.dropped[reason] += count

