@@ -27,7 +27,7 @@ test: $(STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	$(PY) -m mypy
-	$(PY) -m pytest -q --durations=15
+	$(PY) -m pytest -q -n auto --durations=15
 
 bench: $(STAMP)
 	$(PY) bench/bench_commoncrawl.py
