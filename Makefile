@@ -22,12 +22,13 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(PY) -m train.demo --output $(DEMO_DIR)
 
-# Lint, format and types first: they take seconds and name the line at fault.
+# Lint, format and types first: they take seconds and name the line at fault. The suite runs on every core, a test
+# file to a worker (its module fixtures, the demo's run or a training baseline, are made once).
 test: $(STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	$(PY) -m mypy
-	$(PY) -m pytest -q -n auto --durations=15
+	$(PY) -m pytest -q -n auto --dist loadfile --durations=15
 
 bench: $(STAMP)
 	$(PY) bench/bench_commoncrawl.py
