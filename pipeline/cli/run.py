@@ -5,7 +5,6 @@ runs on Beam (`execute`) and the run is summarised on the terminal (`summarise`)
 from __future__ import annotations
 
 import argparse
-import logging
 import time
 
 from pipeline import recipe as recipes
@@ -14,7 +13,6 @@ from pipeline.cli.inputs import SOURCE_INPUTS
 from pipeline.cli.options import TEXT_SOURCE, flags_of, recipe_table
 from pipeline.common.settings import UsageError, parse_overrides, report as report_error, set_dotted, split_overrides
 
-log = logging.getLogger("pipeline")
 MAX_ERRORS_SHOWN = 10
 
 PROGRAM = "python -m pipeline"
