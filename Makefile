@@ -9,12 +9,14 @@ DEMO_DIR ?= demo-output
 
 install: $(STAMP)
 
-# torch first, pinned, so that pip never resolves a second (CUDA) build for the project's range.
+# torch first, pinned, so that pip never resolves a second (CUDA) build for the project's range. --no-compile: no
+# bytecode for every module of torch, Beam and the rest up front (about a minute of the install on 2 cores); Python
+# compiles what is imported, once.
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet --no-compile torch==2.13.0
+	$(PY) -m pip install --quiet --no-compile -e '.[dev]'
 	touch $(STAMP)
 
 # The whole path on the generated sample, offline: curate a crawl and a Wikipedia dump, tokenizer, bins, train,
