@@ -86,7 +86,8 @@ def teardown_env(report) -> dict:
 def assert_left_nothing_of_the_job(report, processes: int) -> None:
     """Once the trainer returned, on every rank: no thread of the process groups (gloo's) is left."""
     for rank in range(processes):
-        threads = json.loads(open(f"{report}.{rank}.json").read())
+        with open(f"{report}.{rank}.json") as handle:
+            threads = json.load(handle)
         assert [name for name in threads["after"] if "gloo" in name] == [], f"rank {rank}: {threads}"
 
 
