@@ -68,3 +68,14 @@ def train_data(tmp_path_factory):
     from tests.trainruns import build_data
 
     return build_data(tmp_path_factory.mktemp("train-data"))
+
+
+@pytest.fixture(scope="session")
+def baseline(train_data, tmp_path_factory):
+    """One process of the distributed tests' run: the curve every layout must reproduce."""
+    from tests.trainruns import DISTRIBUTED_STEPS, run_args
+    from train import cli
+
+    run = tmp_path_factory.mktemp("baseline") / "run"
+    assert cli.main(run_args(train_data, run, *DISTRIBUTED_STEPS)) == 0
+    return run

@@ -1,4 +1,4 @@
-"""`python -m train` as torchrun starts it, run by tests/test_distributed.py, that then says what of the job is
+"""`python -m train` as torchrun starts it, run by tests/test_distributed*.py, that then says what of the job is
 left in this process once the trainer returned: its threads by name, before and after. A gloo thread still alive
 at interpreter exit can abort a rank that had finished well ("terminate called without an active exception").
 Each rank writes {"before": [...], "after": [...]} to $TEARDOWN_REPORT.<rank>.json."""

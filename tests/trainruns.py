@@ -7,6 +7,8 @@ import socket
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import REPO
 from tests.textdata import corpus_texts, write_shards
 from tokenizer import corpus, encode, train as tokenizer_train
@@ -48,6 +50,10 @@ TINY_RUN = [
 
 # A learning rate that makes the first steps' loss or gradient norm infinite, with nothing to soften it.
 POISONED = ["--optim.lr", "1e30", "--schedule.warmup_steps", "0", "--training.grad_clip", "0"]
+
+# The distributed tests' run: 8 steps, a checkpoint every 2, so that any layout can resume from any of them.
+DISTRIBUTED_STEPS = ["--training.steps", "8", "--checkpoint.interval", "2", "--checkpoint.keep", "10"]
+HALF_MICRO_BATCH = ["--training.micro_batch_size", "2"]  # with dp=2: the same global batch in 2 micro-batches
 
 ONE_PROCESS_SHARD = "shard-00001-model-00001-of-00001.safetensors"  # what DCP names the file of the first writer
 
@@ -184,3 +190,14 @@ def torchrun(
         env=launcher_env(**(env or {})),
         cwd=REPO,
     )
+
+
+def assert_same_curve(run, baseline, steps):
+    """The run's losses at `steps` are the one-process baseline's (tests/conftest.py `baseline`)."""
+    got, expected = losses(run), losses(baseline)
+    assert set(steps) <= set(got)
+    assert [got[s] for s in steps] == pytest.approx([expected[s] for s in steps], rel=1e-5, abs=1e-6)
+
+
+def assert_ok(result):
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
