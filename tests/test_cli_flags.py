@@ -7,6 +7,7 @@ import re
 import pytest
 
 from pipeline import cli
+from pipeline.cli import filtering
 
 # flag → (its values, the recipe key it sets ({s}: the preset's source), the value the key must then have)
 FLAGS = {
@@ -39,6 +40,9 @@ FLAGS = {
     "--filters": (["c4"], "sources.{s}.filters", ["c4"]),
     "--filter-config": (["CONFIG"], "sources.{s}.filter_settings", {"c4": {"min_words_per_line": 2}}),
     "--keep-measures": ([], "sources.{s}.keep_measures", True),
+    "--quality-model": (["models/quality"], "sources.{s}.quality_model", "models/quality"),
+    "--min-quality": (["0.4"], "sources.{s}.min_quality", 0.4),
+    "--quality-keep": (["0.5"], "sources.{s}.quality_keep", 0.5),
     "--langid-model": (["lid.bin"], "langid.model", "lid.bin"),
     "--output": (["elsewhere"], "output.dir", "elsewhere"),
     "--format": (["arrow"], "output.format", "arrow"),
@@ -133,7 +137,7 @@ def test_a_flag_sets_the_recipe_key_it_declares(command):
     table above reads in the resolved recipe; the only other flags are the per-source ones and --source-name."""
     parser = cli.build_parser()
     subparsers = next(a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction")
-    others = {"languages", "min_language_score", "filters", "filter_config", "keep_measures", "source_name", "help"}
+    others = {"source_name", "help", "keep_measures", *filtering.PER_SOURCE_FLAGS}
     for action in subparsers.choices[command]._actions:
         flag = action.option_strings[0]
         if action.dest in others:

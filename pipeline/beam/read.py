@@ -15,12 +15,13 @@ import logging
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
+from apache_beam.transforms.stats import ApproximateQuantiles
 
 from pipeline.beam import logs
 from pipeline.output import sinks
 from pipeline.output.stats import STATS_TAG, Funnel, stage_of
-from pipeline.sources import Source
-from pipeline.steps import process
+from pipeline.sources import DocumentSettings, Source
+from pipeline.steps import process, quality
 from pipeline.steps.process import DEFAULT_FILE_BYTES, UnitProcessor, UnitStore, fingerprint
 
 log = logging.getLogger(__name__)
@@ -127,8 +128,47 @@ class ReadSource(beam.PTransform):
             )
         )
         # Documents are counted as kept only once they are written (after dedup).
-        stats = results[STATS_TAG] | "PreDedup" >> beam.Map(_without_kept)
-        return results.docs, (stats, planned[STATS_TAG]) | "AllStats" >> beam.Flatten()
+        stats = [results[STATS_TAG] | "PreDedup" >> beam.Map(_without_kept), planned[STATS_TAG]]
+        docs = results.docs
+        settings = self.source.settings
+        if isinstance(settings, DocumentSettings) and settings.quality_model and settings.quality_keep < 1:
+            docs, quality_stats = docs | "QualityKeep" >> KeepBestQuality(settings.quality_keep)
+            stats.append(quality_stats)
+        return docs, stats | "AllStats" >> beam.Flatten()
+
+
+class KeepBestQuality(beam.PTransform):
+    """Scored documents → (the best `fraction` of them, a Funnel per dropped one: `quality`, with its example).
+    The threshold is read from the scores' quantiles (Beam's mergeable sketch, so it is the same on any runner and
+    number of workers); documents scoring at the threshold stay, so ties keep slightly more."""
+
+    def __init__(self, fraction: float):
+        super().__init__()
+        self.fraction = fraction
+
+    def expand(self, docs):
+        threshold = (
+            docs
+            | "Scores" >> beam.Map(lambda doc: doc.quality)
+            | "Quantiles" >> ApproximateQuantiles.Globally(quality.KEEP_QUANTILES)
+            | "Threshold" >> beam.Map(quality.keep_threshold, self.fraction)
+        )
+        results = docs | "Keep" >> beam.ParDo(_KeepAbove(), beam.pvalue.AsSingleton(threshold)).with_outputs(
+            STATS_TAG, main="docs"
+        )
+        return results.docs, results[STATS_TAG]
+
+
+class _KeepAbove(beam.DoFn):
+    def process(self, doc, threshold):
+        if threshold is None or doc.quality >= threshold:
+            yield doc
+            return
+        funnel = Funnel()
+        funnel.drop(quality.DROP_REASON)
+        funnel.example(quality.DROP_REASON, doc.id, doc.url, doc.text)
+        Metrics.counter(stage_of(quality.DROP_REASON), f"dropped.{quality.DROP_REASON}").inc()
+        yield beam.pvalue.TaggedOutput(STATS_TAG, funnel)
 
 
 def _without_kept(funnel: Funnel) -> Funnel:

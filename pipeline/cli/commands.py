@@ -1,6 +1,7 @@
 """The commands of `python -m pipeline` and their flags: `run` takes a recipe; the presets `commoncrawl`,
 `wikipedia`, `text`, `curate` and `dedup` are a source's inputs (`pipeline.cli.inputs`) with the flags every
-preset shares (`pipeline.cli.filtering`, `pipeline.cli.options`); `report` and `synthetic-sample` write files.
+preset shares (`pipeline.cli.filtering`, `pipeline.cli.options`); `quality` trains and scores a quality classifier
+(`pipeline.cli.quality`); `report` and `synthetic-sample` write files.
 """
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ from __future__ import annotations
 import argparse
 
 from pipeline import recipe as recipes
+from pipeline.cli import quality
 from pipeline.cli.filtering import add_process_arguments
 from pipeline.cli.inputs import add_commoncrawl_inputs, add_shards_inputs, add_text_inputs, add_wikipedia_inputs
 from pipeline.cli.options import add_dedup_arguments, add_output_arguments
@@ -176,6 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("output", metavar="OUTPUT", help="a curation output folder (with its stats.json)")
     report.set_defaults(run=run_report)
 
+    quality.build_parser(subparsers)
     from pipeline.common import synthetic
 
     synthetic.build_parser(subparsers)

@@ -17,7 +17,15 @@ from pipeline.sources import source_class
 from pipeline.steps import filters
 
 _SOURCE_PREFIX = re.compile(r"^([A-Za-z][\w.-]*)=(.*)$")
-PER_SOURCE_FLAGS = ("languages", "min_language_score", "filters", "filter_config")
+PER_SOURCE_FLAGS = (
+    "languages",
+    "min_language_score",
+    "filters",
+    "filter_config",
+    "quality_model",
+    "min_quality",
+    "quality_keep",
+)
 
 
 def _per_source(value: str) -> tuple[str | None, str]:
@@ -67,6 +75,31 @@ def add_process_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="[SOURCE=]FILE",
         help="JSON or TOML mapping filter name to constructor arguments, e.g. "
         '{"gopher_quality": {"min_doc_words": 30}}',
+    )
+    group.add_argument(
+        "--quality-model",
+        action="append",
+        type=_per_source,
+        default=[],
+        metavar="[SOURCE=]DIR",
+        help="a quality classifier (`python -m pipeline quality train`), scored after the filters into the "
+        "`quality` column",
+    )
+    group.add_argument(
+        "--min-quality",
+        action="append",
+        type=_per_source,
+        default=[],
+        metavar="[SOURCE=]X",
+        help="drop documents whose quality score is lower (dropped as `quality`)",
+    )
+    group.add_argument(
+        "--quality-keep",
+        action="append",
+        type=_per_source,
+        default=[],
+        metavar="[SOURCE=]FRACTION",
+        help="keep this fraction of the source's documents, the best scored (the threshold from the run's scores)",
     )
     group.add_argument(
         "--keep-measures",
@@ -134,12 +167,16 @@ def process_settings(args, name: str, kind: str) -> dict:
     languages = _for_source(args.languages, name)
     if languages is not None:
         table["languages"] = csv_list(languages)
-    score = _for_source(args.min_language_score, name)
-    if score is not None:
-        try:
-            table["min_language_score"] = float(score)
-        except ValueError:
-            raise UsageError(f"--min-language-score: not a number: {score!r}")
+    for flag in ("min_language_score", "min_quality", "quality_keep"):
+        number = _for_source(getattr(args, flag), name)
+        if number is not None:
+            try:
+                table[flag] = float(number)
+            except ValueError:
+                raise UsageError(f"--{flag.replace('_', '-')}: not a number: {number!r}")
+    model = _for_source(args.quality_model, name)
+    if model is not None:
+        table["quality_model"] = model
     if args.keep_measures:
         table["keep_measures"] = True
     return table

@@ -16,7 +16,8 @@ import pyarrow as pa
 
 # 2: language_label; language is the source's own where it declares one. 3: measures (a map). 4: measures as a
 # list of (name, value) structs, which every reader of Parquet has a type for (datasets has none for maps).
-SCHEMA_VERSION = 4
+# 5: quality (a quality classifier's score).
+SCHEMA_VERSION = 5
 SCHEMA_VERSION_KEY = b"lmforge.schema_version"
 
 MEASURE = pa.struct([pa.field("name", pa.string(), nullable=False), pa.field("value", pa.float64())])
@@ -34,6 +35,7 @@ ARROW_SCHEMA = pa.schema(
         pa.field("language_label", pa.string()),
         # what each quality filter measured ("fineweb.line_punct_ratio": 0.4), when the recipe keeps them
         pa.field("measures", pa.list_(MEASURE)),
+        pa.field("quality", pa.float32()),  # the source's quality classifier's score, when it has one
     ],
     metadata={SCHEMA_VERSION_KEY: str(SCHEMA_VERSION).encode()},
 )
@@ -65,6 +67,7 @@ class Document:
     title: str | None = None
     language_label: str | None = None  # fastText's top label
     measures: dict[str, float] | None = None  # filled by the filters when measures are kept
+    quality: float | None = None  # the quality classifier's probability of "keep" (pipeline.steps.quality)
 
     @classmethod
     def from_row(cls, row: dict) -> Document:

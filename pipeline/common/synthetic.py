@@ -75,6 +75,51 @@ def edit_words(rng: random.Random, text: str, fraction: float, vocab: list[str])
     return " ".join(tokens)
 
 
+SPAM_PRODUCTS = [
+    "cheap watches",
+    "casino bonus",
+    "weight loss pills",
+    "payday loans",
+    "crypto signals",
+    "free followers",
+]
+SPAM_PHRASES = [
+    "best price guaranteed",
+    "click here now",
+    "limited offer",
+    "buy now",
+    "100% free",
+    "no credit check",
+    "act fast",
+    "top rated",
+    "lowest price online",
+    "order today",
+]
+
+
+def spam_document(rng: random.Random) -> str:
+    """A page of the kind a quality classifier should drop: keyword stuffing, calls to click, prices and phone
+    numbers, in short repeated lines (the tests' and the ablations' negatives)."""
+    product = rng.choice(SPAM_PRODUCTS)
+    lines = []
+    for _ in range(rng.randint(6, 14)):
+        kind = rng.random()
+        if kind < 0.4:
+            lines.append(f"{product.title()} {rng.choice(SPAM_PHRASES)}!!! {rng.choice(SPAM_PHRASES).upper()}")
+        elif kind < 0.7:
+            keywords = rng.sample(SPAM_PHRASES, 4)
+            lines.append(", ".join([product, *keywords, f"{product} {rng.randint(2020, 2026)}"]))
+        elif kind < 0.85:
+            lines.append(
+                f"Only ${rng.randint(1, 99)}.{rng.randint(0, 99):02d} - call 1-800-{rng.randint(100, 999)}-{rng.randint(1000, 9999)}"
+            )
+        else:
+            lines.append(
+                f"Visit www.{product.replace(' ', '-')}-{rng.randint(1, 999)}.example.com {rng.choice(SPAM_PHRASES)}"
+            )
+    return "\n".join(lines)
+
+
 def article_page(title: str, paragraphs: list[str], language: str, charset: str | None = "utf-8") -> str:
     """An article page with navigation, a sidebar and a footer around the main text."""
     esc = html_escape.escape

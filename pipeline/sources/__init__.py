@@ -28,7 +28,7 @@ from typing import Any
 
 from pipeline.common.remote import input_key
 from pipeline.common.schema import Document, Dropped, ReadError, Skipped
-from pipeline.steps import filters, langid
+from pipeline.steps import filters, langid, quality
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +47,12 @@ class DocumentSettings:
     filters: list[str] = dataclasses.field(default_factory=lambda: list(filters.WEB_FILTERS))
     filter_settings: dict = dataclasses.field(default_factory=dict)  # {filter name: {argument: value}}
     keep_measures: bool = False  # store what each filter measured in the `measures` column
+    # A quality classifier (`python -m pipeline quality train`: its folder or a fastText .bin), scored after the
+    # filters into the `quality` column; "": none. Then drop under `min_quality` (a score), or keep the best
+    # `quality_keep` of the documents (a fraction, its threshold read from the run's own scores).
+    quality_model: str = ""
+    min_quality: float = 0.0
+    quality_keep: float = 1.0
 
     def check_filters(self, where: str) -> None:
         unknown = [name for name in self.filters if name not in filters.FILTERS]
@@ -59,6 +65,7 @@ class DocumentSettings:
             filters.build_filters(self.filters, self.filter_settings)
         except TypeError as exc:
             raise ValueError(f"{where}.filter_settings: {exc}")
+        quality.check_settings(self.quality_model, self.min_quality, self.quality_keep, where)
 
 
 def listed_once(inputs: list, where: str) -> list:

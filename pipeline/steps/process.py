@@ -33,7 +33,7 @@ from pipeline.common.settings import describe_exception, printable
 from pipeline.output import sinks
 from pipeline.output.stats import Funnel, length_bucket
 from pipeline.sources import DocumentSettings, Source
-from pipeline.steps import filters, langid
+from pipeline.steps import filters, langid, quality
 
 log = logging.getLogger(__name__)
 
@@ -66,12 +66,16 @@ class FilterStep:
 
 
 def document_steps(settings: DocumentSettings, identifier: langid.LanguageIdentifier) -> list:
-    """Language ID, then each quality filter in the order of `filters.FILTERS`."""
+    """Language ID, then each quality filter in the order of `filters.FILTERS`, then the quality classifier's score
+    (when the source has one) on the same text."""
     selector = langid.LanguageSelector(set(settings.languages), settings.min_language_score)
-    return [
+    steps = [
         LanguageStep(identifier, selector),
         *map(FilterStep, filters.build_filters(settings.filters, settings.filter_settings)),
     ]
+    if settings.quality_model:
+        steps.append(quality.QualityStep(quality.QualityModel(settings.quality_model), settings.min_quality))
+    return steps
 
 
 ERROR_PREFIX = "error."
@@ -354,12 +358,17 @@ def file_checksum(path: str) -> dict:
 
 
 def fingerprint(source: Source, langid_model: str | None, version: str) -> str:
-    """What a committed unit was made with: the source's settings, the language-ID model's content (not its
-    path) and the code version. A unit committed under another fingerprint is never reused."""
-    model = ""
+    """What a committed unit was made with: the source's settings, the language-ID and quality models' content
+    (not their paths) and the code version. A unit committed under another fingerprint is never reused.
+    `quality_keep` is left out: it is applied to the committed units' scores, so another fraction reuses them."""
+    settings, models = source.unit_settings(), []
     if isinstance(source.settings, DocumentSettings):
-        model = file_checksum(langid_model or langid.default_model_path())["sha1"]
-    payload = json.dumps([source.kind, source.unit_settings(), model, version], sort_keys=True, default=str)
+        models.append(file_checksum(langid_model or langid.default_model_path())["sha1"])
+        if source.settings.quality_model:
+            models.append(file_checksum(quality.model_file(source.settings.quality_model))["sha1"])
+        settings.pop("quality_keep", None)
+        settings.pop("quality_model", None)  # its content is in `models`
+    payload = json.dumps([source.kind, settings, *models, version], sort_keys=True, default=str)
     return hashlib.sha1(payload.encode()).hexdigest()[:12]
 
 

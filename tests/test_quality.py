@@ -1,0 +1,219 @@
+"""The quality classifier: trained on real corpora from ../shared (Wikipedia articles and books to keep, crawl pages
+and generated spam to drop), measured on held-out documents, and scored in real pipeline runs where `min_quality`
+drops exactly the documents under the threshold and `quality_keep` keeps the asked fraction on 1 and 2 workers."""
+
+import json
+import random
+
+import pyarrow.parquet as pq
+import pytest
+
+from pipeline import cli
+from pipeline.common import synthetic
+from pipeline.output.stats import Funnel
+from pipeline.sources import commoncrawl, wikipedia
+from pipeline.steps import process, quality
+from tests.conftest import SHARED_FIXTURES
+
+BOOKS = ("gutenberg_en_alice.txt", "gutenberg_en_don_quixote.txt", "gutenberg_fr_alice.txt", "gutenberg_de_alice.txt")
+needs_shared = pytest.mark.skipif(not SHARED_FIXTURES.is_dir(), reason="needs ../shared/fixtures")
+
+
+def source_texts(source) -> list[str]:
+    """The kept texts of a source, read by the unit processor without Beam."""
+    processor = process.UnitProcessor(source)
+    texts = []
+    for source_input in source.inputs():
+        for unit in source.plan(source_input):
+            texts += [doc.text for doc in processor.process(unit, Funnel())]
+    processor.close()
+    return texts
+
+
+def book_passages(path, rng: random.Random, per_book: int) -> list[str]:
+    """Runs of paragraphs of about 1,500 characters from the body of a Project Gutenberg book (its licence cut)."""
+    text = path.read_text(encoding="utf-8-sig").replace("\r\n", "\n")
+    paragraphs = [p.strip() for p in text.split("\n\n") if len(p.strip()) > 40]
+    body = paragraphs[len(paragraphs) // 20 : -len(paragraphs) // 10]
+    passages, current = [], []
+    for paragraph in body:
+        current.append(paragraph)
+        if sum(map(len, current)) > 1500:
+            passages.append("\n\n".join(current))
+            current = []
+    return rng.sample(passages, min(per_book, len(passages)))
+
+
+def write_jsonl(path, texts, prefix) -> None:
+    with open(path, "w", encoding="utf-8") as handle:
+        for number, text in enumerate(texts):
+            handle.write(json.dumps({"id": f"{prefix}-{number}", "text": text}, ensure_ascii=False) + "\n")
+
+
+@pytest.fixture(scope="module")
+def corpora(tmp_path_factory):
+    """Labelled corpora as JSON lines, and a mixed corpus of documents none of them has, for the pipeline runs."""
+    if not SHARED_FIXTURES.is_dir():
+        pytest.skip("needs ../shared/fixtures")
+    root = tmp_path_factory.mktemp("quality")
+    rng = random.Random(0)
+    articles = source_texts(
+        wikipedia.Wikipedia(
+            "wikipedia", wikipedia.Settings(dumps=[str(SHARED_FIXTURES / "wikipedia" / "ltgwiki-pages-articles.xml")])
+        )
+    )
+    passages = [p for book in BOOKS for p in book_passages(SHARED_FIXTURES / "prose" / book, rng, 60)]
+    pages = source_texts(
+        commoncrawl.CommonCrawl(
+            "commoncrawl",
+            commoncrawl.Settings(warcs=[str(SHARED_FIXTURES / "warc" / "dolma-sample-0000.warc.gz")], filters=[]),
+        )
+    )
+    spam = [synthetic.spam_document(rng) for _ in range(300)]
+    (root / "positive").mkdir()
+    (root / "negative").mkdir()
+    write_jsonl(root / "positive" / "wikipedia.jsonl", articles[:200], "wiki")
+    write_jsonl(root / "positive" / "books.jsonl", passages[:-20], "book")
+    write_jsonl(root / "negative" / "crawl.jsonl", pages, "page")
+    write_jsonl(root / "negative" / "spam.jsonl", spam[:-20], "spam")
+    # documents of both kinds the classifier never saw: the last passages and spam, and new spam
+    unseen = [*passages[-20:], *spam[-20:], *(synthetic.spam_document(random.Random(n)) for n in range(1000, 1020))]
+    write_jsonl(root / "mixed.jsonl", unseen, "mixed")
+    return root
+
+
+@pytest.fixture(scope="module")
+def model(corpora):
+    folder = corpora / "model"
+    arguments = [
+        "quality", "train", "--positive", str(corpora / "positive" / "*.jsonl"),
+        "--negative", str(corpora / "negative" / "*.jsonl"), "--output", str(folder), "--seed", "3",
+    ]  # fmt: skip
+    assert cli.main(arguments) == 0
+    return folder
+
+
+@needs_shared
+def test_the_classifier_separates_held_out_documents_and_says_what_it_saw(corpora, model):
+    report = json.loads((model / quality.REPORT_FILE).read_text())
+    positive, negative = report["data"]["positive"], report["data"]["negative"]
+    assert positive["documents"] == sum(positive["files"].values()) == 200 + 220
+    assert negative["documents"] == sum(negative["files"].values())
+    smaller = min(positive["documents"], negative["documents"])
+    assert positive["used"] == negative["used"] == smaller  # balanced to the smaller class
+    for name in ("positive", "negative"):
+        assert report["train"][name] + report["heldout"][name] == smaller
+        assert report["heldout"][name] == round(smaller * 0.1)
+        assert report["scores"][name]["documents"] == report["heldout"][name]
+    metrics = report["metrics"]
+    assert metrics["f1"] >= 0.85 and metrics["roc_auc"] >= 0.9, metrics
+    assert report["scores"]["positive"]["mean"] > report["scores"]["negative"]["mean"] + 0.3
+    assert report["settings"]["seed"] == 3 and report["settings"]["ngrams"] == 2
+    scorer = quality.QualityModel(str(model))
+    assert scorer.score("Casino bonus click here now!!! BUY NOW, lowest price online") < 0.5
+    assert scorer.score((corpora / "positive" / "books.jsonl").read_text().splitlines()[0]) > 0.5
+
+
+@needs_shared
+def test_the_same_seed_trains_the_same_model(corpora, model, tmp_path):
+    again = tmp_path / "again"
+    arguments = [
+        "quality", "train", "--positive", str(corpora / "positive" / "*.jsonl"),
+        "--negative", str(corpora / "negative" / "*.jsonl"), "--output", str(again), "--seed", "3",
+    ]  # fmt: skip
+    assert cli.main(arguments) == 0
+    assert (again / quality.MODEL_FILE).read_bytes() == (model / quality.MODEL_FILE).read_bytes()
+    first, second = (json.loads((folder / quality.REPORT_FILE).read_text()) for folder in (model, again))
+    assert first["metrics"] == second["metrics"] and first["scores"] == second["scores"]
+
+
+@needs_shared
+def test_score_gives_the_thresholds_that_keep_each_fraction(corpora, model, tmp_path, capsys):
+    output = tmp_path / "scores.json"
+    mixed = corpora / "mixed.jsonl"
+    assert cli.main(["quality", "score", "--model", str(model), "--input", str(mixed), "--keep", "0.5", "--keep",
+                     "0.25", "--output", str(output)]) == 0  # fmt: skip
+    result = json.loads(output.read_text())
+    scorer = quality.QualityModel(str(model))
+    scores = [scorer.score(json.loads(line)["text"]) for line in mixed.read_text().splitlines()]
+    assert result["scores"]["documents"] == len(scores) == 60
+    for fraction in (0.5, 0.25):
+        threshold = result["keep"][f"{fraction:g}"]
+        kept = sum(score >= threshold for score in scores)
+        assert kept >= fraction * len(scores) > sum(score > threshold for score in scores)
+    assert "keep   0.5: min_quality" in capsys.readouterr().out
+
+
+def mixed_scores(corpora, model) -> dict[str, float]:
+    """The model's score of each document of the mixed corpus, by the id the text source gives it."""
+    scorer = quality.QualityModel(str(model))
+    lines = [json.loads(line) for line in (corpora / "mixed.jsonl").read_text().splitlines()]
+    return {f"text/{line['id']}": scorer.score(line["text"]) for line in lines}
+
+
+def curate_mixed(corpora, output, *flags, workers=1):
+    arguments = [
+        "text", "--input", str(corpora / "mixed.jsonl"), "--filters", "none", "--no-dedup",
+        "--quality-model", str(corpora / "model"), *flags, "--output", str(output), f"--direct_num_workers={workers}",
+    ]  # fmt: skip
+    assert cli.main(arguments) == 0
+    rows = pq.read_table(sorted(output.glob("part-*.parquet"))).to_pylist()
+    return {row["id"]: row["quality"] for row in rows}, json.loads((output / "stats.json").read_text())
+
+
+@needs_shared
+def test_min_quality_drops_exactly_the_documents_under_it(corpora, model, tmp_path):
+    scores = mixed_scores(corpora, model)
+    kept, stats = curate_mixed(corpora, tmp_path / "out", "--min-quality", "0.5")
+    assert set(kept) == {doc_id for doc_id, score in scores.items() if score >= 0.5}
+    assert 0 < len(kept) < len(scores)
+    assert stats["dropped"] == {"quality": len(scores) - len(kept)} and stats["kept"] == len(kept)
+    assert all(kept[doc_id] == pytest.approx(scores[doc_id], abs=1e-6) for doc_id in kept)  # the column
+    examples = stats["examples"]["quality"]
+    assert examples and all(scores[example["id"]] < 0.5 for example in examples)
+    report = (tmp_path / "out" / "report.html").read_text()
+    assert 'data-reason="quality"' in report
+
+
+@needs_shared
+def test_quality_keep_keeps_the_asked_fraction_on_one_and_two_workers(corpora, model, tmp_path):
+    runs = [curate_mixed(corpora, tmp_path / f"w{n}", "--quality-keep", "0.4", workers=n) for n in (1, 2)]
+    (one, stats), (two, _) = runs
+    assert set(one) == set(two)  # the threshold does not depend on how the work is split
+    total = stats["kept"] + stats["dropped"]["quality"]
+    assert total == 60 and abs(len(one) - 0.4 * total) <= 2
+    dropped = [score for doc_id, score in mixed_scores(corpora, model).items() if doc_id not in one]
+    assert min(one.values()) >= max(dropped)  # the best scored are kept
+
+
+def test_roc_auc_counts_ties_as_half():
+    assert quality.roc_auc([0.9, 0.8], [0.1, 0.2]) == 1.0
+    assert quality.roc_auc([0.1], [0.9]) == 0.0
+    assert quality.roc_auc([0.5, 0.9], [0.5, 0.1]) == pytest.approx((1 + 0.5 + 1 + 1) / 4)
+
+
+def test_keep_threshold_reads_the_fraction_from_evenly_spaced_quantiles():
+    quantiles = [i / 10 for i in range(11)]
+    assert quality.keep_threshold(quantiles, 0.3) == 0.7
+    assert quality.keep_threshold(quantiles, 1.0) == 0.0
+    assert quality.keep_threshold([], 0.5) is None
+
+
+@pytest.mark.parametrize(
+    ("model", "min_quality", "keep", "message"),
+    [
+        ("", 0.5, 1.0, "need a quality_model"),
+        ("", 0.0, 0.5, "need a quality_model"),
+        ("m", 0.5, 0.5, "set one"),
+        ("m", 1.5, 1.0, "min_quality: a probability"),
+        ("m", 0.0, 0.0, "quality_keep: a fraction"),
+        ("missing-model", 0.5, 1.0, "no model at missing-model"),
+    ],
+)
+def test_quality_settings_are_checked_with_the_setting_named(model, min_quality, keep, message):
+    with pytest.raises(ValueError, match=message):
+        quality.check_settings(model, min_quality, keep, "sources.cc")
+
+
+def test_normalisation_keeps_words_only():
+    assert quality.normalise("Hello, World!\n\nIt's 2024 — ÉTÉ ﬁne.") == "hello world it s 0000 été fine"
