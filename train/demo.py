@@ -65,6 +65,10 @@ class Steps:
         self.done = 0
         os.makedirs(self.logs, exist_ok=True)
 
+    def skip(self, name: str, why: str) -> None:
+        self.done += 1
+        print(f"[{self.done}/{self.total}] {name} … {why}", flush=True)
+
     def run(self, name: str, *arguments: str, progress: Callable[[str], str | None] | None = None) -> str:
         """The step's stdout. `progress` picks, from the step's log lines as they come, those to show on the
         console while it runs (a long step is not silent): it returns the text to show, or None."""

@@ -105,6 +105,24 @@ def evaluate(model: Transformer, encoder: Encoder, texts: Iterable[str], batch_s
     return evaluation
 
 
+def evaluate_files(
+    model: Transformer,
+    encoder: Encoder,
+    paths: list[str],
+    text_column: str = corpus.DEFAULT_TEXT_COLUMN,
+    lines: bool = False,
+    max_documents: int = 0,
+    batch_size: int = 8,
+) -> tuple[Evaluation, dict]:
+    """The model on the documents of `paths`: the Evaluation, and the figures `--output` writes (with what was
+    read and set aside). `python -m train.ablate` reports these same figures."""
+    read = corpus.ReadReport()
+    records = corpus.iter_records(corpus.CorpusSpec(paths, text_column, lines), read)
+    texts = (record.text for record in itertools.islice(records, max_documents or None))
+    result = evaluate(model, encoder, texts, batch_size)
+    return result, {**result.to_json(), "read": read.to_json()}
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(
         prog=PROGRAM, description=__doc__.strip(), epilog=EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -139,20 +157,18 @@ def main(argv=None) -> int:
     except (UsageError, checkpoint.CheckpointError, FileNotFoundError, KeyError) as exc:
         report(PROGRAM, f"--checkpoint: {exc}")
         return 2
-    read = corpus.ReadReport()
-    records = corpus.iter_records(corpus.CorpusSpec(paths, args.text_column, args.lines), read)
-    texts = (record.text for record in itertools.islice(records, args.max_documents or None))
-    result = evaluate(model, encoder, texts, args.batch_size)
+    result, figures = evaluate_files(
+        model, encoder, paths, args.text_column, args.lines, args.max_documents, args.batch_size
+    )
     if not result.tokens:  # loss 0 and perplexity 1 would read as a perfect model
-        problems = "; ".join(corpus.ReadReport.lines(read.to_json())) or "no document has text"
+        problems = "; ".join(corpus.ReadReport.lines(figures["read"])) or "no document has text"
         report(PROGRAM, f"nothing to evaluate in {len(paths)} input file(s): {problems}")
         return 1
-    figures = {**result.to_json(), "read": read.to_json()}
     print(
         f"{result.documents:,} documents, {result.tokens:,} tokens, {result.bytes:,} bytes: loss {result.loss:.4f}, "
         f"perplexity {result.perplexity:.2f}, bits per byte {result.bits_per_byte:.4f}"
     )
-    for line in corpus.ReadReport.lines(read.to_json()):
+    for line in corpus.ReadReport.lines(figures["read"]):
         print(line)
     if args.output:
         with open(args.output, "w") as handle:

@@ -1,0 +1,124 @@
+"""`python -m train.ablate` end to end: two recipes over a generated crawl (the web filters off and on), one tokenizer,
+two seeds each of a tiny proxy; every figure in results.json is what `python -m train.eval` gives for the same
+checkpoint, the report renders in headless Chromium, and a second ablation reuses the finished curation runs."""
+
+import json
+import random
+import statistics
+
+import pytest
+
+from pipeline.common import synthetic
+from tests.browser import needs_chromium, screenshot
+from train import ablate, eval as train_eval
+
+TINY = [
+    "--model.dim", "32", "--model.n_layers", "2", "--model.n_heads", "4", "--model.n_kv_heads", "2",
+    "--model.max_seq_len", "64", "--data.seq_len", "64", "--training.batch_tokens", "1024",
+    "--training.micro_batch_size", "8", "--training.device", "cpu",
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ablate-inputs")
+    synthetic.write_sample_warc(str(root / "crawl.warc.gz"), pages=70, seed=2)
+    rng = random.Random(5)
+    for name, language in (("english", "en"), ("german", "de")):
+        with open(root / f"{name}.jsonl", "w", encoding="utf-8") as handle:
+            for number in range(4):
+                text = "\n\n".join(synthetic.article_paragraphs(rng, language))
+                handle.write(json.dumps({"id": f"{name}-{number}", "text": text}, ensure_ascii=False) + "\n")
+    common = (
+        f'[dedup]\nenabled = false\n[sources.commoncrawl]\nkind = "commoncrawl"\nwarcs = ["{root / "crawl.warc.gz"}"]\n'
+    )
+    (root / "no-filters.toml").write_text(common + "filters = []\n")
+    (root / "web-filters.toml").write_text(common)  # the web filters are Common Crawl's default
+    return root
+
+
+def arguments(inputs, output, *extra):
+    return [
+        "--recipe", str(inputs / "no-filters.toml"), "--recipe", str(inputs / "web-filters.toml"),
+        "--eval", f"english={inputs / 'english.jsonl'}", "--eval", f"german={inputs / 'german.jsonl'}",
+        "--tokens", "8000", "--vocab-size", "384", "--val-fraction", "0.2", "--workers", "1",
+        "--output", str(output), *TINY, *extra,
+    ]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def ablation(inputs, tmp_path_factory):
+    output = tmp_path_factory.mktemp("ablation")
+    assert ablate.main(arguments(inputs, output, "--seeds", "2")) == 0
+    return output
+
+
+def test_every_figure_is_train_evals_for_the_same_checkpoint(inputs, ablation, tmp_path):
+    results = json.loads((ablation / ablate.RESULTS_FILE).read_text())
+    assert (
+        results["steps"] == 8
+        and results["tokens_per_run"] == 8192
+        and list(results["recipes"]) == ["no-filters", "web-filters"]
+    )
+    for name, recipe in results["recipes"].items():
+        stats = json.loads((ablation / "curated" / name / "stats.json").read_text())
+        meta = json.loads((ablation / "bins" / name / "meta.json").read_text())
+        assert recipe["documents"] == stats["kept"] and recipe["funnel"]["dropped"] == stats["dropped"]
+        assert recipe["tokens"] == {split: meta["splits"][split]["tokens"] for split in ("train", "val")}
+        assert [run["seed"] for run in recipe["runs"]] == [1337, 1338]
+        for eval_name in ("english", "german"):
+            values = []
+            for run in recipe["runs"]:
+                written = tmp_path / f"{name}-{run['seed']}-{eval_name}.json"
+                command = ["--checkpoint", run["run"], "--input", str(inputs / f"{eval_name}.jsonl")]
+                assert train_eval.main([*command, "--output", str(written)]) == 0
+                assert run["eval"][eval_name] == json.loads(written.read_text())
+                values.append(run["eval"][eval_name]["bits_per_byte"])
+            figures = recipe["bits_per_byte"][eval_name]
+            assert figures["values"] == values and figures["mean"] == statistics.fmean(values)
+            assert figures["std"] == statistics.stdev(values) > 0  # two seeds, two models
+    dropped = {name: sum(r["funnel"]["dropped"].values()) for name, r in results["recipes"].items()}
+    assert dropped["web-filters"] > dropped["no-filters"]  # the recipes reached their runs
+    assert results["recipes"]["no-filters"]["documents"] > results["recipes"]["web-filters"]["documents"]
+    curve = [r for r in map(json.loads, open(results["recipes"]["no-filters"]["runs"][0]["run"] + "/metrics.jsonl"))]
+    assert sum("val.loss" in r for r in curve) >= 4  # validation passes along the run, for the overlaid curves
+
+
+@needs_chromium
+def test_the_report_renders(ablation, tmp_path):
+    page = (ablation / ablate.REPORT_FILE).read_text()
+    assert page.count('<tr data-recipe="') == 2 and 'data-eval="english"' in page and "report/curves.png" in page
+    assert (ablation / "report" / "curves.png").stat().st_size > 10_000
+    console = screenshot(ablation / ablate.REPORT_FILE, tmp_path / "report.png", height=1500)
+    assert (tmp_path / "report.png").stat().st_size > 20_000 and not [line for line in console if "ERROR" in line]
+
+
+def test_a_second_ablation_reuses_the_finished_curation_runs(inputs, ablation, tmp_path, capsys):
+    output = tmp_path / "again"
+    (output / "curated").mkdir(parents=True)
+    for name in ("no-filters", "web-filters"):  # the first ablation's curation, as if it had run here
+        source = ablation / "curated"
+        (output / "curated" / f"{name}.done.json").write_text((source / f"{name}.done.json").read_text())
+        (output / "curated" / name).symlink_to(source / name)
+    tokenizer = ["--tokenizer", str(ablation / "tokenizer"), "--tokens", "2048"]
+    assert ablate.main([*arguments(inputs, output), *tokenizer]) == 0
+    out = capsys.readouterr().out
+    assert out.count("reused: the same recipe file curated before") == 2 and "] tokenizer" not in out
+    assert "english bpb" in out and "no-filters" in out  # the table at the end
+    results = json.loads((output / ablate.RESULTS_FILE).read_text())
+    assert results["steps"] == 2 and results["tokenizer"] == str(ablation / "tokenizer")
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--data.sources", "[]"], "--data.sources: set by the ablation"),
+        (["--eval", "bad"], "--eval: expected NAME=GLOB"),
+        (["--eval", "x=/nowhere/*.jsonl"], "--eval x: no file matches"),
+        (["--training.batch_tokens", "1000"], "training.batch_tokens (1000) must be a multiple"),
+    ],
+)
+def test_mistakes_stop_before_any_work_with_one_line(inputs, tmp_path, capsys, extra, message):
+    assert ablate.main(arguments(inputs, tmp_path / "out", *extra)) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "out" / "curated").exists()
