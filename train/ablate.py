@@ -215,7 +215,7 @@ class Ablation:
             "--data.tokenizer", tokenizer, "--training.steps", str(steps),
             "--training.seed", str(self.config.training.seed + seed), "--logging.eval_interval", str(interval),
         ]  # fmt: skip
-        self.steps.run(f"train-{name}-seed-{seed}", *arguments, progress=training_progress)
+        self.steps.run(f"train-{name}-seed-{self.config.training.seed + seed}", *arguments, progress=training_progress)
         return run
 
     def evaluate(self, run: str) -> dict:
