@@ -36,6 +36,8 @@ bench: $(STAMP)
 	$(PY) bench/bench_commoncrawl.py
 	$(PY) bench/bench_train.py
 	$(PY) bench/bench_distributed.py
+	$(PY) bench/bench_quality.py
+	$(PY) bench/bench_ablate.py
 	if [ -d ../shared/peers/nanogpt ]; then $(PY) bench/bench_nanogpt.py --nanogpt ../shared/peers/nanogpt; fi
 
 clean:

@@ -172,7 +172,7 @@ def test_min_quality_drops_exactly_the_documents_under_it(corpora, model, tmp_pa
     examples = stats["examples"]["quality"]
     assert examples and all(scores[example["id"]] < 0.5 for example in examples)
     report = (tmp_path / "out" / "report.html").read_text()
-    assert 'data-reason="quality"' in report
+    assert 'data-reason="quality"' in report and examples[0]["id"] in report  # the count, and its examples
 
 
 @needs_shared
