@@ -143,10 +143,12 @@ def test_configuration_errors_name_the_setting(train_data, tmp_path, capsys):
     assert "nowhere has no meta.json" in capsys.readouterr().err
     from model import Transformer
 
-    expected = {"demo.toml": 3.5, "gpt2-small.toml": 124, "350m.toml": 360, "1b.toml": 1076}  # millions, 50,304 ids
+    # millions of parameters, with 50,304 ids (the CPU presets: their tools' default vocabularies)
+    expected = {"demo.toml": 3.5, "ablate.toml": 1.38, "gpt2-small.toml": 124, "350m.toml": 360, "1b.toml": 1076}
+    vocabularies = {"demo.toml": 2048, "ablate.toml": 4096}
     for preset, millions in expected.items():
         model_config = config_module.load(str(CONFIGS / preset)).model
-        model_config.vocab_size = 2048 if preset == "demo.toml" else 50304
+        model_config.vocab_size = vocabularies.get(preset, 50304)
         with torch.device("meta"):
             assert Transformer(model_config).num_params() / 1e6 == pytest.approx(millions, rel=0.02)
     # every training preset is checked; configs/curate-*.toml are curation recipes (tests/test_library.py)
