@@ -1,6 +1,6 @@
 """`python -m train.ablate` end to end: two recipes over a generated crawl (the web filters off and on), one tokenizer,
 two seeds each of a tiny proxy; every figure in results.json is what `python -m train.eval` gives for the same
-checkpoint, the report renders in headless Chromium, and a second ablation reuses the finished curation runs."""
+checkpoint, the report renders in headless Chromium, and a finished curation run of an unchanged recipe is reused."""
 
 import json
 import random
@@ -93,20 +93,28 @@ def test_the_report_renders(ablation, tmp_path):
     assert (tmp_path / "report.png").stat().st_size > 20_000 and not [line for line in console if "ERROR" in line]
 
 
-def test_a_second_ablation_reuses_the_finished_curation_runs(inputs, ablation, tmp_path, capsys):
-    output = tmp_path / "again"
-    (output / "curated").mkdir(parents=True)
-    for name in ("no-filters", "web-filters"):  # the first ablation's curation, as if it had run here
-        source = ablation / "curated"
-        (output / "curated" / f"{name}.done.json").write_text((source / f"{name}.done.json").read_text())
-        (output / "curated" / name).symlink_to(source / name)
-    tokenizer = ["--tokenizer", str(ablation / "tokenizer"), "--tokens", "2048"]
-    assert ablate.main([*arguments(inputs, output), *tokenizer]) == 0
-    out = capsys.readouterr().out
-    assert out.count("reused: the same recipe file curated before") == 2 and "] tokenizer" not in out
-    assert "english bpb" in out and "no-filters" in out  # the table at the end
-    results = json.loads((output / ablate.RESULTS_FILE).read_text())
-    assert results["steps"] == 2 and results["tokenizer"] == str(ablation / "tokenizer")
+def test_a_finished_curation_run_of_the_same_recipe_file_is_reused(inputs, ablation, tmp_path, capsys):
+    args, rest = ablate.build_parser().parse_known_args(arguments(inputs, ablation))
+    again = ablate.Ablation(args, rest)
+    recipe = str(inputs / "web-filters.toml")
+    assert again.curate("web-filters", recipe) == str(ablation / "curated" / "web-filters")
+    assert "curate-web-filters … reused: the same recipe file curated before" in capsys.readouterr().out
+    marker, out = ablation / "curated" / "web-filters.done.json", str(ablation / "curated" / "web-filters")
+    edited = tmp_path / "web-filters.toml"
+    edited.write_text((inputs / "web-filters.toml").read_text() + "[output]\nnum_shards = 3\n")
+    assert ablate.curated_before(out, str(marker), ablate.file_sha1(recipe))
+    assert not ablate.curated_before(out, str(marker), ablate.file_sha1(str(edited)))  # an edited recipe runs again
+    assert not ablate.curated_before(str(tmp_path / "unfinished"), str(marker), ablate.file_sha1(recipe))
+
+
+def test_the_terminal_table_has_every_recipe_and_set(ablation):
+    results = json.loads((ablation / ablate.RESULTS_FILE).read_text())
+    header, rule, *rows = ablate.table_lines(results)
+    assert "english bpb" in header and "german bpb" in header and set(rule) == {"-"}
+    for row, (name, recipe) in zip(rows, results["recipes"].items(), strict=True):
+        english = recipe["bits_per_byte"]["english"]
+        assert row.startswith(name) and f"{english['mean']:.4f} ± {english['std']:.4f}" in row
+        assert f"{recipe['documents']:,}" in row
 
 
 @pytest.mark.parametrize(

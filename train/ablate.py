@@ -125,6 +125,14 @@ def file_sha1(path: str) -> str:
         return hashlib.sha1(handle.read()).hexdigest()
 
 
+def curated_before(out: str, marker: str, digest: str) -> bool:
+    """Whether `out` holds a finished run (its stats.json) of the recipe whose file has the SHA-1 `digest`."""
+    if not (os.path.exists(marker) and os.path.exists(os.path.join(out, "stats.json"))):
+        return False
+    with open(marker, encoding="utf-8") as handle:
+        return json.load(handle).get("recipe_sha1") == digest
+
+
 def spread(values: list[float]) -> dict:
     """Mean, sample standard deviation (None for one value), min and max of the seeds' figures."""
     return {
@@ -170,11 +178,9 @@ class Ablation:
         out = self.folder("curated", name)
         marker = self.folder("curated", f"{name}.done.json")
         digest = file_sha1(recipe)
-        if os.path.exists(marker) and os.path.exists(os.path.join(out, "stats.json")):
-            with open(marker, encoding="utf-8") as handle:
-                if json.load(handle).get("recipe_sha1") == digest:
-                    self.steps.skip(f"curate {name}", "reused: the same recipe file curated before")
-                    return out
+        if curated_before(out, marker, digest):
+            self.steps.skip(f"curate-{name}", "reused: the same recipe file curated before")
+            return out
         arguments = ["pipeline", "run", "--recipe", os.path.abspath(recipe), "--output", out]
         if self.args.workers:
             arguments.append(f"--direct_num_workers={self.args.workers}")

@@ -139,6 +139,21 @@ def article_page(title: str, paragraphs: list[str], language: str, charset: str 
     )
 
 
+def sentence_pages(sentences: dict[str, list[str]], pages: int, seed: int = 0) -> list[Response]:
+    """Article pages in the languages of `sentences` (language → sentences, as in ../shared/fixtures/langid), in
+    turn, each of 6 to 14 of that language's sentences in paragraphs of 2 to 4: a crawl in many languages."""
+    rng = random.Random(f"sentence-pages-{seed}")
+    languages = sorted(sentences)
+    responses = []
+    for index in range(pages):
+        language = languages[index % len(languages)]
+        chosen = rng.sample(sentences[language], min(len(sentences[language]), rng.randint(6, 14)))
+        paragraphs = [" ".join(chosen[start : start + 3]) for start in range(0, len(chosen), 3)]
+        body = article_page(f"{language} {index}", paragraphs, language).encode("utf-8")
+        responses.append(Response(f"https://{language}.example.org/{index}.html", body=body))
+    return responses
+
+
 def boilerplate_only_html() -> str:
     nav = "".join(f'<li><a href="/{item.lower()}/">{item}</a></li>' for item in NAV)
     return (

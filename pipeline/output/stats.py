@@ -33,6 +33,7 @@ DROP_STAGES = {
     "cleaned_empty": "extract",  # nothing left after wikitext cleaning or Gutenberg stripping
     "language": "langid",
     "language_score": "langid",
+    "language.prefilter": "langid",  # set aside by the language prefilter before extraction (Common Crawl)
     "quality": "quality",  # the quality classifier: under min_quality, or outside the quality_keep fraction
     "empty_text": "read",
     "duplicate": "dedup",

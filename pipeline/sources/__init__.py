@@ -84,6 +84,9 @@ class Source:
     Settings: type = DocumentSettings
     kind = ""  # the registry name
     commits = True  # finished units are committed under the work folder (not worth it for shards read as they are)
+    # The run's language identifier, given by the unit processor before open() to a source with DocumentSettings,
+    # for its own steps (Common Crawl's language prefilter)
+    language_identifier: langid.LanguageIdentifier | None = None
 
     def __init__(self, name: str, settings):
         self.name = name

@@ -1,6 +1,7 @@
-"""Main-text extraction with trafilatura, under a per-document time limit.
+"""Main-text extraction, under a per-document time limit: trafilatura (FineWeb's extractor, the default) or
+resiliparse (DCLM's: about ten times faster, less precise about what is boilerplate).
 
-`extract_text` is the plain function. `IsolatedExtractor` runs it in a child process it owns, so a
+`extract_text` and `extract_resiliparse` are the plain functions (`EXTRACTORS` by name). `IsolatedExtractor` runs it in a child process it owns, so a
 pathological page that makes lxml or a regex spin (or crash) costs one document, not the worker: on a
 timeout the child is killed and a fresh one started. Threads cannot be interrupted inside C code and
 SIGALRM only works on the main thread, which Beam's SDK workers do not run bundles on.
@@ -39,6 +40,19 @@ def extract_text(html_text: str, url: str | None = None, *, favor_precision: boo
     )
 
 
+def extract_resiliparse(html_text: str, url: str | None = None) -> str | None:
+    """Main text of a page by resiliparse's main-content heuristics, as DCLM extracted it (block structure kept as
+    line breaks, no alt texts, links or form fields); None when there is none. `url` is unused (the signature is
+    `extract_text`'s)."""
+    from resiliparse.extract.html2text import extract_plain_text
+
+    text = extract_plain_text(html_text, preserve_formatting=True, main_content=True, alt_texts=False)
+    return text if text and text.strip() else None
+
+
+EXTRACTORS = {"trafilatura": extract_text, "resiliparse": extract_resiliparse}
+
+
 class ExtractionTimeout(Exception):
     pass
 
@@ -47,8 +61,9 @@ class ExtractionFailed(Exception):
     pass
 
 
-def _serve(conn: multiprocessing.connection.Connection, favor_precision: bool) -> None:
-    import trafilatura  # noqa: F401  (imported before the clock of the first page starts)
+def _serve(conn: multiprocessing.connection.Connection, favor_precision: bool, extractor: str) -> None:
+    import resiliparse.extract.html2text  # noqa: F401  (imported before the clock of the first page starts)
+    import trafilatura  # noqa: F401
 
     # trafilatura logs every page without main text as an error; the caller counts those instead.
     for name in ("trafilatura", "htmldate", "courlan"):
@@ -64,17 +79,26 @@ def _serve(conn: multiprocessing.connection.Connection, favor_precision: bool) -
             return
         html_text, url = request
         try:
-            conn.send(("ok", extract_text(html_text, url, favor_precision=favor_precision)))
+            if extractor == "trafilatura":
+                text = extract_text(html_text, url, favor_precision=favor_precision)
+            else:
+                text = EXTRACTORS[extractor](html_text, url)
+            conn.send(("ok", text))
         except Exception as exc:  # any failure belongs to this page only
             conn.send(("error", f"{type(exc).__name__}: {exc}"))
 
 
 class IsolatedExtractor:
-    """`extract_text` in a child process with a wall-clock limit per page. Call `close()` when done."""
+    """An extractor of `EXTRACTORS` in a child process with a wall-clock limit per page. Call `close()` when done."""
 
-    def __init__(self, timeout_s: float = DEFAULT_TIMEOUT_S, favor_precision: bool = True):
+    def __init__(
+        self, timeout_s: float = DEFAULT_TIMEOUT_S, favor_precision: bool = True, extractor: str = "trafilatura"
+    ):
+        if extractor not in EXTRACTORS:
+            raise ValueError(f"unknown extractor {extractor!r} (extractors: {', '.join(EXTRACTORS)})")
         self.timeout_s = timeout_s
         self.favor_precision = favor_precision
+        self.extractor = extractor
         self._context = multiprocessing.get_context("spawn")
         self._process: multiprocessing.process.BaseProcess | None = None
         self._conn: multiprocessing.connection.Connection | None = None
@@ -85,7 +109,7 @@ class IsolatedExtractor:
         """Start the child now rather than on the first page (its imports take about a second)."""
         parent, child = self._context.Pipe()
         self._process = self._context.Process(
-            target=_serve, args=(child, self.favor_precision), daemon=True, name="lmforge-extract"
+            target=_serve, args=(child, self.favor_precision, self.extractor), daemon=True, name="lmforge-extract"
         )
         self._process.start()
         child.close()

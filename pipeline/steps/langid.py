@@ -35,13 +35,17 @@ class LanguageIdentifier:
         self._model = fasttext.FastText._FastText(model_path=self.model_path).f
 
     def identify(self, text: str) -> tuple[str, float]:
+        predictions = self.top(text, 1)
+        return next(iter(predictions.items())) if predictions else ("unknown", 0.0)
+
+    def top(self, text: str, k: int) -> dict[str, float]:
+        """The `k` most likely labels and their probabilities, the likeliest first."""
         # fastText predicts one line at a time: newlines would end the input early.
         line = " ".join(text.split())
-        predictions = self._model.predict(line, 1, 0.0, "replace")
-        if not predictions:
-            return "unknown", 0.0
-        score, label = predictions[0]
-        return label.removeprefix(_LABEL_PREFIX), min(float(score), 1.0)
+        return {
+            label.removeprefix(_LABEL_PREFIX): min(float(score), 1.0)
+            for score, label in self._model.predict(line, k, 0.0, "replace")
+        }
 
 
 class LanguageSelector:
@@ -57,3 +61,35 @@ class LanguageSelector:
         if score < self.min_score:
             return "language_score"
         return None
+
+
+PREFILTER_REASON = "language.prefilter"
+DEFAULT_PREFILTER_THRESHOLD = 0.05
+PREFILTER_TOP_K = 5
+
+
+class LanguagePrefilter:
+    """The cascade's first stage, before an expensive extraction: the page's text by a cheap extractor is
+    language-identified, and a page none of whose wanted languages has at least `threshold` probability (summed
+    over the `PREFILTER_TOP_K` likeliest labels) is set aside as `language.prefilter`. A page the cheap extractor
+    finds no text in goes on (it cannot be judged). Every page it lets through is extracted, identified and
+    filtered as without it, so what is kept is what the full path keeps, less the pages set aside."""
+
+    name = "prefilter"
+
+    def __init__(self, identifier: LanguageIdentifier, languages: set[str], threshold: float, cheap_text):
+        self.identifier = identifier
+        self.languages = set(languages)
+        self.threshold = threshold
+        self.cheap_text = cheap_text  # the page's HTML → its text, or None
+
+    def wanted_probability(self, html_text: str) -> float | None:
+        text = self.cheap_text(html_text)
+        if not text or not text.strip():
+            return None
+        top = self.identifier.top(text, PREFILTER_TOP_K)
+        return sum(score for label, score in top.items() if label in self.languages)
+
+    def __call__(self, doc) -> str | None:
+        probability = self.wanted_probability(doc.text)
+        return PREFILTER_REASON if probability is not None and probability < self.threshold else None

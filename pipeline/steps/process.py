@@ -131,8 +131,10 @@ class UnitProcessor:
         self.keep_measures = False
         self.guard = StepGuard()
         if isinstance(source.settings, DocumentSettings):
-            self.common_steps = document_steps(source.settings, langid.LanguageIdentifier(langid_model))
+            identifier = langid.LanguageIdentifier(langid_model)
+            self.common_steps = document_steps(source.settings, identifier)
             self.keep_measures = source.settings.keep_measures
+            source.language_identifier = identifier
         source.open()
 
     def close(self) -> None:
@@ -272,7 +274,15 @@ class _MeasureLength:
         self.funnel.lengths_before_filters[length_bucket(len(doc.text))] += 1
 
 
-PER_DOCUMENT_LIBRARIES = ("trafilatura", "mwparserfromhell", "warcio", "charset-normalizer", "fasttext", "brotli")
+PER_DOCUMENT_LIBRARIES = (
+    "trafilatura",
+    "resiliparse",
+    "mwparserfromhell",
+    "warcio",
+    "charset-normalizer",
+    "fasttext",
+    "brotli",
+)
 
 
 def _imported_modules(tree: ast.AST, package: str) -> Iterator[str]:
