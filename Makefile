@@ -34,6 +34,7 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) bench/bench_commoncrawl.py
+	$(PY) bench/bench_commoncrawl.py --peer datatrove
 	$(PY) bench/bench_train.py
 	$(PY) bench/bench_distributed.py
 	$(PY) bench/bench_quality.py

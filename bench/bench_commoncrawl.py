@@ -1,12 +1,22 @@
-"""Common Crawl pipeline throughput: each stage alone versus the whole Beam pipeline, on one core.
+"""Common Crawl pipeline throughput: each stage alone versus the whole Beam pipeline, on one core; or lmforge against
+datatrove's FineWeb stage (`--peer datatrove`).
 
     .venv/bin/python bench/bench_commoncrawl.py [--pages 3000] [--repeats 3] [--real] [--baseline DIR]
+    .venv/bin/python bench/bench_commoncrawl.py --peer datatrove [--pages 2000] [--workers 2] [--repeats 3]
 
 Writes a WARC of synthetic article pages (`--real`: real pages from ../shared/fixtures/warc, repeated under
 new URLs, at least 500 of them), times every per-document stage in this process (WARC parse + decode,
 trafilatura extraction, fastText language ID, the FineWeb filters), then times `python -m pipeline
 commoncrawl` on the same file with one DirectRunner worker (its default mode for one worker). Reports documents per second per core and the
 ratio pipeline / sum of stages (goal ≤ 1.25). Medians over --repeats runs.
+
+`--peer datatrove`: installs datatrove (PyPI, with spaCy for its word tokenizer) into a venv of its own under
+bench/results/peer-datatrove/ (once), writes --pages pages into --workers WARC files (with ../shared: real English
+pages and pages of real sentences in 13 other languages, 45% English as in Common Crawl; else generated pages), and
+runs, interleaved --repeats times, datatrove's FineWeb first stage (bench/datatrove_fineweb.py) and `python -m
+pipeline commoncrawl --no-dedup` with the same workers, for every language and for English only (lmforge's English
+run with its cascade; and once without it, `--no-prefilter`, to count the documents the cascade loses and check
+that the others are byte-identical). Reports pages per second per core for both and the ratio.
 """
 
 from __future__ import annotations
@@ -15,6 +25,7 @@ import argparse
 import copy
 import json
 import pathlib
+import random
 import statistics
 import subprocess
 import sys
@@ -23,6 +34,7 @@ import time
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+DATATROVE_VERSION = "0.10.1"
 
 from pipeline.common import synthetic  # noqa: E402
 from pipeline.common.schema import Document  # noqa: E402
@@ -35,7 +47,7 @@ def synthetic_warc(path: pathlib.Path, pages: int) -> None:
     synthetic.write_sample_warc(str(path), pages=pages, seed=42)
 
 
-def real_warc(path: pathlib.Path, pages: int) -> None:
+def real_responses(pages: int) -> list:
     """Real HTML pages from the shared fixtures, repeated under new URLs until there are `pages`."""
     fixtures = REPO.parent / "shared" / "fixtures" / "warc"
     originals = []
@@ -44,11 +56,135 @@ def real_warc(path: pathlib.Path, pages: int) -> None:
             if isinstance(item, commoncrawl.HtmlPage):
                 body = commoncrawl.page_html(item, html.DEFAULT_MAX_HTML_BYTES).encode("utf-8")
                 originals.append(body)
-    responses = [
+    return [
         synthetic.Response(f"https://mirror{i}.example/page", body=originals[i % len(originals)]) for i in range(pages)
     ]
+
+
+def real_warc(path: pathlib.Path, pages: int) -> None:
     with open(path, "wb") as stream:
-        synthetic.write_warc(stream, responses)
+        synthetic.write_warc(stream, real_responses(pages))
+
+
+def mixed_warcs(folder: pathlib.Path, pages: int, files: int) -> list[str]:
+    """`files` WARCs of `pages` pages in all: 45% English (real pages from ../shared, else generated ones), the rest
+    article pages of real sentences in 13 other languages (../shared/fixtures/langid), shuffled."""
+    fixtures = REPO.parent / "shared" / "fixtures"
+    if not fixtures.is_dir():
+        responses = synthetic.sample_responses(pages, seed=42)
+    else:
+        english = pages * 45 // 100
+        responses = real_responses(english)
+        sentences = {
+            language.name: (language / "sentences.txt").read_text(encoding="utf-8").splitlines()
+            for language in sorted((fixtures / "langid").iterdir())
+            if language.name != "en"
+        }
+        responses += synthetic.sentence_pages(sentences, pages - english, seed=42)
+        random.Random(42).shuffle(responses)
+    paths = []
+    for number in range(files):
+        path = folder / f"part-{number}.warc.gz"
+        with open(path, "wb") as stream:
+            synthetic.write_warc(stream, responses[number::files])
+        paths.append(str(path))
+    return paths
+
+
+def peer_venv(work: pathlib.Path) -> pathlib.Path:
+    """datatrove's own venv (made once): its python."""
+    python = work / "venv" / "bin" / "python"
+    if not python.exists():
+        subprocess.run([sys.executable, "-m", "venv", str(work / "venv")], check=True)
+        subprocess.run(
+            [
+                str(python),
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                f"datatrove[io,processing]=={DATATROVE_VERSION}",
+                "spacy",
+                "lxml_html_clean",
+            ],
+            check=True,
+        )
+    return python
+
+
+def time_datatrove(python: pathlib.Path, warcs: pathlib.Path, output: pathlib.Path, workers: int, languages: str):
+    from pipeline.steps.langid import default_model_path
+
+    command = [
+        str(python), str(REPO / "bench" / "datatrove_fineweb.py"), "--input", str(warcs), "--output", str(output),
+        "--workers", str(workers), "--languages", languages, "--lid-model", default_model_path(),
+    ]  # fmt: skip
+    started = time.perf_counter()
+    result = subprocess.run(command, check=True, capture_output=True, text=True)
+    seconds = time.perf_counter() - started
+    return seconds, json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def kept_texts(output: pathlib.Path) -> dict[str, str]:
+    import pyarrow.parquet as pq
+
+    rows = pq.read_table(sorted(output.glob("part-*.parquet")), columns=["id", "text"]).to_pylist()
+    return {row["id"]: row["text"] for row in rows}
+
+
+def peer_main(args) -> None:
+    work = REPO / "bench" / "results" / "peer-datatrove"
+    work.mkdir(parents=True, exist_ok=True)
+    python = peer_venv(work)
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = pathlib.Path(tmp)
+        (folder / "warcs").mkdir()
+        warcs = mixed_warcs(folder / "warcs", args.pages, args.workers)
+        pages = sum(isinstance(i, commoncrawl.HtmlPage) for w in warcs for i in commoncrawl.read_warc(w))
+        runs: dict[str, list] = {"datatrove-all": [], "lmforge-all": [], "datatrove-en": [], "lmforge-en": []}
+        for repeat in range(args.repeats):  # interleaved, so that both see the same machine load
+            for languages, flags in (("", ()), ("en", ("--languages", "en"))):
+                name = languages or "all"
+                out = folder / f"dt-{name}-{repeat}"
+                runs[f"datatrove-{name}"].append(time_datatrove(python, folder / "warcs", out, args.workers, languages))
+                output = folder / f"lm-{name}-{repeat}"
+                runs[f"lmforge-{name}"].append(time_pipeline(warcs, output, "--no-dedup", *flags, workers=args.workers))
+        flags = ("--no-dedup", "--languages", "en", "--no-prefilter")
+        _, full_stats = time_pipeline(warcs, folder / "lm-en-full", *flags, workers=args.workers)
+        full, cascade = kept_texts(folder / "lm-en-full"), kept_texts(folder / "lm-en-0")
+        seconds = {name: statistics.median(run[0] for run in found) for name, found in runs.items()}
+        per_core = {name: round(pages / value / args.workers, 1) for name, value in seconds.items()}
+        lost = set(full) - set(cascade)
+        report = {
+            "input": "45% real English pages, 55% pages of real sentences in 13 languages"
+            if (REPO.parent / "shared" / "fixtures").is_dir()
+            else "generated pages",
+            "html_pages": pages,
+            "warc_files": len(warcs),
+            "workers": args.workers,
+            "repeats": args.repeats,
+            "seconds": {name: round(value, 2) for name, value in seconds.items()},
+            "pages_per_second_per_core": per_core,
+            "lmforge_over_datatrove": {
+                "all languages": round(per_core["lmforge-all"] / per_core["datatrove-all"], 2),
+                "English only": round(per_core["lmforge-en"] / per_core["datatrove-en"], 2),
+            },
+            "kept": {
+                name: (found[0][1]["documents"] if name.startswith("datatrove") else found[0][1]["kept"])
+                for name, found in runs.items()
+            },  # fmt: skip
+            "cascade": {
+                "full_path_kept": len(full),
+                "cascade_kept": len(cascade),
+                "lost": len(lost),
+                "lost_share": round(len(lost) / max(1, len(full)), 5),
+                "set_aside": runs["lmforge-en"][0][1]["dropped"].get("language.prefilter", 0),
+                "byte_identical": all(cascade[i] == full[i] for i in cascade),
+                "full_path_language_drops": full_stats["dropped"].get("language", 0),
+            },
+            "datatrove": runs["datatrove-all"][0][1]["versions"],
+        }
+        print(json.dumps(report, indent=2))
 
 
 def time_stages(warc: str) -> dict:
@@ -80,9 +216,11 @@ def time_stages(warc: str) -> dict:
     return {"times": times, "html_pages": len(pages), "extracted": len(texts), "kept_by_filters": kept}
 
 
-def time_pipeline(warc: str, workdir: pathlib.Path, code: pathlib.Path = REPO) -> tuple[float, dict]:
-    """The whole command on `warc`, with the `pipeline` package of `code` (this checkout, or --baseline's)."""
-    output = workdir / f"out-{time.monotonic_ns()}"
+def time_pipeline(
+    warcs: list[str], output: pathlib.Path, *flags: str, workers: int = 1, code: pathlib.Path = REPO
+) -> tuple[float, dict]:
+    """The whole command on `warcs` into `output`, with the `pipeline` package of `code` (this checkout, or
+    --baseline's): its seconds and stats.json."""
     start = time.perf_counter()
     subprocess.run(
         [
@@ -91,18 +229,18 @@ def time_pipeline(warc: str, workdir: pathlib.Path, code: pathlib.Path = REPO) -
             "pipeline",
             "commoncrawl",
             "--warcs",
-            warc,
+            *warcs,
+            *flags,
             "--output",
             str(output),
-            "--direct_num_workers=1",
-        ],
+            f"--direct_num_workers={workers}",
+        ],  # fmt: skip
         cwd=code,
         check=True,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    seconds = time.perf_counter() - start
-    return seconds, json.loads((output / "stats.json").read_text())
+    return time.perf_counter() - start, json.loads((output / "stats.json").read_text())
 
 
 def main() -> None:
@@ -112,6 +250,8 @@ def main() -> None:
     parser.add_argument(
         "--real", action="store_true", help="real pages from ../shared/fixtures instead of synthetic ones"
     )
+    parser.add_argument("--peer", choices=["datatrove"], help="compare with a peer's pipeline instead")
+    parser.add_argument("--workers", type=int, default=2, help="--peer: workers of both (and WARC files)")
     parser.add_argument(
         "--baseline",
         type=pathlib.Path,
@@ -119,6 +259,9 @@ def main() -> None:
         "and the report gives this version's pipeline time over its",
     )
     args = parser.parse_args()
+    if args.peer:
+        peer_main(args)
+        return
     with tempfile.TemporaryDirectory() as tmp:
         workdir = pathlib.Path(tmp)
         warc = workdir / "bench.warc.gz"
@@ -126,9 +269,10 @@ def main() -> None:
         stage_runs, pipeline_runs, baseline_runs = [], [], []
         for _ in range(args.repeats):  # interleaved, so both see the same machine load
             stage_runs.append(time_stages(str(warc)))
-            pipeline_runs.append(time_pipeline(str(warc), workdir))
+            pipeline_runs.append(time_pipeline([str(warc)], workdir / f"out-{time.monotonic_ns()}"))
             if args.baseline:
-                baseline_runs.append(time_pipeline(str(warc), workdir, args.baseline.resolve()))
+                output = workdir / f"baseline-{time.monotonic_ns()}"
+                baseline_runs.append(time_pipeline([str(warc)], output, code=args.baseline.resolve()))
         stages = {name: statistics.median(run["times"][name] for run in stage_runs) for name in stage_runs[0]["times"]}
         stage_sum = sum(stages.values())
         pipeline_seconds = statistics.median(seconds for seconds, _ in pipeline_runs)
