@@ -82,15 +82,19 @@ def corpora(tmp_path_factory):
     return root
 
 
-@pytest.fixture(scope="module")
-def model(corpora):
-    folder = corpora / "model"
+def train(corpora, output) -> None:
+    """`quality train` on the labelled corpora, seed 3."""
     arguments = [
         "quality", "train", "--positive", str(corpora / "positive" / "*.jsonl"),
-        "--negative", str(corpora / "negative" / "*.jsonl"), "--output", str(folder), "--seed", "3",
+        "--negative", str(corpora / "negative" / "*.jsonl"), "--output", str(output), "--seed", "3",
     ]  # fmt: skip
     assert cli.main(arguments) == 0
-    return folder
+
+
+@pytest.fixture(scope="module")
+def model(corpora):
+    train(corpora, corpora / "model")
+    return corpora / "model"
 
 
 @needs_shared
@@ -117,11 +121,7 @@ def test_the_classifier_separates_held_out_documents_and_says_what_it_saw(corpor
 @needs_shared
 def test_the_same_seed_trains_the_same_model(corpora, model, tmp_path):
     again = tmp_path / "again"
-    arguments = [
-        "quality", "train", "--positive", str(corpora / "positive" / "*.jsonl"),
-        "--negative", str(corpora / "negative" / "*.jsonl"), "--output", str(again), "--seed", "3",
-    ]  # fmt: skip
-    assert cli.main(arguments) == 0
+    train(corpora, again)
     assert (again / quality.MODEL_FILE).read_bytes() == (model / quality.MODEL_FILE).read_bytes()
     first, second = (json.loads((folder / quality.REPORT_FILE).read_text()) for folder in (model, again))
     assert first["metrics"] == second["metrics"] and first["scores"] == second["scores"]
