@@ -11,8 +11,9 @@ commoncrawl` on the same file with one DirectRunner worker (its default mode for
 ratio pipeline / sum of stages (goal ≤ 1.25). Medians over --repeats runs.
 
 `--peer datatrove`: installs datatrove (PyPI, with spaCy for its word tokenizer) into a venv of its own under
-bench/results/peer-datatrove/ (once), writes --pages pages into --workers WARC files (with ../shared: real English
-pages and pages of real sentences in 13 other languages, 45% English as in Common Crawl; else generated pages), and
+bench/results/peer-datatrove/ (once), writes --pages pages into --workers WARC files (with ../shared: real pages,
+45% English as in Common Crawl and the rest rewritten into 13 other languages with real sentences; else generated
+pages), and
 runs, interleaved --repeats times, datatrove's FineWeb first stage (bench/datatrove_fineweb.py) and `python -m
 pipeline commoncrawl --no-dedup` with the same workers, for every language and for English only (lmforge's English
 run with its cascade; and once without it, `--no-prefilter`, to count the documents the cascade loses and check
@@ -66,22 +67,51 @@ def real_warc(path: pathlib.Path, pages: int) -> None:
         synthetic.write_warc(stream, real_responses(pages))
 
 
+def in_language(page: bytes, sentences: list[str], rng: random.Random) -> bytes:
+    """A real page with every run of text of 3 words or more replaced by sentences of another language: the same
+    DOM, so it costs an extractor what the original does, in that language."""
+    import lxml.html
+
+    tree = lxml.html.fromstring(page.decode("utf-8", "replace"))
+    for element in tree.iter():
+        if element.tag in ("script", "style") or not isinstance(element.tag, str):
+            continue
+        for field in ("text", "tail"):
+            value = getattr(element, field)
+            if value and len(value.split()) >= 3:
+                words, replacement = len(value.split()), []
+                while sum(len(sentence.split()) for sentence in replacement) < words:
+                    replacement.append(rng.choice(sentences))
+                setattr(element, field, " ".join(replacement))
+    return lxml.html.tostring(tree, encoding="utf-8")
+
+
 def mixed_warcs(folder: pathlib.Path, pages: int, files: int) -> list[str]:
-    """`files` WARCs of `pages` pages in all: 45% English (real pages from ../shared, else generated ones), the rest
-    article pages of real sentences in 13 other languages (../shared/fixtures/langid), shuffled."""
+    """`files` WARCs of `pages` pages in all, as a crawl's mix of languages: 45% English, 55% in 13 other languages.
+    With ../shared, every page is a real page (../shared/fixtures/warc, repeated), the non-English ones with their
+    text replaced by real sentences of their language (../shared/fixtures/langid), so that every page costs an
+    extractor what a real one does; else generated pages. Shuffled."""
     fixtures = REPO.parent / "shared" / "fixtures"
     if not fixtures.is_dir():
         responses = synthetic.sample_responses(pages, seed=42)
     else:
-        english = pages * 45 // 100
-        responses = real_responses(english)
-        sentences = {
-            language.name: (language / "sentences.txt").read_text(encoding="utf-8").splitlines()
+        rng = random.Random(42)
+        responses = real_responses(pages)
+        sentences = {  # the lines lxml can hold (no control characters)
+            language.name: [
+                line
+                for line in (language / "sentences.txt").read_text(encoding="utf-8").splitlines()
+                if line.isprintable()
+            ]
             for language in sorted((fixtures / "langid").iterdir())
             if language.name != "en"
         }
-        responses += synthetic.sentence_pages(sentences, pages - english, seed=42)
-        random.Random(42).shuffle(responses)
+        languages = sorted(sentences)
+        for number in range(pages * 45 // 100, pages):
+            language = languages[number % len(languages)]
+            body = in_language(responses[number].body, sentences[language], rng)
+            responses[number] = synthetic.Response(f"https://{language}.example.org/{number}", body=body)
+        rng.shuffle(responses)
     paths = []
     for number in range(files):
         path = folder / f"part-{number}.warc.gz"
@@ -156,7 +186,7 @@ def peer_main(args) -> None:
         per_core = {name: round(pages / value / args.workers, 1) for name, value in seconds.items()}
         lost = set(full) - set(cascade)
         report = {
-            "input": "45% real English pages, 55% pages of real sentences in 13 languages"
+            "input": "real pages: 45% English, 55% rewritten into 13 other languages with real sentences"
             if (REPO.parent / "shared" / "fixtures").is_dir()
             else "generated pages",
             "html_pages": pages,
