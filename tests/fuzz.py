@@ -18,6 +18,7 @@ it. `bench/bench_fuzz.py` runs the long campaign; the suite (`tests/test_fuzz.py
 from __future__ import annotations
 
 import bz2
+import functools
 import gzip
 import io
 import os
@@ -48,6 +49,11 @@ def _document_steps(kind: str) -> list:
     return _STEPS[kind]
 
 
+@functools.cache
+def _prefilter():
+    return langid.LanguagePrefilter(langid.LanguageIdentifier(), {"en"}, 0.05, extract.extract_resiliparse)
+
+
 def _finish(doc: Document, kind: str) -> None:
     """The common steps, unguarded, then the row as a shard stores it."""
     doc.make_valid()
@@ -64,6 +70,8 @@ def warc(data: bytes) -> None:
         if not isinstance(doc, Document):
             continue
         doc.make_valid()
+        # the cascade's first stage: resiliparse and language ID run in the worker itself, not in the child
+        _prefilter().wanted_probability(doc.text)
         text = extract.extract_text(doc.text, doc.url)
         if text and text.strip():
             doc.text = valid_text(text)
