@@ -12,7 +12,8 @@ install: $(STAMP)
 # torch first, pinned, so that pip never resolves a second (CUDA) build for the project's range. The bytecode is
 # compiled after pip, on every core (pip compiles on one): an environment with PYTHONDONTWRITEBYTECODE set (this
 # project's machines have it) never writes it on import, so without it every process of the suite, a Beam worker or
-# a torchrun rank, would compile torch and Beam from source again (a fresh clone's suite took 560 s instead of 340).
+# a torchrun rank, would compile torch and Beam from source again (in one fresh clone pytest took 560 s; 356 s once
+# compiled).
 # A few files written for other Python versions (torch's py312_intrinsics) do not compile: a cache, so that is no error.
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)

@@ -130,3 +130,18 @@ def test_mistakes_stop_before_any_work_with_one_line(inputs, tmp_path, capsys, e
     assert ablate.main(arguments(inputs, tmp_path / "out", *extra)) == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "out" / "curated").exists()
+
+
+def test_the_ablation_options_reach_their_stages(inputs, ablation):
+    results = json.loads((ablation / ablate.RESULTS_FILE).read_text())
+    meta = json.loads((ablation / "bins" / "web-filters" / "meta.json").read_text())
+    assert meta["vocab_size"] == 384 and meta["val_fraction"] == 0.2  # --vocab-size, --val-fraction
+    run = results["recipes"]["web-filters"]["runs"][0]["run"]
+    records = [json.loads(line) for line in open(f"{run}/metrics.jsonl")]
+    assert sorted(r["step"] for r in records if "val.loss" in r) == list(range(1, 9))  # --curve-points 10, 8 steps
+    logs = sorted((ablation / "logs").glob("*curate-web-filters.log"))
+    assert logs and "--direct_num_workers=1" in logs[0].read_text().splitlines()[0]  # --workers
+    args, rest = ablate.build_parser().parse_known_args(
+        [*arguments(inputs, ablation), "--tokenizer", str(ablation / "tokenizer")]
+    )
+    assert ablate.Ablation(args, rest).tokenizer({}) == str(ablation / "tokenizer")  # taken, not trained

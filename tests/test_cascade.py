@@ -116,3 +116,13 @@ def test_an_unknown_extractor_is_refused_naming_the_setting(crawl, tmp_path, cap
                  "--sources.commoncrawl.extractor", "lynx"]  # fmt: skip
     assert cli.main(overrides) == 2
     assert "sources.commoncrawl.extractor: 'lynx' is not one of trafilatura, resiliparse" in capsys.readouterr().err
+
+
+def test_the_prefilter_threshold_decides_what_is_set_aside(crawl):
+    none_aside, funnel = kept(crawl, languages=["en"], prefilter_threshold=0.0)
+    assert "language.prefilter" not in funnel.dropped  # no probability is under 0
+    full, _ = kept(crawl, languages=["en"], prefilter=False)
+    assert none_aside == full
+    _, strict = kept(crawl, languages=["en"], prefilter_threshold=1.0)  # English pages too, unless certain
+    _, default = kept(crawl, languages=["en"])
+    assert strict.dropped["language.prefilter"] > default.dropped["language.prefilter"] > 0

@@ -217,3 +217,16 @@ def test_quality_settings_are_checked_with_the_setting_named(model, min_quality,
 
 def test_normalisation_keeps_words_only():
     assert quality.normalise("Hello, World!\n\nIt's 2024 — ÉTÉ ﬁne.") == "hello world it s 0000 été fine"
+
+
+def test_a_learning_rate_that_diverges_is_one_line(tmp_path, capsys):
+    rng = random.Random(4)
+    for name, text in (("positive", "\n\n".join(synthetic.article_paragraphs(rng, "en"))), ("negative", "buy now")):
+        (tmp_path / f"{name}.jsonl").write_text("".join(json.dumps({"text": text}) + "\n" for _ in range(10)))
+    arguments = ["quality", "train", "--positive", str(tmp_path / "positive.jsonl"), "--negative",
+                 str(tmp_path / "negative.jsonl"), "--lr", "1000", "--output", str(tmp_path / "m")]  # fmt: skip
+    assert cli.main(arguments) == 2
+    assert (
+        "fastText stopped: Encountered NaN (the weights diverged: try a lower --lr, now 1000.0"
+        in capsys.readouterr().err
+    )

@@ -16,6 +16,8 @@ import logging
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 from apache_beam.transforms.stats import ApproximateQuantiles
+from apache_beam.transforms.window import GlobalWindow
+from apache_beam.utils.windowed_value import WindowedValue
 
 from pipeline.beam import logs
 from pipeline.output import sinks
@@ -160,15 +162,24 @@ class KeepBestQuality(beam.PTransform):
 
 
 class _KeepAbove(beam.DoFn):
+    """Documents at or above the threshold; the others counted into one Funnel per bundle (not one per document: at
+    crawl scale `quality_keep` drops millions)."""
+
+    def start_bundle(self):
+        self.funnel = Funnel()
+
     def process(self, doc, threshold):
         if threshold is None or doc.quality >= threshold:
             yield doc
             return
-        funnel = Funnel()
-        funnel.drop(quality.DROP_REASON)
-        funnel.example(quality.DROP_REASON, doc.id, doc.url, doc.text)
+        self.funnel.drop(quality.DROP_REASON)
+        self.funnel.example(quality.DROP_REASON, doc.id, doc.url, doc.text)
         Metrics.counter(stage_of(quality.DROP_REASON), f"dropped.{quality.DROP_REASON}").inc()
-        yield beam.pvalue.TaggedOutput(STATS_TAG, funnel)
+
+    def finish_bundle(self):
+        if self.funnel.dropped:
+            window = GlobalWindow()
+            yield beam.pvalue.TaggedOutput(STATS_TAG, WindowedValue(self.funnel, window.max_timestamp(), (window,)))
 
 
 def _without_kept(funnel: Funnel) -> Funnel:

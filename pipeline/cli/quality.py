@@ -130,6 +130,10 @@ def run_train(args, extra: list[str]) -> int:
         )
     except (FileNotFoundError, ValueError) as exc:  # a glob that matches nothing, a class too small
         raise UsageError(f"quality train: {exc}")
+    except RuntimeError as exc:  # fastText's own stop: "Encountered NaN" when the learning rate is too high
+        raise UsageError(
+            f"quality train: fastText stopped: {str(exc).rstrip('.')} (the weights diverged: try a lower --lr, now {args.lr}, or more documents)"
+        )
     used, held = report["train"], report["heldout"]
     print(f"trained on {used['positive']:,} positive and {used['negative']:,} negative documents")
     if report["metrics"]:

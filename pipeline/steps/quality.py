@@ -191,25 +191,18 @@ def roc_auc(positive: Sequence[float], negative: Sequence[float]) -> float | Non
     return (rank_sum - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
 
 
-def quantile(sorted_scores: Sequence[float], q: float) -> float:
-    """Linear interpolation between the closest ranks (numpy's default)."""
-    position = q * (len(sorted_scores) - 1)
-    low = math.floor(position)
-    high = min(low + 1, len(sorted_scores) - 1)
-    return sorted_scores[low] + (sorted_scores[high] - sorted_scores[low]) * (position - low)
-
-
 def distribution(scores: Sequence[float]) -> dict:
-    """Documents, mean, quantiles and a 10-bin histogram of scores from 0 to 1."""
-    ordered = sorted(scores)
-    histogram = [0] * HISTOGRAM_BINS
-    for score in ordered:
-        histogram[min(int(score * HISTOGRAM_BINS), HISTOGRAM_BINS - 1)] += 1
+    """Documents, mean, quantiles (numpy's linear interpolation) and a 10-bin histogram of scores from 0 to 1."""
+    import numpy as np
+
+    values = np.asarray(scores, dtype=np.float64)
+    counts, edges = np.histogram(values, bins=HISTOGRAM_BINS, range=(0.0, 1.0))
+    quantiles = np.quantile(values, SCORE_QUANTILES) if values.size else []
     return {
-        "documents": len(ordered),
-        "mean": round(sum(ordered) / len(ordered), 6) if ordered else None,
-        "quantiles": {f"{q:g}": round(quantile(ordered, q), 6) for q in SCORE_QUANTILES} if ordered else {},
-        "histogram": {f"{i / HISTOGRAM_BINS:.1f}-{(i + 1) / HISTOGRAM_BINS:.1f}": n for i, n in enumerate(histogram)},
+        "documents": int(values.size),
+        "mean": round(float(values.mean()), 6) if values.size else None,
+        "quantiles": {f"{q:g}": round(float(v), 6) for q, v in zip(SCORE_QUANTILES, quantiles)},
+        "histogram": {f"{low:.1f}-{high:.1f}": int(n) for low, high, n in zip(edges, edges[1:], counts)},
     }
 
 
