@@ -219,6 +219,24 @@ def test_normalisation_keeps_words_only():
     assert quality.normalise("Hello, World!\n\nIt's 2024 — ÉTÉ ﬁne.") == "hello world it s 0000 été fine"
 
 
+@needs_shared
+def test_the_data_options_reach_what_the_classifier_saw(corpora, tmp_path):
+    """--text-column, --max-docs and --heldout, read back from quality.json (the other options: its settings)."""
+    for name in ("positive", "negative"):  # the text under another field
+        lines = [
+            json.loads(line) for path in (corpora / name).glob("*.jsonl") for line in path.read_text().splitlines()
+        ]
+        (tmp_path / f"{name}.jsonl").write_text("".join(json.dumps({"content": r["text"]}) + "\n" for r in lines))
+    arguments = ["quality", "train", "--positive", str(tmp_path / "positive.jsonl"), "--negative",
+                 str(tmp_path / "negative.jsonl"), "--text-column", "content", "--max-docs", "250", "--heldout", "0.2",
+                 "--seed", "3", "--output", str(tmp_path / "m")]  # fmt: skip
+    assert cli.main(arguments) == 0
+    report = json.loads((tmp_path / "m" / quality.REPORT_FILE).read_text())
+    assert report["data"]["positive"]["documents"] == 420 and report["data"]["negative"]["documents"] == 302
+    assert report["data"]["positive"]["used"] == report["data"]["negative"]["used"] == 250  # sampled, balanced
+    assert report["heldout"] == {"positive": 50, "negative": 50} and report["settings"]["text_field"] == "content"
+
+
 def test_a_learning_rate_that_diverges_is_one_line(tmp_path, capsys):
     rng = random.Random(4)
     for name, text in (("positive", "\n\n".join(synthetic.article_paragraphs(rng, "en"))), ("negative", "buy now")):
