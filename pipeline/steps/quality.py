@@ -197,7 +197,7 @@ def distribution(scores: Sequence[float]) -> dict:
 
     values = np.asarray(scores, dtype=np.float64)
     counts, edges = np.histogram(values, bins=HISTOGRAM_BINS, range=(0.0, 1.0))
-    quantiles = np.quantile(values, SCORE_QUANTILES) if values.size else []
+    quantiles: list[float] = list(np.quantile(values, SCORE_QUANTILES)) if values.size else []
     return {
         "documents": int(values.size),
         "mean": round(float(values.mean()), 6) if values.size else None,
