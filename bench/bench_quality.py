@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/bench_quality.py [--docs 5000] [--pages 1000] [--repeats 3] [--real]
 
-Training: `quality train` (pipeline.steps.quality.train_classifier, one thread, the defaults) on --docs generated
+Training: `quality train` (pipeline.steps.quality.train_classifier, the defaults) on --docs generated
 article documents (positive) and --docs generated spam pages (negative), written as JSON lines; seconds and
 documents per second, reading and held-out scoring included. Scoring: a WARC of --pages pages (synthetic articles,
 or `--real`: the real pages of ../shared/fixtures/warc repeated under new URLs, as bench_commoncrawl.py does) is

@@ -119,12 +119,105 @@ def test_the_classifier_separates_held_out_documents_and_says_what_it_saw(corpor
 
 
 @needs_shared
-def test_the_same_seed_trains_the_same_model(corpora, model, tmp_path):
+def test_the_same_seed_samples_and_splits_the_same_and_measures_alike(corpora, model, tmp_path):
     again = tmp_path / "again"
     train(corpora, again)
-    assert (again / quality.MODEL_FILE).read_bytes() == (model / quality.MODEL_FILE).read_bytes()
     first, second = (json.loads((folder / quality.REPORT_FILE).read_text()) for folder in (model, again))
-    assert first["metrics"] == second["metrics"] and first["scores"] == second["scores"]
+    for key in ("data", "train", "heldout", "settings"):
+        assert first[key] == second[key], key
+    # Hogwild threads make the weights differ a little, not the measure
+    assert abs(first["metrics"]["roc_auc"] - second["metrics"]["roc_auc"]) <= 0.05
+    assert abs(first["scores"]["positive"]["mean"] - second["scores"]["positive"]["mean"]) <= 0.05
+
+
+def test_the_split_is_balanced_and_fixed_by_the_seed():
+    texts = {"positive": [f"p{n}" for n in range(50)], "negative": [f"n{n}" for n in range(20)]}
+    split = quality.balanced_split(texts, 0.25, random.Random(1))
+    assert {name: (len(s["train"]), len(s["heldout"])) for name, s in split.items()} == {
+        "positive": (15, 5),
+        "negative": (15, 5),
+    }
+    assert not set(split["positive"]["train"]) & set(split["positive"]["heldout"])
+    assert quality.balanced_split(texts, 0.25, random.Random(1)) == split
+    assert quality.balanced_split(texts, 0.25, random.Random(2)) != split
+    with pytest.raises(ValueError, match="too few documents"):
+        quality.balanced_split({"positive": ["a"], "negative": ["b", "c"]}, 0.1, random.Random(0))
+
+
+def write_generated(folder, per_class: int, seed: int = 0) -> list[str]:
+    """Generated articles to keep and generated spam to drop, as JSON lines; the train flags that read them."""
+    rng = random.Random(seed)
+    articles = ["\n\n".join(synthetic.article_paragraphs(rng, "en")) for _ in range(per_class)]
+    spam = [synthetic.spam_document(rng) for _ in range(per_class)]
+    write_jsonl(folder / "positive.jsonl", articles, "article")
+    write_jsonl(folder / "negative.jsonl", spam, "spam")
+    return ["--positive", str(folder / "positive.jsonl"), "--negative", str(folder / "negative.jsonl")]
+
+
+@pytest.mark.parametrize("flags", [["--ngrams", "1"], ["--dim", "32", "--buckets", "1000"]])
+def test_small_models_train_at_the_default_threads(tmp_path, flags):
+    """With fewer than 11 threads fastText 0.9.3 started part of a model from uninitialised memory; a small model
+    comes from reused heap, not fresh zeroed pages, and at one thread these stopped with 'Encountered NaN' in most
+    runs. At the default threads every run trains."""
+    data = write_generated(tmp_path, 24)
+    for run in range(3):
+        assert cli.main(["quality", "train", *data, *flags, "--output", str(tmp_path / f"m{run}")]) == 0
+        report = json.loads((tmp_path / f"m{run}" / quality.REPORT_FILE).read_text())
+        assert report["settings"]["threads"] == quality.DEFAULT_THREADS
+        assert report["metrics"]["roc_auc"] >= 0.9  # articles and spam share little vocabulary
+
+
+def input_rows(model_path) -> tuple[int, int, int]:
+    """(rows, dim, words) of a saved fastText model's input matrix."""
+    import fasttext
+    import numpy as np
+
+    loaded = fasttext.FastText._FastText(model_path=str(model_path)).f
+    rows, dim = np.asarray(loaded.getInputMatrix()).shape
+    return rows, dim, len(loaded.getVocab("__label__")[0])
+
+
+def test_the_fasttext_options_reach_the_model(tmp_path):
+    """--ngrams, --epochs, --lr, --dim, --buckets and --threads: in the args fastText trained with (quality.json
+    reads them back from fastText) and in the saved model's matrices."""
+    data = write_generated(tmp_path, 30)
+    options = ["--ngrams", "3", "--epochs", "4", "--lr", "0.3", "--dim", "16", "--buckets", "5000", "--threads", "13"]
+    assert cli.main(["quality", "train", *data, *options, "--output", str(tmp_path / "set")]) == 0
+    assert cli.main(["quality", "train", *data, "--output", str(tmp_path / "default")]) == 0
+    reports = {name: json.loads((tmp_path / name / quality.REPORT_FILE).read_text()) for name in ("set", "default")}
+    chosen = {key: reports["set"]["settings"][key] for key in ("ngrams", "epochs", "lr", "dim", "buckets", "threads")}
+    assert chosen == {"ngrams": 3, "epochs": 4, "lr": 0.3, "dim": 16, "buckets": 5000, "threads": 13}
+    assert reports["default"]["settings"]["lr"] == quality.DEFAULT_LR
+    rows, dim, words = input_rows(tmp_path / "set" / quality.MODEL_FILE)
+    assert (rows, dim) == (words + 5000, 16)  # a row per word, then the hashed n-grams
+    rows, dim, words = input_rows(tmp_path / "default" / quality.MODEL_FILE)
+    assert (rows, dim) == (words + quality.DEFAULT_BUCKETS, quality.DEFAULT_DIM)
+    assert reports["set"]["model_bytes"] < reports["default"]["model_bytes"] / 100
+    # one-word features need no hashed rows: fastText drops them, and quality.json says so
+    assert cli.main(["quality", "train", *data, "--ngrams", "1", "--output", str(tmp_path / "words")]) == 0
+    assert json.loads((tmp_path / "words" / quality.REPORT_FILE).read_text())["settings"]["buckets"] == 0
+    rows, _, words = input_rows(tmp_path / "words" / quality.MODEL_FILE)
+    assert rows == words
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--threads", "4"], "--threads: at least 11: with 4, fastText 0.9.3 leaves part of the model uninitialised"),
+        (["--buckets", "0"], "--buckets: at least 1 to hold 2-grams: 0"),
+        (["--lr", "0"], "--lr: above 0"),
+        (["--dim", "0"], "--dim: at least 1"),
+        (["--epochs", "0"], "--epochs: at least 1"),
+        (["--ngrams", "0"], "--ngrams: at least 1"),
+        (["--max-docs", "0"], "--max-docs: at least 1"),
+        (["--heldout", "1"], "--heldout: a fraction"),
+    ],
+)
+def test_training_settings_out_of_range_are_one_line_naming_the_flag(tmp_path, capsys, flags, message):
+    data = write_generated(tmp_path, 4)
+    assert cli.main(["quality", "train", *data, *flags, "--output", str(tmp_path / "m")]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "m").exists()  # refused before any work
 
 
 @needs_shared

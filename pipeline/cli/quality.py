@@ -66,12 +66,14 @@ def build_parser(subparsers) -> None:
         metavar="FRACTION",
         help="of each class, set aside to measure the model (default: %(default)s)",
     )
-    train.add_argument("--seed", type=int, default=0, help="sampling, split and training (default: %(default)s)")
+    train.add_argument("--seed", type=int, default=0, help="sampling, split and initialisation (default: %(default)s)")
     train.add_argument(
         "--threads",
         type=int,
         default=quality.DEFAULT_THREADS,
-        help="fastText threads; more than 1 is faster but not reproducible (default: %(default)s)",
+        help=f"fastText's lock-free training threads, at least {quality.MIN_THREADS} (fastText 0.9.3 initialises a "
+        "tenth of the model per thread); the seed fixes the sample, split and initialisation, the threads make "
+        "two trainings differ slightly (default: %(default)s)",
     )
     train.set_defaults(run=run_train)
 
@@ -108,10 +110,6 @@ def add_text_column(parser) -> None:
 
 def run_train(args, extra: list[str]) -> int:
     _refuse(extra)
-    if args.max_docs is not None and args.max_docs < 1:
-        raise UsageError(f"--max-docs: at least 1 document a class: {args.max_docs}")
-    if not 0 <= args.heldout < 1:
-        raise UsageError(f"--heldout: a fraction from 0 to below 1: {args.heldout}")
     try:
         report = quality.train_classifier(
             args.positive,
@@ -128,11 +126,11 @@ def run_train(args, extra: list[str]) -> int:
             seed=args.seed,
             threads=args.threads,
         )
-    except (FileNotFoundError, ValueError) as exc:  # a glob that matches nothing, a class too small
+    except (FileNotFoundError, ValueError) as exc:  # a setting out of range, a glob matching nothing, a small class
         raise UsageError(f"quality train: {exc}")
-    except RuntimeError as exc:  # fastText's own stop: "Encountered NaN" when the learning rate is too high
+    except RuntimeError as exc:  # fastText's own stop: "Encountered NaN" when a learning rate too high diverges
         raise UsageError(
-            f"quality train: fastText stopped: {str(exc).rstrip('.')} (the weights diverged: try a lower --lr, now {args.lr}, or more documents)"
+            f"quality train: fastText stopped: {str(exc).rstrip('.')} (the weights diverged: try a lower --lr, now {args.lr})"
         )
     used, held = report["train"], report["heldout"]
     print(f"trained on {used['positive']:,} positive and {used['negative']:,} negative documents")

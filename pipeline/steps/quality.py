@@ -37,14 +37,19 @@ POSITIVE, NEGATIVE = "__label__keep", "__label__drop"
 DROP_REASON = "quality"
 
 # Training defaults: fastText's supervised ones, except a smaller hashed n-gram table (fastText's 2M buckets × 100
-# dimensions make an 800 MB model) and one thread, so that the same seed gives the same model.
+# dimensions make an 800 MB model).
 DEFAULT_NGRAMS = 2
 DEFAULT_EPOCHS = 10
 DEFAULT_LR = 0.1
 DEFAULT_DIM = 64
 DEFAULT_BUCKETS = 200_000
 DEFAULT_HELDOUT = 0.1
-DEFAULT_THREADS = 1
+DEFAULT_THREADS = 12
+# fastText 0.9.3 initialises its input matrix in ten blocks, one per training thread, on memory it does not clear:
+# with fewer than 11 threads part of the model starts as whatever the allocator held, which ends in "Encountered NaN"
+# or a model that depends on the process's history (facebookresearch/fastText#1061). Its Python wrapper defaults to
+# one thread fewer than the cores, so a 2-core machine meets this with the defaults.
+MIN_THREADS = 11
 SCORE_QUANTILES = (0.0, 0.01, 0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99, 1.0)
 KEEP_FRACTIONS = (0.9, 0.75, 0.5, 0.25, 0.1)
 HISTOGRAM_BINS = 10
@@ -236,6 +241,43 @@ def classification(positive: Sequence[float], negative: Sequence[float], thresho
 # Training
 
 
+def check_training(
+    max_docs: int | None, ngrams: int, epochs: int, lr: float, dim: int, buckets: int, heldout: float, threads: int
+) -> None:
+    """Raises ValueError naming the flag of a setting fastText would crash on or train wrongly with."""
+    if max_docs is not None and max_docs < 1:
+        raise ValueError(f"--max-docs: at least 1 document a class: {max_docs}")
+    if not 0 <= heldout < 1:
+        raise ValueError(f"--heldout: a fraction from 0 to below 1: {heldout}")
+    for flag, value in (("--ngrams", ngrams), ("--epochs", epochs), ("--dim", dim)):
+        if value < 1:
+            raise ValueError(f"{flag}: at least 1: {value}")
+    if not lr > 0:
+        raise ValueError(f"--lr: above 0: {lr}")
+    if ngrams > 1 and buckets < 1:  # fastText hashes n-grams into the buckets: 0 is a division by zero
+        raise ValueError(f"--buckets: at least 1 to hold {ngrams}-grams: {buckets}")
+    if threads < MIN_THREADS:
+        raise ValueError(
+            f"--threads: at least {MIN_THREADS}: with {threads}, fastText 0.9.3 leaves part of the model "
+            "uninitialised (it fills a tenth per thread: facebookresearch/fastText#1061)"
+        )
+
+
+def balanced_split(texts: dict[str, list[str]], heldout: float, rng: random.Random) -> dict[str, dict[str, list[str]]]:
+    """Each class cut to the smaller one's size by a seeded shuffle, then `heldout` of it set aside:
+    {class: {"train": [...], "heldout": [...]}}. ValueError when a class is too small to train and measure."""
+    size = min(len(found) for found in texts.values())
+    held = max(1, round(size * heldout)) if heldout > 0 else 0
+    if size - held < 1 or (heldout > 0 and size < 2):
+        counts = ", ".join(f"{name} {len(found)}" for name, found in texts.items())
+        raise ValueError(f"too few documents to train and measure a classifier ({counts}); each class needs two")
+    splits = {}
+    for name, found in texts.items():
+        balanced = rng.sample(found, size)
+        splits[name] = {"heldout": balanced[:held], "train": balanced[held:]}
+    return splits
+
+
 def train_classifier(
     positive: Sequence[str],
     negative: Sequence[str],
@@ -253,10 +295,12 @@ def train_classifier(
 ) -> dict:
     """Trains on the documents the `positive` and `negative` globs match and writes `output/model.bin` and
     `output/quality.json` (returned). Each class is sampled to at most `max_docs`, then the larger one to the
-    smaller one's size; `heldout` of each class is set aside to measure the model. ValueError when a class has too
-    few documents to train and measure."""
+    smaller one's size; `heldout` of each class is set aside to measure the model. The seed fixes the sample, the
+    split and fastText's initialisation; its threads update the weights without locks (Hogwild), so two trainings
+    differ slightly. ValueError for a setting out of range or a class too small to train and measure."""
     import fasttext
 
+    check_training(max_docs, ngrams, epochs, lr, dim, buckets, heldout, threads)
     started = time.time()
     rng = random.Random(seed)
     data: dict[str, dict] = {}
@@ -266,16 +310,9 @@ def train_classifier(
         chosen, read, per_file = _sample(read_texts(patterns, text_field, skipped), max_docs, rng)
         texts[name] = chosen
         data[name] = {"patterns": list(patterns), "files": per_file, "documents": read, "skipped": dict(skipped)}
-    size = min(len(texts["positive"]), len(texts["negative"]))
-    held = max(1, round(size * heldout)) if heldout > 0 else 0
-    if size - held < 1 or (heldout > 0 and size < 2):
-        counts = ", ".join(f"{name} {len(found)}" for name, found in texts.items())
-        raise ValueError(f"too few documents to train and measure a classifier ({counts}); each class needs two")
-    splits: dict[str, dict[str, list[str]]] = {}
-    for name in ("positive", "negative"):
-        balanced = rng.sample(texts[name], size)  # a seeded shuffle of the balanced class
-        splits[name] = {"heldout": balanced[:held], "train": balanced[held:]}
-        data[name]["used"] = size
+    splits = balanced_split(texts, heldout, rng)
+    for name, split in splits.items():
+        data[name]["used"] = len(split["train"]) + len(split["heldout"])
     lines = [f"{POSITIVE} {text}" for text in splits["positive"]["train"]]
     lines += [f"{NEGATIVE} {text}" for text in splits["negative"]["train"]]
     rng.shuffle(lines)
@@ -301,6 +338,7 @@ def train_classifier(
     model_path = os.path.join(output, MODEL_FILE)
     model.save_model(model_path)
     trained_seconds = time.time() - started
+    used = model.f.getArgs()  # what fastText trained with (it drops the buckets of a 1-gram model)
     scorer = QualityModel(model_path)
     scores = {name: [scorer.score_normalised(text) for text in split["heldout"]] for name, split in splits.items()}
     report = {
@@ -311,19 +349,19 @@ def train_classifier(
         "settings": {
             "text_field": text_field,
             "max_docs": max_docs,
-            "ngrams": ngrams,
-            "epochs": epochs,
-            "lr": lr,
-            "dim": dim,
-            "buckets": buckets,
+            "ngrams": used.wordNgrams,
+            "epochs": used.epoch,
+            "lr": round(used.lr, 6),
+            "dim": used.dim,
+            "buckets": used.bucket,
             "heldout": heldout,
             "seed": seed,
-            "threads": threads,
+            "threads": used.thread,
         },
         "data": data,
         "train": {name: len(split["train"]) for name, split in splits.items()},
         "heldout": {name: len(split["heldout"]) for name, split in splits.items()},
-        "metrics": classification(scores["positive"], scores["negative"]) if held else None,
+        "metrics": classification(scores["positive"], scores["negative"]) if splits["positive"]["heldout"] else None,
         "scores": {name: distribution(found) for name, found in scores.items()},
         "seconds": {"train": round(trained_seconds, 2), "total": round(time.time() - started, 2)},
         "model_bytes": os.path.getsize(model_path),
