@@ -94,6 +94,22 @@ def test_the_prefilter_sets_aside_other_languages_and_lets_pages_without_text_th
     assert prefilter.wanted_probability(empty.text) is None and prefilter(empty) is None
 
 
+def test_the_prefilter_identifies_the_start_of_the_text():
+    """A page German for its first 2,000 characters and English after: identified from its start (the default),
+    it is set aside; from all of it, English has enough probability to let it through."""
+    rng = random.Random(2)
+    german, english = (" ".join(synthetic.article_paragraphs(rng, language)) for language in ("de", "en"))
+    text = (german * 2)[: langid.PREFILTER_MAX_CHARS] + " " + english * 3
+    identifier = langid.LanguageIdentifier()
+
+    def plain(html_text):
+        return html_text
+
+    assert langid.LanguagePrefilter(identifier, {"en"}, 0.05, plain).wanted_probability(text) < 0.05
+    whole = langid.LanguagePrefilter(identifier, {"en"}, 0.05, plain, max_chars=len(text))
+    assert whole.wanted_probability(text) >= 0.05
+
+
 def test_the_extractor_switch_extracts_with_resiliparse(crawl):
     fast, funnel = kept(crawl, extractor="resiliparse", filters=[])
     slow, _ = kept(crawl, filters=[])

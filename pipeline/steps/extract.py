@@ -1,23 +1,34 @@
 """Main-text extraction, under a per-document time limit: trafilatura (FineWeb's extractor, the default) or
 resiliparse (DCLM's: about ten times faster, less precise about what is boilerplate).
 
-`extract_text` and `extract_resiliparse` are the plain functions (`EXTRACTORS` by name). `IsolatedExtractor` runs it in a child process it owns, so a
-pathological page that makes lxml or a regex spin (or crash) costs one document, not the worker: on a
-timeout the child is killed and a fresh one started. Threads cannot be interrupted inside C code and
-SIGALRM only works on the main thread, which Beam's SDK workers do not run bundles on.
+`extract_text` and `extract_resiliparse` are the plain functions (`EXTRACTORS` by name). `IsolatedExtractor`
+runs one in a child process it owns, so a pathological page that makes lxml or a regex spin (or crash) costs one
+document, not the worker: on a timeout the child is killed and a fresh one started. Threads cannot be interrupted
+inside C code and SIGALRM only works on the main thread, which Beam's SDK workers do not run bundles on.
+
+The child is a plain interpreter that imports this module only. multiprocessing's spawn would also re-import the
+parent's main module in it: in a Beam SDK worker that is Beam's worker module, 0.9 s of imports before each
+child's first page (and its resource-tracker process besides).
 """
 
 from __future__ import annotations
 
 import logging
-import multiprocessing
 import multiprocessing.connection
+import os
+import socket
+import subprocess
+import sys
 import time
 
 log = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT_S = 5.0
 _STARTUP_TIMEOUT_S = 300.0
+# The child's command: `serve` on the connection's descriptor, with favor_precision and the extractor's name.
+_CHILD = (
+    "import sys; from pipeline.steps.extract import serve; serve(int(sys.argv[1]), sys.argv[2] == '1', sys.argv[3])"
+)
 
 
 def extract_text(html_text: str, url: str | None = None, *, favor_precision: bool = True) -> str | None:
@@ -61,7 +72,10 @@ class ExtractionFailed(Exception):
     pass
 
 
-def _serve(conn: multiprocessing.connection.Connection, favor_precision: bool, extractor: str) -> None:
+def serve(fd: int, favor_precision: bool, extractor: str) -> None:
+    """The child's loop: (html, url) requests on the connection at `fd`, ("ok", text) or ("error", why) answers;
+    None or the parent's end closing stops it."""
+    conn = multiprocessing.connection.Connection(fd)
     import resiliparse.extract.html2text  # noqa: F401  (imported before the clock of the first page starts)
     import trafilatura  # noqa: F401
 
@@ -99,23 +113,25 @@ class IsolatedExtractor:
         self.timeout_s = timeout_s
         self.favor_precision = favor_precision
         self.extractor = extractor
-        self._context = multiprocessing.get_context("spawn")
-        self._process: multiprocessing.process.BaseProcess | None = None
+        self._process: subprocess.Popen | None = None
         self._conn: multiprocessing.connection.Connection | None = None
         self._deadline = 0.0
         self._send_error: Exception | None = None
 
     def start(self) -> None:
-        """Start the child now rather than on the first page (its imports take about a second)."""
-        parent, child = self._context.Pipe()
-        self._process = self._context.Process(
-            target=_serve, args=(child, self.favor_precision, self.extractor), daemon=True, name="lmforge-extract"
-        )
-        self._process.start()
-        child.close()
-        self._conn = parent
+        """Start the child now rather than on the first page (its imports take a few tenths of a second)."""
+        ours, theirs = socket.socketpair()
+        environment = dict(os.environ, PYTHONPATH=os.pathsep.join(path for path in sys.path if path))
+        with theirs:
+            self._process = subprocess.Popen(
+                [sys.executable, "-c", _CHILD, str(theirs.fileno()), str(int(self.favor_precision)), self.extractor],
+                pass_fds=[theirs.fileno()],
+                env=environment,
+                stdin=subprocess.DEVNULL,
+            )
+        self._conn = multiprocessing.connection.Connection(ours.detach())
         try:
-            started = parent.poll(_STARTUP_TIMEOUT_S) and parent.recv()[0] == "ready"
+            started = self._conn.poll(_STARTUP_TIMEOUT_S) and self._conn.recv()[0] == "ready"
         except (EOFError, OSError):
             started = False
         if not started:
@@ -125,7 +141,7 @@ class IsolatedExtractor:
     def _kill(self) -> None:
         if self._process is not None:
             self._process.kill()
-            self._process.join(5)
+            self._process.wait(5)
         if self._conn is not None:
             self._conn.close()
         self._process = self._conn = None
@@ -134,7 +150,7 @@ class IsolatedExtractor:
         """Hands a page to the child and returns at once; `result()` collects it. The child works on it
         while the caller does something else (language ID and filters of the previous page), and
         because the child is idle whenever a page is sent, neither side can block on a full pipe."""
-        if self._process is None or not self._process.is_alive():
+        if self._process is None or self._process.poll() is not None:
             self._kill()
             self.start()
         self._deadline = time.monotonic() + self.timeout_s
@@ -167,11 +183,11 @@ class IsolatedExtractor:
         return self.result()
 
     def close(self) -> None:
-        if self._conn is not None and self._process is not None and self._process.is_alive():
+        if self._conn is not None and self._process is not None and self._process.poll() is None:
             try:
                 self._conn.send(None)
-                self._process.join(5)
-            except OSError:
+                self._process.wait(5)
+            except (OSError, subprocess.TimeoutExpired):
                 pass
         self._kill()
 
