@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import html
 import io
+from typing import TYPE_CHECKING
 
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
+if TYPE_CHECKING:  # matplotlib is imported where a figure is drawn: every curation worker imports this module
+    from matplotlib.figure import Figure
 
 STYLE = """body{font:15px/1.45 system-ui,sans-serif;max-width:980px;margin:2em auto;padding:0 1em;color:#222}
 h1{font-size:1.5em}h2{font-size:1.15em;margin-top:2em;border-bottom:1px solid #ddd}
@@ -19,6 +20,9 @@ details{margin:.3em 0}summary{cursor:pointer}.note{color:#666}"""
 
 
 def figure(width: float = 7.5, height: float = 3.2) -> Figure:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
     drawn = Figure(figsize=(width, height), dpi=100)
     FigureCanvasAgg(drawn)
     return drawn

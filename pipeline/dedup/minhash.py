@@ -22,8 +22,9 @@ from collections.abc import Iterable, Iterator, Sequence
 
 import numpy as np
 import xxhash
-from datasketch import MinHash, MinHashLSH
-from datasketch.minhash import _fmix
+
+# datasketch is imported where it is used: the recipe reads this module's defaults, and datasketch imports scipy
+# (0.45 s) in every command and worker that never computes a signature.
 
 DEFAULT_THRESHOLD = 0.8
 DEFAULT_NUM_PERM = 112
@@ -69,6 +70,8 @@ class MinHashConfig:
         if (bands is None) != (rows is None):
             raise ValueError("give both bands and rows, or neither")
         if bands is None:
+            from datasketch import MinHashLSH
+
             lsh = MinHashLSH(threshold=threshold, num_perm=num_perm)
             bands, rows = lsh.b, lsh.r
         assert rows is not None
@@ -124,6 +127,8 @@ class Signer:
     """MinHash signatures (uint64, `num_perm` per document) for batches of texts."""
 
     def __init__(self, num_perm: int = DEFAULT_NUM_PERM, ngram: int = DEFAULT_NGRAM, seed: int = DEFAULT_SEED):
+        from datasketch import MinHash
+
         self.num_perm, self.ngram, self.seed = num_perm, ngram, seed
         self.a, self.b = MinHash(num_perm=num_perm, seed=seed, scheme=SCHEME).permutations
 
@@ -131,6 +136,8 @@ class Signer:
         """One row per text. Word hashes, shingle hashes and the pre-mix are computed for the whole batch
         in a few numpy calls; the permutations run per document, whose (shingles × num_perm) block stays
         in cache (measured faster than one block for many documents)."""
+        from datasketch.minhash import _fmix
+
         per_text = [words(text) for text in texts]
         lengths = np.array([len(tokens) for tokens in per_text], dtype=np.int64)
         starts = np.concatenate(([0], np.cumsum(lengths)[:-1])).astype(np.int64)
@@ -152,6 +159,8 @@ class Signer:
 
     def signature_of(self, shingle_hashes: np.ndarray) -> np.ndarray:
         """The signature of a set of 64-bit shingle hashes however they were made."""
+        from datasketch.minhash import _fmix
+
         return self._signature(_fmix(shingle_hashes, 64))
 
     def _signature(self, mixed: np.ndarray) -> np.ndarray:

@@ -13,15 +13,17 @@ from __future__ import annotations
 import collections
 import html
 import tomllib
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
-
-from matplotlib.figure import Figure
 
 from pipeline.common import pages
 from pipeline.common.remote import expand_glob
 from pipeline.output import card, sinks
 from pipeline.output.stats import Funnel, stage_of
 from pipeline.recipe import RECIPE_FILE
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 REPORT_FILE = "report.html"
 FIGURES_DIR = "report"
