@@ -1,5 +1,9 @@
+import collections
+import random
+
 import pytest
 
+from pipeline.common import synthetic
 from pipeline.common.schema import Document
 from pipeline.steps import filters
 
@@ -35,6 +39,54 @@ def test_gopher_repetition_rules():
         )
         == "dup_line_frac"
     )
+
+
+def joined_ngrams(words: list[str], n: int) -> list[str]:
+    return [" ".join(words[i : i + n]) for i in range(len(words) - n + 1)]
+
+
+def top_ngram_chars(ngrams: list[str]) -> int:
+    """Gopher's definition on strings: the most frequent n-gram's characters times its count (the first to
+    occur among ties, as Counter.most_common gives it)."""
+    ngram, count = collections.Counter(ngrams).most_common(1)[0]
+    return len(ngram) * count
+
+
+def duplicated_ngram_chars(ngrams: list[str], n: int) -> int:
+    seen, chars, index = set(), 0, 0
+    while index < len(ngrams):
+        if ngrams[index] in seen:
+            chars += len(ngrams[index])
+            index += n
+        else:
+            seen.add(ngrams[index])
+            index += 1
+    return chars
+
+
+def test_the_ngram_measures_equal_gopher_definitions_on_joined_strings():
+    """The numbered n-grams give exactly what joining and comparing strings gives: random short word lists
+    (ties, texts shorter than n), repeated units (overlapping repeats), spam, levels asked out of order."""
+    rng = random.Random(0)
+    vocabulary = ["a", "bb", "ccc", "dd", "e", "ff!", ".", ",", "x", "yy"]
+    compared = 0
+    for trial in range(600):
+        if trial % 3 == 0:
+            words = [rng.choice(vocabulary[: rng.randint(1, len(vocabulary))]) for _ in range(rng.randint(0, 60))]
+        elif trial % 3 == 1:
+            unit = [rng.choice(vocabulary) for _ in range(rng.randint(1, 6))]
+            words = (unit * 12)[: rng.randint(0, 70)]
+        else:
+            words = filters.split_words(synthetic.spam_document(rng))
+        index = filters._NgramIndex(words)
+        for n in rng.sample(range(2, 11), 9) if trial % 5 == 0 else range(2, 11):
+            ngrams, level = joined_ngrams(words, n), index.level(n)
+            assert (level is None) == (not ngrams)
+            if ngrams:
+                assert filters._top_ngram_chars(level) == top_ngram_chars(ngrams), (words, n)
+                assert filters._duplicated_ngram_chars(level, n) == duplicated_ngram_chars(ngrams, n), (words, n)
+                compared += 1
+    assert compared > 3000
 
 
 def test_gopher_quality_rules():

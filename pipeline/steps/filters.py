@@ -10,11 +10,12 @@ so that keeping other languages does not silently drop all of them.
 
 from __future__ import annotations
 
-import collections
 import re
 import string
 from collections.abc import Iterable
 from urllib.parse import urlsplit
+
+import numpy as np
 
 from pipeline.common.schema import Document
 
@@ -42,27 +43,58 @@ def _duplicates(items: list[str]) -> tuple[int, int]:
     return count, chars
 
 
-def _ngrams(words: list[str], n: int) -> list[str]:
-    return [" ".join(words[i : i + n]) for i in range(len(words) - n + 1)]
+class _NgramIndex:
+    """A document's word n-grams as integers, equal where the n-grams are equal, for n = 2, 3, … in turn: each
+    level numbers the pairs (an (n-1)-gram, the next word) with numpy instead of joining and hashing n words.
+    Words hold no whitespace, so equal word sequences are exactly equal space-joined strings."""
+
+    def __init__(self, words: list[str]):
+        index: dict[str, int] = {}
+        self.words = np.fromiter((index.setdefault(w, len(index)) for w in words), dtype=np.int64, count=len(words))
+        self.vocabulary = max(1, len(index))
+        self.prefix = np.concatenate(([0], np.cumsum(np.fromiter(map(len, words), dtype=np.int64, count=len(words)))))
+        self.n, self.ids = 1, self.words
+
+    def level(self, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
+        """For the n-grams in order: each one's number, and per number its first position and count; and each
+        n-gram's length in characters (words joined by single spaces). None when the text has fewer than n words."""
+        if n < self.n:
+            self.n, self.ids = 1, self.words
+        if len(self.words) < n:
+            return None
+        while self.n < n:  # (an n-gram's number, the next word) → the (n+1)-gram's number
+            keys = self.ids[: len(self.words) - self.n] * self.vocabulary + self.words[self.n :]
+            self.ids = np.unique(keys, return_inverse=True)[1]
+            self.n += 1
+        _, first, numbers, counts = np.unique(self.ids, return_index=True, return_inverse=True, return_counts=True)
+        lengths = self.prefix[n:] - self.prefix[: len(self.ids)] + (n - 1)
+        return numbers, first, counts, lengths
 
 
-def _top_ngram_chars(ngrams: list[str]) -> int:
-    ngram, count = collections.Counter(ngrams).most_common(1)[0]
-    return len(ngram) * count
+def _top_ngram_chars(level) -> int:
+    """Characters of the most frequent n-gram times its count (the first to occur among equally frequent ones)."""
+    _, first, counts, lengths = level
+    top = counts.max()
+    return int(lengths[first[counts == top].min()]) * int(top)
 
 
-def _duplicated_ngram_chars(ngrams: list[str], n: int) -> int:
-    """Characters in n-grams that repeat an earlier one, not counting overlapping repeats twice."""
+def _duplicated_ngram_chars(level, n: int) -> int:
+    """Characters in n-grams that repeat an earlier one, not counting overlapping repeats twice: after a repeat
+    the next n positions are skipped and not remembered. Only n-grams that occur twice can repeat, so only their
+    positions are walked (they are few in natural text)."""
+    numbers, _, counts, lengths = level
     seen = set()
-    chars = index = 0
-    while index < len(ngrams):
-        ngram = ngrams[index]
-        if ngram in seen:
-            chars += len(ngram)
-            index += n
+    chars = resume = 0
+    numbers_list, lengths_list = numbers.tolist(), lengths.tolist()
+    for position in np.flatnonzero(counts[numbers] >= 2).tolist():
+        if position < resume:
+            continue
+        number = numbers_list[position]
+        if number in seen:
+            chars += lengths_list[position]
+            resume = position + n
         else:
-            seen.add(ngram)
-            index += 1
+            seen.add(number)
     return chars
 
 
@@ -107,16 +139,16 @@ class GopherRepetitionFilter:
             return "dup_line_frac"
         if self.dup_line_char_frac is not None and chars / len(text) > self.dup_line_char_frac:
             return "dup_line_char_frac"
-        words = split_words(text)
+        ngrams = _NgramIndex(split_words(text))
         for n, fraction in self.top_n_grams:
-            ngrams = _ngrams(words, n)
-            share = _top_ngram_chars(ngrams) / len(text) if ngrams else 0.0
+            level = ngrams.level(n)
+            share = _top_ngram_chars(level) / len(text) if level else 0.0
             doc.measure(f"gopher_repetition.top_{n}_gram", share)
             if share > fraction:
                 return f"top_{n}_gram"
         for n, fraction in self.dup_n_grams:
-            ngrams = _ngrams(words, n)
-            share = _duplicated_ngram_chars(ngrams, n) / len(text) if ngrams else 0.0
+            level = ngrams.level(n)
+            share = _duplicated_ngram_chars(level, n) / len(text) if level else 0.0
             doc.measure(f"gopher_repetition.duplicated_{n}_n_grams", share)
             if share > fraction:
                 return f"duplicated_{n}_n_grams"
@@ -190,7 +222,7 @@ class GopherQualityFilter:
             if ellipsis / len(lines) > self.max_ellipsis_lines_ratio:
                 return "too_many_end_ellipsis"
         if self.max_non_alpha_words_ratio is not None:
-            alpha = sum(any(c.isalpha() for c in w) for w in words)
+            alpha = sum(any(map(str.isalpha, w)) for w in words)
             doc.measure("gopher_quality.alpha_words_ratio", alpha / n_words)
             if alpha / n_words < self.max_non_alpha_words_ratio:
                 return "below_alpha_threshold"
@@ -241,7 +273,7 @@ class C4QualityFilter:
         for line in doc.text.splitlines():
             line = line.strip()
             words = line.split()
-            if self.max_word_length is not None and any(len(w) > self.max_word_length for w in words):
+            if self.max_word_length is not None and max(map(len, words), default=0) > self.max_word_length:
                 continue
             if self.remove_citations:
                 line = _CITATION.sub("", line)
