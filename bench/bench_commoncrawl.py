@@ -17,7 +17,9 @@ pages), and
 runs, interleaved --repeats times, datatrove's FineWeb first stage (bench/datatrove_fineweb.py) and `python -m
 pipeline commoncrawl --no-dedup` with the same workers, for every language and for English only (lmforge's English
 run with its cascade; and once without it, `--no-prefilter`, to count the documents the cascade loses and check
-that the others are byte-identical). Reports pages per second per core for both and the ratio.
+that the others are byte-identical). Reports pages per second per core for both and the ratio; and each tool's
+start-up (the same command on a WARC of two pages a worker, English only), with the ratio of the seconds past it,
+which is the ratio a crawl-sized input approaches.
 """
 
 from __future__ import annotations
@@ -170,9 +172,18 @@ def peer_main(args) -> None:
         folder = pathlib.Path(tmp)
         (folder / "warcs").mkdir()
         warcs = mixed_warcs(folder / "warcs", args.pages, args.workers)
+        (folder / "tiny").mkdir()
+        tiny = mixed_warcs(folder / "tiny", 2 * args.workers, args.workers)  # a page or two a worker: start-up
         pages = sum(isinstance(i, commoncrawl.HtmlPage) for w in warcs for i in commoncrawl.read_warc(w))
         runs: dict[str, list] = {"datatrove-all": [], "lmforge-all": [], "datatrove-en": [], "lmforge-en": []}
+        startup: dict[str, list[float]] = {"datatrove": [], "lmforge": []}
         for repeat in range(args.repeats):  # interleaved, so that both see the same machine load
+            out = folder / f"dt-tiny-{repeat}"
+            startup["datatrove"].append(time_datatrove(python, folder / "tiny", out, args.workers, "en")[0])
+            out = folder / f"lm-tiny-{repeat}"
+            startup["lmforge"].append(
+                time_pipeline(tiny, out, "--no-dedup", "--languages", "en", workers=args.workers)[0]
+            )
             for languages, flags in (("", ()), ("en", ("--languages", "en"))):
                 name = languages or "all"
                 out = folder / f"dt-{name}-{repeat}"
@@ -184,6 +195,7 @@ def peer_main(args) -> None:
         full, cascade = kept_texts(folder / "lm-en-full"), kept_texts(folder / "lm-en-0")
         seconds = {name: statistics.median(run[0] for run in found) for name, found in runs.items()}
         per_core = {name: round(pages / value / args.workers, 1) for name, value in seconds.items()}
+        fixed = {name: statistics.median(found) for name, found in startup.items()}
         lost = set(full) - set(cascade)
         report = {
             "input": "real pages: 45% English, 55% rewritten into 13 other languages with real sentences"
@@ -198,6 +210,15 @@ def peer_main(args) -> None:
             "lmforge_over_datatrove": {
                 "all languages": round(per_core["lmforge-all"] / per_core["datatrove-all"], 2),
                 "English only": round(per_core["lmforge-en"] / per_core["datatrove-en"], 2),
+            },
+            "startup_seconds": {name: round(value, 2) for name, value in fixed.items()},
+            "lmforge_over_datatrove_past_startup": {
+                f"{label}": round(
+                    (seconds[f"datatrove-{name}"] - fixed["datatrove"])
+                    / (seconds[f"lmforge-{name}"] - fixed["lmforge"]),
+                    2,
+                )
+                for label, name in (("all languages", "all"), ("English only", "en"))
             },
             "kept": {
                 name: (found[0][1]["documents"] if name.startswith("datatrove") else found[0][1]["kept"])
