@@ -129,8 +129,9 @@ def run_train(args, extra: list[str]) -> int:
     except (FileNotFoundError, ValueError) as exc:  # a setting out of range, a glob matching nothing, a small class
         raise UsageError(f"quality train: {exc}")
     except RuntimeError as exc:  # fastText's own stop: "Encountered NaN" when a learning rate too high diverges
+        stopped = str(exc).rstrip(".")
         raise UsageError(
-            f"quality train: fastText stopped: {str(exc).rstrip('.')} (the weights diverged: try a lower --lr, now {args.lr})"
+            f"quality train: fastText stopped: {stopped} (the weights diverged: try a lower --lr, now {args.lr})"
         )
     used, held = report["train"], report["heldout"]
     print(f"trained on {used['positive']:,} positive and {used['negative']:,} negative documents")

@@ -43,6 +43,10 @@ def _duplicates(items: list[str]) -> tuple[int, int]:
     return count, chars
 
 
+# One level of `_NgramIndex`: each n-gram's number; per number its first position and count; each n-gram's length.
+NgramLevel = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+
+
 class _NgramIndex:
     """A document's word n-grams as integers, equal where the n-grams are equal, for n = 2, 3, … in turn: each
     level numbers the pairs (an (n-1)-gram, the next word) with numpy instead of joining and hashing n words.
@@ -55,7 +59,7 @@ class _NgramIndex:
         self.prefix = np.concatenate(([0], np.cumsum(np.fromiter(map(len, words), dtype=np.int64, count=len(words)))))
         self.n, self.ids = 1, self.words
 
-    def level(self, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
+    def level(self, n: int) -> NgramLevel | None:
         """For the n-grams in order: each one's number, and per number its first position and count; and each
         n-gram's length in characters (words joined by single spaces). None when the text has fewer than n words."""
         if n < self.n:
@@ -71,27 +75,26 @@ class _NgramIndex:
         return numbers, first, counts, lengths
 
 
-def _top_ngram_chars(level) -> int:
+def _top_ngram_chars(level: NgramLevel) -> int:
     """Characters of the most frequent n-gram times its count (the first to occur among equally frequent ones)."""
     _, first, counts, lengths = level
     top = counts.max()
     return int(lengths[first[counts == top].min()]) * int(top)
 
 
-def _duplicated_ngram_chars(level, n: int) -> int:
+def _duplicated_ngram_chars(level: NgramLevel, n: int) -> int:
     """Characters in n-grams that repeat an earlier one, not counting overlapping repeats twice: after a repeat
     the next n positions are skipped and not remembered. Only n-grams that occur twice can repeat, so only their
     positions are walked (they are few in natural text)."""
     numbers, _, counts, lengths = level
+    positions = np.flatnonzero(counts[numbers] >= 2)
     seen = set()
     chars = resume = 0
-    numbers_list, lengths_list = numbers.tolist(), lengths.tolist()
-    for position in np.flatnonzero(counts[numbers] >= 2).tolist():
+    for position, number, length in zip(positions.tolist(), numbers[positions].tolist(), lengths[positions].tolist()):
         if position < resume:
             continue
-        number = numbers_list[position]
         if number in seen:
-            chars += lengths_list[position]
+            chars += length
             resume = position + n
         else:
             seen.add(number)
