@@ -10,6 +10,8 @@ so that keeping other languages does not silently drop all of them.
 
 from __future__ import annotations
 
+import functools
+import itertools
 import re
 import string
 from collections.abc import Iterable
@@ -25,22 +27,17 @@ _PARAGRAPHS = re.compile(r"\n{2,}")
 _PUNCTUATION = set(string.punctuation)
 
 
+@functools.lru_cache(maxsize=1)  # the Gopher filters split the same text one after the other
 def split_words(text: str) -> list[str]:
-    """Words and single punctuation marks, roughly as NLTK's word_tokenize splits English."""
+    """Words and single punctuation marks, roughly as NLTK's word_tokenize splits English. The list is shared
+    between calls on the same text: not to be changed."""
     return _WORDS.findall(text)
 
 
 def _duplicates(items: list[str]) -> tuple[int, int]:
-    """(number of items seen before, characters in them)."""
-    seen = set()
-    count = chars = 0
-    for item in items:
-        if item in seen:
-            count += 1
-            chars += len(item)
-        else:
-            seen.add(item)
-    return count, chars
+    """(number of items seen before, characters in them): every item but the first of its kind."""
+    distinct = set(items)
+    return len(items) - len(distinct), sum(map(len, items)) - sum(map(len, distinct))
 
 
 # One level of `_NgramIndex`: each n-gram's number; per number its first position and count; each n-gram's length.
@@ -53,26 +50,32 @@ class _NgramIndex:
     Words hold no whitespace, so equal word sequences are exactly equal space-joined strings."""
 
     def __init__(self, words: list[str]):
-        index: dict[str, int] = {}
-        self.words = np.fromiter((index.setdefault(w, len(index)) for w in words), dtype=np.int64, count=len(words))
-        self.vocabulary = max(1, len(index))
+        numbers = dict(zip(dict.fromkeys(words), itertools.count()))  # in order of first occurrence
+        self.words = np.fromiter(map(numbers.__getitem__, words), dtype=np.int64, count=len(words))
+        self.vocabulary = max(1, len(numbers))
         self.prefix = np.concatenate(([0], np.cumsum(np.fromiter(map(len, words), dtype=np.int64, count=len(words)))))
-        self.n, self.ids = 1, self.words
+        self.n, self.ids, self.counted = 1, self.words, None
 
     def level(self, n: int) -> NgramLevel | None:
         """For the n-grams in order: each one's number, and per number its first position and count; and each
         n-gram's length in characters (words joined by single spaces). None when the text has fewer than n words."""
         if n < self.n:
-            self.n, self.ids = 1, self.words
+            self.n, self.ids, self.counted = 1, self.words, None
         if len(self.words) < n:
             return None
+        if n == self.n and self.counted is None:  # the words themselves (n = 1)
+            self._number(self.ids)
         while self.n < n:  # (an n-gram's number, the next word) → the (n+1)-gram's number
-            keys = self.ids[: len(self.words) - self.n] * self.vocabulary + self.words[self.n :]
-            self.ids = np.unique(keys, return_inverse=True)[1]
+            self._number(self.ids[: len(self.words) - self.n] * self.vocabulary + self.words[self.n :])
             self.n += 1
-        _, first, numbers, counts = np.unique(self.ids, return_index=True, return_inverse=True, return_counts=True)
+        first, counts = self.counted
         lengths = self.prefix[n:] - self.prefix[: len(self.ids)] + (n - 1)
-        return numbers, first, counts, lengths
+        return self.ids, first, counts, lengths
+
+    def _number(self, keys: np.ndarray) -> None:
+        """Numbers equal keys alike (0, 1, … in the keys' order), with each number's first position and count."""
+        _, first, self.ids, counts = np.unique(keys, return_index=True, return_inverse=True, return_counts=True)
+        self.counted = first, counts
 
 
 def _top_ngram_chars(level: NgramLevel) -> int:
@@ -195,7 +198,7 @@ class GopherQualityFilter:
     def __call__(self, doc: Document) -> str | None:
         text = doc.text
         words = split_words(text)
-        real_words = [w for w in words if w not in _PUNCTUATION]
+        real_words = list(itertools.filterfalse(_PUNCTUATION.__contains__, words))
         n_words = len(real_words)
         doc.measure("gopher_quality.words", n_words)
         if self.min_doc_words is not None and n_words < self.min_doc_words:
@@ -204,7 +207,7 @@ class GopherQualityFilter:
             return "short_doc"
         if self.max_doc_words is not None and n_words > self.max_doc_words:
             return "long_doc"
-        mean_length = sum(len(w) for w in real_words) / n_words
+        mean_length = sum(map(len, real_words)) / n_words
         doc.measure("gopher_quality.mean_word_length", mean_length)
         if self.min_avg_word_length is not None and mean_length < self.min_avg_word_length:
             return "below_avg_word_length"
@@ -225,14 +228,17 @@ class GopherQualityFilter:
             if ellipsis / len(lines) > self.max_ellipsis_lines_ratio:
                 return "too_many_end_ellipsis"
         if self.max_non_alpha_words_ratio is not None:
-            alpha = sum(any(map(str.isalpha, w)) for w in words)
+            # a word of letters only counts at C speed; the others are looked at letter by letter
+            alpha = sum(map(str.isalpha, words)) + sum(
+                any(map(str.isalpha, w)) for w in itertools.filterfalse(str.isalpha, words)
+            )
             doc.measure("gopher_quality.alpha_words_ratio", alpha / n_words)
             if alpha / n_words < self.max_non_alpha_words_ratio:
                 return "below_alpha_threshold"
         if self.min_stop_words is not None and (
             self.stop_word_languages is None or doc.language in self.stop_word_languages
         ):
-            if sum(w.lower() in self.stop_words for w in words) < self.min_stop_words:
+            if sum(map(self.stop_words.__contains__, map(str.lower, words))) < self.min_stop_words:
                 return "not_enough_stop_words"
         return None
 
