@@ -1,7 +1,12 @@
+import subprocess
+import sys
+
 import pytest
 
 from pipeline.common import synthetic
-from pipeline.steps import extract
+from pipeline.sources import commoncrawl
+from pipeline.steps import extract, html
+from tests.conftest import REPO, SHARED_FIXTURES
 
 PARAGRAPHS = [
     "The harbour town woke slowly as the fishing boats returned with the morning tide. Most gardeners agree "
@@ -49,3 +54,42 @@ def test_submitted_pages_larger_than_a_pipe_buffer_come_back_in_order():
         texts.append(extractor.result())
     assert texts == [extract.extract_text(page) for page in pages]
     assert len(texts[-1]) > 65536
+
+
+FORM_PAGE = (
+    "<html><body><article><h1>Opening hours of the town library</h1>"
+    + "<p>The library opens at nine every weekday and closes at six, except on public holidays.</p>" * 6
+    + '<form action="/ask" method="post"><label for="name">Your name, please</label>'
+    '<input id="name" name="name" value="a value the form holds">'
+    "<textarea name=q>A question typed into the box before the page was saved.</textarea>"
+    "<select name=branch><option value=1>The harbour branch</option><option selected>The old town branch</option>"
+    "</select><button>Send the question</button></form>"
+    + "<p>Books borrowed in one branch may be returned to any other branch of the town library.</p>" * 6
+    + "</article></body></html>"
+)
+
+
+def test_the_child_makes_plain_elements_and_the_same_texts():
+    """The extraction child swaps lxml.html's class lookup for lxml's C one (`plain_element_classes`): form
+    controls lose their classes, and every text stays what trafilatura gives with the default lookup."""
+    probe = (
+        "import lxml.html, trafilatura.utils; from pipeline.steps import extract; "
+        "form = lambda: type(lxml.html.fromstring('<form><input></form>', parser=trafilatura.utils.HTML_PARSER)); "
+        "before = form().__name__; extract.plain_element_classes(); print(before, form().__name__)"
+    )
+    classes = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, check=True)
+    assert classes.stdout.split() == ["FormElement", "HtmlElement"]
+
+    pages = [(FORM_PAGE, "https://library.example/hours")]
+    pages += [(r.body.decode("utf-8", "replace"), r.url) for r in synthetic.sample_responses(40, seed=11)]
+    if SHARED_FIXTURES.is_dir():
+        warc = SHARED_FIXTURES / "warc" / "dolma-sample-0000.warc.gz"
+        pages += [
+            (commoncrawl.page_html(item, html.DEFAULT_MAX_HTML_BYTES), item.url)
+            for item in commoncrawl.read_warc(str(warc))
+            if isinstance(item, commoncrawl.HtmlPage)
+        ]
+    expected = [extract.extract_text(page, url) for page, url in pages]  # this process: lxml.html's own lookup
+    assert "Books borrowed" in expected[0] and sum(map(bool, expected)) > len(pages) // 2
+    with extract.IsolatedExtractor(timeout_s=60) as extractor:
+        assert [extractor(page, url) for page, url in pages] == expected

@@ -66,7 +66,13 @@ class _NgramIndex:
         if n == self.n and self.counted is None:  # the words themselves (n = 1)
             self._number(self.ids)
         while self.n < n:  # (an n-gram's number, the next word) → the (n+1)-gram's number
-            self._number(self.ids[: len(self.words) - self.n] * self.vocabulary + self.words[self.n :])
+            positions = len(self.words) - self.n
+            if self.counted is not None and len(self.counted[1]) == len(self.ids):
+                # no n-gram occurs twice, so no longer one does: each is numbered by its position
+                self.ids = np.arange(positions)
+                self.counted = self.ids, np.ones(positions, dtype=np.int64)
+            else:
+                self._number(self.ids[:positions] * self.vocabulary + self.words[self.n :])
             self.n += 1
         first, counts = self.counted
         lengths = self.prefix[n:] - self.prefix[: len(self.ids)] + (n - 1)
