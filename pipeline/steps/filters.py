@@ -54,7 +54,8 @@ class _NgramIndex:
         self.words = np.fromiter(map(numbers.__getitem__, words), dtype=np.int64, count=len(words))
         self.vocabulary = max(1, len(numbers))
         self.prefix = np.concatenate(([0], np.cumsum(np.fromiter(map(len, words), dtype=np.int64, count=len(words)))))
-        self.n, self.ids, self.counted = 1, self.words, None
+        self.n, self.ids = 1, self.words
+        self.counted: tuple[np.ndarray, np.ndarray] | None = None  # the current level's first positions and counts
 
     def level(self, n: int) -> NgramLevel | None:
         """For the n-grams in order: each one's number, and per number its first position and count; and each
@@ -64,7 +65,7 @@ class _NgramIndex:
         if len(self.words) < n:
             return None
         if n == self.n and self.counted is None:  # the words themselves (n = 1)
-            self._number(self.ids)
+            self.ids, self.counted = _numbered(self.ids)
         while self.n < n:  # (an n-gram's number, the next word) → the (n+1)-gram's number
             positions = len(self.words) - self.n
             if self.counted is not None and len(self.counted[1]) == len(self.ids):
@@ -72,16 +73,18 @@ class _NgramIndex:
                 self.ids = np.arange(positions)
                 self.counted = self.ids, np.ones(positions, dtype=np.int64)
             else:
-                self._number(self.ids[:positions] * self.vocabulary + self.words[self.n :])
+                self.ids, self.counted = _numbered(self.ids[:positions] * self.vocabulary + self.words[self.n :])
             self.n += 1
+        assert self.counted is not None
         first, counts = self.counted
         lengths = self.prefix[n:] - self.prefix[: len(self.ids)] + (n - 1)
         return self.ids, first, counts, lengths
 
-    def _number(self, keys: np.ndarray) -> None:
-        """Numbers equal keys alike (0, 1, … in the keys' order), with each number's first position and count."""
-        _, first, self.ids, counts = np.unique(keys, return_index=True, return_inverse=True, return_counts=True)
-        self.counted = first, counts
+
+def _numbered(keys: np.ndarray) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
+    """Equal keys numbered alike (0, 1, … in the keys' order), and each number's first position and count."""
+    _, first, numbers, counts = np.unique(keys, return_index=True, return_inverse=True, return_counts=True)
+    return numbers, (first, counts)
 
 
 def _top_ngram_chars(level: NgramLevel) -> int:
