@@ -1,5 +1,8 @@
 """The Beam transforms on their own: counters, dedup survivors, deterministic shards."""
 
+import subprocess
+import sys
+
 import apache_beam as beam
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions
@@ -11,6 +14,7 @@ from pipeline.common.schema import Document
 from pipeline.dedup import stages
 from pipeline.output import sinks
 from pipeline.sources.commoncrawl import CommonCrawl, Settings
+from tests.conftest import REPO
 
 IN_MEMORY = PipelineOptions(["--runner=DirectRunner", "--direct_running_mode=in_memory"])
 
@@ -103,3 +107,15 @@ def test_shards_by_size_follow_the_corpus_and_not_the_order(tmp_path):
     with beam.Pipeline(options=IN_MEMORY) as p:  # nothing kept: still one (empty) shard
         _ = p | beam.Create([]) | write.WriteDocuments(str(tmp_path / "empty"))
     assert [path.name for path in (tmp_path / "empty").iterdir()] == [sinks.shard_name(0, 1)]
+
+
+def test_a_worker_freezes_its_objects_when_it_exits():
+    """The reading DoFn's set-up registers `gc.freeze` for the process's exit: a handler registered before it runs
+    after it (atexit is last in, first out) and finds the objects frozen; without the call, they are not."""
+    probe = (
+        "import atexit, gc; atexit.register(lambda: print('frozen' if gc.get_freeze_count() else 'not frozen')); "
+        "from pipeline.beam import read; [read.freeze_objects_at_exit() for _ in range(3)]"
+    )
+    for script, expected in ((probe, "frozen"), (probe.rsplit(";", 1)[0], "not frozen")):
+        out = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, check=True)
+        assert out.stdout.strip() == expected

@@ -31,15 +31,17 @@ from pipeline.steps.process import DEFAULT_FILE_BYTES, UnitProcessor, UnitStore,
 log = logging.getLogger(__name__)
 
 WORK_DIR = "_work"
-_exit_hook: list = []
+_freezes_at_exit = False
 
 
 def freeze_objects_at_exit() -> None:
     """At this worker process's exit, objects are left to the process's end instead of a last collection that
     walks everything Beam and the libraries made (0.3 s a worker; the DirectRunner waits for its workers one
     after another). Once per process; the driver does the same in `pipeline/__main__.py`."""
-    if not _exit_hook:
-        _exit_hook.append(atexit.register(gc.freeze))
+    global _freezes_at_exit
+    if not _freezes_at_exit:
+        atexit.register(gc.freeze)
+        _freezes_at_exit = True
 
 
 def report_counters(funnel: Funnel) -> None:
