@@ -66,27 +66,32 @@ def duplicated_ngram_chars(ngrams: list[str], n: int) -> int:
 
 def test_the_ngram_measures_equal_gopher_definitions_on_joined_strings():
     """The numbered n-grams give exactly what joining and comparing strings gives: random short word lists
-    (ties, texts shorter than n), repeated units (overlapping repeats), spam, levels asked out of order."""
+    (ties, texts shorter than n), repeated units (overlapping repeats), spam, words that stop repeating from some
+    n on (the levels past it are not sorted), single words (n = 1), levels asked out of order."""
     rng = random.Random(0)
     vocabulary = ["a", "bb", "ccc", "dd", "e", "ff!", ".", ",", "x", "yy"]
     compared = 0
-    for trial in range(600):
-        if trial % 3 == 0:
+    for trial in range(800):
+        if trial % 4 == 0:
             words = [rng.choice(vocabulary[: rng.randint(1, len(vocabulary))]) for _ in range(rng.randint(0, 60))]
-        elif trial % 3 == 1:
+        elif trial % 4 == 1:
             unit = [rng.choice(vocabulary) for _ in range(rng.randint(1, 6))]
             words = (unit * 12)[: rng.randint(0, 70)]
-        else:
+        elif trial % 4 == 2:
             words = filters.split_words(synthetic.spam_document(rng))
+        else:  # distinct words with one run of k of them repeated: no (k+1)-gram repeats
+            words = [f"w{i}" for i in range(rng.randint(0, 40))]
+            start, k = rng.randint(0, max(0, len(words) - 1)), rng.randint(1, 5)
+            words += words[start : start + k] + [f"v{i}" for i in range(rng.randint(0, 10))]
         index = filters._NgramIndex(words)
-        for n in rng.sample(range(2, 11), 9) if trial % 5 == 0 else range(2, 11):
+        for n in rng.sample(range(1, 11), 10) if trial % 5 == 0 else range(1, 11):
             ngrams, level = joined_ngrams(words, n), index.level(n)
             assert (level is None) == (not ngrams)
             if ngrams:
                 assert filters._top_ngram_chars(level) == top_ngram_chars(ngrams), (words, n)
                 assert filters._duplicated_ngram_chars(level, n) == duplicated_ngram_chars(ngrams, n), (words, n)
                 compared += 1
-    assert compared > 3000
+    assert compared > 5000
 
 
 def test_gopher_quality_rules():
