@@ -76,8 +76,9 @@ class LanguagePrefilter:
     """The cascade's first stage, before an expensive extraction: the page's text by a cheap extractor is
     language-identified from its first `max_chars` characters, and a page none of whose wanted languages has at
     least `threshold` probability (summed over the `PREFILTER_TOP_K` likeliest labels) is set aside as
-    `language.prefilter`. A page the cheap extractor finds no text in goes on (it cannot be judged). Every page it lets through is extracted, identified and
-    filtered as without it, so what is kept is what the full path keeps, less the pages set aside."""
+    `language.prefilter`. A page the cheap extractor finds no text in goes on (it cannot be judged). Every page it
+    lets through is extracted, identified and filtered as without it, so what is kept is what the full path keeps,
+    less the pages set aside."""
 
     name = "prefilter"
 
