@@ -21,6 +21,8 @@ import subprocess
 import sys
 import time
 
+from pipeline.steps.xpaths import speed_up_trafilatura
+
 log = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT_S = 5.0
@@ -101,6 +103,7 @@ def serve(fd: int, favor_precision: bool, extractor: str) -> None:
     import trafilatura  # noqa: F401
 
     plain_element_classes()
+    speed_up_trafilatura()
     # trafilatura logs every page without main text as an error; the caller counts those instead.
     for name in ("trafilatura", "htmldate", "courlan"):
         logging.getLogger(name).setLevel(logging.CRITICAL)
