@@ -62,7 +62,7 @@ def guard_attribute_regex_tests(path: str) -> str:
 def _predicates_after(path: str, start: int) -> tuple[list[str], int]:
     """The predicates `[...]` that follow each other from `start` (whitespace between them allowed), and where
     they end. Brackets inside string literals do not count."""
-    predicates = []
+    predicates: list[str] = []
     position = start
     while True:
         opening = position
