@@ -59,9 +59,9 @@ def guard_attribute_regex_tests(path: str) -> str:
     return _ATTRIBUTE_REGEX_TEST.sub(_guard_regex_test, path)
 
 
-def _predicates_after(path: str, start: int) -> tuple[list[str], int]:
-    """The predicates `[...]` that follow each other from `start` (whitespace between them allowed), and where
-    they end. Brackets inside string literals do not count."""
+def _predicates_after(path: str, start: int) -> list[str] | None:
+    """The predicates `[...]` that follow each other from `start` (whitespace between them allowed); None where a
+    bracket is not closed. Brackets inside string literals do not count."""
     predicates: list[str] = []
     position = start
     while True:
@@ -69,7 +69,7 @@ def _predicates_after(path: str, start: int) -> tuple[list[str], int]:
         while opening < len(path) and path[opening].isspace():
             opening += 1
         if opening == len(path) or path[opening] != "[":
-            return predicates, position
+            return predicates
         depth, index, quote = 0, opening, ""
         while index < len(path):
             char = path[index]
@@ -85,7 +85,7 @@ def _predicates_after(path: str, start: int) -> tuple[list[str], int]:
                     break
             index += 1
         else:
-            return predicates, position  # unbalanced: not an XPath this module understands
+            return None
         predicates.append(path[opening + 1 : index])
         position = index + 1
 
@@ -112,8 +112,8 @@ def union_of_names(path: str) -> str:
     for match in _ANY_ELEMENT_OF_NAMES.finditer(path):
         if not _starts_a_path(path, match.start()):
             continue
-        predicates, _ = _predicates_after(path, match.end())
-        if any(map(could_be_a_position, predicates)):
+        predicates = _predicates_after(path, match.end())
+        if predicates is None or any(map(could_be_a_position, predicates)):
             continue
         names = re.findall(r"self::([\w-]+)", match["names"])
         pieces += [path[done : match.start()], "(" + "|".join(match["axis"] + name for name in names) + ")"]
