@@ -18,8 +18,11 @@ keeps its own XPaths elsewhere. tests/test_xpaths.py evaluates every trafilatura
 
 from __future__ import annotations
 
+import logging
 import re
 import sys
+
+log = logging.getLogger(__name__)
 
 EXSLT_REGEXP_NS = "http://exslt.org/regular-expressions"
 
@@ -100,9 +103,10 @@ def could_be_a_position(predicate: str) -> bool:
 
 def _starts_a_path(path: str, start: int) -> bool:
     """Whether a location path starts at `start`: first in the expression, or after '(', '[', ',', '|' or an
-    `or`/`and` operator. (After a step, `//` continues that step's path: `a //*` is `a//*`.)"""
+    `or`/`and` operator, which follows an operand (`[or` is an element named or). After a step, `//` continues that
+    step's path: `a //*` is `a//*`."""
     before = path[:start].rstrip()
-    return not before or before[-1] in "([,|" or re.search(r"\s(?:or|and)$", before) is not None
+    return not before or before[-1] in "([,|" or re.search(r"[\w)\]'\"*.]\s+(?:or|and)$", before) is not None
 
 
 def union_of_names(path: str) -> str:
@@ -136,7 +140,7 @@ def speed_up_trafilatura() -> int:
     Process-wide, so the extraction child only (its texts are compared with in-process extraction's in
     tests/test_extract.py)."""
     import trafilatura  # noqa: F401  (its modules are what is rewritten)
-    from lxml.etree import XPath
+    from lxml.etree import XPath, XPathSyntaxError
 
     # (original, replacement) by the id of either: a list imported by several modules is met more than once, and
     # the original is kept alive so that no new object takes its id.
@@ -150,7 +154,10 @@ def speed_up_trafilatura() -> int:
             # An XPath's namespace mappings cannot be read back: only EXSLT's `re`, the one trafilatura maps, is
             # mapped again.
             if path != xpath.path and namespace_prefixes(xpath.path) <= {"re"}:
-                new = XPath(path, namespaces={"re": EXSLT_REGEXP_NS})
+                try:
+                    new = XPath(path, namespaces={"re": EXSLT_REGEXP_NS})
+                except XPathSyntaxError:  # a shape the rewrites misread: the original stays, only slower
+                    log.warning("trafilatura's XPath kept as it is, its faster form does not compile: %s", path)
             replaced[id(xpath)] = replaced[id(new)] = (xpath, new)
         return replaced[id(xpath)][1]
 
