@@ -1,9 +1,17 @@
 import pathlib
+import subprocess
+import sys
 
 import pytest
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 SHARED_FIXTURES = REPO.parent / "shared" / "fixtures"
+
+
+def run_python(code: str) -> subprocess.CompletedProcess:
+    """`python -c code` in a fresh interpreter at the repository's root (for probes of process-wide state),
+    its output captured as text; a failure raises."""
+    return subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
 
 
 @pytest.fixture

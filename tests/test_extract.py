@@ -1,12 +1,9 @@
-import subprocess
-import sys
-
 import pytest
 
 from pipeline.common import synthetic
 from pipeline.sources import commoncrawl
 from pipeline.steps import extract, html
-from tests.conftest import REPO, SHARED_FIXTURES
+from tests.conftest import SHARED_FIXTURES, run_python
 
 PARAGRAPHS = [
     "The harbour town woke slowly as the fishing boats returned with the morning tide. Most gardeners agree "
@@ -93,7 +90,7 @@ def test_the_child_makes_plain_elements_and_the_same_texts():
         "form = lambda: type(lxml.html.fromstring('<form><input></form>', parser=trafilatura.utils.HTML_PARSER)); "
         "before = form().__name__; extract.plain_element_classes(); print(before, form().__name__)"
     )
-    classes = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, check=True)
+    classes = run_python(probe)
     assert classes.stdout.split() == ["FormElement", "HtmlElement"]
 
     pages = [(FORM_PAGE, "https://library.example/hours"), (BOILERPLATE_PAGE, "https://gazette.example/ferry")]

@@ -3,10 +3,8 @@ what loads no Beam, and what `tokenizer/` and `train/` may import of `pipeline/`
 
 import ast
 import json
-import subprocess
-import sys
 
-from tests.conftest import REPO
+from tests.conftest import REPO, run_python
 
 # Modules a worker or another package imports without wanting a pipeline engine: the shared home, the per-document
 # steps, the sources, the dedup rules (not their Beam stages), the outputs and the recipe.
@@ -36,7 +34,7 @@ def loaded_by(names: list[str]) -> list[str]:
         f"for name in {names!r}: importlib.import_module(name)\n"
         f"print(json.dumps(sorted({{m.split('.')[0] for m in sys.modules}} & set({HEAVY!r}))))"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True)
+    result = run_python(code)
     return json.loads(result.stdout)
 
 

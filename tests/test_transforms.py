@@ -1,8 +1,5 @@
 """The Beam transforms on their own: counters, dedup survivors, deterministic shards."""
 
-import subprocess
-import sys
-
 import apache_beam as beam
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions
@@ -14,7 +11,7 @@ from pipeline.common.schema import Document
 from pipeline.dedup import stages
 from pipeline.output import sinks
 from pipeline.sources.commoncrawl import CommonCrawl, Settings
-from tests.conftest import REPO
+from tests.conftest import run_python
 
 IN_MEMORY = PipelineOptions(["--runner=DirectRunner", "--direct_running_mode=in_memory"])
 
@@ -117,5 +114,5 @@ def test_a_worker_freezes_its_objects_when_it_exits():
         "from pipeline.beam import read; [read.freeze_objects_at_exit() for _ in range(3)]"
     )
     for script, expected in ((probe, "frozen"), (probe.rsplit(";", 1)[0], "not frozen")):
-        out = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, check=True)
+        out = run_python(script)
         assert out.stdout.strip() == expected

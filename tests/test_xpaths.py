@@ -1,12 +1,11 @@
 import random
-import subprocess
 import sys
 
 import pytest
 from lxml import etree, html
 
 from pipeline.steps import xpaths
-from tests.conftest import REPO
+from tests.conftest import run_python
 
 
 @pytest.mark.parametrize(
@@ -130,7 +129,7 @@ def test_the_extraction_child_installs_the_faster_xpaths_once():
         "print(first, xpaths.speed_up_trafilatura(), main.OVERALL_DISCARD_XPATH[0].path.split()[0], "
         "'((@class) and re:test(@class,' in baseline.BASIC_CLEAN_XPATH.path)"
     )
-    result = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, check=True)
+    result = run_python(probe)
     first, second, overall, cookie_guarded = result.stdout.split()
     assert int(first) >= 20 and second == "0"
     assert overall.startswith("(.//div|.//item|") and cookie_guarded == "True"
@@ -142,6 +141,6 @@ def test_a_faster_form_that_does_not_compile_leaves_the_xpath_as_it_is():
         "import trafilatura; rules = sys.modules['trafilatura.xpaths'].OVERALL_DISCARD_XPATH; before = list(rules); "
         "print(xpaths.speed_up_trafilatura(), all(map(lambda a, b: a is b, rules, before)))"
     )
-    result = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, check=True)
+    result = run_python(probe)
     assert result.stdout.split() == ["0", "True"]
     assert "kept as it is, its faster form does not compile" in result.stderr
