@@ -51,13 +51,13 @@ def measure(dump: str, work: str, hold: bool, file_bytes: int) -> dict:
     """Runs in a child process: one unit through the processor and the store; its peak RSS."""
     from pipeline.output.stats import Funnel
     from pipeline.sources import wikipedia
-    from pipeline.steps import process
+    from pipeline.steps import process, units
 
     source = wikipedia.Wikipedia("wikipedia", wikipedia.Settings(dumps=[dump]))
     processor = process.UnitProcessor(source)
     [unit] = source.plan((dump, None))
     started = time.perf_counter()
-    items = process.UnitStore(work, file_bytes).run(processor, unit)
+    items = units.UnitStore(work, file_bytes).run(processor, unit)
     if hold:
         items = list(items)
     kept = 0

@@ -35,7 +35,7 @@ from pipeline.common.settings import UsageError, build, describe as describe_sec
 from pipeline.dedup import minhash as near_duplicates
 from pipeline.output import sinks
 from pipeline.sources import REGISTRY, DocumentSettings, Source, source_class
-from pipeline.steps.process import DEFAULT_FILE_BYTES
+from pipeline.steps.units import DEFAULT_FILE_BYTES
 
 RECIPE_FILE = "recipe.toml"
 

@@ -24,7 +24,7 @@ from pipeline.common.settings import UsageError
 from pipeline.output import sinks
 from pipeline.output.stats import Funnel
 from pipeline.sources import DocumentSettings, Source, register
-from pipeline.steps import process
+from pipeline.steps import process, units
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 ONE_WORKER = ["--direct_num_workers=1", "--direct_running_mode=in_memory"]
@@ -156,7 +156,7 @@ def test_a_rerun_redoes_units_after_the_code_or_the_language_model_changes(tmp_p
     first = work_dirs(tmp_path / "out")
     curate.run(recipe, ONE_WORKER)
     assert work_dirs(tmp_path / "out") == first  # same settings, model and code: the committed unit is read back
-    monkeypatch.setattr(process, "code_version", lambda source: "a filter changed")
+    monkeypatch.setattr(units, "code_version", lambda source: "a filter changed")
     stats = curate.run(recipe, ONE_WORKER)
     assert len(work_dirs(tmp_path / "out")) == 2 and stats.kept == 24
     # the model is known by its content, not its path
@@ -167,14 +167,14 @@ def test_a_rerun_redoes_units_after_the_code_or_the_language_model_changes(tmp_p
     copy.write_bytes(open(default_model_path(), "rb").read())
     other = tmp_path / "other.ftz"
     other.write_bytes(copy.read_bytes()[:-1] + b"x")
-    assert process.fingerprint(source, str(copy), "v") == process.fingerprint(source, None, "v")
-    assert process.fingerprint(source, str(other), "v") != process.fingerprint(source, None, "v")
+    assert units.fingerprint(source, str(copy), "v") == units.fingerprint(source, None, "v")
+    assert units.fingerprint(source, str(other), "v") != units.fingerprint(source, None, "v")
 
 
 def test_a_unit_streams_into_several_files_and_is_read_back_the_same(tmp_path):
     write_lines(tmp_path / "lines.txt", count=60)
     recipe = line_recipe(tmp_path, tmp_path / "out")
-    store = process.UnitStore(str(tmp_path / "work"), max_file_bytes=2_000)
+    store = units.UnitStore(str(tmp_path / "work"), max_file_bytes=2_000)
     processor = process.UnitProcessor(recipe.source("mine"))
     produced = list(store.run(processor, str(tmp_path / "lines.txt")))
     files = sorted((tmp_path / "work").glob("*.arrow"))

@@ -22,15 +22,14 @@ from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.windowed_value import WindowedValue
 
 from pipeline.beam import logs
-from pipeline.output import sinks
 from pipeline.output.stats import STATS_TAG, Funnel, stage_of
 from pipeline.sources import DocumentSettings, Source
-from pipeline.steps import process, quality
-from pipeline.steps.process import DEFAULT_FILE_BYTES, UnitProcessor, UnitStore, fingerprint
+from pipeline.steps import quality
+from pipeline.steps.process import UnitProcessor
+from pipeline.steps.units import DEFAULT_FILE_BYTES, UnitStore, unit_store
 
 log = logging.getLogger(__name__)
 
-WORK_DIR = "_work"
 _freezes_at_exit = False
 
 
@@ -126,8 +125,7 @@ class ReadSource(beam.PTransform):
         self.source = source
         self.inputs = source.inputs()
         self.langid_model = langid_model
-        name = f"{source.name}-{fingerprint(source, langid_model, process.code_version(source))}"
-        self.store = UnitStore(sinks.join(sinks.join(output_dir, WORK_DIR), name), max_file_bytes)
+        self.store = unit_store(source, output_dir, langid_model, max_file_bytes)
 
     def expand(self, pbegin):
         planned = (

@@ -1,29 +1,18 @@
-"""Writing on Beam: documents and duplicate reports into deterministic shards (`pipeline.output.sinks` writes
-each file), the earlier run's other shards removed once the new set is complete, and the funnels of every stage
-merged into one `stats.json`.
+"""Writing on Beam: documents and duplicate reports into deterministic shards (`pipeline.output.shards` places and
+writes each one), the earlier run's other shards removed once the new set is complete, and the funnels of every
+stage merged into one `stats.json`.
 """
 
 from __future__ import annotations
 
-import hashlib
-import logging
-import math
-import posixpath
-
 import apache_beam as beam
-import pyarrow as pa
 from apache_beam.metrics import Metrics
 
-from pipeline.common.remote import expand_glob
-from pipeline.common.schema import REPORT_SCHEMA, documents_to_table
-from pipeline.output import sinks
+from pipeline.output import shards
+from pipeline.output.shards import DEFAULT_SHARD_BYTES, DOCUMENTS, REPORT, ShardKind, shard_count, shard_of
 from pipeline.output.stats import Funnel
 
-log = logging.getLogger(__name__)
-
-
-def shard_of(key: str, num_shards: int) -> int:
-    return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "little") % num_shards
+__all__ = ["DOCUMENTS", "REPORT", "PublishShards", "WriteDocuments", "WriteShards", "WriteStats"]
 
 
 class _WriteShardFn(beam.DoFn):
@@ -34,39 +23,11 @@ class _WriteShardFn(beam.DoFn):
 
     def process(self, element, num_shards: int):
         index, grouped = element
-        items = sorted(grouped["items"], key=self.kind.key)
-        path = sinks.join(self.output_dir, sinks.shard_name(index, num_shards, self.fmt) + self.kind.suffix)
-        sinks.write_table(path, self.kind.to_table(items), self.fmt)
+        items = list(grouped["items"])
+        path = shards.write_shard(self.output_dir, index, num_shards, self.fmt, self.kind, items)
         Metrics.counter("write", self.kind.counter).inc(len(items))
         Metrics.distribution("write", f"{self.kind.counter}_per_shard").update(len(items))
         yield path, len(items)
-
-
-class ShardKind:
-    """What a set of shards holds: how an item is keyed (shard choice and row order), sized and tabled, and what
-    follows the format's extension in its file names."""
-
-    def __init__(self, key, size, to_table, counter: str, suffix: str = ""):
-        self.key, self.size, self.to_table, self.counter, self.suffix = key, size, to_table, counter, suffix
-
-
-DOCUMENTS = ShardKind(
-    lambda doc: doc.id, lambda doc: len(doc.text.encode("utf-8", "surrogatepass")), documents_to_table, "kept"
-)
-REPORT = ShardKind(
-    lambda row: row["cluster_id"],
-    lambda row: sum(len(i) for i in row["removed_ids"]) + len(row["kept_id"]),
-    lambda rows: pa.Table.from_pylist(rows, schema=REPORT_SCHEMA),
-    "report_rows",
-    # `part-…-of-….parquet.report`: in the shards' format, so that `datasets` loads it with the shards' builder
-    # as the dataset card's second config, yet no glob of the kept documents (`OUT/**/*.parquet`) finds it
-    ".report",
-)
-DEFAULT_SHARD_BYTES = 256 * 10**6
-
-
-def _shard_count(total_bytes: int, shard_bytes: int) -> int:
-    return max(1, math.ceil(total_bytes / shard_bytes))
 
 
 class WriteShards(beam.PTransform):
@@ -100,7 +61,7 @@ class WriteShards(beam.PTransform):
                 items
                 | "Sizes" >> beam.Map(self.kind.size)
                 | "Total" >> beam.CombineGlobally(sum)
-                | "Count" >> beam.Map(_shard_count, self.shard_bytes)
+                | "Count" >> beam.Map(shard_count, self.shard_bytes)
             )
         num_shards = beam.pvalue.AsSingleton(count)
         key = self.kind.key
@@ -128,27 +89,6 @@ class WriteDocuments(beam.PTransform):
         return kept, written | "Paths" >> beam.Keys()
 
 
-SHARD_PATTERN = "part-*-of-*"
-
-
-def stale_shards(directory: str, current: set[str]) -> list[str]:
-    """The shard files in `directory` (not below it) that are not this run's `current` names: an earlier run's
-    shards of another count or format, and unfinished writes (`….tmp-*`) of a run that was stopped."""
-    found = expand_glob(sinks.join(directory, SHARD_PATTERN))
-    return [path for path in found if posixpath.basename(path) not in current]
-
-
-def _publish(stats: Funnel, directories: tuple[str, ...], written: list[str]) -> Funnel:
-    """Once every shard of this run is written: the earlier runs' shards that are not among them go, so that
-    each folder holds exactly this run's set (`_work/` keeps what a rerun reuses)."""
-    for directory in directories:
-        current = {posixpath.basename(path) for path in written if posixpath.dirname(path) == directory.rstrip("/")}
-        for path in stale_shards(directory, current):
-            log.info("removing %s: not a shard of this run", path)
-            sinks.delete(path)
-    return stats
-
-
 class PublishShards(beam.PTransform):
     """stats → stats, after removing the shards in `directories` (the output folder, its duplicates report folder)
     that this run did not write; it runs once every path of `written` (a side input) exists."""
@@ -158,7 +98,7 @@ class PublishShards(beam.PTransform):
         self.directories, self.written = directories, written
 
     def expand(self, stats):
-        return stats | "Remove" >> beam.Map(_publish, self.directories, beam.pvalue.AsList(self.written))
+        return stats | "Remove" >> beam.Map(shards.publish, self.directories, beam.pvalue.AsList(self.written))
 
 
 class _MergeFunnels(beam.CombineFn):
@@ -169,20 +109,10 @@ class _MergeFunnels(beam.CombineFn):
         return accumulator.merge(funnel)
 
     def merge_accumulators(self, accumulators):
-        merged = Funnel()
-        for accumulator in accumulators:
-            merged.merge(accumulator)
-        return merged
+        return shards.merge_funnels(accumulators)
 
     def extract_output(self, accumulator):
         return accumulator
-
-
-def _write_stats(funnel: Funnel, path: str) -> Funnel:
-    for problem in funnel.problems():
-        log.error("stats do not add up: %s", problem)
-    sinks.write_json(path, funnel.to_json())
-    return funnel
 
 
 class WriteStats(beam.PTransform):
@@ -193,4 +123,8 @@ class WriteStats(beam.PTransform):
         self.path = path
 
     def expand(self, funnels):
-        return funnels | "Merge" >> beam.CombineGlobally(_MergeFunnels()) | "Write" >> beam.Map(_write_stats, self.path)
+        return (
+            funnels
+            | "Merge" >> beam.CombineGlobally(_MergeFunnels())
+            | "Write" >> beam.Map(shards.write_stats, self.path)
+        )

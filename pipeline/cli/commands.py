@@ -12,7 +12,7 @@ from pipeline import recipe as recipes
 from pipeline.cli import quality
 from pipeline.cli.filtering import add_process_arguments
 from pipeline.cli.inputs import add_commoncrawl_inputs, add_shards_inputs, add_text_inputs, add_wikipedia_inputs
-from pipeline.cli.options import add_dedup_arguments, add_output_arguments
+from pipeline.cli.options import add_dedup_arguments, add_engine_arguments, add_output_arguments
 from pipeline.cli.run import PROGRAM, run_preset, run_recipe, run_report
 
 RUN_EXAMPLE = """examples:
@@ -21,6 +21,9 @@ RUN_EXAMPLE = """examples:
   python -m pipeline run --recipe configs/curate-sample.toml --output out/sample --output.num_shards 2
   # the recipe a run wrote, again, into another folder: the same shards
   python -m pipeline run --recipe out/sample/recipe.toml --output out/sample-again
+  # the same recipe on Spark (here two local cores; spark://HOST:PORT for a cluster): the same bytes as on Beam
+  python -m pipeline run --recipe out/sample/recipe.toml --output out/sample-spark --engine spark \\
+      --spark-master 'local[2]' --conf spark.driver.memory=2g
 """
 
 COMMONCRAWL_EXAMPLE = """examples:
@@ -32,6 +35,9 @@ COMMONCRAWL_EXAMPLE = """examples:
   python -m pipeline commoncrawl --crawl CC-MAIN-2024-10 --max-warcs 1000 --output gs://bucket/cc \\
       --runner DataflowRunner --project P --region us-central1 --temp_location gs://bucket/tmp \\
       --setup_file ./pyproject.toml
+  # the same on a Spark cluster (see docs/running-at-scale.md)
+  python -m pipeline commoncrawl --crawl CC-MAIN-2024-10 --max-warcs 1000 --output s3://bucket/cc \\
+      --engine spark --spark-master spark://master:7077 --conf spark.executor.memory=8g
 """
 
 
@@ -82,6 +88,7 @@ def add_source_command(subparsers, name: str, help_text: str, description: str, 
     add_process_arguments(parser)
     add_output_arguments(parser)
     add_dedup_arguments(parser)
+    add_engine_arguments(parser)
     parser.set_defaults(run=run_preset, parser=parser)
 
 
@@ -110,6 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--recipe", required=True, metavar="FILE", help="a recipe TOML (or the recipe.toml of a run)")
     run.add_argument("--output", metavar="DIR", help="where to write (same as --output.dir)")
+    add_engine_arguments(run)
     run.set_defaults(run=run_recipe, parser=run)
 
     add_source_command(
@@ -165,6 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_shards_inputs(dedup)
     add_output_arguments(dedup)
     add_dedup_arguments(dedup, switchable=False)
+    add_engine_arguments(dedup)
     dedup.set_defaults(run=run_preset, parser=dedup)
 
     report = subparsers.add_parser(

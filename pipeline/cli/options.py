@@ -128,3 +128,34 @@ def add_dedup_arguments(parser: argparse.ArgumentParser, switchable: bool = True
         help="large-star/small-star rounds built into the pipeline; if the components have not "
         f"converged, the pipeline runs again with twice as many (default: {default_of(d, 'components_rounds')})",
     )
+
+
+ENGINES = ("beam", "spark")
+
+
+def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
+    """The engine a curation command runs on. Not recipe settings: the same recipe gives the same bytes on either."""
+    group = parser.add_argument_group(
+        "engine: Beam (the default; other unknown options are Beam pipeline options) or Spark"
+    )
+    group.add_argument(
+        "--engine",
+        choices=ENGINES,
+        default="beam",
+        help="beam: Apache Beam (DirectRunner here, Dataflow or Flink by --runner); spark: PySpark, on the Spark "
+        "cluster given by --spark-master (docs/running-at-scale.md)",
+    )
+    group.add_argument(
+        "--spark-master",
+        metavar="URL",
+        help="with --engine spark: local[N], spark://HOST:PORT, yarn or k8s://… (default: local[*]; under "
+        "spark-submit, the running context's)",
+    )
+    group.add_argument(
+        "--conf",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="with --engine spark: a Spark setting, as spark-submit takes it (repeat for several), e.g. "
+        "--conf spark.executor.memory=8g",
+    )

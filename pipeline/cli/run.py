@@ -5,6 +5,7 @@ runs on Beam (`execute`) and the run is summarised on the terminal (`summarise`)
 from __future__ import annotations
 
 import argparse
+import difflib
 import time
 
 from pipeline import recipe as recipes
@@ -86,12 +87,43 @@ def _options_of(parser: argparse.ArgumentParser) -> list[str]:
     return [option for action in parser._actions for option in action.option_strings if option.startswith("--")]
 
 
-def execute(recipe: recipes.Recipe, beam_arguments: list[str], args) -> int:
-    from pipeline.beam import curate
-
+def execute(recipe: recipes.Recipe, engine_arguments: list[str], args) -> int:
+    """Runs the recipe on the engine the flags chose; `engine_arguments`: what no flag of the command took (Beam's
+    pipeline options, which Spark has none of)."""
     started = time.time()
-    funnel = curate.run(recipe, beam_arguments, _options_of(args.parser))
+    ours = _options_of(args.parser)
+    if args.engine == "spark":
+        from pipeline.spark import curate as spark_curate, session
+
+        check_spark_arguments(engine_arguments, ours)
+        master = args.spark_master or session.DEFAULT_MASTER
+        funnel = spark_curate.run(recipe, master, session.parse_conf(args.conf))
+    else:
+        if args.spark_master or args.conf:
+            raise UsageError("--spark-master and --conf are Spark's: add --engine spark, or leave them out for Beam")
+        from pipeline.beam import curate
+
+        funnel = curate.run(recipe, engine_arguments, ours)
     return summarise(recipe.output.dir, funnel, time.time() - started, recipe.errors)
+
+
+def check_spark_arguments(arguments: list[str], ours: list[str]) -> None:
+    """With --engine spark every argument is the command's own: anything else (a Beam option, a misspelt flag) is a
+    UsageError naming it, with the closest of the command's options."""
+    if not arguments:
+        return
+    problems = []
+    for argument in arguments:
+        name = argument.split("=", 1)[0]
+        if not name.startswith("-"):
+            problems.append(f"argument that follows no option: {argument}")
+            continue
+        close = difflib.get_close_matches(name, ours, n=1, cutoff=0.6)
+        problems.append(f"unknown option {name}" + (f" (did you mean {close[0]}?)" if close else ""))
+    raise UsageError(
+        "; ".join(problems) + " (with --engine spark, Spark settings are given as --conf KEY=VALUE; Beam's "
+        "pipeline options do not apply)"
+    )
 
 
 def summarise(output: str, funnel, seconds: float, errors: recipes.ErrorSettings | None = None) -> int:

@@ -216,3 +216,17 @@ def small_star(node, neighbours: set) -> Iterator[tuple]:
     for member in group:
         if member != smallest:
             yield member, smallest
+
+
+def breaks_star(roles: Iterable[tuple[str, object]]) -> bool:
+    """Whether a node breaks the final shape of large-star/small-star (every component a star around its smallest
+    node), from its roles in the edges: ("parent", p) for its edges (node, p), ("child", c) for (c, node). It
+    does when it has a parent and children, or more than one parent."""
+    parents = set()
+    has_children = False
+    for role, value in roles:
+        if role == "parent":
+            parents.add(value)
+        else:
+            has_children = True
+    return len(parents) > 1 or (bool(parents) and has_children)

@@ -6,17 +6,12 @@ PCollection of `Funnel`s (its drops) and, for the duplicate stages, the report r
 
 from __future__ import annotations
 
-import hashlib
-import logging
-
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
 from pipeline import dedup
 from pipeline.dedup import minhash
 from pipeline.output.stats import STATS_TAG, Funnel, stage_of
-
-log = logging.getLogger(__name__)
 
 
 class _KeepSurvivor(beam.CombineFn):
@@ -30,15 +25,7 @@ class _KeepSurvivor(beam.CombineFn):
         return None, []
 
     def _merge(self, a, b):
-        """Merges b into a, extending a's list in place: a group of many copies (boilerplate pages)
-        must not cost a list copy per document."""
-        (best_a, removed), (best_b, removed_b) = a, b
-        removed.extend(removed_b)
-        if best_a is None or best_b is None:
-            return best_a or best_b, removed
-        best = dedup.pick_survivor((best_a, best_b), self.prefer_sources)
-        removed.append((best_b if best is best_a else best_a).id)
-        return best, removed
+        return dedup.merge_copies(a, b, self.prefer_sources)
 
     def add_input(self, accumulator, doc):
         return self._merge(accumulator, (doc, []))
@@ -51,17 +38,6 @@ class _KeepSurvivor(beam.CombineFn):
 
     def extract_output(self, accumulator):
         return accumulator
-
-
-def _report_row(kind: str, kept_id: str, removed_ids) -> dict:
-    removed = sorted(removed_ids)
-    return {
-        "cluster_id": f"{kind}:{kept_id}",
-        "kind": kind,
-        "cluster_size": 1 + len(removed),
-        "kept_id": kept_id,
-        "removed_ids": removed,
-    }
 
 
 class ExactDedup(beam.PTransform):
@@ -83,7 +59,7 @@ class ExactDedup(beam.PTransform):
         report = (
             groups
             | "Duplicated" >> beam.Filter(lambda group: group[1])
-            | "Rows" >> beam.Map(lambda group: _report_row("exact", group[0].id, group[1]))
+            | "Rows" >> beam.Map(lambda group: dedup.report_row("exact", group[0].id, group[1]))
         )
         return survivors, stats, report
 
@@ -141,15 +117,6 @@ class _StarStep(beam.PTransform):
         )
 
 
-def _unconverged(node) -> int:
-    """1 when the node breaks the final shape (every component a star around its smallest node): it
-    has a parent and children, or more than one parent."""
-    _, roles = node
-    parents = {value for role, value in roles if role == "parent"}
-    has_children = any(role == "child" for role, _ in roles)
-    return int(len(parents) > 1 or (bool(parents) and has_children))
-
-
 UNCONVERGED_COUNTER = "components.unconverged"
 
 
@@ -176,7 +143,7 @@ class ConnectedComponents(beam.PTransform):
             edges
             | "Roles" >> beam.FlatMap(lambda edge: ((edge[0], ("parent", edge[1])), (edge[1], ("child", edge[0]))))
             | "ByNode" >> beam.GroupByKey()
-            | "Check" >> beam.Map(_unconverged)
+            | "Check" >> beam.Map(lambda node: int(minhash.breaks_star(node[1])))
             | "Count" >> beam.CombineGlobally(sum)
             | "Counter" >> beam.Map(lambda count: Metrics.counter("dedup", UNCONVERGED_COUNTER).inc(count))
         )
@@ -184,10 +151,9 @@ class ConnectedComponents(beam.PTransform):
 
 
 def _cluster_row(cluster) -> dict:
-    root, children = cluster
-    removed = {node[2] for node in children}
-    Metrics.distribution("dedup", "cluster_size").update(1 + len(removed))
-    return _report_row("near", root[2], removed)
+    row = dedup.cluster_row(*cluster)
+    Metrics.distribution("dedup", "cluster_size").update(row["cluster_size"])
+    return row
 
 
 def _remove_marked(element):
@@ -268,8 +234,7 @@ class UniqueIds(beam.PTransform):
     """Documents → (documents with unique ids, stats). Documents that share an id (an input listed twice, two
     corpora whose records carry the same `id`) would otherwise reach the shards twice, and the near-duplicate
     stage, which joins by id, would treat them as one. Of the documents with one id, the same text is kept once
-    (the others are dropped as `duplicate_id`); a different text is kept under `<id>~<8 hex digits of its
-    text's SHA-1>` and counted in `renamed_ids`. Which copy keeps the id is decided by content, not arrival."""
+    (the others are dropped as `duplicate_id`); a different text is kept under a new id (`dedup.resolve_ids`)."""
 
     def expand(self, docs):
         results = (
@@ -282,25 +247,10 @@ class UniqueIds(beam.PTransform):
 
 
 def _resolve_ids(element):
-    doc_id, grouped = element
-    docs = list(grouped)
-    if len(docs) == 1:
-        yield docs[0]
-        return
-    by_text = sorted(
-        ((hashlib.sha1(doc.text.encode("utf-8")).hexdigest(), doc) for doc in docs),
-        key=lambda pair: (pair[0], pair[1].source, pair[1].url or ""),
-    )
-    seen: set[str] = set()
-    for digest, doc in by_text:
-        if digest in seen:
-            continue
-        if seen:
-            doc.id = f"{doc_id}~{digest[:8]}"
-        seen.add(digest)
-        yield doc
-    log.warning("id %s: %d documents (%d with another text, renamed)", doc_id, len(docs), len(seen) - 1)
-    funnel = _dropped("duplicate_id", len(docs) - len(seen))
-    funnel.renamed_ids = len(seen) - 1
-    Metrics.counter("dedup", "renamed_ids").inc(funnel.renamed_ids)
-    yield beam.pvalue.TaggedOutput(STATS_TAG, funnel)
+    docs, funnel = dedup.resolve_ids(element[0], list(element[1]))
+    yield from docs
+    if funnel is not None:
+        for reason, count in funnel.dropped.items():
+            Metrics.counter(stage_of(reason), f"dropped.{reason}").inc(count)
+        Metrics.counter("dedup", "renamed_ids").inc(funnel.renamed_ids)
+        yield beam.pvalue.TaggedOutput(STATS_TAG, funnel)

@@ -54,7 +54,11 @@ def length_bucket(characters: int) -> int:
 
 
 def _smallest_ids(examples: list[dict]) -> list[dict]:
-    return sorted(examples, key=lambda example: example["id"])[:EXAMPLES_PER_REASON]
+    """The examples with the smallest ids; ties (one id dropped twice) ordered by content, so that funnels merged in
+    any order, on any engine, keep the same ones."""
+    return sorted(examples, key=lambda e: (e["id"], e["url"] or "", e["text"], e.get("error", "")))[
+        :EXAMPLES_PER_REASON
+    ]
 
 
 @dataclasses.dataclass
@@ -138,13 +142,13 @@ class Funnel:
             "kept": self.kept,
             "renamed_ids": self.renamed_ids,
             "dropped": dict(sorted(self.dropped.items())),
-            "errors": sorted(self.errors, key=lambda e: (e["file"], e["offset"] or 0)),
+            "errors": sorted(self.errors, key=lambda e: (e["file"], e["offset"] or 0, e["error"])),
             "lengths": {
                 "before_filters": {str(k): v for k, v in sorted(self.lengths_before_filters.items())},
                 "after_filters": {str(k): v for k, v in sorted(self.lengths_after_filters.items())},
             },
             "examples": dict(sorted(self.examples.items())),
-            "error_units": sorted(self.error_units, key=lambda u: (u["file"], u["unit"])),
+            "error_units": sorted(self.error_units, key=lambda u: (u["file"], str(u["unit"]), u["errors"])),
         }
 
     @classmethod

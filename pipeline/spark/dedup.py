@@ -1,0 +1,149 @@
+"""Deduplication on Spark: unique ids, exact duplicates, MinHash near-duplicates through connected components, with
+the rules of `pipeline.dedup` and `pipeline.dedup.minhash` (keys, survivor choice, LSH bands, large-star/small-star)
+that the Beam stages (`pipeline.dedup.stages`) apply too, so both engines keep the same documents.
+
+Each stage returns (documents, the Funnel of its drops, gathered on the driver, report rows). What one task holds
+is one key's group: the documents of one id, the survivor and removed ids of one exact key, the members of one LSH
+bucket, the neighbours of one graph node; documents themselves only pass through joins by id.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import logging
+from typing import Any
+
+from pipeline import dedup
+from pipeline.dedup import minhash
+from pipeline.output.stats import Funnel
+from pipeline.spark.read import merge_partition
+
+log = logging.getLogger(__name__)
+
+SIGN_BATCH = 256  # documents signed in one numpy pass (as Beam's BatchElements at most)
+MAX_ROUNDS = 64  # large-star/small-star converges in O(log² n) rounds (Kiveris et al., 2014): 64 is never reached
+
+
+def _dropped(reason: str, count: int) -> Funnel:
+    funnel = Funnel()
+    if count:
+        funnel.drop(reason, count)
+    return funnel
+
+
+def _resolve(element) -> list[tuple[str, Any]]:
+    docs, funnel = dedup.resolve_ids(element[0], list(element[1]))
+    return [("doc", doc) for doc in docs] + ([("funnel", funnel)] if funnel is not None else [])
+
+
+def unique_ids(docs, storage_level, partitions: int) -> tuple[Any, Funnel]:
+    """Documents → (documents with unique ids, the Funnel of `duplicate_id` drops and renamed ids)."""
+    by_id = docs.map(lambda doc: (doc.id, doc)).groupByKey(partitions)
+    resolved = by_id.flatMap(_resolve).persist(storage_level)
+    funnels = resolved.filter(lambda item: item[0] == "funnel").map(lambda item: item[1])
+    funnel = _merge(funnels)
+    return resolved.filter(lambda item: item[0] == "doc").map(lambda item: item[1]), funnel
+
+
+def _merge(funnels) -> Funnel:
+    merged = Funnel()
+    for funnel in funnels.mapPartitions(merge_partition).collect():
+        merged.merge(funnel)
+    return merged
+
+
+def exact(docs, prefer_sources: tuple[str, ...], storage_level, partitions: int) -> tuple[Any, Funnel, Any]:
+    """One document per normalised-text hash; the copies' ids held per key are one group's, combined on the map side
+    as Beam's CombinePerKey does."""
+    merge = functools.partial(dedup.merge_copies, prefer_sources=prefer_sources)
+    groups = (
+        docs.map(lambda doc: (dedup.exact_key(doc.text), doc))
+        .combineByKey(lambda doc: (doc, []), lambda group, doc: merge(group, (doc, [])), merge, partitions)
+        .values()
+        .persist(storage_level)
+    )
+    funnel = _dropped("duplicate", groups.map(lambda group: len(group[1])).sum())
+    report = groups.filter(lambda group: group[1]).map(lambda group: dedup.report_row("exact", group[0].id, group[1]))
+    return groups.map(lambda group: group[0]), funnel, report
+
+
+@functools.cache
+def _signer(num_perm: int, ngram: int, seed: int) -> minhash.Signer:
+    return minhash.Signer(num_perm, ngram, seed)
+
+
+def _sign(config: minhash.MinHashConfig, prefer_sources: tuple[str, ...], docs):
+    """A partition's documents → (band key, (graph node, signature or None)) per band."""
+    signer = _signer(config.num_perm, config.ngram, config.seed)
+    docs = iter(docs)
+    while batch := list(itertools.islice(docs, SIGN_BATCH)):
+        for doc, signature in zip(batch, signer.signatures([doc.text for doc in batch])):
+            node = dedup.survivor_key(doc, prefer_sources)
+            member = (node, signature) if config.verify else (node, None)
+            for key in minhash.band_keys(signature, config.bands, config.rows):
+                yield key, member
+
+
+def _star_step(edges, step, partitions: int):
+    """Every node sees its neighbours (edges in both directions), then one large- or small-star step."""
+    return (
+        edges.flatMap(lambda edge: (edge, edge[::-1]))
+        .groupByKey(partitions)
+        .flatMap(lambda node: step(node[0], set(node[1])))
+    )
+
+
+def _roles(edge) -> tuple:
+    return (edge[0], ("parent", edge[1])), (edge[1], ("child", edge[0]))
+
+
+def connected_components(edges, storage_level, partitions: int):
+    """Undirected edges → (node, smallest node of its component) for every node with an edge: rounds of large-star
+    then small-star until every component is a star around its smallest node, checked after each round. Each
+    round's edges are checkpointed (reliably: an executor lost later does not take them along), so the lineage,
+    and the plan Spark keeps, stays one round long however many rounds it takes."""
+    previous = None
+    for round_number in range(1, MAX_ROUNDS + 1):
+        edges = _star_step(_star_step(edges, minhash.large_star, partitions), minhash.small_star, partitions)
+        edges = edges.distinct(partitions).persist(storage_level)
+        edges.checkpoint()
+        unconverged = edges.flatMap(_roles).groupByKey(partitions).filter(lambda n: minhash.breaks_star(n[1])).count()
+        if previous is not None:
+            previous.unpersist()
+        previous = edges
+        log.info("connected components: round %d, %d nodes not yet in a star", round_number, unconverged)
+        if not unconverged:
+            return edges
+    raise RuntimeError(f"connected components did not converge in {MAX_ROUNDS} rounds")
+
+
+def _keep_unmarked(element) -> list:
+    _, (docs, marks) = element
+    return [] if list(marks) else list(docs)
+
+
+def _count_marked(element) -> int:
+    _, (docs, marks) = element
+    return len(list(docs)) if list(marks) else 0
+
+
+def near(
+    docs, config: minhash.MinHashConfig, prefer_sources: tuple[str, ...], storage_level, partitions: int
+) -> tuple[Any, Funnel, Any, dict]:
+    """Near-duplicate removal: signatures → LSH buckets → star edges → connected components → one survivor per
+    component (its smallest node). Also returns the largest bucket and cluster (what bounds a task's memory)."""
+    threshold = config.threshold if config.verify else None
+    buckets = docs.mapPartitions(lambda part: _sign(config, prefer_sources, part)).groupByKey(partitions)
+    buckets = buckets.mapValues(list).persist(storage_level)
+    edges = buckets.flatMap(lambda bucket: minhash.bucket_edges(bucket[1], threshold))
+    largest = {"bucket": buckets.map(lambda bucket: len(bucket[1])).fold(0, max)}
+    components = connected_components(edges, storage_level, partitions)
+    buckets.unpersist()
+    clusters = components.map(lambda edge: (edge[1], edge[0])).groupByKey(partitions).persist(storage_level)
+    largest["cluster"] = clusters.map(lambda cluster: 1 + len(set(cluster[1]))).fold(0, max)
+    report = clusters.map(lambda cluster: dedup.cluster_row(*cluster))
+    removed = clusters.flatMap(lambda cluster: ((node[2], True) for node in set(cluster[1])))
+    joined = docs.map(lambda doc: (doc.id, doc)).cogroup(removed, partitions).persist(storage_level)
+    funnel = _dropped("near_duplicate", joined.map(_count_marked).sum())
+    return joined.flatMap(_keep_unmarked), funnel, report, largest
