@@ -39,7 +39,7 @@ FIXTURES = REPO.parent / "shared" / "fixtures"
 
 
 def load_documents() -> list[str]:
-    from pipeline.sources import wikipedia
+    from pipeline.sources import mediawiki, wikipedia
 
     if not FIXTURES.is_dir():
         sys.exit(f"needs the real text in {FIXTURES}")
@@ -50,9 +50,9 @@ def load_documents() -> list[str]:
     for dump in sorted((FIXTURES / "wikipedia").glob("*wiki-*.xml*")):
         if "truncated" in dump.name or "tiny" in dump.name:
             continue
-        cleaner = wikipedia.CleanWikitext(wikipedia.read_siteinfo(str(dump)), keep_tables=False).cleaner
-        for page in wikipedia.read_dump(str(dump)):
-            if isinstance(page, wikipedia.Page):
+        cleaner = wikipedia.CleanWikitext(mediawiki.read_siteinfo(str(dump)), keep_tables=False).cleaner
+        for page in mediawiki.read_dump(str(dump)):
+            if isinstance(page, mediawiki.Page):
                 text = cleaner.clean(page.text)
                 if text:
                     documents.append(text)

@@ -30,7 +30,7 @@ import time
 REPO = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from pipeline.sources import wikipedia  # noqa: E402
+from pipeline.sources import mediawiki, wikipedia  # noqa: E402
 
 FIXTURES = REPO.parent / "shared" / "fixtures" / "wikipedia"
 DUMPS = {
@@ -45,9 +45,9 @@ def require_fixtures() -> None:
         sys.exit(f"needs the real dumps in {FIXTURES}")
 
 
-def pages_of(name: str) -> tuple[list[wikipedia.Page], wikipedia.SiteInfo]:
+def pages_of(name: str) -> tuple[list[mediawiki.Page], mediawiki.SiteInfo]:
     path = str(FIXTURES / DUMPS[name])
-    return [p for p in wikipedia.read_dump(path) if isinstance(p, wikipedia.Page)], wikipedia.read_siteinfo(path)
+    return [p for p in mediawiki.read_dump(path) if isinstance(p, mediawiki.Page)], mediawiki.read_siteinfo(path)
 
 
 def bench_parse(args) -> None:
@@ -63,11 +63,11 @@ def bench_parse(args) -> None:
         parse_times, both_times = [], []
         for _ in range(args.repeats):
             started = time.perf_counter()
-            parsed = [p for p in wikipedia.read_dump(path) if isinstance(p, wikipedia.Page)]
+            parsed = [p for p in mediawiki.read_dump(path) if isinstance(p, mediawiki.Page)]
             parse_times.append(time.perf_counter() - started)
             started = time.perf_counter()
-            for page in wikipedia.read_dump(path):
-                if isinstance(page, wikipedia.Page):
+            for page in mediawiki.read_dump(path):
+                if isinstance(page, mediawiki.Page):
                     cleaner.clean(page.text)
             both_times.append(time.perf_counter() - started)
         assert len(parsed) == len(pages)
@@ -78,7 +78,7 @@ def bench_parse(args) -> None:
         )
 
 
-def page_xml(page: wikipedia.Page, page_id: int) -> str:
+def page_xml(page: mediawiki.Page, page_id: int) -> str:
     from xml.sax.saxutils import escape
 
     stamp = page.timestamp.strftime("%Y-%m-%dT%H:%M:%SZ") if page.timestamp else "2024-01-01T00:00:00Z"

@@ -71,6 +71,9 @@ PRESETS = {
     "dedup": (["--input", "base.parquet"], "shards"),
 }
 INPUT_FLAGS = {"--crawl", "--warc-paths", "--warcs", "--dump", "--wiki", "--input", "--text"}
+# The engine's flags set no recipe key (a recipe gives the same bytes on either engine): they reach the engine run
+# (test_the_engine_flags_reach_the_engine).
+ENGINE_FLAGS = {"--engine", "--spark-master", "--conf"}
 
 
 def options(command: str) -> list[str]:
@@ -88,13 +91,13 @@ def lookup(table: dict, dotted: str):
 def cases():
     for command in PRESETS:
         for flag in options(command):
-            if flag != "--help":
+            if flag != "--help" and flag not in ENGINE_FLAGS:
                 yield command, flag
 
 
 @pytest.mark.parametrize("command", PRESETS)
 def test_every_flag_of_every_preset_has_a_row(command):
-    assert [flag for flag in options(command) if flag not in FLAGS and flag != "--help"] == []
+    assert [flag for flag in options(command) if flag not in {*FLAGS, *ENGINE_FLAGS, "--help"}] == []
 
 
 @pytest.mark.parametrize(("command", "flag"), list(cases()))
@@ -140,7 +143,7 @@ def test_a_flag_sets_the_recipe_key_it_declares(command):
     table above reads in the resolved recipe; the only other flags are the per-source ones and --source-name."""
     parser = cli.build_parser()
     subparsers = next(a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction")
-    others = {"source_name", "help", "keep_measures", *filtering.PER_SOURCE_FLAGS}
+    others = {"source_name", "help", "keep_measures", "engine", "spark_master", "conf", *filtering.PER_SOURCE_FLAGS}
     for action in subparsers.choices[command]._actions:
         flag = action.option_strings[0]
         if action.dest in others:
@@ -162,3 +165,40 @@ def test_a_source_setting_without_its_input_is_refused(arguments, message):
     args, _ = cli.build_parser().parse_known_args(["curate", *arguments, "--output", "out"])
     with pytest.raises(cli.UsageError, match=re.escape(message)):
         cli.preset_recipe(args, [])
+
+
+@pytest.mark.parametrize("command", [*PRESETS, "run"])
+def test_the_engine_flags_reach_the_engine(command, tmp_path, monkeypatch):
+    """--engine picks the engine that runs the recipe (Beam's run is not called), --spark-master and --conf reach
+    Spark as given, and the recipe is the one the command builds without them."""
+    from pipeline.beam import curate as beam_curate
+    from pipeline.output.stats import Funnel
+    from pipeline.spark import curate as spark_curate
+
+    ran = {}
+
+    def engine(name):
+        def run(recipe, *arguments):
+            ran[name] = (recipe.to_dict(), arguments)
+            return Funnel()
+
+        return run
+
+    monkeypatch.setattr(beam_curate, "run", engine("beam"))
+    monkeypatch.setattr(spark_curate, "run", engine("spark"))
+    if command == "run":
+        recipe = tmp_path / "r.toml"
+        recipe.write_text('[sources.text]\nkind = "text"\ninputs = ["a.txt"]\n')
+        base = ["run", "--recipe", str(recipe)]
+    else:
+        base = [command, *PRESETS[command][0]]
+    base += ["--output", str(tmp_path / "out")]
+    cli.main(base)
+    cli.main(
+        [*base, "--engine", "spark", "--spark-master", "spark://head:7077", "--conf", "spark.a=1", "--conf", "b=x=y"]
+    )
+    assert ran["spark"][1] == ("spark://head:7077", {"spark.a": "1", "b": "x=y"})
+    assert ran["spark"][0] == ran["beam"][0]
+    del ran["spark"]
+    cli.main([*base, "--engine", "spark"])
+    assert ran["spark"][1] == ("local[*]", {})

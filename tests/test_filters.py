@@ -5,7 +5,7 @@ import pytest
 
 from pipeline.common import synthetic
 from pipeline.common.schema import Document
-from pipeline.steps import filters
+from pipeline.steps import filters, ngrams as text_ngrams
 
 GOOD = (
     "The harbour town woke slowly as the fishing boats returned with the morning tide. "
@@ -78,18 +78,18 @@ def test_the_ngram_measures_equal_gopher_definitions_on_joined_strings():
             unit = [rng.choice(vocabulary) for _ in range(rng.randint(1, 6))]
             words = (unit * 12)[: rng.randint(0, 70)]
         elif trial % 4 == 2:
-            words = filters.split_words(synthetic.spam_document(rng))
+            words = text_ngrams.split_words(synthetic.spam_document(rng))
         else:  # distinct words with one run of k of them repeated: no (k+1)-gram repeats
             words = [f"w{i}" for i in range(rng.randint(0, 40))]
             start, k = rng.randint(0, max(0, len(words) - 1)), rng.randint(1, 5)
             words += words[start : start + k] + [f"v{i}" for i in range(rng.randint(0, 10))]
-        index = filters._NgramIndex(words)
+        index = text_ngrams.NgramIndex(words)
         for n in rng.sample(range(1, 11), 10) if trial % 5 == 0 else range(1, 11):
             ngrams, level = joined_ngrams(words, n), index.level(n)
             assert (level is None) == (not ngrams)
             if ngrams:
-                assert filters._top_ngram_chars(level) == top_ngram_chars(ngrams), (words, n)
-                assert filters._duplicated_ngram_chars(level, n) == duplicated_ngram_chars(ngrams, n), (words, n)
+                assert text_ngrams.top_ngram_chars(level) == top_ngram_chars(ngrams), (words, n)
+                assert text_ngrams.duplicated_ngram_chars(level, n) == duplicated_ngram_chars(ngrams, n), (words, n)
                 compared += 1
     assert compared > 5000
 

@@ -8,7 +8,7 @@ import pytest
 
 from pipeline.common import synthetic
 from pipeline.common.schema import ReadError, Skipped
-from pipeline.sources import wikipedia
+from pipeline.sources import mediawiki
 from pipeline.steps import wikitext
 
 REMNANTS = ("{{", "}}", "[[", "]]", "'''", "<ref", "|-")
@@ -55,10 +55,10 @@ def multistream(tmp_path, page_list, per_stream=3, corrupt_stream=None):
 
 
 def read_in_groups(dump, offsets, groups):
-    units = wikipedia.stream_groups(offsets, groups)
+    units = mediawiki.stream_groups(offsets, groups)
     items = []
     for number, unit in enumerate(units):
-        items += wikipedia.read_streams(dump, unit, units[number + 1][0] if number + 1 < len(units) else None)
+        items += mediawiki.read_streams(dump, unit, units[number + 1][0] if number + 1 < len(units) else None)
     return items
 
 
@@ -100,40 +100,40 @@ def test_sequential_and_per_stream_reading_give_the_same_pages(tmp_path):
         page_xml(12, "Old name", "#REDIRECT [[Article 1]]", redirect=True),
     ]
     dump, index, offsets = multistream(tmp_path, page_list)
-    sequential = list(wikipedia.read_dump(dump))
-    assert wikipedia.read_index(index) == offsets[1:-1]
-    in_parallel = read_in_groups(dump, wikipedia.read_index(index), groups=3)
-    key = lambda items: [(p.page_id, p.title, p.text) for p in items if isinstance(p, wikipedia.Page)]  # noqa: E731
+    sequential = list(mediawiki.read_dump(dump))
+    assert mediawiki.read_index(index) == offsets[1:-1]
+    in_parallel = read_in_groups(dump, mediawiki.read_index(index), groups=3)
+    key = lambda items: [(p.page_id, p.title, p.text) for p in items if isinstance(p, mediawiki.Page)]  # noqa: E731
     assert key(sequential) == key(in_parallel) and len(key(sequential)) == 10
     assert collections.Counter(getattr(i, "reason", None) for i in in_parallel if isinstance(i, Skipped)) == {
         "namespace": 1,
         "redirect": 1,
     }
-    first = next(p for p in sequential if isinstance(p, wikipedia.Page))
+    first = next(p for p in sequential if isinstance(p, mediawiki.Page))
     assert first.text.startswith("Text of article 1") and first.revision_id == 11  # the latest revision
-    info = wikipedia.read_siteinfo(dump, offsets[1])
+    info = mediawiki.read_siteinfo(dump, offsets[1])
     assert (info.dbname, info.language, info.namespaces[6]) == ("xxwiki", "xx", "Fichier")
     assert info.url("Article 1") == "https://xx.wikipedia.org/wiki/Article_1"
 
 
 def test_a_corrupt_stream_is_reported_and_the_others_are_read(tmp_path):
     dump, index, offsets = multistream(tmp_path, pages(9), corrupt_stream=2)
-    items = read_in_groups(dump, wikipedia.read_index(index), groups=1)
+    items = read_in_groups(dump, mediawiki.read_index(index), groups=1)
     errors = [i for i in items if isinstance(i, ReadError)]
     assert [e.offset for e in errors] == [offsets[2]]
-    assert sorted(p.page_id for p in items if isinstance(p, wikipedia.Page)) == [1, 2, 3, 7, 8, 9]
+    assert sorted(p.page_id for p in items if isinstance(p, mediawiki.Page)) == [1, 2, 3, 7, 8, 9]
 
 
 def test_truncated_and_utf16_dumps(tmp_path):
     whole = (HEADER + "".join(pages(5)) + "</mediawiki>").encode()
     truncated = tmp_path / "xxwiki.xml.xz"
     truncated.write_bytes(lzma.compress(whole[: whole.index(b"Text of article 4") + 5]))
-    items = list(wikipedia.read_dump(str(truncated)))
-    assert [p.page_id for p in items if isinstance(p, wikipedia.Page)] == [1, 2, 3]
+    items = list(mediawiki.read_dump(str(truncated)))
+    assert [p.page_id for p in items if isinstance(p, mediawiki.Page)] == [1, 2, 3]
     assert isinstance(items[-1], ReadError)
     utf16 = tmp_path / "xxwiki.xml"
     utf16.write_bytes(('<?xml version="1.0" encoding="UTF-16"?>' + whole.decode()).encode("utf-16"))
-    assert len([p for p in wikipedia.read_dump(str(utf16)) if isinstance(p, wikipedia.Page)]) == 5
+    assert len([p for p in mediawiki.read_dump(str(utf16)) if isinstance(p, mediawiki.Page)]) == 5
 
 
 def test_entities_are_never_expanded(tmp_path):
@@ -147,8 +147,8 @@ def test_entities_are_never_expanded(tmp_path):
     )
     path = tmp_path / "bomb.xml"
     path.write_text(payload)
-    items = list(wikipedia.read_dump(str(path)))
-    texts = [p.text for p in items if isinstance(p, wikipedia.Page)]
+    items = list(mediawiki.read_dump(str(path)))
+    texts = [p.text for p in items if isinstance(p, mediawiki.Page)]
     assert all(len(text) < 1000 and "lollol" not in text and "root:" not in text for text in texts)
 
 
@@ -159,8 +159,8 @@ def wiki_fixtures(shared_fixtures):
 
 def test_real_latgalian_dump_gives_its_903_articles(wiki_fixtures):
     siteinfo = []
-    items = list(wikipedia.read_dump(str(wiki_fixtures / "ltgwiki-pages-articles.xml"), siteinfo=siteinfo))
-    articles = [p for p in items if isinstance(p, wikipedia.Page)]
+    items = list(mediawiki.read_dump(str(wiki_fixtures / "ltgwiki-pages-articles.xml"), siteinfo=siteinfo))
+    articles = [p for p in items if isinstance(p, mediawiki.Page)]
     assert len(articles) == 903 and not [i for i in items if isinstance(i, ReadError)]
     assert siteinfo[0].language == "ltg"
     cleaner = wikitext.WikitextCleaner(
@@ -174,14 +174,14 @@ def test_real_latgalian_dump_gives_its_903_articles(wiki_fixtures):
 @pytest.mark.parametrize("wiki", ["uk", "ja"])
 def test_real_multistream_dumps_read_the_same_through_the_index(wiki_fixtures, wiki):
     dump = str(wiki_fixtures / f"{wiki}wiki-pages-articles-multistream-head4MB.xml.bz2")
-    offsets = wikipedia.read_index(str(wiki_fixtures / f"{wiki}wiki-pages-articles-multistream-index-head4MB.txt.bz2"))
-    key = lambda items: [(p.page_id, p.text) for p in items if isinstance(p, wikipedia.Page)]  # noqa: E731
-    sequential = key(wikipedia.read_dump(dump))
+    offsets = mediawiki.read_index(str(wiki_fixtures / f"{wiki}wiki-pages-articles-multistream-index-head4MB.txt.bz2"))
+    key = lambda items: [(p.page_id, p.text) for p in items if isinstance(p, mediawiki.Page)]  # noqa: E731
+    sequential = key(mediawiki.read_dump(dump))
     assert sequential and key(read_in_groups(dump, offsets, groups=2)) == sequential
-    assert wikipedia.read_siteinfo(dump, offsets[0]).language == wiki
+    assert mediawiki.read_siteinfo(dump, offsets[0]).language == wiki
 
 
 def test_real_truncated_greek_dump_yields_complete_pages_then_the_break(wiki_fixtures):
-    items = list(wikipedia.read_dump(str(wiki_fixtures / "elwiki-truncated-mid-page.xml.xz")))
+    items = list(mediawiki.read_dump(str(wiki_fixtures / "elwiki-truncated-mid-page.xml.xz")))
     assert isinstance(items[-1], ReadError) and "ends or breaks" in items[-1].error
-    assert len([p for p in items if isinstance(p, wikipedia.Page)]) > 500
+    assert len([p for p in items if isinstance(p, mediawiki.Page)]) > 500

@@ -17,6 +17,7 @@ import socket
 import sys
 import time
 import uuid
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -63,10 +64,12 @@ def _master_addresses(master: str) -> list[tuple[str, int]]:
     return found
 
 
-def check_master(master: str, timeout: float = MASTER_TIMEOUT) -> None:
-    """A standalone master must accept a connection within `timeout` (Spark itself would retry for minutes)."""
+def check_master(master: str, timeout: float | None = None) -> None:
+    """A standalone master must accept a connection within `timeout` (default MASTER_TIMEOUT; Spark itself would
+    retry for minutes)."""
     if not master.startswith("spark://"):
         return
+    timeout = MASTER_TIMEOUT if timeout is None else timeout
     addresses = _master_addresses(master)
     deadline = time.monotonic() + timeout
     while True:
@@ -94,6 +97,9 @@ def spark_conf(master: str, settings: dict[str, str]):
 
     defaults = {
         "spark.app.name": "lmforge-curate",
+        # Spark's own log: a task's Python error is reported in one line by the run, and a retried task that then
+        # succeeds is no error of the run's (--conf spark.log.level=WARN shows it all)
+        "spark.log.level": "FATAL",
         "spark.ui.showConsoleProgress": "true" if sys.stderr.isatty() else "false",
         "spark.python.worker.reuse": "true",  # a worker keeps its language model and extraction child across tasks
         "spark.cleaner.referenceTracking.cleanCheckpoints": "true",
@@ -111,6 +117,8 @@ def spark_conf(master: str, settings: dict[str, str]):
 def start(master: str, settings: dict[str, str]) -> tuple[Any, bool]:
     """(the SparkContext, whether this call started it). An active context (spark-submit, a notebook) is used as
     it is, its master and settings the ones it was started with."""
+    # PySpark's note on pandas versions, which a run's RDDs never use
+    warnings.filterwarnings("ignore", "PySpark does not yet fully support pandas", FutureWarning)
     try:
         from pyspark import SparkContext
     except ImportError:
@@ -126,6 +134,7 @@ def start(master: str, settings: dict[str, str]) -> tuple[Any, bool]:
             "openjdk-17-jre-headless) or set JAVA_HOME"
         )
     check_master(master)
+    logging.getLogger("py4j").setLevel(logging.WARNING)
     if not (master.startswith(("local", "spark://", "yarn", "k8s://", "mesos://"))):
         raise UsageError(f"--spark-master {master}: expected local[N], spark://HOST:PORT, yarn or k8s://…")
     if _on_this_machine(master) and "PYSPARK_PYTHON" not in os.environ and "spark.pyspark.python" not in settings:
@@ -135,13 +144,13 @@ def start(master: str, settings: dict[str, str]) -> tuple[Any, bool]:
         context = SparkContext(conf=spark_conf(master, settings))
     except Exception as exc:  # the JVM did not start, or a setting was refused
         raise UsageError(f"Spark did not start with --spark-master {master}: {first_line(exc)}")
-    context.setLogLevel("ERROR")
     if not master.startswith("local"):
         _wait_for_executors(context, master)
     return context, True
 
 
-def _wait_for_executors(context, master: str, timeout: float = EXECUTOR_TIMEOUT) -> None:
+def _wait_for_executors(context, master: str) -> None:
+    timeout = EXECUTOR_TIMEOUT
     deadline = time.monotonic() + timeout
     while context._jsc.sc().getExecutorMemoryStatus().size() < 2:  # the driver counts as one
         if time.monotonic() >= deadline:

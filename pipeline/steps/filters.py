@@ -10,107 +10,18 @@ so that keeping other languages does not silently drop all of them.
 
 from __future__ import annotations
 
-import functools
 import itertools
 import re
 import string
 from collections.abc import Iterable
 from urllib.parse import urlsplit
 
-import numpy as np
-
 from pipeline.common.schema import Document
+from pipeline.steps.ngrams import NgramIndex, duplicated_ngram_chars, duplicates, split_words, top_ngram_chars
 
-_WORDS = re.compile(r"\w+(?:['’-]\w+)*|[^\w\s]")
 _SENTENCE_END = re.compile(r"(?<=[.!?。！？])\s+")
 _PARAGRAPHS = re.compile(r"\n{2,}")
 _PUNCTUATION = set(string.punctuation)
-
-
-@functools.lru_cache(maxsize=1)  # the Gopher filters split the same text one after the other
-def split_words(text: str) -> list[str]:
-    """Words and single punctuation marks, roughly as NLTK's word_tokenize splits English. The list is shared
-    between calls on the same text: not to be changed."""
-    return _WORDS.findall(text)
-
-
-def _duplicates(items: list[str]) -> tuple[int, int]:
-    """(number of items seen before, characters in them): every item but the first of its kind."""
-    distinct = set(items)
-    return len(items) - len(distinct), sum(map(len, items)) - sum(map(len, distinct))
-
-
-# One level of `_NgramIndex`: each n-gram's number; per number its first position and count; each n-gram's length.
-NgramLevel = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
-
-
-class _NgramIndex:
-    """A document's word n-grams as integers, equal where the n-grams are equal, for n = 2, 3, … in turn: each
-    level numbers the pairs (an (n-1)-gram, the next word) with numpy instead of joining and hashing n words.
-    Words hold no whitespace, so equal word sequences are exactly equal space-joined strings."""
-
-    def __init__(self, words: list[str]):
-        numbers = dict(zip(dict.fromkeys(words), itertools.count()))  # in order of first occurrence
-        self.words = np.fromiter(map(numbers.__getitem__, words), dtype=np.int64, count=len(words))
-        self.vocabulary = max(1, len(numbers))
-        self.prefix = np.concatenate(([0], np.cumsum(np.fromiter(map(len, words), dtype=np.int64, count=len(words)))))
-        self.n, self.ids = 1, self.words
-        self.counted: tuple[np.ndarray, np.ndarray] | None = None  # the current level's first positions and counts
-
-    def level(self, n: int) -> NgramLevel | None:
-        """For the n-grams in order: each one's number, and per number its first position and count; and each
-        n-gram's length in characters (words joined by single spaces). None when the text has fewer than n words."""
-        if n < self.n:
-            self.n, self.ids, self.counted = 1, self.words, None
-        if len(self.words) < n:
-            return None
-        if n == self.n and self.counted is None:  # the words themselves (n = 1)
-            self.ids, self.counted = _numbered(self.ids)
-        while self.n < n:  # (an n-gram's number, the next word) → the (n+1)-gram's number
-            positions = len(self.words) - self.n
-            if self.counted is not None and len(self.counted[1]) == len(self.ids):
-                # no n-gram occurs twice, so no longer one does: each is numbered by its position
-                self.ids = np.arange(positions)
-                self.counted = self.ids, np.ones(positions, dtype=np.int64)
-            else:
-                self.ids, self.counted = _numbered(self.ids[:positions] * self.vocabulary + self.words[self.n :])
-            self.n += 1
-        assert self.counted is not None
-        first, counts = self.counted
-        lengths = self.prefix[n:] - self.prefix[: len(self.ids)] + (n - 1)
-        return self.ids, first, counts, lengths
-
-
-def _numbered(keys: np.ndarray) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
-    """Equal keys numbered alike (0, 1, … in the keys' order), and each number's first position and count."""
-    _, first, numbers, counts = np.unique(keys, return_index=True, return_inverse=True, return_counts=True)
-    return numbers, (first, counts)
-
-
-def _top_ngram_chars(level: NgramLevel) -> int:
-    """Characters of the most frequent n-gram times its count (the first to occur among equally frequent ones)."""
-    _, first, counts, lengths = level
-    top = counts.max()
-    return int(lengths[first[counts == top].min()]) * int(top)
-
-
-def _duplicated_ngram_chars(level: NgramLevel, n: int) -> int:
-    """Characters in n-grams that repeat an earlier one, not counting overlapping repeats twice: after a repeat
-    the next n positions are skipped and not remembered. Only n-grams that occur twice can repeat, so only their
-    positions are walked (they are few in natural text)."""
-    numbers, _, counts, lengths = level
-    positions = np.flatnonzero(counts[numbers] >= 2)
-    seen = set()
-    chars = resume = 0
-    for position, number, length in zip(positions.tolist(), numbers[positions].tolist(), lengths[positions].tolist()):
-        if position < resume:
-            continue
-        if number in seen:
-            chars += length
-            resume = position + n
-        else:
-            seen.add(number)
-    return chars
 
 
 class GopherRepetitionFilter:
@@ -139,7 +50,7 @@ class GopherRepetitionFilter:
         if not text:
             return "empty"
         paragraphs = _PARAGRAPHS.split(text.strip())
-        count, chars = _duplicates(paragraphs)
+        count, chars = duplicates(paragraphs)
         doc.measure("gopher_repetition.dup_para_frac", count / len(paragraphs))
         doc.measure("gopher_repetition.dup_para_char_frac", chars / len(text))
         if self.dup_para_frac is not None and count / len(paragraphs) > self.dup_para_frac:
@@ -147,23 +58,23 @@ class GopherRepetitionFilter:
         if self.dup_para_char_frac is not None and chars / len(text) > self.dup_para_char_frac:
             return "dup_para_char_frac"
         lines = text.splitlines()
-        count, chars = _duplicates(lines)
+        count, chars = duplicates(lines)
         doc.measure("gopher_repetition.dup_line_frac", count / len(lines))
         doc.measure("gopher_repetition.dup_line_char_frac", chars / len(text))
         if self.dup_line_frac is not None and count / len(lines) > self.dup_line_frac:
             return "dup_line_frac"
         if self.dup_line_char_frac is not None and chars / len(text) > self.dup_line_char_frac:
             return "dup_line_char_frac"
-        ngrams = _NgramIndex(split_words(text))
+        ngrams = NgramIndex(split_words(text))
         for n, fraction in self.top_n_grams:
             level = ngrams.level(n)
-            share = _top_ngram_chars(level) / len(text) if level else 0.0
+            share = top_ngram_chars(level) / len(text) if level else 0.0
             doc.measure(f"gopher_repetition.top_{n}_gram", share)
             if share > fraction:
                 return f"top_{n}_gram"
         for n, fraction in self.dup_n_grams:
             level = ngrams.level(n)
-            share = _duplicated_ngram_chars(level, n) / len(text) if level else 0.0
+            share = duplicated_ngram_chars(level, n) / len(text) if level else 0.0
             doc.measure(f"gopher_repetition.duplicated_{n}_n_grams", share)
             if share > fraction:
                 return f"duplicated_{n}_n_grams"
@@ -353,7 +264,7 @@ class FineWebQualityFilter:
                 return "short_line_ratio"
         if self.char_duplicates_ratio is not None:
             chars = len(text.replace("\n", ""))
-            duplicated = _duplicates([line for line in lines if line.strip()])[1]
+            duplicated = duplicates([line for line in lines if line.strip()])[1]
             doc.measure("fineweb.char_dup_ratio", duplicated / chars if chars else 1.0)
             if chars == 0 or duplicated / chars >= self.char_duplicates_ratio:
                 return "char_dup_ratio"
