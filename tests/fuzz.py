@@ -34,7 +34,7 @@ with atheris.instrument_imports(include=["pipeline"]):
     from pipeline.common import synthetic
     from pipeline.common.schema import Document, documents_to_table, valid_text
     from pipeline.common.settings import UsageError
-    from pipeline.sources import commoncrawl, localtext, mediawiki, wikipedia
+    from pipeline.sources import commoncrawl, localtext, mediawiki as dumps, wikipedia
     from pipeline.steps import extract, langid, process
 
 MAX_LEN = 65536
@@ -81,14 +81,14 @@ def warc(data: bytes) -> None:
 def mediawiki(data: bytes) -> None:
     source = wikipedia.Wikipedia("wikipedia", wikipedia.Settings(dumps=["fuzz.xml"]))
     siteinfo: list = []
-    for record in mediawiki.parse_pages(io.BytesIO(data), None, mediawiki.DEFAULT_NAMESPACES, siteinfo):
-        if isinstance(record, mediawiki.Page):
+    for record in dumps.parse_pages(io.BytesIO(data), None, dumps.DEFAULT_NAMESPACES, siteinfo):
+        if isinstance(record, dumps.Page):
             record.site = siteinfo[0] if siteinfo else None
         doc = source.document(record)
         if not isinstance(doc, Document):
             continue
         doc.make_valid()
-        clean = wikipedia.CleanWikitext(record.site or mediawiki.SiteInfo(), keep_tables=False)
+        clean = wikipedia.CleanWikitext(record.site or dumps.SiteInfo(), keep_tables=False)
         if clean(doc) is None:
             _finish(doc, "text")
 

@@ -201,4 +201,4 @@ def test_the_engine_flags_reach_the_engine(command, tmp_path, monkeypatch):
     assert ran["spark"][0] == ran["beam"][0]
     del ran["spark"]
     cli.main([*base, "--engine", "spark"])
-    assert ran["spark"][1] == ("local[*]", {})
+    assert ran["spark"][1] == (None, {})  # spark-submit's master, else local[*] (pipeline.spark.session)

@@ -3,7 +3,7 @@ import os
 
 import pytest
 
-from pipeline.common.remote import FetchError, ResumableHTTPStream, open_input, read_text_lines
+from pipeline.common.remote import FetchError, ResumableHTTPStream, beam_path, open_input, read_text_lines
 
 FAST = {"backoff": 0.01, "max_backoff": 0.05}
 
@@ -69,3 +69,19 @@ def test_listing_gzip_or_plain(http_server, tmp_path):
     local = tmp_path / "paths.txt"
     local.write_text("x.warc.gz\n\ny.warc.gz\n")
     assert read_text_lines(str(local)) == ["x.warc.gz", "y.warc.gz"]
+
+
+@pytest.mark.parametrize(
+    ("hadoop", "beam"),
+    [
+        ("s3a://bucket/out/cc", "s3://bucket/out/cc"),
+        ("s3n://bucket/x", "s3://bucket/x"),
+        ("abfss://data@myaccount.dfs.core.windows.net/out/cc", "azfs://myaccount/data/out/cc"),
+        ("abfs://data@myaccount.dfs.core.windows.net", "azfs://myaccount/data"),
+        ("gs://bucket/out", "gs://bucket/out"),
+        ("s3://bucket/out", "s3://bucket/out"),
+        ("out/local", "out/local"),
+    ],
+)
+def test_hadoop_object_store_paths_are_written_under_beams_names(hadoop, beam):
+    assert beam_path(hadoop) == beam

@@ -103,20 +103,6 @@ def wait_for_units(output, process: subprocess.Popen, count: int, timeout: float
         time.sleep(0.2)
 
 
-def test_local_spark_writes_the_bytes_beam_writes(mixed, tmp_path):
-    from pipeline.spark import curate as spark_curate
-
-    _, table, direct = mixed
-    stats = spark_curate.run(with_output(table, tmp_path / "spark"), "local[2]")
-    assert outputs(tmp_path / "spark") == direct
-    assert not stats.problems() and stats.kept > 50 and stats.input_files == 5
-    assert (tmp_path / "spark" / "report.html").is_file() and not list(tmp_path.glob("spark/_work/spark-checkpoints*"))
-    # the recipe a run writes names no engine: the same file from either
-    assert (tmp_path / "spark" / "recipe.toml").read_text().replace(str(tmp_path / "spark"), "OUT") == (
-        mixed[0] / "direct" / "recipe.toml"
-    ).read_text().replace(str(mixed[0] / "direct"), "OUT")
-
-
 def test_a_standalone_cluster_that_loses_a_worker_mid_run_writes_the_same_bytes(mixed, tmp_path, monkeypatch):
     from pipeline.spark import curate as spark_curate, session
 
@@ -139,14 +125,16 @@ def test_a_standalone_cluster_that_loses_a_worker_mid_run_writes_the_same_bytes(
     assert outputs(output) == direct
 
 
-def test_a_killed_driver_reruns_on_the_committed_units_to_the_same_bytes(mixed, tmp_path):
-    _, table, direct = mixed
+def test_local_spark_killed_and_rerun_writes_the_bytes_beam_writes(mixed, tmp_path):
+    """On local[2]: the driver is killed mid-run (with its JVM and Python workers), and the rerun reads the units
+    committed before back instead of making them again, and writes what the DirectRunner wrote."""
+    root, table, direct = mixed
     output = tmp_path / "spark"
     recipe_file = write_recipe(table, tmp_path / "recipe.toml")
     command = spark_command(recipe_file, output, "local[2]")
     killed = subprocess.Popen(command, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_for_units(output, killed, 2)
-    os.killpg(killed.pid, signal.SIGKILL)  # the driver, its JVM and the Python workers
+    os.killpg(killed.pid, signal.SIGKILL)
     killed.wait()
     before = committed_units(output)
     assert 2 <= len(before) < 6
@@ -155,6 +143,13 @@ def test_a_killed_driver_reruns_on_the_committed_units_to_the_same_bytes(mixed, 
     after = committed_units(output)
     assert len(after) == 6 and all(after[path] == written for path, written in before.items())  # reused, not redone
     assert outputs(output) == direct
+    stats = json.loads((output / "stats.json").read_text())
+    assert stats["input_files"] == 5 and stats["dropped"]["quality"] > 0 and stats["dropped"]["duplicate_id"] == 12
+    assert (output / "report.html").is_file() and not list(output.glob("_work/spark-checkpoints*"))
+    # the recipe a run writes names no engine: the same file from either
+    assert (output / "recipe.toml").read_text().replace(str(output), "OUT") == (
+        root / "direct" / "recipe.toml"
+    ).read_text().replace(str(root / "direct"), "OUT")
     assert "records:" in rerun.stdout and "Traceback" not in rerun.stderr
 
 

@@ -96,8 +96,7 @@ def execute(recipe: recipes.Recipe, engine_arguments: list[str], args) -> int:
         from pipeline.spark import curate as spark_curate, session
 
         check_spark_arguments(engine_arguments, ours)
-        master = args.spark_master or session.DEFAULT_MASTER
-        funnel = spark_curate.run(recipe, master, session.parse_conf(args.conf))
+        funnel = spark_curate.run(recipe, args.spark_master, session.parse_conf(args.conf))
     else:
         if args.spark_master or args.conf:
             raise UsageError("--spark-master and --conf are Spark's: add --engine spark, or leave them out for Beam")

@@ -11,6 +11,7 @@ import io
 import logging
 import os
 import posixpath
+import re
 import time
 from urllib.parse import urlsplit
 
@@ -156,6 +157,21 @@ def is_local(path: str) -> bool:
 
 def local_path(path: str) -> str:
     return path[len("file://") :] if path.startswith("file://") else path
+
+
+_ADLS = re.compile(r"abfss?://([^@/]+)@([^./]+)\.dfs\.core\.windows\.net(?:/(.*))?$")
+
+
+def beam_path(path: str) -> str:
+    """An object-store path in Hadoop's names (what Spark users write: s3a://, s3n://, abfs[s]://CONTAINER@ACCOUNT
+    .dfs.core.windows.net/…) in Beam's (s3://, azfs://ACCOUNT/CONTAINER/…); any other path as it is."""
+    if path.startswith(("s3a://", "s3n://")):
+        return "s3://" + path.split("://", 1)[1]
+    found = _ADLS.match(path)
+    if found:
+        container, account, rest = found.groups()
+        return f"azfs://{account}/{container}" + (f"/{rest}" if rest else "")
+    return path
 
 
 def beam_filesystems():

@@ -20,12 +20,12 @@ import os
 import shutil
 from collections.abc import Sequence
 
-from pipeline.common.remote import is_local, local_path
+from pipeline.common.remote import beam_path, is_local, local_path
 from pipeline.output import card, report, shards, sinks
 from pipeline.output.stats import Funnel
 from pipeline.recipe import RECIPE_FILE, Recipe, save
 from pipeline.sources import DocumentSettings
-from pipeline.spark import dedup, session
+from pipeline.spark import dedup, read, session
 from pipeline.spark.read import SparkSource
 from pipeline.steps import langid, quality
 from pipeline.steps.units import WORK_DIR
@@ -37,18 +37,50 @@ def _shard_index(index: int) -> int:
     return index
 
 
-def write_shards(items, output_dir: str, num_shards: int, fmt: str, kind: shards.ShardKind, shard_bytes: int):
-    """Items → shards placed as on Beam (`shards.shard_of` of each item's key, rows sorted by key, empty shards
-    written too), one task per shard, so what a task holds is one shard. Returns [(path, rows)] per shard."""
-    count = num_shards or shards.shard_count(items.map(kind.size).sum(), shard_bytes)
-    key = kind.key
+def _sizes_and_funnels(part) -> list[tuple[dict, Funnel]]:
+    """A task's (shard set, item size) and ("funnel", Funnel) items → the sizes summed per set, the funnels merged."""
+    sizes: dict[int, int] = {}
+    funnel = Funnel()
+    for tag, value in part:
+        if tag == "funnel":
+            funnel.merge(value)
+        else:
+            sizes[tag] = sizes.get(tag, 0) + value
+    return [(sizes, funnel)]
 
-    def write(index, part):
-        rows = [item for _, item in part]
-        return [(shards.write_shard(output_dir, index, count, fmt, kind, rows), len(rows))]
 
-    keyed = items.map(lambda item: (shards.shard_of(key(item), count), item)).partitionBy(count, _shard_index)
-    return keyed.mapPartitionsWithIndex(write).collect()
+def write_shard_sets(context, sets: list[tuple], num_shards: int, fmt: str, shard_bytes: int, funnels: list):
+    """Shard sets, each (items, output folder, ShardKind), written as on Beam: each item's shard is `shards.shard_of`
+    its key, a shard's rows sorted by key, empty shards written too, and (without `num_shards`) as many shards as it
+    takes for about `shard_bytes` each, counted over the whole set first. One task writes one shard, so what a task
+    holds is one shard. Two jobs in all: the sizes of every set, with every stage's `funnels` (RDDs of Funnels)
+    merged on the way; then every shard. Returns ([(path, rows)] per set, the merged Funnel)."""
+    measured = [context.union(funnels).map(lambda funnel: ("funnel", funnel))] if funnels else []
+    if not num_shards:
+        for number, (items, _, kind) in enumerate(sets):
+            measured.append(items.map(lambda item, number=number, kind=kind: (number, kind.size(item))))
+    totals: dict[int, int] = {}
+    merged = Funnel()
+    if measured:
+        tasks = context.defaultParallelism  # narrow: the many small partitions read by a few tasks
+        for sizes, funnel in context.union(measured).coalesce(tasks).mapPartitions(_sizes_and_funnels).collect():
+            merged.merge(funnel)
+            for number, size in sizes.items():
+                totals[number] = totals.get(number, 0) + size
+    writers = []
+    for number, (items, output_dir, kind) in enumerate(sets):
+        count = num_shards or shards.shard_count(totals.get(number, 0), shard_bytes)
+
+        def write(index, part, number=number, output_dir=output_dir, kind=kind, count=count):
+            rows = [item for _, item in part]
+            return [(number, shards.write_shard(output_dir, index, count, fmt, kind, rows), len(rows))]
+
+        keyed = items.map(lambda item, kind=kind, count=count: (shards.shard_of(kind.key(item), count), item))
+        writers.append(keyed.partitionBy(count, _shard_index).mapPartitionsWithIndex(write))
+    written: list[list[tuple[str, int]]] = [[] for _ in sets]
+    for number, path, rows in context.union(writers).collect():
+        written[number].append((path, rows))
+    return written, merged
 
 
 def model_files(recipe: Recipe) -> list[str]:
@@ -60,58 +92,68 @@ def model_files(recipe: Recipe) -> list[str]:
     return files
 
 
-def curate(context, recipe: Recipe, sources: Sequence[SparkSource]) -> Funnel:
+def curate(context, recipe: Recipe, sources: Sequence[SparkSource], checkpoint_base: str | None = None) -> Funnel:
     """The whole recipe on a running SparkContext: sources, unique ids, deduplication (unless switched off), shards,
-    the duplicates report, stats.json and the dataset card. Returns the run's Funnel."""
+    the duplicates report, stats.json and the dataset card. Returns the run's Funnel. `checkpoint_base`: the output
+    folder as Spark's Hadoop filesystems name it, under which components checkpoint (default: the output folder)."""
     from pyspark import StorageLevel
 
     out = recipe.output
     level = StorageLevel.DISK_ONLY  # what a stage's output holds is on the executors' disks, never in memory whole
-    partitions = context.defaultParallelism * 2
-    funnels: list[Funnel] = []
-    read = []
-    for source in sources:
-        docs, source_funnels, _ = source.read(context, level)
-        read.append(docs)
+    partitions = context.defaultParallelism  # of every shuffle: a PySpark task costs ~70 ms of CPU however small
+    units, planned = read.plan(context, list(sources))
+    funnels: list = []  # RDDs of every stage's Funnels, gathered in one job at the end
+    read_docs = []
+    for source, source_units in zip(sources, units):
+        docs, source_funnels = source.read(context, source_units, level)
+        read_docs.append(docs)
         funnels += source_funnels
-    docs = read[0] if len(read) == 1 else context.union(read)
-    docs, id_funnel = dedup.unique_ids(docs, level, partitions)
-    funnels.append(id_funnel)
+    docs = read_docs[0] if len(read_docs) == 1 else context.union(read_docs)
+    docs, id_funnels = dedup.unique_ids(docs, level, partitions)
+    funnels.append(id_funnels)
     report_dir = sinks.join(out.dir, card.REPORT_DIR)
-    written = []  # every shard this run writes: the earlier runs' others go once all of them exist
-    checkpoints = None
+    sets = []  # the shard sets to write: the documents first, and the duplicates report
+    checkpoints = largest = None
     if recipe.dedup.enabled:
         prefer = tuple(recipe.dedup.prefer)
-        docs, exact_funnel, report_rows = dedup.exact(docs, prefer, level, partitions)
-        funnels.append(exact_funnel)
+        docs, exact_funnels, report_rows = dedup.exact(docs, prefer, level, partitions)
+        funnels.append(exact_funnels)
         config = recipe.minhash_config()
         if config is not None:
-            checkpoints = session.checkpoint_dir(context, out.dir)
-            docs, near_funnel, near_rows, largest = dedup.near(docs, config, prefer, level, partitions)
-            funnels.append(near_funnel)
+            checkpoints = session.checkpoint_dir(context, checkpoint_base or out.dir)
+            docs, near_funnels, near_rows, largest = dedup.near(docs, config, prefer, level, partitions)
+            funnels.append(near_funnels)
             report_rows = context.union([report_rows, near_rows])
-            log.info("largest LSH bucket: %d documents; largest near-duplicate cluster: %d", *largest.values())
-        report_shards = write_shards(
-            report_rows, report_dir, out.num_shards, out.format, shards.REPORT, recipe.shard_bytes
+        sets.append((report_rows, report_dir, shards.REPORT))
+    sets = [(docs, out.dir, shards.DOCUMENTS), *sets]
+    written, merged = write_shard_sets(context, sets, out.num_shards, out.format, recipe.shard_bytes, funnels)
+    if largest:
+        log.info(
+            "largest LSH bucket: %d documents; largest near-duplicate cluster: %d",
+            *(group.value for group in largest.values()),
         )
-        written += [path for path, _ in report_shards]
-    kept_shards = write_shards(docs, out.dir, out.num_shards, out.format, shards.DOCUMENTS, recipe.shard_bytes)
-    written += [path for path, _ in kept_shards]
-    funnels.append(Funnel(kept=sum(rows for _, rows in kept_shards)))
-    stats = shards.write_stats(shards.merge_funnels(funnels), sinks.join(out.dir, "stats.json"))
-    shards.publish(stats, (out.dir, report_dir), written)
+    kept = Funnel(kept=sum(rows for _, rows in written[0]))
+    stats = shards.write_stats(shards.merge_funnels([*planned, merged, kept]), sinks.join(out.dir, "stats.json"))
+    paths = [path for shard_set in written for path, _ in shard_set]
+    shards.publish(stats, (out.dir, report_dir), paths)
     card.write_card(stats, recipe)
     if checkpoints is not None and is_local(checkpoints):
         shutil.rmtree(local_path(checkpoints), ignore_errors=True)
     return stats
 
 
-def run(recipe: Recipe, master: str = session.DEFAULT_MASTER, conf: dict[str, str] | None = None) -> Funnel:
+def run(recipe: Recipe, master: str | None = None, conf: dict[str, str] | None = None) -> Funnel:
     """Checks the recipe, lists its inputs, starts Spark (or joins the running context) and checks its executors,
     writes `OUTPUT/recipe.toml` and runs the recipe; draws the report (`OUTPUT/report.html`) last. Returns the run's
-    Funnel, as written to `OUTPUT/stats.json`."""
-    recipe.check()
+    Funnel, as written to `OUTPUT/stats.json`. `master`: local[N], spark://HOST:PORT, yarn, k8s://…; None: the
+    one spark-submit was given, else local[*]. An output given in Hadoop's names for object stores (s3a://,
+    abfss://) is written through the same sinks under Beam's (s3://, azfs://)."""
     out = recipe.output
+    hadoop_output = out.dir
+    out.dir = beam_path(out.dir)
+    if out.dir != hadoop_output:
+        log.info("output %s: written as %s", hadoop_output, out.dir)
+    recipe.check()
     sources = [  # lists the inputs: a user's mistake stops the run before Spark starts
         SparkSource(recipe.source(name), out.dir, recipe.langid_model, out.unit_file_bytes) for name in recipe.sources
     ]
@@ -122,7 +164,7 @@ def run(recipe: Recipe, master: str = session.DEFAULT_MASTER, conf: dict[str, st
         session.check_executors(context, model_files(recipe), sinks.join(out.dir, WORK_DIR))
         save(recipe, sinks.join(out.dir, RECIPE_FILE))
         try:
-            curate(context, recipe, sources)
+            curate(context, recipe, sources, hadoop_output)
         except Exception as exc:
             if type(exc).__module__.startswith(("py4j", "pyspark")):  # a Java stack trace: its Python error is enough
                 raise RuntimeError(f"the Spark job failed: {session.first_line(exc)}") from None

@@ -2,7 +2,8 @@
 the rules of `pipeline.dedup` and `pipeline.dedup.minhash` (keys, survivor choice, LSH bands, large-star/small-star)
 that the Beam stages (`pipeline.dedup.stages`) apply too, so both engines keep the same documents.
 
-Each stage returns (documents, the Funnel of its drops, gathered on the driver, report rows). What one task holds
+Each stage returns (documents, an RDD of the Funnels of its drops, report rows), all lazy: the run gathers every
+stage's funnels in one job at its end. What one task holds
 is one key's group: the documents of one id, the survivor and removed ids of one exact key, the members of one LSH
 bucket, the neighbours of one graph node; documents themselves only pass through joins by id.
 """
@@ -17,7 +18,6 @@ from typing import Any
 from pipeline import dedup
 from pipeline.dedup import minhash
 from pipeline.output.stats import Funnel
-from pipeline.spark.read import merge_partition
 
 log = logging.getLogger(__name__)
 
@@ -37,23 +37,15 @@ def _resolve(element) -> list[tuple[str, Any]]:
     return [("doc", doc) for doc in docs] + ([("funnel", funnel)] if funnel is not None else [])
 
 
-def unique_ids(docs, storage_level, partitions: int) -> tuple[Any, Funnel]:
-    """Documents → (documents with unique ids, the Funnel of `duplicate_id` drops and renamed ids)."""
+def unique_ids(docs, storage_level, partitions: int) -> tuple[Any, Any]:
+    """Documents → (documents with unique ids, the Funnels of `duplicate_id` drops and renamed ids)."""
     by_id = docs.map(lambda doc: (doc.id, doc)).groupByKey(partitions)
     resolved = by_id.flatMap(_resolve).persist(storage_level)
     funnels = resolved.filter(lambda item: item[0] == "funnel").map(lambda item: item[1])
-    funnel = _merge(funnels)
-    return resolved.filter(lambda item: item[0] == "doc").map(lambda item: item[1]), funnel
+    return resolved.filter(lambda item: item[0] == "doc").map(lambda item: item[1]), funnels
 
 
-def _merge(funnels) -> Funnel:
-    merged = Funnel()
-    for funnel in funnels.mapPartitions(merge_partition).collect():
-        merged.merge(funnel)
-    return merged
-
-
-def exact(docs, prefer_sources: tuple[str, ...], storage_level, partitions: int) -> tuple[Any, Funnel, Any]:
+def exact(docs, prefer_sources: tuple[str, ...], storage_level, partitions: int) -> tuple[Any, Any, Any]:
     """One document per normalised-text hash; the copies' ids held per key are one group's, combined on the map side
     as Beam's CombinePerKey does."""
     merge = functools.partial(dedup.merge_copies, prefer_sources=prefer_sources)
@@ -63,9 +55,9 @@ def exact(docs, prefer_sources: tuple[str, ...], storage_level, partitions: int)
         .values()
         .persist(storage_level)
     )
-    funnel = _dropped("duplicate", groups.map(lambda group: len(group[1])).sum())
+    funnels = groups.mapPartitions(lambda part: [_dropped("duplicate", sum(len(group[1]) for group in part))])
     report = groups.filter(lambda group: group[1]).map(lambda group: dedup.report_row("exact", group[0].id, group[1]))
-    return groups.map(lambda group: group[0]), funnel, report
+    return groups.map(lambda group: group[0]), funnels, report
 
 
 @functools.cache
@@ -128,22 +120,56 @@ def _count_marked(element) -> int:
     return len(list(docs)) if list(marks) else 0
 
 
+class _Largest:
+    """The largest group a stage saw, for the log (an accumulator: a retried task may add again, which a maximum
+    does not mind)."""
+
+    def __init__(self, context):
+        from pyspark.accumulators import AccumulatorParam
+
+        class Maximum(AccumulatorParam):
+            def zero(self, value):
+                return 0
+
+            def addInPlace(self, value1, value2):
+                return max(value1, value2)
+
+        self.accumulator = context.accumulator(0, Maximum())
+
+    def seen(self, size: int) -> None:
+        self.accumulator.add(size)
+
+    @property
+    def value(self) -> int:
+        return self.accumulator.value
+
+
+def _bucket_edges(bucket, threshold: float | None, largest: _Largest):
+    members = bucket[1]
+    largest.seen(len(members))
+    return minhash.bucket_edges(members, threshold)
+
+
+def _cluster_row(cluster, largest: _Largest) -> dict:
+    row = dedup.cluster_row(*cluster)
+    largest.seen(row["cluster_size"])
+    return row
+
+
 def near(
     docs, config: minhash.MinHashConfig, prefer_sources: tuple[str, ...], storage_level, partitions: int
-) -> tuple[Any, Funnel, Any, dict]:
+) -> tuple[Any, Any, Any, dict]:
     """Near-duplicate removal: signatures → LSH buckets → star edges → connected components → one survivor per
-    component (its smallest node). Also returns the largest bucket and cluster (what bounds a task's memory)."""
+    component (its smallest node). Also returns accumulators of the largest bucket and cluster (what bounds a
+    task's memory), read once the report is written."""
     threshold = config.threshold if config.verify else None
+    largest = {"bucket": _Largest(docs.context), "cluster": _Largest(docs.context)}
     buckets = docs.mapPartitions(lambda part: _sign(config, prefer_sources, part)).groupByKey(partitions)
-    buckets = buckets.mapValues(list).persist(storage_level)
-    edges = buckets.flatMap(lambda bucket: minhash.bucket_edges(bucket[1], threshold))
-    largest = {"bucket": buckets.map(lambda bucket: len(bucket[1])).fold(0, max)}
+    edges = buckets.flatMap(lambda bucket: _bucket_edges(bucket, threshold, largest["bucket"]))
     components = connected_components(edges, storage_level, partitions)
-    buckets.unpersist()
     clusters = components.map(lambda edge: (edge[1], edge[0])).groupByKey(partitions).persist(storage_level)
-    largest["cluster"] = clusters.map(lambda cluster: 1 + len(set(cluster[1]))).fold(0, max)
-    report = clusters.map(lambda cluster: dedup.cluster_row(*cluster))
+    report = clusters.map(lambda cluster: _cluster_row(cluster, largest["cluster"]))
     removed = clusters.flatMap(lambda cluster: ((node[2], True) for node in set(cluster[1])))
     joined = docs.map(lambda doc: (doc.id, doc)).cogroup(removed, partitions).persist(storage_level)
-    funnel = _dropped("near_duplicate", joined.map(_count_marked).sum())
-    return joined.flatMap(_keep_unmarked), funnel, report, largest
+    funnels = joined.mapPartitions(lambda part: [_dropped("near_duplicate", sum(map(_count_marked, part)))])
+    return joined.flatMap(_keep_unmarked), funnels, report, largest

@@ -2,7 +2,8 @@
 the per-unit commit and resume (`pipeline.steps.units`), as `pipeline.beam.read` does on Beam.
 
 Inputs are listed on the driver; each input is planned into units on an executor (a Wikipedia dump through its
-index into parts), the units come back to the driver and are dealt out one unit per task, so a unit is what Spark
+index into parts; every source's inputs in one job), the units come back to the driver and are dealt out one unit
+per task, so a unit is what Spark
 retries when an executor is lost: a rerun of a unit reads back what it had committed. The tasks' output (documents,
 and one Funnel per unit) is persisted on the executors' disks, so what follows reads it without running any unit
 again.
@@ -69,14 +70,6 @@ def _is_document(item) -> bool:
     return isinstance(item, Document)
 
 
-def merge_partition(funnels) -> list[Funnel]:
-    """The funnels of one partition as one (so the driver merges one per task, not one per unit or document)."""
-    merged = Funnel()
-    for funnel in funnels:
-        merged.merge(funnel)
-    return [merged]
-
-
 class SparkSource:
     """One source of a recipe on Spark: its inputs listed when it is made (UsageError for the user's mistakes), its
     units committed under `<output>/_work/<name>-<fingerprint>/` as on Beam, so either engine reuses the other's."""
@@ -89,30 +82,48 @@ class SparkSource:
         self.langid_model = langid_model
         self.store = unit_store(source, output_dir, langid_model, max_file_bytes)
 
-    def read(self, context, storage_level) -> tuple[Any, list[Funnel], Any]:
-        """(documents, the funnels gathered on the driver, the persisted RDD to release at the end)."""
+    def read(self, context, units: list, storage_level) -> tuple[Any, list]:
+        """The planned units → (documents, [RDDs of Funnels]); nothing runs until an action needs them. The units'
+        output is persisted, so the documents and the funnels are read from it, never made twice."""
         source, store, langid_model = self.source, self.store, self.langid_model
-        planned = (
-            context.parallelize(self.inputs, max(len(self.inputs), 1))
-            .flatMap(lambda source_input: _plan(source, store, source_input))
-            .collect()
-        )
-        units = [value for kind, value in planned if kind == "unit"]
-        funnels = [value for kind, value in planned if kind == "funnel"]
         if not units:
-            return context.emptyRDD(), funnels, None
+            return context.emptyRDD(), []
         items = (
             context.parallelize(units, len(units))  # one unit per task
             .mapPartitions(lambda task_units: _process(source, store, langid_model, task_units))
             .persist(storage_level)
         )
-        funnels += items.filter(lambda item: not _is_document(item)).mapPartitions(merge_partition).collect()
+        funnels = [items.filter(lambda item: not _is_document(item))]
         docs = items.filter(_is_document)
         settings = source.settings
         if isinstance(settings, DocumentSettings) and settings.quality_model and settings.quality_keep < 1:
-            docs, quality_funnels = keep_best_quality(docs, settings.quality_keep)
-            funnels += quality_funnels
-        return docs, funnels, items
+            docs, dropped = keep_best_quality(docs, settings.quality_keep)
+            funnels.append(dropped)
+        return docs, funnels
+
+
+def plan(context, sources: list[SparkSource]) -> tuple[list[list], list[Funnel]]:
+    """Every source's inputs planned into units on the executors, in one job: (each source's units, the Funnels of
+    the inputs that could not be planned)."""
+    inputs = [(number, source_input) for number, source in enumerate(sources) for source_input in source.inputs]
+    if not inputs:
+        return [[] for _ in sources], []
+    planners = [(source.source, source.store) for source in sources]
+
+    def plan_input(item) -> list[tuple[int, str, Any]]:
+        number, source_input = item
+        source, store = planners[number]
+        return [(number, kind, value) for kind, value in _plan(source, store, source_input)]
+
+    planned = context.parallelize(inputs, len(inputs)).flatMap(plan_input).collect()
+    units: list[list] = [[] for _ in sources]
+    funnels = []
+    for number, kind, value in planned:
+        if kind == "unit":
+            units[number].append(value)
+        else:
+            funnels.append(value)
+    return units, funnels
 
 
 def _quantiles_of(combine_fn, scores) -> list:
@@ -131,8 +142,8 @@ def _quality_drops(threshold: float, docs) -> list[Funnel]:
     return [funnel]
 
 
-def keep_best_quality(docs, fraction: float) -> tuple[Any, list[Funnel]]:
-    """Scored documents → (the best `fraction` of them, the funnels of those dropped as `quality`). The threshold is
+def keep_best_quality(docs, fraction: float) -> tuple[Any, Any]:
+    """Scored documents → (the best `fraction` of them, the Funnels of those dropped as `quality`). The threshold is
     read from the scores' quantiles through the very sketch Beam's `ApproximateQuantiles` uses, merged the same
     way, so both engines draw the line at the same score; documents at the threshold stay."""
     from apache_beam.transforms.stats import ApproximateQuantilesCombineFn
@@ -142,6 +153,6 @@ def keep_best_quality(docs, fraction: float) -> tuple[Any, list[Funnel]]:
     quantiles = combine_fn.extract_output(combine_fn.merge_accumulators(accumulators))
     threshold = quality.keep_threshold(quantiles, fraction)
     if threshold is None:
-        return docs, []
-    dropped = docs.mapPartitions(lambda part: _quality_drops(threshold, part)).collect()
+        return docs, docs.context.emptyRDD()
+    dropped = docs.mapPartitions(lambda part: _quality_drops(threshold, part))
     return docs.filter(lambda doc: doc.quality >= threshold), dropped

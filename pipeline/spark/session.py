@@ -91,6 +91,15 @@ def _on_this_machine(master: str) -> bool:
     return bool(hosts) and hosts <= {"127.0.0.1", "localhost", "::1", socket.gethostname()}
 
 
+def resolve_master(master: str | None) -> str:
+    """The master given, else spark-submit's (`--master`, spark-defaults.conf), else local[*]."""
+    if master:
+        return master
+    from pyspark import SparkConf
+
+    return SparkConf(loadDefaults=True).get("spark.master", DEFAULT_MASTER) or DEFAULT_MASTER
+
+
 def spark_conf(master: str, settings: dict[str, str]):
     """The SparkConf of a run: the user's settings over lmforge's defaults."""
     from pyspark import SparkConf
@@ -106,6 +115,8 @@ def spark_conf(master: str, settings: dict[str, str]):
         # a unit is one task, and one unit's failure must not end the run before Spark has retried it elsewhere
         "spark.task.maxFailures": "4",
     }
+    if master.startswith("local"):  # a run on this machine is watched on the terminal, not in Spark's web UI
+        defaults["spark.ui.enabled"] = "false"
     conf = SparkConf(loadDefaults=True).setMaster(master)
     for key, value in {**defaults, **settings}.items():
         if key not in settings and conf.contains(key):
@@ -114,9 +125,9 @@ def spark_conf(master: str, settings: dict[str, str]):
     return conf
 
 
-def start(master: str, settings: dict[str, str]) -> tuple[Any, bool]:
-    """(the SparkContext, whether this call started it). An active context (spark-submit, a notebook) is used as
-    it is, its master and settings the ones it was started with."""
+def start(master: str | None, settings: dict[str, str]) -> tuple[Any, bool]:
+    """(the SparkContext, whether this call started it). An active context (a notebook, Databricks) is used as
+    it is, its master and settings the ones it was started with; `master` None: spark-submit's, else local[*]."""
     # PySpark's note on pandas versions, which a run's RDDs never use
     warnings.filterwarnings("ignore", "PySpark does not yet fully support pandas", FutureWarning)
     try:
@@ -128,6 +139,7 @@ def start(master: str, settings: dict[str, str]) -> tuple[Any, bool]:
         if settings:
             log.warning("a SparkContext is running already: --conf %s not applied", " ".join(settings))
         return active, False
+    master = resolve_master(master)
     if _java() is None:
         raise UsageError(
             "--engine spark needs Java 17 or later (Spark runs on a JVM): install it (Debian: apt-get install "

@@ -1,0 +1,274 @@
+"""Curation on Spark against Beam, side by side on this machine; run alone (a benchmark beside a test run is noise).
+
+    .venv/bin/python bench/bench_spark.py engines [--pages 3000] [--files 8] [--repeats 3]
+    .venv/bin/python bench/bench_spark.py memory [--pages 1500] [--factor 8]
+    .venv/bin/python bench/bench_spark.py dedup [--docs 100000] [--repeats 1]
+
+`engines`: the same pages (with ../shared: real pages, 45% English and the rest rewritten into 13 other languages,
+as `bench_commoncrawl.py --peer datatrove` writes them; else generated pages) in --files WARCs, curated by the
+whole `python -m pipeline commoncrawl` command on Beam's DirectRunner with two workers and on Spark `local[2]`,
+interleaved, each run into a fresh folder (nothing reused); wall seconds (medians), pages per second per core, the
+ratio Beam wall / Spark wall (goal ≥ 0.9), and whether both wrote the same bytes.
+
+`memory`: one unit that grows (a single-stream Wikipedia dump of --pages and --factor × --pages real pages, as
+`bench_unit_memory.py` writes it) through the Spark engine on `local[1]`: the peak RSS of the Python workers
+(sampled every 0.2 s) must not grow with the unit.
+
+`dedup`: --docs ~1 KB documents, 10% of them planted near copies (2% of words changed) of an earlier one, as
+Parquet; `python -m pipeline dedup` with FineWeb's settings (5-grams, 14 bands × 8 rows) on Beam (two workers) and
+on Spark `local[2]`, and datatrove 0.10.1's four MinHash stages with the same settings on two workers (its own venv,
+bench/results/peer-datatrove, made by `bench_commoncrawl.py --peer datatrove` or here); wall seconds, documents
+per second, and the precision and recall of the removed documents against the planted clusters.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import pathlib
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
+
+from bench_commoncrawl import mixed_warcs, peer_venv  # noqa: E402
+
+SPARK = ["--engine", "spark", "--spark-master", "local[2]"]
+BEAM = ["--direct_num_workers=2", "--direct_running_mode=multi_processing"]
+
+
+def outputs(folder: pathlib.Path) -> dict[str, bytes]:
+    files = [*folder.glob("part-*"), *folder.glob("duplicates/part-*"), folder / "stats.json", folder / "README.md"]
+    return {str(path.relative_to(folder)): path.read_bytes() for path in sorted(files)}
+
+
+def timed(command: list[str]) -> float:
+    started = time.perf_counter()
+    subprocess.run(command, cwd=REPO, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return time.perf_counter() - started
+
+
+def engines(args) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = pathlib.Path(tmp)
+        (folder / "warcs").mkdir()
+        warcs = mixed_warcs(folder / "warcs", args.pages, args.files)
+        base = [sys.executable, "-m", "pipeline", "commoncrawl", "--warcs", *warcs]
+        runs: dict[str, list[float]] = {"beam": [], "spark": []}
+        same = True
+        for repeat in range(args.repeats):
+            written = {}
+            for engine, flags in (("beam", BEAM), ("spark", SPARK)):
+                output = folder / f"{engine}-{repeat}"
+                runs[engine].append(timed([*base, "--output", str(output), *flags]))
+                written[engine] = outputs(output)
+                stats = json.loads((output / "stats.json").read_text())
+                shutil.rmtree(output)
+                print(f"{engine} run {repeat + 1}: {runs[engine][-1]:.1f} s, {stats['kept']} kept", file=sys.stderr)
+            same = same and written["beam"] == written["spark"]
+    beam, spark = statistics.median(runs["beam"]), statistics.median(runs["spark"])
+    return {
+        "pages": args.pages,
+        "files": args.files,
+        "repeats": args.repeats,
+        "beam_s": [round(s, 1) for s in runs["beam"]],
+        "spark_s": [round(s, 1) for s in runs["spark"]],
+        "beam_pages_per_s_per_core": round(args.pages / beam / 2, 1),
+        "spark_pages_per_s_per_core": round(args.pages / spark / 2, 1),
+        "beam_over_spark_wall": round(beam / spark, 3),
+        "identical_outputs": same,
+    }
+
+
+def sample_python_workers(process: subprocess.Popen, peaks: dict, stop: threading.Event) -> None:
+    """The peak RSS of the Python processes below `process` (the driver, its JVM, the PySpark workers)."""
+    import psutil
+
+    root = psutil.Process(process.pid)
+    while not stop.wait(0.2):
+        try:
+            children = root.children(recursive=True)
+        except psutil.NoSuchProcess:
+            return
+        for child in children:
+            try:
+                if "pyspark" in " ".join(child.cmdline()) or "daemon" in " ".join(child.cmdline()):
+                    peaks["worker"] = max(peaks.get("worker", 0), child.memory_info().rss)
+            except psutil.Error:
+                continue
+
+
+def memory(args) -> dict:
+    from bench_unit_memory import write_single_stream
+    from bench_wikipedia import require_fixtures
+
+    require_fixtures()
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = pathlib.Path(tmp)
+        for factor in (1, args.factor):
+            dump = folder / f"xxwiki-{factor}x-pages-articles.xml.bz2"
+            write_single_stream(dump, args.pages * factor)
+            output = folder / f"out-{factor}"
+            command = [sys.executable, "-m", "pipeline", "wikipedia", "--dump", str(dump), "--output", str(output),
+                       "--no-dedup", "--engine", "spark", "--spark-master", "local[1]"]  # fmt: skip
+            peaks: dict[str, int] = {}
+            stop = threading.Event()
+            started = time.perf_counter()
+            process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            sampler = threading.Thread(target=sample_python_workers, args=(process, peaks, stop))
+            sampler.start()
+            assert process.wait() == 0
+            stop.set()
+            sampler.join()
+            stats = json.loads((output / "stats.json").read_text())
+            results[f"{factor}x"] = {
+                "pages": args.pages * factor,
+                "dump_mb": round(dump.stat().st_size / 1e6, 1),
+                "kept": stats["kept"],
+                "seconds": round(time.perf_counter() - started, 1),
+                "peak_worker_mb": round(peaks.get("worker", 0) / 2**20),
+            }
+    results["peak_ratio"] = round(
+        results[f"{args.factor}x"]["peak_worker_mb"] / max(results["1x"]["peak_worker_mb"], 1), 2
+    )
+    return results
+
+
+def write_corpus(folder: pathlib.Path, count: int, shards: int = 16) -> dict[str, str]:
+    """`count` ~1 KB documents, 10% near copies of an earlier one; returns copy id → original id."""
+    from pipeline.common import synthetic
+    from pipeline.common.schema import Document
+    from pipeline.output import sinks
+
+    rng = random.Random(count)
+    vocab = synthetic.vocabulary()
+    texts: list[str] = []
+    planted: dict[str, str] = {}
+    for number in range(count):
+        if texts and rng.random() < 0.1:
+            original = rng.randrange(len(texts))
+            texts.append(synthetic.edit_words(rng, texts[original], 0.02, vocab))
+            planted[f"doc-{number:07d}"] = f"doc-{original:07d}"
+        else:
+            texts.append(synthetic.word_document(rng, 170, vocab))
+    day = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
+    docs = [Document(id=f"doc-{i:07d}", text=t, source="bench", date=day) for i, t in enumerate(texts)]
+    folder.mkdir(parents=True)
+    for shard in range(shards):
+        sinks.write_documents(str(folder / sinks.shard_name(shard, shards)), docs[shard::shards])
+    return planted
+
+
+def precision_recall(ids: list[str], kept: set[str], planted: dict[str, str]) -> dict:
+    """Against the planted clusters (each copy joined to its original): a cluster of k documents should lose
+    k − 1; a removal beyond that, or from a document that has no copy, is a false one."""
+    parent = {doc: doc for doc in ids}
+
+    def root(doc):
+        while parent[doc] != doc:
+            parent[doc] = parent[parent[doc]]
+            doc = parent[doc]
+        return doc
+
+    for copy, original in planted.items():
+        parent[root(copy)] = root(original)
+    clusters: dict[str, list[str]] = {}
+    for doc in ids:
+        clusters.setdefault(root(doc), []).append(doc)
+    removed = set(ids) - kept
+    correct = sum(min(len(removed.intersection(c)), len(c) - 1) for c in clusters.values())
+    expected = sum(len(c) - 1 for c in clusters.values())
+    return {
+        "removed": len(removed),
+        "expected": expected,
+        "precision": round(correct / max(len(removed), 1), 4),
+        "recall": round(correct / max(expected, 1), 4),
+    }
+
+
+def kept_ids(folder: pathlib.Path) -> set[str]:
+    import pyarrow.parquet as pq
+
+    return set(pq.read_table(sorted(folder.glob("part-*.parquet")), columns=["id"]).column("id").to_pylist())
+
+
+def dedup(args) -> dict:
+    settings = ["--bands", "14", "--rows", "8", "--ngram", "5", "--num-perm", "112"]  # exact dedup stays on
+    results: dict = {"docs": args.docs, "repeats": args.repeats}
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = pathlib.Path(tmp)
+        planted = write_corpus(folder / "in", args.docs)
+        ids = [f"doc-{i:07d}" for i in range(args.docs)]
+        work = REPO / "bench" / "results" / "peer-datatrove"
+        work.mkdir(parents=True, exist_ok=True)
+        python = peer_venv(work)
+        runs: dict[str, list[float]] = {"beam": [], "spark": [], "datatrove": []}
+        quality = {}
+        for repeat in range(args.repeats):
+            base = [sys.executable, "-m", "pipeline", "dedup", "--input", str(folder / "in" / "*.parquet"), *settings]
+            for engine, flags in (("beam", BEAM), ("spark", SPARK)):
+                output = folder / f"{engine}-{repeat}"
+                runs[engine].append(timed([*base, "--output", str(output), *flags]))
+                quality[engine] = precision_recall(ids, kept_ids(output), planted)
+                shutil.rmtree(output)
+            output = folder / f"datatrove-{repeat}"
+            script = [str(python), str(REPO / "bench" / "datatrove_minhash.py"), "--input", str(folder / "in"),
+                      "--output", str(output), "--workers", "2"]  # fmt: skip
+            runs["datatrove"].append(timed(script))
+            quality["datatrove"] = precision_recall(ids, datatrove_kept(output), planted)
+            shutil.rmtree(output)
+            print(f"run {repeat + 1}: " + ", ".join(f"{k} {v[-1]:.1f} s" for k, v in runs.items()), file=sys.stderr)
+    for name, seconds in runs.items():
+        median = statistics.median(seconds)
+        results[name] = {
+            "seconds": [round(s, 1) for s in seconds],
+            "docs_per_s": round(args.docs / median),
+            **quality[name],
+        }
+    for engine in ("beam", "spark"):
+        results[f"{engine}_over_datatrove_throughput"] = round(
+            statistics.median(runs["datatrove"]) / statistics.median(runs[engine]), 2
+        )
+    return results
+
+
+def datatrove_kept(folder: pathlib.Path) -> set[str]:
+    import gzip
+
+    kept = set()
+    for path in sorted((folder / "deduped").glob("*.jsonl.gz")):
+        with gzip.open(path, "rt", encoding="utf-8") as stream:
+            kept.update(json.loads(line)["id"] for line in stream)
+    return kept
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("engines")
+    run.add_argument("--pages", type=int, default=3000)
+    run.add_argument("--files", type=int, default=8)
+    run.add_argument("--repeats", type=int, default=3)
+    run = commands.add_parser("memory")
+    run.add_argument("--pages", type=int, default=1500)
+    run.add_argument("--factor", type=int, default=8)
+    run = commands.add_parser("dedup")
+    run.add_argument("--docs", type=int, default=100_000)
+    run.add_argument("--repeats", type=int, default=1)
+    args = parser.parse_args()
+    result = {"engines": engines, "memory": memory, "dedup": dedup}[args.command](args)
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
