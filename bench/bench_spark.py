@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/bench_spark.py engines [--pages 3000] [--files 8] [--repeats 3]
     .venv/bin/python bench/bench_spark.py memory [--pages 1500] [--factor 8]
-    .venv/bin/python bench/bench_spark.py dedup [--docs 100000] [--repeats 1]
+    .venv/bin/python bench/bench_spark.py dedup [--docs 25000,100000] [--repeats 1] [--no-peer]
 
 `engines`: the same pages (with ../shared: real pages, 45% English and the rest rewritten into 13 other languages,
 as `bench_commoncrawl.py --peer datatrove` writes them; else generated pages) in --files WARCs, curated by the
@@ -14,11 +14,12 @@ ratio Beam wall / Spark wall (goal ≥ 0.9), and whether both wrote the same byt
 `bench_unit_memory.py` writes it) through the Spark engine on `local[1]`: the peak RSS of the Python workers
 (sampled every 0.2 s) must not grow with the unit.
 
-`dedup`: --docs ~1 KB documents, 10% of them planted near copies (2% of words changed) of an earlier one, as
+`dedup`: --docs ~1 KB documents (several sizes: --docs 25000,100000), 10% of them planted near copies (2% of words changed) of an earlier one, as
 Parquet; `python -m pipeline dedup` with FineWeb's settings (5-grams, 14 bands × 8 rows) on Beam (two workers) and
 on Spark `local[2]`, and datatrove 0.10.1's four MinHash stages with the same settings on two workers (its own venv,
 bench/results/peer-datatrove, made by `bench_commoncrawl.py --peer datatrove` or here); wall seconds, documents
-per second, and the precision and recall of the removed documents against the planted clusters.
+per second, the peak RSS of the command's process and of its largest Python worker (sampled every 0.2 s), and the
+precision and recall of the removed documents against the planted clusters.
 """
 
 from __future__ import annotations
@@ -90,21 +91,40 @@ def engines(args) -> dict:
 
 
 def sample_python_workers(process: subprocess.Popen, peaks: dict, stop: threading.Event) -> None:
-    """The peak RSS of the Python processes below `process` (the driver, its JVM, the PySpark workers)."""
+    """The largest peak RSS of any Python process below `process` (PySpark's workers, Beam's SDK workers,
+    datatrove's), and of the process itself."""
     import psutil
 
     root = psutil.Process(process.pid)
     while not stop.wait(0.2):
         try:
             children = root.children(recursive=True)
+            peaks["driver"] = max(peaks.get("driver", 0), root.memory_info().rss)
         except psutil.NoSuchProcess:
             return
         for child in children:
             try:
-                if "pyspark" in " ".join(child.cmdline()) or "daemon" in " ".join(child.cmdline()):
+                if "python" in child.name():
                     peaks["worker"] = max(peaks.get("worker", 0), child.memory_info().rss)
             except psutil.Error:
                 continue
+
+
+def timed_with_peaks(command: list[str]) -> tuple[float, dict]:
+    """Seconds, and the peak RSS (MB) of the command's process and of its largest Python worker."""
+    peaks: dict[str, int] = {}
+    stop = threading.Event()
+    started = time.perf_counter()
+    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    sampler = threading.Thread(target=sample_python_workers, args=(process, peaks, stop))
+    sampler.start()
+    code = process.wait()
+    seconds = time.perf_counter() - started
+    stop.set()
+    sampler.join()
+    if code:
+        raise subprocess.CalledProcessError(code, command)
+    return seconds, {name: round(value / 2**20) for name, value in peaks.items()}
 
 
 def memory(args) -> dict:
@@ -121,22 +141,14 @@ def memory(args) -> dict:
             output = folder / f"out-{factor}"
             command = [sys.executable, "-m", "pipeline", "wikipedia", "--dump", str(dump), "--output", str(output),
                        "--no-dedup", "--engine", "spark", "--spark-master", "local[1]"]  # fmt: skip
-            peaks: dict[str, int] = {}
-            stop = threading.Event()
-            started = time.perf_counter()
-            process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            sampler = threading.Thread(target=sample_python_workers, args=(process, peaks, stop))
-            sampler.start()
-            assert process.wait() == 0
-            stop.set()
-            sampler.join()
+            seconds, peaks = timed_with_peaks(command)
             stats = json.loads((output / "stats.json").read_text())
             results[f"{factor}x"] = {
                 "pages": args.pages * factor,
                 "dump_mb": round(dump.stat().st_size / 1e6, 1),
                 "kept": stats["kept"],
-                "seconds": round(time.perf_counter() - started, 1),
-                "peak_worker_mb": round(peaks.get("worker", 0) / 2**20),
+                "seconds": round(seconds, 1),
+                "peak_worker_mb": peaks.get("worker", 0),
             }
     results["peak_ratio"] = round(
         results[f"{args.factor}x"]["peak_worker_mb"] / max(results["1x"]["peak_worker_mb"], 1), 2
@@ -202,44 +214,57 @@ def kept_ids(folder: pathlib.Path) -> set[str]:
     return set(pq.read_table(sorted(folder.glob("part-*.parquet")), columns=["id"]).column("id").to_pylist())
 
 
-def dedup(args) -> dict:
+def dedup_size(count: int, repeats: int, python: pathlib.Path | None) -> dict:
+    """One corpus size: lmforge on Beam and on Spark, and datatrove (`python`: its venv's; None: not run)."""
     settings = ["--bands", "14", "--rows", "8", "--ngram", "5", "--num-perm", "112"]  # exact dedup stays on
-    results: dict = {"docs": args.docs, "repeats": args.repeats}
+    names = ["beam", "spark", *(["datatrove"] if python else [])]
+    runs: dict[str, list[float]] = {name: [] for name in names}
+    quality, memory = {}, {}
     with tempfile.TemporaryDirectory() as tmp:
         folder = pathlib.Path(tmp)
-        planted = write_corpus(folder / "in", args.docs)
-        ids = [f"doc-{i:07d}" for i in range(args.docs)]
-        work = REPO / "bench" / "results" / "peer-datatrove"
-        work.mkdir(parents=True, exist_ok=True)
-        python = peer_venv(work)
-        runs: dict[str, list[float]] = {"beam": [], "spark": [], "datatrove": []}
-        quality = {}
-        for repeat in range(args.repeats):
-            base = [sys.executable, "-m", "pipeline", "dedup", "--input", str(folder / "in" / "*.parquet"), *settings]
-            for engine, flags in (("beam", BEAM), ("spark", SPARK)):
-                output = folder / f"{engine}-{repeat}"
-                runs[engine].append(timed([*base, "--output", str(output), *flags]))
-                quality[engine] = precision_recall(ids, kept_ids(output), planted)
+        planted = write_corpus(folder / "in", count)
+        ids = [f"doc-{i:07d}" for i in range(count)]
+        base = [sys.executable, "-m", "pipeline", "dedup", "--input", str(folder / "in" / "*.parquet"), *settings]
+        for repeat in range(repeats):
+            for name in names:
+                output = folder / f"{name}-{repeat}"
+                if name == "datatrove":
+                    command = [str(python), str(REPO / "bench" / "datatrove_minhash.py"), "--input",
+                               str(folder / "in"), "--output", str(output), "--workers", "2"]  # fmt: skip
+                else:
+                    command = [*base, "--output", str(output), *(BEAM if name == "beam" else SPARK)]
+                seconds, memory[name] = timed_with_peaks(command)
+                runs[name].append(seconds)
+                kept = datatrove_kept(output) if name == "datatrove" else kept_ids(output)
+                quality[name] = precision_recall(ids, kept, planted)
                 shutil.rmtree(output)
-            output = folder / f"datatrove-{repeat}"
-            script = [str(python), str(REPO / "bench" / "datatrove_minhash.py"), "--input", str(folder / "in"),
-                      "--output", str(output), "--workers", "2"]  # fmt: skip
-            runs["datatrove"].append(timed(script))
-            quality["datatrove"] = precision_recall(ids, datatrove_kept(output), planted)
-            shutil.rmtree(output)
-            print(f"run {repeat + 1}: " + ", ".join(f"{k} {v[-1]:.1f} s" for k, v in runs.items()), file=sys.stderr)
+            print(f"{count} docs, run {repeat + 1}: " + ", ".join(f"{k} {v[-1]:.1f} s" for k, v in runs.items()),
+                  file=sys.stderr)  # fmt: skip
+    results: dict = {}
     for name, seconds in runs.items():
         median = statistics.median(seconds)
         results[name] = {
             "seconds": [round(s, 1) for s in seconds],
-            "docs_per_s": round(args.docs / median),
+            "docs_per_s": round(count / median),
+            "peak_mb": memory[name],
             **quality[name],
         }
-    for engine in ("beam", "spark"):
-        results[f"{engine}_over_datatrove_throughput"] = round(
-            statistics.median(runs["datatrove"]) / statistics.median(runs[engine]), 2
-        )
+    if python:
+        for engine in ("beam", "spark"):
+            results[f"{engine}_over_datatrove_throughput"] = round(
+                statistics.median(runs["datatrove"]) / statistics.median(runs[engine]), 2
+            )
     return results
+
+
+def dedup(args) -> dict:
+    python = None
+    if not args.no_peer:
+        work = REPO / "bench" / "results" / "peer-datatrove"
+        work.mkdir(parents=True, exist_ok=True)
+        python = peer_venv(work)
+    sizes = [int(size) for size in args.docs.split(",")]
+    return {"repeats": args.repeats, **{str(size): dedup_size(size, args.repeats, python) for size in sizes}}
 
 
 def datatrove_kept(folder: pathlib.Path) -> set[str]:
@@ -263,8 +288,9 @@ def main() -> None:
     run.add_argument("--pages", type=int, default=1500)
     run.add_argument("--factor", type=int, default=8)
     run = commands.add_parser("dedup")
-    run.add_argument("--docs", type=int, default=100_000)
+    run.add_argument("--docs", default="100000", help="corpus sizes, comma-separated")
     run.add_argument("--repeats", type=int, default=1)
+    run.add_argument("--no-peer", action="store_true", help="lmforge's engines only, no datatrove")
     args = parser.parse_args()
     result = {"engines": engines, "memory": memory, "dedup": dedup}[args.command](args)
     print(json.dumps(result, indent=2))

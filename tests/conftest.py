@@ -29,8 +29,25 @@ def http_server():
         yield server
 
 
+# The files that take longest (`make test` prints the slowest tests), scheduled first: with one file to a worker
+# (`--dist loadfile`), a long file started last keeps one core busy while the other has nothing left to do.
+LONGEST_FIRST = (
+    "test_demo.py",
+    "test_spark.py",
+    "test_distributed_resume.py",
+    "test_ablate.py",
+    "test_distributed.py",
+    "test_train.py",
+    "test_sources_pipeline.py",
+    "test_reliability.py",
+)
+
+
 def pytest_collection_modifyitems(config, items):
-    """Tests marked `cuda` run only where a GPU is (tests/test_cuda.py); elsewhere they are skipped, saying why."""
+    """The longest files first (LONGEST_FIRST); tests marked `cuda` run only where a GPU is (tests/test_cuda.py),
+    elsewhere they are skipped, saying why."""
+    rank = {name: number for number, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: each file's own order stays
     marked = [item for item in items if item.get_closest_marker("cuda")]
     if not marked:
         return
