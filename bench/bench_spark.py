@@ -1,6 +1,7 @@
 """Curation on Spark against Beam, side by side on this machine; run alone (a benchmark beside a test run is noise).
 
     .venv/bin/python bench/bench_spark.py engines [--pages 3000] [--files 8] [--repeats 3]
+    .venv/bin/python bench/bench_spark.py faults [--pages 60]
     .venv/bin/python bench/bench_spark.py memory [--pages 1500] [--factor 8]
     .venv/bin/python bench/bench_spark.py dedup [--docs 25000,100000] [--repeats 1] [--no-peer]
 
@@ -9,6 +10,12 @@ as `bench_commoncrawl.py --peer datatrove` writes them; else generated pages) in
 whole `python -m pipeline commoncrawl` command on Beam's DirectRunner with two workers and on Spark `local[2]`,
 interleaved, each run into a fresh folder (nothing reused); wall seconds (medians), pages per second per core, the
 ratio Beam wall / Spark wall (goal ≥ 0.9), and whether both wrote the same bytes.
+
+`faults`: the recipe of every kind of input that tests/test_spark.py runs on a standalone cluster (Common Crawl
+WARCs, a Wikipedia multistream dump, local text; exact and MinHash dedup, the quality classifier), on Spark
+`local[2]`: once whole; once with its driver killed (SIGKILL to the driver, its JVM and its Python workers) after two
+units were committed, then run again. Both must write the DirectRunner's bytes, and the rerun must read the units
+committed before the kill back (their commit files untouched). Exits 1 when a check fails.
 
 `memory`: one unit that grows (a single-stream Wikipedia dump of --pages and --factor × --pages real pages, as
 `bench_unit_memory.py` writes it) through the Spark engine on `local[1]`: the peak RSS of the Python workers
@@ -88,6 +95,51 @@ def engines(args) -> dict:
         "beam_over_spark_wall": round(beam / spark, 3),
         "identical_outputs": same,
     }
+
+
+def faults(args) -> dict:
+    import os
+    import signal
+
+    from pipeline.beam import curate as beam_curate
+    from tests.sparkcluster import (
+        committed_units,
+        mixed_recipe,
+        spark_command,
+        wait_for_units,
+        with_output,
+        write_recipe,
+    )
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = pathlib.Path(tmp)
+        table = mixed_recipe(root, pages=args.pages, articles=max(args.pages // 3, 4))
+        beam_curate.run(with_output(table, root / "direct"), ["--direct_num_workers=2"])
+        direct = outputs(root / "direct")
+        recipe_file = write_recipe(table, root / "recipe.toml")
+        whole_s = timed(spark_command(recipe_file, root / "whole", "local[2]"))
+        command = spark_command(recipe_file, root / "killed", "local[2]")
+        killed = subprocess.Popen(command, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for_units(root / "killed", killed, 2)
+        os.killpg(killed.pid, signal.SIGKILL)
+        killed.wait()
+        before = committed_units(root / "killed")
+        mid_run = not (root / "killed" / "stats.json").exists()
+        rerun_s = timed(command)
+        after = committed_units(root / "killed")
+        result = {
+            "units": len(after),
+            "committed_before_the_kill": len(before),
+            "killed_mid_run": mid_run,
+            "reused_untouched": all(after.get(path) == written for path, written in before.items()),
+            "whole_run_s": round(whole_s, 1),
+            "rerun_s": round(rerun_s, 1),
+            "whole_run_identical": outputs(root / "whole") == direct,
+            "rerun_identical": outputs(root / "killed") == direct,
+        }
+    checks = ("killed_mid_run", "reused_untouched", "whole_run_identical", "rerun_identical")
+    result["passed"] = all(result[check] for check in checks)
+    return result
 
 
 def sample_python_workers(process: subprocess.Popen, peaks: dict, stop: threading.Event) -> None:
@@ -284,6 +336,8 @@ def main() -> None:
     run.add_argument("--pages", type=int, default=3000)
     run.add_argument("--files", type=int, default=8)
     run.add_argument("--repeats", type=int, default=3)
+    run = commands.add_parser("faults")
+    run.add_argument("--pages", type=int, default=60)
     run = commands.add_parser("memory")
     run.add_argument("--pages", type=int, default=1500)
     run.add_argument("--factor", type=int, default=8)
@@ -292,8 +346,10 @@ def main() -> None:
     run.add_argument("--repeats", type=int, default=1)
     run.add_argument("--no-peer", action="store_true", help="lmforge's engines only, no datatrove")
     args = parser.parse_args()
-    result = {"engines": engines, "memory": memory, "dedup": dedup}[args.command](args)
+    result = {"engines": engines, "faults": faults, "memory": memory, "dedup": dedup}[args.command](args)
     print(json.dumps(result, indent=2))
+    if result.get("passed") is False:
+        sys.exit(1)
 
 
 if __name__ == "__main__":

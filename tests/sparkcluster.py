@@ -1,12 +1,14 @@
-"""A Spark standalone cluster on this machine, from the `pyspark` wheel: a master and workers, each a JVM of its own
-on 127.0.0.1 (Debian's OpenJDK), started with `spark-class` and stopped by process id (a worker's session holds its
-executor and Python workers too, so killing it is losing a machine)."""
+"""Spark for the tests and `bench/bench_spark.py`: a standalone cluster on this machine, from the `pyspark` wheel (a
+master and workers, each a JVM of its own on 127.0.0.1, Debian's OpenJDK, started with `spark-class` and stopped by
+process id; a worker's session holds its executor and Python workers too, so killing it is losing a machine); the
+recipe of every kind of input both engines are compared on; running and watching the command."""
 
 from __future__ import annotations
 
 import contextlib
 import json
 import os
+import random
 import shutil
 import signal
 import subprocess
@@ -14,7 +16,17 @@ import sys
 import time
 import urllib.request
 
+from pipeline import cli, recipe as recipes
+from pipeline.common import synthetic
 from tests.portable import _free_port, _wait_for
+
+# The JVMs here compile with C1 alone and collect with one thread: the JVM does little of a run's work, and its JIT
+# and GC threads would take the CPU of the test files running beside these
+JVM_OPTIONS = "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC"
+QUICK_JVM = [
+    f"--conf=spark.driver.extraJavaOptions={JVM_OPTIONS}",
+    f"--conf=spark.executor.extraJavaOptions={JVM_OPTIONS}",
+]
 
 
 def spark_available() -> str | None:
@@ -47,6 +59,7 @@ class Cluster:
             "SPARK_LOCAL_IP": "127.0.0.1",
             "SPARK_LOG_DIR": str(folder),
             "PYSPARK_PYTHON": sys.executable,
+            "SPARK_DAEMON_JAVA_OPTS": JVM_OPTIONS,
         }
         self.spark_class = os.path.join(home, "bin", "spark-class")
 
@@ -124,3 +137,73 @@ def spark_cluster(folder):
         yield cluster
     finally:
         cluster.stop()
+
+
+def _write_jsonl(path, texts, prefix) -> None:
+    with open(path, "w", encoding="utf-8") as handle:
+        for number, text in enumerate(texts):
+            handle.write(json.dumps({"id": f"{prefix}-{number}", "text": text}) + "\n")
+
+
+def mixed_recipe(root, pages: int = 30, articles: int = 12) -> dict:
+    """Inputs of every kind in `root` and the recipe (as a table, without its output) that curates them: two Common
+    Crawl WARCs (the crawl republished some Wikipedia articles), a Wikipedia multistream dump read in parts, local
+    JSON lines listed twice under two names (the same ids), exact and MinHash dedup, and a quality classifier
+    trained here keeping the best 80% of the crawl."""
+    sample = synthetic.write_sample(str(root / "sample"), pages=pages, articles=articles, seed=5, republished=4)
+    synthetic.write_sample_warc(str(root / "sample" / "more.warc.gz"), pages=pages * 2 // 3, seed=12)
+    (root / "text").mkdir()
+    shutil.copy(sample.heldout, root / "text" / "heldout.jsonl")
+    shutil.copy(sample.heldout, root / "text" / "heldout-again.jsonl")  # the same ids: duplicate_id drops
+    rng = random.Random(3)
+    (root / "labelled").mkdir()
+    good, spam = root / "labelled" / "good.jsonl", root / "labelled" / "spam.jsonl"
+    _write_jsonl(good, ["\n\n".join(synthetic.article_paragraphs(rng, "en")) for _ in range(100)], "good")
+    _write_jsonl(spam, [synthetic.spam_document(rng) for _ in range(100)], "spam")
+    model = root / "quality"
+    arguments = ["quality", "train", "--positive", str(good), "--negative", str(spam), "--output", str(model)]
+    assert cli.main([*arguments, "--seed", "1"]) == 0
+    return {
+        "output": {"shard_size": "40KB"},
+        "sources": {
+            "commoncrawl": {
+                "warcs": [str(root / "sample" / "*.warc.gz")],
+                "quality_model": str(model),
+                "quality_keep": 0.8,
+            },
+            "wikipedia": {"dumps": [sample.dump], "indexes": [sample.index], "streams_per_part": 1},
+            "books": {"kind": "text", "inputs": [str(root / "text" / "*.jsonl")], "filters": []},
+        },
+        "dedup": {"prefer": ["wikipedia"]},
+    }
+
+
+def with_output(table: dict, output) -> recipes.Recipe:
+    return recipes.from_table({**table, "output": {**table["output"], "dir": str(output)}})
+
+
+def write_recipe(table: dict, path) -> str:
+    import tomli_w
+
+    path.write_bytes(tomli_w.dumps(table).encode())
+    return str(path)
+
+
+def committed_units(output) -> dict[str, int]:
+    """Committed units of a run: their stats files and when they were written."""
+    return {str(path): path.stat().st_mtime_ns for path in output.glob("_work/*/*.stats.json")}
+
+
+def spark_command(recipe_file: str, output, master: str) -> list[str]:
+    return [
+        sys.executable, "-m", "pipeline", "run", "--recipe", recipe_file, "--output", str(output),
+        "--engine", "spark", "--spark-master", master, *QUICK_JVM,
+    ]  # fmt: skip
+
+
+def wait_for_units(output, process: subprocess.Popen, count: int, timeout: float = 240) -> None:
+    deadline = time.monotonic() + timeout
+    while len(committed_units(output)) < count:
+        assert process.poll() is None, f"the run ended (code {process.returncode}) before {count} units were committed"
+        assert time.monotonic() < deadline, f"{count} units not committed within {timeout:.0f}s"
+        time.sleep(0.2)
