@@ -98,14 +98,18 @@ def bench_signatures(args) -> dict:
     return {"documents": args.docs, "repeats": args.repeats, "num_perm": config.num_perm, "results": results}
 
 
-def write_corpus(folder: pathlib.Path, count: int, shards: int = 16) -> None:
-    """`count` ~1 KB documents; 10% are near copies (2% of words changed) of an earlier one."""
+def write_corpus(folder: pathlib.Path, count: int, shards: int = 16) -> dict[str, str]:
+    """`count` ~1 KB documents; 10% are near copies (2% of words changed) of an earlier one. Returns copy id →
+    original id (`bench_spark.py dedup` scores recall with it)."""
     rng = random.Random(count)
     vocab = synthetic.vocabulary()
     texts: list[str] = []
-    for _ in range(count):
+    planted: dict[str, str] = {}
+    for number in range(count):
         if texts and rng.random() < 0.1:
-            texts.append(synthetic.edit_words(rng, rng.choice(texts), 0.02, vocab))
+            original = rng.randrange(len(texts))
+            texts.append(synthetic.edit_words(rng, texts[original], 0.02, vocab))
+            planted[f"doc-{number:07d}"] = f"doc-{original:07d}"
         else:
             texts.append(synthetic.word_document(rng, 170, vocab))
     day = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
@@ -113,6 +117,7 @@ def write_corpus(folder: pathlib.Path, count: int, shards: int = 16) -> None:
     folder.mkdir(parents=True)
     for shard in range(shards):
         sinks.write_documents(str(folder / sinks.shard_name(shard, shards)), docs[shard::shards])
+    return planted
 
 
 def peak_memory(process, peaks: dict, stop: threading.Event) -> None:

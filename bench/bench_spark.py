@@ -2,8 +2,9 @@
 
     .venv/bin/python bench/bench_spark.py engines [--pages 3000] [--files 8] [--repeats 3]
     .venv/bin/python bench/bench_spark.py faults [--pages 60]
-    .venv/bin/python bench/bench_spark.py memory [--pages 1500] [--factor 8]
-    .venv/bin/python bench/bench_spark.py dedup [--docs 25000,100000] [--repeats 1] [--no-peer]
+    .venv/bin/python bench/bench_spark.py memory [--pages 1500] [--factor 8] [--spark-conf KEY=VALUE]
+    .venv/bin/python bench/bench_spark.py dedup [--docs 25000,100000] [--repeats 1] [--no-peer] [--engines spark]
+        [--spark-conf spark.python.worker.memory=128m] [--shard-size 16MB]
 
 `engines`: the same pages (with ../shared: real pages, 45% English and the rest rewritten into 13 other languages,
 as `bench_commoncrawl.py --peer datatrove` writes them; else generated pages) in --files WARCs, curated by the
@@ -18,8 +19,10 @@ units were committed, then run again. Both must write the DirectRunner's bytes, 
 committed before the kill back (their commit files untouched). Exits 1 when a check fails.
 
 `memory`: one unit that grows (a single-stream Wikipedia dump of --pages and --factor × --pages real pages, as
-`bench_unit_memory.py` writes it) through the Spark engine on `local[1]`: the peak RSS of the Python workers
-(sampled every 0.2 s) must not grow with the unit.
+`bench_unit_memory.py` writes it) through the Spark engine on `local[1]`, shards of 2 MB (so that the task writing a
+shard holds less than the unit's): the peak RSS of the Python workers (sampled every 0.2 s). What bounds it past the
+unit step is PySpark's aggregation memory (`spark.python.worker.memory`, 512m by default: a grouping spills to disk
+beyond it), so `--spark-conf spark.python.worker.memory=300m` shows the bound moving with the setting.
 
 `dedup`: --docs ~1 KB documents (several sizes: --docs 25000,100000), 10% of them planted near copies (2% of words changed) of an earlier one, as
 Parquet; `python -m pipeline dedup` with FineWeb's settings (5-grams, 14 bands × 8 rows) on Beam (two workers) and
@@ -32,10 +35,8 @@ precision and recall of the removed documents against the planted clusters.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import pathlib
-import random
 import shutil
 import statistics
 import subprocess
@@ -49,6 +50,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
 from bench_commoncrawl import mixed_warcs, peer_venv  # noqa: E402
+from bench_minhash import write_corpus  # noqa: E402
 
 SPARK = ["--engine", "spark", "--spark-master", "local[2]"]
 BEAM = ["--direct_num_workers=2", "--direct_running_mode=multi_processing"]
@@ -192,7 +194,8 @@ def memory(args) -> dict:
             write_single_stream(dump, args.pages * factor)
             output = folder / f"out-{factor}"
             command = [sys.executable, "-m", "pipeline", "wikipedia", "--dump", str(dump), "--output", str(output),
-                       "--no-dedup", "--engine", "spark", "--spark-master", "local[1]"]  # fmt: skip
+                       "--no-dedup", "--shard-size", "2MB", "--engine", "spark", "--spark-master", "local[1]",
+                       *(f"--conf={setting}" for setting in args.spark_conf)]  # fmt: skip
             seconds, peaks = timed_with_peaks(command)
             stats = json.loads((output / "stats.json").read_text())
             results[f"{factor}x"] = {
@@ -202,35 +205,11 @@ def memory(args) -> dict:
                 "seconds": round(seconds, 1),
                 "peak_worker_mb": peaks.get("worker", 0),
             }
+    results["spark_conf"] = args.spark_conf
     results["peak_ratio"] = round(
         results[f"{args.factor}x"]["peak_worker_mb"] / max(results["1x"]["peak_worker_mb"], 1), 2
     )
     return results
-
-
-def write_corpus(folder: pathlib.Path, count: int, shards: int = 16) -> dict[str, str]:
-    """`count` ~1 KB documents, 10% near copies of an earlier one; returns copy id → original id."""
-    from pipeline.common import synthetic
-    from pipeline.common.schema import Document
-    from pipeline.output import sinks
-
-    rng = random.Random(count)
-    vocab = synthetic.vocabulary()
-    texts: list[str] = []
-    planted: dict[str, str] = {}
-    for number in range(count):
-        if texts and rng.random() < 0.1:
-            original = rng.randrange(len(texts))
-            texts.append(synthetic.edit_words(rng, texts[original], 0.02, vocab))
-            planted[f"doc-{number:07d}"] = f"doc-{original:07d}"
-        else:
-            texts.append(synthetic.word_document(rng, 170, vocab))
-    day = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
-    docs = [Document(id=f"doc-{i:07d}", text=t, source="bench", date=day) for i, t in enumerate(texts)]
-    folder.mkdir(parents=True)
-    for shard in range(shards):
-        sinks.write_documents(str(folder / sinks.shard_name(shard, shards)), docs[shard::shards])
-    return planted
 
 
 def precision_recall(ids: list[str], kept: set[str], planted: dict[str, str]) -> dict:
@@ -266,10 +245,14 @@ def kept_ids(folder: pathlib.Path) -> set[str]:
     return set(pq.read_table(sorted(folder.glob("part-*.parquet")), columns=["id"]).column("id").to_pylist())
 
 
-def dedup_size(count: int, repeats: int, python: pathlib.Path | None) -> dict:
-    """One corpus size: lmforge on Beam and on Spark, and datatrove (`python`: its venv's; None: not run)."""
+def dedup_size(count: int, repeats: int, python: pathlib.Path | None, engines: list[str], args) -> dict:
+    """One corpus size: lmforge on `engines` (beam, spark; Spark with the --spark-conf settings, both with
+    --shard-size when given), and datatrove (`python`: its venv's; None: not run)."""
     settings = ["--bands", "14", "--rows", "8", "--ngram", "5", "--num-perm", "112"]  # exact dedup stays on
-    names = ["beam", "spark", *(["datatrove"] if python else [])]
+    settings += ["--shard-size", args.shard_size] if args.shard_size else []
+    spark_conf = args.spark_conf
+    names = [*engines, *(["datatrove"] if python else [])]
+    spark = [*SPARK, *(f"--conf={setting}" for setting in spark_conf)]
     runs: dict[str, list[float]] = {name: [] for name in names}
     quality, memory = {}, {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -284,7 +267,7 @@ def dedup_size(count: int, repeats: int, python: pathlib.Path | None) -> dict:
                     command = [str(python), str(REPO / "bench" / "datatrove_minhash.py"), "--input",
                                str(folder / "in"), "--output", str(output), "--workers", "2"]  # fmt: skip
                 else:
-                    command = [*base, "--output", str(output), *(BEAM if name == "beam" else SPARK)]
+                    command = [*base, "--output", str(output), *(BEAM if name == "beam" else spark)]
                 seconds, memory[name] = timed_with_peaks(command)
                 runs[name].append(seconds)
                 kept = datatrove_kept(output) if name == "datatrove" else kept_ids(output)
@@ -302,7 +285,7 @@ def dedup_size(count: int, repeats: int, python: pathlib.Path | None) -> dict:
             **quality[name],
         }
     if python:
-        for engine in ("beam", "spark"):
+        for engine in engines:
             results[f"{engine}_over_datatrove_throughput"] = round(
                 statistics.median(runs["datatrove"]) / statistics.median(runs[engine]), 2
             )
@@ -316,7 +299,13 @@ def dedup(args) -> dict:
         work.mkdir(parents=True, exist_ok=True)
         python = peer_venv(work)
     sizes = [int(size) for size in args.docs.split(",")]
-    return {"repeats": args.repeats, **{str(size): dedup_size(size, args.repeats, python) for size in sizes}}
+    engines = args.engines.split(",")
+    return {
+        "repeats": args.repeats,
+        "spark_conf": args.spark_conf,
+        "shard_size": args.shard_size or "the default",
+        **{str(size): dedup_size(size, args.repeats, python, engines, args) for size in sizes},
+    }
 
 
 def datatrove_kept(folder: pathlib.Path) -> set[str]:
@@ -341,10 +330,14 @@ def main() -> None:
     run = commands.add_parser("memory")
     run.add_argument("--pages", type=int, default=1500)
     run.add_argument("--factor", type=int, default=8)
+    run.add_argument("--spark-conf", action="append", default=[], metavar="KEY=VALUE", help="a Spark setting")
     run = commands.add_parser("dedup")
     run.add_argument("--docs", default="100000", help="corpus sizes, comma-separated")
     run.add_argument("--repeats", type=int, default=1)
     run.add_argument("--no-peer", action="store_true", help="lmforge's engines only, no datatrove")
+    run.add_argument("--engines", default="beam,spark", help="lmforge's engines to run: beam, spark or both")
+    run.add_argument("--spark-conf", action="append", default=[], metavar="KEY=VALUE", help="a Spark setting")
+    run.add_argument("--shard-size", help="lmforge's --shard-size (what one task holds while it writes a shard)")
     args = parser.parse_args()
     result = {"engines": engines, "faults": faults, "memory": memory, "dedup": dedup}[args.command](args)
     print(json.dumps(result, indent=2))
