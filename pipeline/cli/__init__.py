@@ -5,7 +5,7 @@ presets whose flags build one (`commands`: the commands; `inputs`: each source's
 the flags every preset shares, and the one rule from a flag to its recipe setting; `run`: the recipe built and
 run). `--section.field VALUE` overrides any setting of the recipe; the other arguments this parser does not know
 pass through to Beam as pipeline options, so the same command runs on the DirectRunner (the default, in
-multi-processing mode), Dataflow, Flink or Spark.
+multi-processing mode), Dataflow or Flink; `--engine spark` runs it with PySpark instead (`pipeline.spark`).
 """
 
 from __future__ import annotations
