@@ -197,3 +197,22 @@ def test_bucket_stars_are_linear_and_verification_splits_dissimilar_members():
     assert sorted(verified) == sorted(
         [(nodes[1], nodes[0]), (nodes[2], nodes[0]), (nodes[4], nodes[3]), (nodes[5], nodes[3])]
     )
+
+
+def test_band_members_are_each_documents_survivor_key_in_every_band():
+    from pipeline.common.schema import Document
+
+    docs = [Document(id=f"d{i}", text=text, source=source) for i, (text, source) in enumerate(
+        [("the river runs past the old mill and on to the sea", "commoncrawl"),
+         ("the river runs past the old mill and on to the sea", "wikipedia")])]  # fmt: skip
+    config = minhash.MinHashConfig.create(bands=14, rows=8)
+    signer = minhash.Signer(config.num_perm, config.ngram, config.seed)
+    members = list(minhash.band_members(signer, docs, config, ("wikipedia",)))
+    assert len(members) == 2 * 14
+    keys = [key for key, (node, _) in members if node[2] == "d0"]
+    assert keys == [key for key, (node, _) in members if node[2] == "d1"]  # the same text: the same buckets
+    assert {node for _, (node, _) in members} == {dedup.survivor_key(d, ("wikipedia",)) for d in docs}
+    assert min(node for _, (node, _) in members)[2] == "d1"  # the preferred source's copy is the smallest node
+    assert all(signature is None for _, (_, signature) in members)
+    verified = list(minhash.band_members(signer, docs, minhash.MinHashConfig.create(bands=14, rows=8, verify=True)))
+    assert all(len(signature) == config.num_perm for _, (_, signature) in verified)

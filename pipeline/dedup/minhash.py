@@ -230,3 +230,15 @@ def breaks_star(roles: Iterable[tuple[str, object]]) -> bool:
         else:
             has_children = True
     return len(parents) > 1 or (bool(parents) and has_children)
+
+
+def band_members(signer: Signer, docs: Sequence, config: MinHashConfig, prefer_sources: tuple[str, ...] = ()):
+    """A batch of documents → (band key, (graph node, signature or None)) for every band of every document: the
+    node is the document's `dedup.survivor_key`, the signature is kept only when candidates are verified. What the
+    Beam and Spark stages shuffle into LSH buckets."""
+    from pipeline.dedup import survivor_key
+
+    for doc, signature in zip(docs, signer.signatures([doc.text for doc in docs])):
+        member = (survivor_key(doc, prefer_sources), signature if config.verify else None)
+        for key in band_keys(signature, config.bands, config.rows):
+            yield key, member

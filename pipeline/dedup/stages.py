@@ -84,13 +84,8 @@ class _SignFn(beam.DoFn):
         self.signer = minhash.Signer(self.config.num_perm, self.config.ngram, self.config.seed)
 
     def process(self, batch):
-        signatures = self.signer.signatures([doc.text for doc in batch])
         Metrics.counter("dedup", "signatures").inc(len(batch))
-        for doc, signature in zip(batch, signatures):
-            node = dedup.survivor_key(doc, self.prefer_sources)
-            member = (node, signature) if self.config.verify else (node, None)
-            for key in minhash.band_keys(signature, self.config.bands, self.config.rows):
-                yield key, member
+        yield from minhash.band_members(self.signer, batch, self.config, self.prefer_sources)
 
 
 def _bucket_edges(bucket, threshold: float | None):

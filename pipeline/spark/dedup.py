@@ -3,8 +3,7 @@ the rules of `pipeline.dedup` and `pipeline.dedup.minhash` (keys, survivor choic
 that the Beam stages (`pipeline.dedup.stages`) apply too, so both engines keep the same documents.
 
 Each stage returns (documents, an RDD of the Funnels of its drops, report rows), all lazy: the run gathers every
-stage's funnels in one job at its end. What one task holds
-is one key's group: the documents of one id, the survivor and removed ids of one exact key, the members of one LSH
+stage's funnels in one job at its end. What one task holds is one key's group: the documents of one id, the survivor and removed ids of one exact key, the members of one LSH
 bucket, the neighbours of one graph node; documents themselves only pass through joins by id.
 """
 
@@ -70,11 +69,7 @@ def _sign(config: minhash.MinHashConfig, prefer_sources: tuple[str, ...], docs):
     signer = _signer(config.num_perm, config.ngram, config.seed)
     docs = iter(docs)
     while batch := list(itertools.islice(docs, SIGN_BATCH)):
-        for doc, signature in zip(batch, signer.signatures([doc.text for doc in batch])):
-            node = dedup.survivor_key(doc, prefer_sources)
-            member = (node, signature) if config.verify else (node, None)
-            for key in minhash.band_keys(signature, config.bands, config.rows):
-                yield key, member
+        yield from minhash.band_members(signer, batch, config, prefer_sources)
 
 
 def _star_step(edges, step, partitions: int):

@@ -3,8 +3,8 @@ the per-unit commit and resume (`pipeline.steps.units`), as `pipeline.beam.read`
 
 Inputs are listed on the driver; each input is planned into units on an executor (a Wikipedia dump through its
 index into parts; every source's inputs in one job), the units come back to the driver and are dealt out one unit
-per task, so a unit is what Spark
-retries when an executor is lost: a rerun of a unit reads back what it had committed. The tasks' output (documents,
+per task, so a unit is what Spark retries when an executor is lost: a rerun of a unit reads back what it had
+committed. The tasks' output (documents,
 and one Funnel per unit) is persisted on the executors' disks, so what follows reads it without running any unit
 again.
 """
