@@ -10,6 +10,9 @@ guard would hide what the fuzzer is looking for: an exception is a finding):
 - corpus: bytes (the first byte chooses the format: JSON lines, text, gzip, zstd, Parquet, Arrow) → the corpus
   reader's records → documents → an Arrow row
 - recipe: bytes → TOML → a checked recipe; only the user's mistakes (UsageError, TOML syntax) may be raised
+- publish: bytes → text → the steps that rewrite or judge kept text: PII anonymisation (with an extra pattern),
+  bad words, benchmark decontamination (drop and cut, against an index of fixed items) and the URL word rules on
+  the same text read as a URL
 
 A crash leaves libFuzzer's `crash-<sha1>` file in the working folder: `python -m tests.fuzz TARGET crash-…` replays
 it. `bench/bench_fuzz.py` runs the long campaign; the suite (`tests/test_fuzz.py`) a short one of fixed seed.
@@ -21,6 +24,7 @@ import bz2
 import functools
 import gzip
 import io
+import json
 import os
 import random
 import sys
@@ -31,11 +35,11 @@ import atheris
 
 with atheris.instrument_imports(include=["pipeline"]):
     from pipeline import recipe
-    from pipeline.common import synthetic
+    from pipeline.common import contamination, synthetic, tasks
     from pipeline.common.schema import Document, documents_to_table, valid_text
     from pipeline.common.settings import UsageError
     from pipeline.sources import commoncrawl, localtext, mediawiki as dumps, wikipedia
-    from pipeline.steps import extract, langid, process
+    from pipeline.steps import decontam, extract, langid, pii, process, wordlists
 
 MAX_LEN = 65536
 _STEPS: dict[str, list] = {}
@@ -119,7 +123,52 @@ def recipe_file(data: bytes) -> None:
         pass
 
 
-TARGETS = {"warc": warc, "mediawiki": mediawiki, "corpus": corpus_file, "recipe": recipe_file}
+# The benchmark items the publish target's index holds (its seeds quote them)
+PUBLISH_ITEMS = [
+    "How do I ready a guinea pig cage for its new occupants? Provide the guinea pig with a cage full of bedding.",
+    "Which is the most likely effect of this increase in rotation? Planetary days will become shorter.",
+    "überall 東京 naïve café: ein Satz mit genug Wörtern für ein Dreizehn-Gramm, oder nicht, meine Freunde?",
+]
+
+
+@functools.cache
+def _publish_steps() -> tuple:
+    folder = tempfile.mkdtemp(prefix="fuzz-publish-")
+    items = os.path.join(folder, "items.jsonl")
+    with open(items, "w", encoding="utf-8") as handle:
+        handle.writelines(json.dumps({"text": item}) + "\n" for item in PUBLISH_ITEMS)
+    index = os.path.join(folder, "index.npz")
+    with open(index, "wb") as handle:
+        handle.write(contamination.NgramIndex.build([tasks.parse_spec(f"items=jsonl:{items}")]).to_bytes())
+    words = os.path.join(folder, "en.txt")
+    with open(words, "w", encoding="utf-8") as handle:
+        handle.write("darn\nheck\n")
+    cut = decontam.DecontaminationStep(index, "cut", [])
+    url_filter = wordlists.UrlFilter([], ["casino"], ["hot", "girls"], ["pornhub"])
+    return (
+        pii.PiiStep(extra=[r"\+\d{2} \d+"]),
+        wordlists.BadWords({"en": words}),
+        decontam.DecontaminationStep(index),
+        cut,
+        url_filter,
+    )
+
+
+def publish(data: bytes) -> None:
+    text = valid_text(data.decode("utf-8", "replace"))
+    anonymise, badwords, drop, cut, url_filter = _publish_steps()
+    doc = Document(id="fuzz", text=text, source="web", language="en")
+    anonymise(doc)
+    if anonymise.anonymise(doc.text)[1].get("email") or anonymise.anonymise(doc.text)[1].get("ip"):
+        raise AssertionError(f"anonymised text still has an address: {doc.text!r}")
+    badwords(doc)
+    drop(Document(id="fuzz", text=doc.text, source="web"))
+    cut(doc)
+    url_filter.rule(text)
+    documents_to_table([doc])
+
+
+TARGETS = {"warc": warc, "mediawiki": mediawiki, "corpus": corpus_file, "recipe": recipe_file, "publish": publish}
 
 
 def _shared(*parts: str) -> str:
@@ -153,6 +202,11 @@ def seed_inputs() -> dict[str, list[bytes]]:
             handle.read(),
             b'[output]\ndir = "out"\n[sources.books]\nkind = "text"\ninputs = ["*.txt"]\n',
         ]
+    seeds["publish"] = [
+        b"Mail jane.doe@uni-bonn.de or bob [at] host [dot] org; server 8.8.8.8, 2001:4860:4860::8888, v1.2.3.4.",
+        f"Intro. {PUBLISH_ITEMS[0]} And then {PUBLISH_ITEMS[2]} darn, call +49 221".encode(),
+        b"https://hot.example/girls/casino?x=pornhub",
+    ]
     warcs, dumps = _shared("warc"), _shared("wikipedia")
     if os.path.isdir(warcs):
         for name in sorted(os.listdir(warcs)):

@@ -20,6 +20,10 @@ FLAGS = {
     "--max-html-bytes": (["1000"], "sources.commoncrawl.max_html_bytes", 1000),
     "--extract-timeout": (["1.5"], "sources.commoncrawl.extract_timeout", 1.5),
     "--url-blocklist": (["block.txt"], "sources.commoncrawl.url_blocklist", "block.txt"),
+    "--url-banned-words": (["words.txt"], "sources.commoncrawl.url_banned_words", "words.txt"),
+    "--url-soft-banned-words": (["soft.txt"], "sources.commoncrawl.url_soft_banned_words", "soft.txt"),
+    "--url-banned-subwords": (["sub.txt"], "sources.commoncrawl.url_banned_subwords", "sub.txt"),
+    "--url-soft-threshold": (["3"], "sources.commoncrawl.url_soft_threshold", 3),
     "--extractor": (["resiliparse"], "sources.commoncrawl.extractor", "resiliparse"),
     "--no-prefilter": ([], "sources.commoncrawl.prefilter", False),
     "--prefilter-threshold": (["0.2"], "sources.commoncrawl.prefilter_threshold", 0.2),
@@ -46,6 +50,12 @@ FLAGS = {
     "--quality-model": (["models/quality"], "sources.{s}.quality_model", "models/quality"),
     "--min-quality": (["0.4"], "sources.{s}.min_quality", 0.4),
     "--quality-keep": (["0.5"], "sources.{s}.quality_keep", 0.5),
+    "--badwords": (["en:en.txt,de:de.txt"], "sources.{s}.badwords", {"en": "en.txt", "de": "de.txt"}),
+    "--badwords-keep": (["0.1"], "sources.{s}.badwords_keep", 0.1),
+    "--pii": (["TOGGLE"], "sources.{s}.pii", None),  # the other of the source's default (on for the web only)
+    "--pii-patterns": (["pii.txt"], "sources.{s}.pii_patterns", "pii.txt"),
+    "--decontamination": (["evals.npz"], "sources.{s}.decontamination", "evals.npz"),
+    "--decontamination-mode": (["cut"], "sources.{s}.decontamination_mode", "cut"),
     "--langid-model": (["lid.bin"], "langid.model", "lid.bin"),
     "--output": (["elsewhere"], "output.dir", "elsewhere"),
     "--format": (["arrow"], "output.format", "arrow"),
@@ -113,6 +123,9 @@ def test_the_flag_reaches_the_resolved_recipe(command, flag, tmp_path):
         if source != "commoncrawl":  # their default filters are min_length alone
             expected = {"min_length": {"min_words": 3}}
     key = key.format(s=source)
+    if values == ["TOGGLE"]:
+        web = source == "commoncrawl"
+        values, expected = ["off" if web else "on"], not web
     arguments = list(base)
     if flag in INPUT_FLAGS:  # replaces the preset's input of its kind
         kind = {"--crawl": "--warcs", "--warc-paths": "--warcs", "--wiki": "--dump"}.get(flag, flag)

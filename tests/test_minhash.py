@@ -12,6 +12,7 @@ from datasketch import MinHash, MinHashLSH
 
 from pipeline import dedup
 from pipeline.common import synthetic
+from pipeline.common.words import words as normalised_words
 from pipeline.dedup import minhash
 
 VOCAB = synthetic.vocabulary()
@@ -43,7 +44,7 @@ MULTILINGUAL = [
 
 @pytest.mark.parametrize("text", MULTILINGUAL)
 def test_words_are_those_of_the_normalised_text(text):
-    assert minhash.words(text) == (dedup.normalise(text).encode("utf-8").split() or [b""])
+    assert normalised_words(text) == (dedup.normalise(text).encode("utf-8").split() or [b""])
 
 
 def test_signatures_are_datasketchs_affine64_minhash_with_the_fast_base_hash():

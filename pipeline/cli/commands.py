@@ -1,7 +1,8 @@
 """The commands of `python -m pipeline` and their flags: `run` takes a recipe; the presets `commoncrawl`,
 `wikipedia`, `text`, `curate` and `dedup` are a source's inputs (`pipeline.cli.inputs`) with the flags every
 preset shares (`pipeline.cli.filtering`, `pipeline.cli.options`); `quality` trains and scores a quality classifier
-(`pipeline.cli.quality`); `report` and `synthetic-sample` write files.
+(`pipeline.cli.quality`); `decontam` builds a benchmark n-gram index (`pipeline.cli.decontam`); `report` and
+`synthetic-sample` write files.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 import argparse
 
 from pipeline import recipe as recipes
-from pipeline.cli import quality
+from pipeline.cli import decontam, quality
 from pipeline.cli.filtering import add_process_arguments
 from pipeline.cli.inputs import add_commoncrawl_inputs, add_shards_inputs, add_text_inputs, add_wikipedia_inputs
 from pipeline.cli.options import add_dedup_arguments, add_engine_arguments, add_output_arguments
@@ -188,6 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
     report.set_defaults(run=run_report)
 
     quality.build_parser(subparsers)
+    decontam.build_parser(subparsers)
     from pipeline.common import synthetic
 
     synthetic.build_parser(subparsers)

@@ -25,6 +25,12 @@ PER_SOURCE_FLAGS = (
     "quality_model",
     "min_quality",
     "quality_keep",
+    "badwords",
+    "badwords_keep",
+    "pii",
+    "pii_patterns",
+    "decontamination",
+    "decontamination_mode",
 )
 
 
@@ -102,6 +108,56 @@ def add_process_arguments(parser: argparse.ArgumentParser) -> None:
         help="keep this fraction of the source's documents, the best scored (the threshold from the run's scores)",
     )
     group.add_argument(
+        "--badwords",
+        action="append",
+        type=_per_source,
+        default=[],
+        metavar="[SOURCE=]LANG:FILE,…",
+        help="C4's bad-words filter: a word list file per language (e.g. en:words/en.txt); a document with a listed "
+        "word of its language is dropped as `badwords`",
+    )
+    group.add_argument(
+        "--badwords-keep",
+        action="append",
+        type=_per_source,
+        default=[],
+        metavar="[SOURCE=]FRACTION",
+        help="keep this share of the documents --badwords flags (chosen by id, the same on every run)",
+    )
+    group.add_argument(
+        "--pii",
+        action="append",
+        type=_per_source,
+        default=[],
+        metavar="[SOURCE=]on|off",
+        help="replace e-mail and public IP addresses by placeholders (default: on for Common Crawl, off for Wikipedia "
+        "and local text)",
+    )
+    group.add_argument(
+        "--pii-patterns",
+        action="append",
+        type=_per_source,
+        default=[],
+        metavar="[SOURCE=]FILE",
+        help="extra regular expressions to replace by <PII>, one per line",
+    )
+    group.add_argument(
+        "--decontamination",
+        action="append",
+        type=_per_source,
+        default=[],
+        metavar="[SOURCE=]INDEX",
+        help="a benchmark n-gram index (python -m pipeline decontam index): drop documents sharing an n-gram with it",
+    )
+    group.add_argument(
+        "--decontamination-mode",
+        action="append",
+        type=_per_source,
+        default=[],
+        metavar="[SOURCE=]drop|cut",
+        help="cut: remove each match and 200 characters either side, and keep the rest if it passes the filters",
+    )
+    group.add_argument(
         "--keep-measures",
         action="store_true",
         default=None,
@@ -145,6 +201,17 @@ def load_filter_settings(path: str) -> dict:
     return data
 
 
+def _badword_lists(value: str) -> dict[str, str]:
+    """`en:en.txt,de:de.txt` → {"en": "en.txt", "de": "de.txt"}."""
+    lists = {}
+    for item in csv_list(value):
+        language, colon, path = item.partition(":")
+        if not colon or not language or not path:
+            raise UsageError(f"--badwords: expected LANG:FILE, e.g. en:words/en.txt, not {item!r}")
+        lists[language] = path
+    return lists
+
+
 def _for_source(values: list[tuple[str | None, str]], source: str) -> str | None:
     """The value given for `source`, else the one given for every source, else None (the last wins)."""
     specific = [value for name, value in values if name == source]
@@ -167,16 +234,25 @@ def process_settings(args, name: str, kind: str) -> dict:
     languages = _for_source(args.languages, name)
     if languages is not None:
         table["languages"] = csv_list(languages)
-    for flag in ("min_language_score", "min_quality", "quality_keep"):
+    for flag in ("min_language_score", "min_quality", "quality_keep", "badwords_keep"):
         number = _for_source(getattr(args, flag), name)
         if number is not None:
             try:
                 table[flag] = float(number)
             except ValueError:
                 raise UsageError(f"--{flag.replace('_', '-')}: not a number: {number!r}")
-    model = _for_source(args.quality_model, name)
-    if model is not None:
-        table["quality_model"] = model
+    for flag in ("quality_model", "pii_patterns", "decontamination", "decontamination_mode"):
+        value = _for_source(getattr(args, flag), name)
+        if value is not None:
+            table[flag] = value
+    badwords = _for_source(args.badwords, name)
+    if badwords is not None:
+        table["badwords"] = _badword_lists(badwords)
+    pii = _for_source(args.pii, name)
+    if pii is not None:
+        if pii not in ("on", "off"):
+            raise UsageError(f"--pii: on or off, not {pii!r}")
+        table["pii"] = pii == "on"
     if args.keep_measures:
         table["keep_measures"] = True
     return table

@@ -90,6 +90,28 @@ def add_commoncrawl_inputs(parser: argparse.ArgumentParser, required: bool = Tru
         metavar="FILE",
         help="domains or URLs to drop before extraction, one per line",
     )
+    for flag, what in (
+        ("--url-banned-words", "words any one of which among a URL's words drops the page"),
+        (
+            "--url-soft-banned-words",
+            "words of which --url-soft-threshold (2) or more among a URL's words drop the page",
+        ),
+        ("--url-banned-subwords", "strings any one of which anywhere in a URL (punctuation removed) drops the page"),
+    ):
+        recipe_option(
+            listing,
+            flag,
+            f"sources.commoncrawl.{flag[2:].replace('-', '_')}",
+            metavar="FILE",
+            help=f"FineWeb's URL filter: {what}; one per line (docs/curation.md: the public lists)",
+        )
+    recipe_option(
+        listing,
+        "--url-soft-threshold",
+        "sources.commoncrawl.url_soft_threshold",
+        type=int,
+        help="soft banned words in a URL that drop its page (default: 2)",
+    )
     recipe_option(
         listing,
         "--extractor",

@@ -212,12 +212,18 @@ def file_size(path: str) -> int:
 
 
 def read_text_lines(path: str, **http_options) -> list[str]:
-    """Lines of a small text file (a paths listing), gunzipped if it is gzip."""
+    """Lines of a small text file (a paths listing, a word list), gunzipped if it is gzip; blank lines left out. Text
+    that is not UTF-8 raises ValueError naming the file and line."""
     with open_input(path, **http_options) as stream:
         data = stream.read()
     if data[:2] == b"\x1f\x8b":
         data = gzip.decompress(data)
-    return [line.strip() for line in data.decode("utf-8").splitlines() if line.strip()]
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise ValueError(f"{path}, line {line}: not UTF-8 ({exc.reason} at byte {exc.start})") from None
+    return [line.strip() for line in text.splitlines() if line.strip()]
 
 
 def expand_glob(pattern: str) -> list[str]:

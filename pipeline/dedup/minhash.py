@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import re
 import struct
-import unicodedata
 from collections.abc import Iterable, Iterator, Sequence
 
 import numpy as np
 import xxhash
+
+from pipeline.common.words import POSITION_MULTIPLIERS, combine_shingles, words
 
 # datasketch is imported where it is used: the recipe reads this module's defaults, and datasketch imports scipy
 # (0.45 s) in every command and worker that never computes a signature.
@@ -33,15 +33,8 @@ DEFAULT_SEED = 1
 # Large-star/small-star rounds built into a pipeline; LSH star graphs usually converge in two or three.
 DEFAULT_ROUNDS = 4
 SCHEME = "affine64"
-# Together these blank what `dedup.normalise` blanks (anything but letters and digits).
-_NON_ASCII_NON_WORD = re.compile(r"[^\x00-\x7f\w]+")
-_ASCII_NON_WORD_TO_SPACE = bytes(b if chr(b).isalnum() or b >= 0x80 else 0x20 for b in range(256))
 # Rows of (shingles × permutations) uint64 work held at once for one document: 16k × 112 × 8 B ≈ 15 MB.
 _BATCH_SHINGLES = 16_384
-# Position multipliers for combining word hashes into a shingle hash (odd, so each is a bijection).
-_POSITION_MULTIPLIERS = np.random.default_rng(20241121).integers(0, 2**63, size=64, dtype=np.uint64) * np.uint64(
-    2
-) + np.uint64(1)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,8 +71,8 @@ class MinHashConfig:
         if bands < 1 or rows < 1 or bands * rows > num_perm:
             raise ValueError(f"bands × rows ({bands} × {rows}) must be positive and at most num_perm ({num_perm})")
         config = cls(threshold=threshold, num_perm=num_perm, bands=bands, rows=rows, **settings)
-        if not 1 <= config.ngram <= len(_POSITION_MULTIPLIERS):
-            raise ValueError(f"ngram must be between 1 and {len(_POSITION_MULTIPLIERS)}")
+        if not 1 <= config.ngram <= len(POSITION_MULTIPLIERS):
+            raise ValueError(f"ngram must be between 1 and {len(POSITION_MULTIPLIERS)}")
         return config
 
     def detection_probability(self, similarity: float) -> float:
@@ -87,33 +80,12 @@ class MinHashConfig:
         return 1.0 - (1.0 - similarity**self.rows) ** self.bands
 
 
-def words(text: str) -> list[bytes]:
-    """The words of `dedup.normalise(text)` as UTF-8 (NFKC, lower case, punctuation removed), found
-    without building the normalised string; never empty, so every text has a shingle. Non-ASCII
-    punctuation is blanked by a pattern, ASCII punctuation by a byte table (much faster than a
-    pattern), and bytes.split() does the rest."""
-    folded = unicodedata.normalize("NFKC", text).lower()
-    if not folded.isascii():
-        folded = _NON_ASCII_NON_WORD.sub(" ", folded)
-    return folded.encode("utf-8").translate(_ASCII_NON_WORD_TO_SPACE).split() or [b""]
-
-
-def combine_shingles(hashes: np.ndarray, ngram: int) -> np.ndarray:
-    """Hashes of the word n-grams, Σ hᵢ₊ⱼ·Mⱼ mod 2⁶⁴; a text shorter than n words is one shingle."""
-    n = min(ngram, len(hashes))
-    count = len(hashes) - n + 1
-    combined = np.zeros(count, dtype=np.uint64)
-    for position in range(n):
-        combined += hashes[position : position + count] * _POSITION_MULTIPLIERS[position]
-    return combined
-
-
 def shingle_hash(shingle: Sequence[bytes]) -> int:
     """The base hash of one shingle (a tuple of words), as `Signer` computes it in bulk: the
     `hashfunc` that makes datasketch's MinHash give the same signatures as `Signer`."""
     value = 0
     for position, word in enumerate(shingle):
-        value += xxhash.xxh3_64_intdigest(word) * int(_POSITION_MULTIPLIERS[position])
+        value += xxhash.xxh3_64_intdigest(word) * int(POSITION_MULTIPLIERS[position])
     return value % 2**64
 
 

@@ -2,7 +2,8 @@
 and by `python -m pipeline report OUTPUT`. A page that opens in a browser with no server and no network: the
 funnel from records read to documents kept with every reason (the numbers of `stats.json`), the languages, document
 lengths before and after the filters, the top domains, MinHash cluster sizes, and examples of kept documents and of
-the documents each rule dropped (filters are tuned by reading what they drop).
+the documents each rule dropped (filters are tuned by reading what they drop), and what steps changed in the text
+they kept (PII replacements, benchmark cuts).
 
 Everything comes from the output's files: `stats.json` (counts, lengths, dropped examples), the shards' `language`
 and `url` columns, the duplicates report's cluster sizes, and the first rows of the first shard.
@@ -184,9 +185,10 @@ def _table(element_id: str, header: tuple[str, str], rows: list[tuple[str, int]]
 def _example(example: dict) -> str:
     where = f" · {html.escape(example['url'])}" if example.get("url") else ""
     error = f'<p class="error">{html.escape(example["error"])}</p>' if example.get("error") else ""
+    detail = f'<p class="detail">matched: {html.escape(example["detail"])}</p>' if example.get("detail") else ""
     return (
         f"<details><summary><code>{html.escape(example['id'])}</code>{where}</summary>"
-        f"{error}<pre>{html.escape(example['text'])}</pre></details>"
+        f"{error}{detail}<pre>{html.escape(example['text'])}</pre></details>"
     )
 
 
@@ -235,6 +237,12 @@ def render(output: str, funnel: Funnel, collected: Collected, sources: list[tupl
         f'<table id="funnel"><tr><th>stage</th><th>count</th></tr>{funnel_body}</table>',
         f"<h3>Input errors</h3><ul>{errors}</ul>" if errors else "",
         _error_units(funnel),
+        "<h2>Changes to kept text</h2>",
+        '<p class="note">What steps changed in the documents they passed on: PII replaced by placeholders, '
+        "benchmark matches cut, documents with bad words kept by <code>badwords_keep</code>.</p>",
+        _table("edits", ("change", "count"), sorted(funnel.edits.items()))
+        if funnel.edits
+        else '<p class="note">none</p>',
         "<h2>Languages of the kept documents</h2>",
         figure["languages"],
         _table("languages", ("language", "documents"), collected.languages.most_common(TOP)),

@@ -15,7 +15,8 @@ log = logging.getLogger(__name__)
 
 # 2: warc_records became records_read, as non-WARC sources count records too. 3: lengths and examples. 4: error_units,
 # `error.<step>.<exception>` drop reasons, an example's `error`, and the `duplicate_id` drop and `renamed_ids` count.
-STATS_VERSION = 4
+# 5: `edits` (what steps changed in documents: PII replacements, decontamination cuts) and an example's `detail`.
+STATS_VERSION = 5
 EXAMPLES_PER_REASON = 3  # dropped documents kept per drop reason, for the report (those with the smallest ids)
 EXAMPLE_CHARS = 600
 STATS_TAG = "stats"  # the tagged output on which each Beam stage emits its funnels
@@ -23,6 +24,11 @@ STATS_TAG = "stats"  # the tagged output on which each Beam stage emits its funn
 # Beam metrics namespace for each drop reason that is not a filter rule ("<filter>.<rule>" → "filters").
 DROP_STAGES = {
     "url_blocklist": "read",
+    "url_banned_word": "read",  # FineWeb's URL word rules (pipeline.steps.wordlists.UrlFilter)
+    "url_soft_banned_words": "read",
+    "url_banned_subword": "read",
+    "badwords": "filters",  # C4's bad-words list of the document's language
+    "decontaminated": "decontam",  # shares an n-gram with a benchmark (pipeline.steps.decontam)
     "html_too_large": "read",
     "content_encoding": "read",
     "undecodable": "read",
@@ -78,18 +84,25 @@ class Funnel:
     examples: dict = dataclasses.field(default_factory=dict)  # drop reason → a few dropped documents
     error_units: list = dataclasses.field(default_factory=list)  # units with `error.*` drops (see unit_error)
     renamed_ids: int = 0  # documents kept under a new id: another document had theirs (pipeline.dedup.stages.UniqueIds)
+    # What steps changed in the documents they passed on, by kind: `pii.email`, `pii.ip`, `pii.extra` (replacements),
+    # `decontamination.cut_documents` and `.cut_chars`, `badwords.kept_anyway`
+    edits: collections.Counter = dataclasses.field(default_factory=collections.Counter)
 
     def drop(self, reason: str, count: int = 1) -> None:
         self.dropped[reason] += count
 
-    def example(self, reason: str, doc_id: str, url: str | None, text: str, error: str | None = None) -> None:
+    def example(
+        self, reason: str, doc_id: str, url: str | None, text: str, error: str | None = None, detail: str | None = None
+    ) -> None:
         """Keeps a dropped document for the report when it is among the reason's smallest ids so far; `error`: the
-        exception a step raised on it."""
+        exception a step raised on it; `detail`: what the step found (a benchmark's matching words)."""
         found = self.examples.setdefault(reason, [])
         if len(found) < EXAMPLES_PER_REASON or doc_id < found[-1]["id"]:
             example = {"id": doc_id, "url": url, "text": text[:EXAMPLE_CHARS]}
             if error:
                 example["error"] = error
+            if detail:
+                example["detail"] = detail[:EXAMPLE_CHARS]
             found.append(example)
             self.examples[reason] = _smallest_ids(found)
 
@@ -115,6 +128,7 @@ class Funnel:
         self.errors.extend(other.errors)
         self.error_units.extend(other.error_units)
         self.renamed_ids += other.renamed_ids
+        self.edits.update(other.edits)
         self.lengths_before_filters.update(other.lengths_before_filters)
         self.lengths_after_filters.update(other.lengths_after_filters)
         for reason, examples in other.examples.items():
@@ -142,6 +156,7 @@ class Funnel:
             "kept": self.kept,
             "renamed_ids": self.renamed_ids,
             "dropped": dict(sorted(self.dropped.items())),
+            "edits": dict(sorted(self.edits.items())),
             "errors": sorted(self.errors, key=lambda e: (e["file"], e["offset"] or 0, e["error"])),
             "lengths": {
                 "before_filters": {str(k): v for k, v in sorted(self.lengths_before_filters.items())},
@@ -163,6 +178,7 @@ class Funnel:
             kept=data.get("kept", 0),
             renamed_ids=data.get("renamed_ids", 0),
             dropped=collections.Counter(data.get("dropped", {})),
+            edits=collections.Counter(data.get("edits", {})),
             errors=list(data.get("errors", [])),
             lengths_before_filters=_buckets(data.get("lengths", {}).get("before_filters", {})),
             lengths_after_filters=_buckets(data.get("lengths", {}).get("after_filters", {})),

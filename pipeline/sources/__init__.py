@@ -26,9 +26,10 @@ import logging
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from pipeline.common.remote import input_key
+from pipeline.common.remote import input_key, read_text_lines
 from pipeline.common.schema import Document, Dropped, ReadError, Skipped
-from pipeline.steps import filters, langid, quality
+from pipeline.steps import filters, langid, pii, quality
+from pipeline.steps.decontam import NgramIndexes
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +54,25 @@ class DocumentSettings:
     quality_model: str = ""
     min_quality: float = 0.0
     quality_keep: float = 1.0
+    # C4's bad-words filter: {language: word list file}; a document with a listed word of its language is dropped as
+    # `badwords`, but for a share `badwords_keep` of them (chosen by id, the same on every run)
+    badwords: dict = dataclasses.field(default_factory=dict)
+    badwords_keep: float = 0.0
+    # E-mail and public IP addresses replaced by placeholders after the filters, as FineWeb publishes (off for
+    # Wikipedia and local text); `pii_patterns`: a file of extra regular expressions, one per line
+    pii: bool = True
+    pii_patterns: str = ""
+    # A benchmark n-gram index (`python -m pipeline decontam index`): a document sharing an n-gram with it is dropped
+    # as `decontaminated` ("drop"), or loses the matches and 200 characters each side and is filtered again ("cut")
+    decontamination: str = ""
+    decontamination_mode: str = "drop"
+    decontamination_ngram: int = 0  # the n-gram size the run expects of the index (0: whatever it was built with)
+
+    def files(self) -> dict[str, str]:
+        """The settings that name a file whose content, not path, shapes the output: {setting: path}."""
+        named = {"pii_patterns": self.pii_patterns, "decontamination": self.decontamination}
+        named.update({f"badwords.{language}": path for language, path in sorted(self.badwords.items())})
+        return {setting: path for setting, path in named.items() if path}
 
     def check_filters(self, where: str) -> None:
         unknown = [name for name in self.filters if name not in filters.FILTERS]
@@ -66,6 +86,29 @@ class DocumentSettings:
         except TypeError as exc:
             raise ValueError(f"{where}.filter_settings: {exc}")
         quality.check_settings(self.quality_model, self.min_quality, self.quality_keep, where)
+        if not 0 <= self.badwords_keep <= 1:
+            raise ValueError(
+                f"{where}.badwords_keep: a share of the flagged documents, from 0 to 1: {self.badwords_keep}"
+            )
+        if self.decontamination_mode not in ("drop", "cut"):
+            raise ValueError(f"{where}.decontamination_mode: {self.decontamination_mode!r} is not drop or cut")
+        if not isinstance(self.badwords, dict) or not all(isinstance(v, str) for v in self.badwords.values()):
+            raise ValueError(f'{where}.badwords: a table of language = "word list file", e.g. {{en = "en.txt"}}')
+        for setting, path in self.files().items():
+            try:
+                if setting == "decontamination":
+                    index = NgramIndexes.get(path)
+                    if self.decontamination_ngram and index.ngram != self.decontamination_ngram:
+                        raise ValueError(
+                            f"{path} was built with {index.ngram}-grams, not the {self.decontamination_ngram}-grams "
+                            "asked for: build it again with --ngram"
+                        )
+                elif setting == "pii_patterns":
+                    pii.read_patterns(path)
+                else:
+                    read_text_lines(path)
+            except (OSError, ValueError) as exc:
+                raise ValueError(f"{where}.{setting}: {exc}")
 
 
 def listed_once(inputs: list, where: str) -> list:

@@ -23,7 +23,7 @@ from pipeline.common.remote import FetchError, expand_glob, is_url, open_input, 
 from pipeline.common.schema import Document, Dropped, ReadError, Skipped, commoncrawl_id, parse_warc_date
 from pipeline.common.settings import UsageError, describe_exception
 from pipeline.sources import DocumentSettings, Source, listed_once
-from pipeline.steps import extract, filters, html, langid
+from pipeline.steps import extract, html, langid, wordlists
 
 log = logging.getLogger(__name__)
 
@@ -283,6 +283,12 @@ class Settings(DocumentSettings):
     max_warcs: int = 0  # take at most this many WARCs from the listing (0: all)
     warc_offset: int = 0  # skip this many listing entries first
     url_blocklist: str = ""  # domains or URLs to drop before extraction, one per line
+    # FineWeb's URL word rules, each a word list file (one per line): a banned word among the URL's words, at least
+    # url_soft_threshold soft banned words, or a banned subword anywhere in it drops the page before extraction
+    url_banned_words: str = ""
+    url_soft_banned_words: str = ""
+    url_banned_subwords: str = ""
+    url_soft_threshold: int = 2
     max_html_bytes: int = html.DEFAULT_MAX_HTML_BYTES  # drop pages whose body, before or after decoding, is larger
     extract_timeout: float = extract.DEFAULT_TIMEOUT_S  # seconds the extractor may spend on one page
     extractor: str = "trafilatura"  # or "resiliparse": about ten times faster, less precise (DCLM's choice)
@@ -293,6 +299,7 @@ class Settings(DocumentSettings):
     prefilter_threshold: float = langid.DEFAULT_PREFILTER_THRESHOLD
 
 
+URL_LISTS = ("url_blocklist", "url_banned_words", "url_soft_banned_words", "url_banned_subwords")
 INPUT_SETTINGS = ("crawl", "warc_paths", "warcs", "cc_base_url", "max_warcs", "warc_offset")
 
 
@@ -339,7 +346,7 @@ class CommonCrawl(Source):
 
     def __init__(self, name: str, settings):
         super().__init__(name, settings)
-        self.blocklist: filters.UrlBlocklist | None = None
+        self.url_filter: wordlists.UrlFilter | None = None
         self.extractor: extract.IsolatedExtractor | None = None
 
     def inputs(self) -> list[str]:
@@ -351,8 +358,14 @@ class CommonCrawl(Source):
             raise UsageError(f"{where}.prefilter_threshold: a probability from 0 to 1: {s.prefilter_threshold}")
         if sum(map(bool, (s.crawl, s.warc_paths, s.warcs))) != 1:
             raise UsageError(f"{where}: give exactly one of crawl, warc_paths and warcs")
-        if s.url_blocklist and not os.path.isfile(s.url_blocklist) and not is_url(s.url_blocklist):
-            raise UsageError(f"{where}.url_blocklist: file not found: {s.url_blocklist}")
+        for setting in URL_LISTS:
+            path = getattr(s, setting)
+            if path and not os.path.isfile(path) and not is_url(path):
+                raise UsageError(f"{where}.{setting}: file not found: {path}")
+            try:
+                read_text_lines(path) if path else None
+            except ValueError as exc:
+                raise UsageError(f"{where}.{setting}: {exc}")
         end = s.warc_offset + s.max_warcs if s.max_warcs else None
         try:
             if s.warcs:
@@ -373,13 +386,21 @@ class CommonCrawl(Source):
 
     def unit_settings(self) -> dict:
         settings = {k: v for k, v in dataclasses.asdict(self.settings).items() if k not in INPUT_SETTINGS}
-        if self.settings.url_blocklist:
-            settings["url_blocklist"] = read_text_lines(self.settings.url_blocklist)  # its content, not its path
+        for setting in URL_LISTS:
+            if settings[setting]:
+                settings[setting] = read_text_lines(settings[setting])  # its content, not its path
         return settings
 
     def open(self) -> None:
-        if self.settings.url_blocklist:
-            self.blocklist = filters.UrlBlocklist.from_file(self.settings.url_blocklist)
+        s = self.settings
+        if any(getattr(s, setting) for setting in URL_LISTS):
+            self.url_filter = wordlists.UrlFilter.from_files(
+                s.url_blocklist,
+                s.url_banned_words,
+                s.url_soft_banned_words,
+                s.url_banned_subwords,
+                s.url_soft_threshold,
+            )
         self.extractor = extract.IsolatedExtractor(self.settings.extract_timeout, extractor=self.settings.extractor)
         self.extractor.start()
 
@@ -399,8 +420,9 @@ class CommonCrawl(Source):
         if not isinstance(record, HtmlPage):
             return record
         where = f"{record.path} @ {record.offset}"
-        if self.blocklist is not None and self.blocklist.blocks(record.url):
-            return Dropped("url_blocklist", where)
+        rule = self.url_filter.rule(record.url) if self.url_filter is not None else None
+        if rule is not None:
+            return Dropped(rule, where)
         try:
             page = page_html(record, self.settings.max_html_bytes)
         except html.Rejected as rejected:

@@ -33,6 +33,7 @@ class Settings(DocumentSettings):
     language: str = ""  # the corpus's own language, stored as `language` (fastText's label beside it)
     filters: list[str] = dataclasses.field(default_factory=lambda: ["min_length"])
     min_language_score: float = 0.0
+    pii: bool = False  # an encyclopedia's or a book's addresses are public ones, not PII
 
 
 class StripGutenberg:

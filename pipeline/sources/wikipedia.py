@@ -43,6 +43,7 @@ class Settings(DocumentSettings):
     streams_per_part: int = 0  # bz2 streams (100 pages each) per unit (0: up to 100, at least 64 units)
     filters: list[str] = dataclasses.field(default_factory=lambda: ["min_length"])
     min_language_score: float = 0.0
+    pii: bool = False  # an encyclopedia's or a book's addresses are public ones, not PII
 
 
 INPUT_SETTINGS = ("dumps", "indexes", "wikis", "dump_date", "dumps_base_url", "streams_per_part")

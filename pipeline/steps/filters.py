@@ -14,7 +14,6 @@ import itertools
 import re
 import string
 from collections.abc import Iterable
-from urllib.parse import urlsplit
 
 from pipeline.common.schema import Document
 from pipeline.steps.ngrams import NgramIndex, duplicated_ngram_chars, duplicates, split_words, top_ngram_chars
@@ -329,35 +328,3 @@ def drop_reason(quality_filter, doc: Document) -> str | None:
 def apply_filters(filters: list, doc: Document) -> str | None:
     """The first drop reason, or None when every filter keeps the document."""
     return next((reason for reason in (drop_reason(f, doc) for f in filters) if reason is not None), None)
-
-
-class UrlBlocklist:
-    """Drops pages whose host is a listed domain (or a subdomain of one) or whose URL is listed exactly.
-    The list file has one domain or URL per line; `#` starts a comment."""
-
-    def __init__(self, entries: Iterable[str]):
-        self.domains: set[str] = set()
-        self.urls: set[str] = set()
-        for entry in entries:
-            entry = entry.split("#", 1)[0].strip().lower()
-            if not entry:
-                continue
-            if "://" in entry:
-                self.urls.add(entry.rstrip("/"))
-            else:
-                self.domains.add(entry.removeprefix("www.").rstrip("."))
-
-    @classmethod
-    def from_file(cls, path: str) -> UrlBlocklist:
-        from pipeline.common.remote import read_text_lines
-
-        return cls(read_text_lines(path))
-
-    def blocks(self, url: str | None) -> bool:
-        if not url:
-            return False
-        if url.lower().rstrip("/") in self.urls:
-            return True
-        host = (urlsplit(url).hostname or "").lower().rstrip(".")
-        parts = host.split(".")
-        return any(".".join(parts[i:]) in self.domains for i in range(len(parts)))

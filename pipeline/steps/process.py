@@ -19,7 +19,7 @@ from pipeline.common.schema import Document, Dropped, ReadError, Skipped, valid_
 from pipeline.common.settings import describe_exception, printable
 from pipeline.output.stats import Funnel, length_bucket
 from pipeline.sources import DocumentSettings, Source
-from pipeline.steps import filters, langid, quality
+from pipeline.steps import decontam, filters, langid, pii, quality, wordlists
 
 log = logging.getLogger(__name__)
 
@@ -52,15 +52,22 @@ class FilterStep:
 
 
 def document_steps(settings: DocumentSettings, identifier: langid.LanguageIdentifier) -> list:
-    """Language ID, then each quality filter in the order of `filters.FILTERS`, then the quality classifier's score
-    (when the source has one) on the same text."""
+    """Language ID, each quality filter in the order of `filters.FILTERS`, C4's bad words, the quality classifier's
+    score (when the source has one), PII anonymisation, then benchmark decontamination (a cut document is filtered
+    again)."""
     selector = langid.LanguageSelector(set(settings.languages), settings.min_language_score)
-    steps = [
-        LanguageStep(identifier, selector),
-        *map(FilterStep, filters.build_filters(settings.filters, settings.filter_settings)),
-    ]
+    filter_steps = list(map(FilterStep, filters.build_filters(settings.filters, settings.filter_settings)))
+    steps = [LanguageStep(identifier, selector), *filter_steps]
+    if settings.badwords:
+        steps.append(wordlists.BadWords(settings.badwords, settings.badwords_keep))
     if settings.quality_model:
         steps.append(quality.QualityStep(quality.QualityModel(settings.quality_model), settings.min_quality))
+    if settings.pii:
+        steps.append(pii.PiiStep(extra=pii.read_patterns(settings.pii_patterns) if settings.pii_patterns else ()))
+    if settings.decontamination:
+        steps.append(
+            decontam.DecontaminationStep(settings.decontamination, settings.decontamination_mode, filter_steps)
+        )
     return steps
 
 
@@ -114,11 +121,13 @@ class UnitProcessor:
     def __init__(self, source: Source, langid_model: str | None = None):
         self.source = source
         self.common_steps: list = []
+        self.detailed: list = []  # steps that say why they dropped a document, for its report example
         self.keep_measures = False
         self.guard = StepGuard()
         if isinstance(source.settings, DocumentSettings):
             identifier = langid.LanguageIdentifier(langid_model)
             self.common_steps = document_steps(source.settings, identifier)
+            self.detailed = [step for step in self.common_steps if hasattr(step, "details")]
             self.keep_measures = source.settings.keep_measures
             source.language_identifier = identifier
         source.open()
@@ -137,6 +146,11 @@ class UnitProcessor:
             steps.insert(len(steps) - len(self.common_steps), _MeasureLength(funnel))  # the text is made by now
         documents_in, dropped_before = funnel.records_in, sum(self._errors(funnel).values())
         yield from self._steps(steps, self._documents(unit, path, funnel), path, funnel)
+        for step in self.common_steps:
+            changes = getattr(step, "changes", None)
+            if changes:
+                funnel.edits.update(changes)
+                changes.clear()
         errors = sum(self._errors(funnel).values()) - dropped_before
         if errors:
             funnel.unit_error(path, self.source.unit_key(unit), errors, funnel.records_in - documents_in)
@@ -244,8 +258,9 @@ class UnitProcessor:
             log.debug("%s: dropped (%s)", doc.id, reason)
             funnel.drop(reason)
             error = self.guard.messages.pop(id(doc), None)
+            detail = next((d for d in (s.details.pop(id(doc), None) for s in self.detailed) if d), None)
             if (self.common_steps or error) and doc.text:
-                funnel.example(reason, doc.id, doc.url, valid_text(doc.text), error)
+                funnel.example(reason, doc.id, doc.url, valid_text(doc.text), error, detail)
 
 
 class _MeasureLength:
