@@ -5,7 +5,7 @@ import pytest
 
 from pipeline.common import synthetic
 from pipeline.common.schema import Document
-from pipeline.steps import filters, ngrams as text_ngrams
+from pipeline.steps import filters, ngrams as text_ngrams, wordlists
 
 GOOD = (
     "The harbour town woke slowly as the fishing boats returned with the morning tide. "
@@ -163,13 +163,11 @@ def test_build_filters_validates_names_and_settings():
 
 
 def test_url_blocklist_domains_subdomains_and_urls():
-    blocklist = filters.UrlBlocklist(
-        ["# comment", "spam.example", "www.ads.example", "https://ok.example/bad-page", ""]
-    )
-    assert blocklist.blocks("https://spam.example/x")
-    assert blocklist.blocks("http://cdn.spam.example/y")
-    assert blocklist.blocks("https://ads.example/")
-    assert blocklist.blocks("https://ok.example/bad-page/")
-    assert not blocklist.blocks("https://ok.example/good-page")
-    assert not blocklist.blocks("https://notspam.example/")
-    assert not blocklist.blocks(None)
+    blocklist = wordlists.UrlFilter(["# comment", "spam.example", "www.ads.example", "https://ok.example/bad-page", ""])
+    assert blocklist.rule("https://spam.example/x") == "url_blocklist"
+    assert blocklist.rule("http://cdn.spam.example/y")
+    assert blocklist.rule("https://ads.example/")
+    assert blocklist.rule("https://ok.example/bad-page/")
+    assert not blocklist.rule("https://ok.example/good-page")
+    assert not blocklist.rule("https://notspam.example/")
+    assert not blocklist.rule(None)

@@ -302,3 +302,21 @@ def test_funnels_merged_in_any_order_write_the_same_stats():
     assert written[0] == written[1] == written[2]
     examples = json.loads(written[0])["examples"]["min_length.too_few_words"]
     assert [e["url"] for e in examples] == [f"https://e.example/{n}" for n in range(EXAMPLES_PER_REASON)]
+
+
+def test_the_fingerprint_knows_a_word_list_or_index_by_its_content(tmp_path):
+    from pipeline.sources import localtext
+
+    first, copy, other = tmp_path / "a.txt", tmp_path / "b.txt", tmp_path / "c.txt"
+    first.write_text("darn\n")
+    copy.write_text("darn\n")
+    other.write_text("heck\n")
+
+    def fingerprint(**settings):
+        source = localtext.LocalText("mine", localtext.Settings(inputs=["x"], **settings))
+        return units.fingerprint(source, None, "v")
+
+    assert fingerprint(badwords={"en": str(first)}) == fingerprint(badwords={"en": str(copy)})
+    assert fingerprint(badwords={"en": str(first)}) != fingerprint(badwords={"en": str(other)})
+    assert fingerprint(pii_patterns=str(first)) != fingerprint(pii_patterns=str(other))
+    assert fingerprint(badwords={"en": str(first)}) != fingerprint(badwords={"de": str(first)})

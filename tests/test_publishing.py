@@ -362,3 +362,24 @@ def test_the_steps_reach_the_output_of_a_real_crawl(shared_fixtures, index_path,
     assert {k: v for k, v in stats["edits"].items() if k.startswith("pii.")} == dict(expected_counts)
     report = (tmp_path / "b" / "report.html").read_text()
     assert "matched: " in report and 'id="edits"' in report
+
+
+@pytest.mark.shared
+def test_train_eval_reports_which_items_the_shards_hold(shared_fixtures, tmp_path, capsys):
+    from train import eval as evaluation
+
+    piqa, hellaswag = specs(shared_fixtures, ["piqa", "hellaswag"])
+    items = tasks.read_task(piqa)
+    prose = _article(4, 3)
+    documents = [{"text": f"{prose}\n{items[3].text}"}, {"text": prose}, {"text": f"Tips: {items[7].text} {prose}"}]
+    shards = tmp_path / "docs.jsonl"
+    shards.write_text("".join(json.dumps(d) + "\n" for d in documents))
+    output = tmp_path / "contamination.json"
+    arguments = ["--contamination", "--task", str(piqa), "--task", str(hellaswag), "--input", str(shards)]
+    assert evaluation.main([*arguments, "--output", str(output)]) == 0
+    result = json.loads(output.read_text())
+    assert result["tasks"]["piqa"] == {"items": 200, "contaminated": 2, "share": 0.01, "contaminated_items": [3, 7]}
+    assert result["tasks"]["hellaswag"]["contaminated"] == 0
+    assert result["documents"] == 3 and result["documents_matching"] == 2
+    assert "piqa: 2 of 200 items (1.0%) share a 13-gram with the 3 documents" in capsys.readouterr().out
+    assert evaluation.main(["--contamination", "--input", str(shards)]) == 2  # no task

@@ -6,6 +6,10 @@ predicted once, in windows of the model's context. Bits per byte divides the sum
 documents' UTF-8 bytes, so it compares models with different tokenizers and vocabularies; loss and perplexity are
 per token. A Hugging Face folder written by `train.export` is read back into the same model, so a checkpoint and
 its export give the same figures.
+
+`--contamination` with `--task NAME=FORMAT:PATH` (the task formats of `pipeline.common.tasks`, which curation's
+decontamination reads too) needs no model: it reports which items of each evaluation set share an n-gram (13 words
+by default, `--ngram`) with the documents of `--input`, e.g. a curation output's shards.
 """
 
 from __future__ import annotations
@@ -23,7 +27,9 @@ import torch
 import torch.nn.functional as F
 
 from model import Transformer
+from pipeline.common import contamination, tasks
 from pipeline.common.settings import UsageError, report
+from pipeline.common.words import word_hashes
 from tokenizer import corpus
 from tokenizer.encoding import Encoder
 from train import checkpoint, export
@@ -33,6 +39,8 @@ PROGRAM = "python -m train.eval"
 EXAMPLE = """examples:
   python -m train.eval --checkpoint runs/demo --input 'out/wiki/part-*.parquet'
   python -m train.eval --checkpoint hf/demo --input 'held-out/*.jsonl.zst' --text-column content --output eval.json
+  # how much of PIQA's validation set the curated shards hold
+  python -m train.eval --contamination --task piqa=piqa:evals/piqa/valid.jsonl --input 'out/cc/part-*.parquet'
 """
 
 
@@ -123,11 +131,46 @@ def evaluate_files(
     return result, {**result.to_json(), "read": read.to_json()}
 
 
+def contamination_of(specs: list, texts: Iterable[str], ngram: int = contamination.DEFAULT_NGRAM) -> dict:
+    """Per task: its items, and those sharing an n-gram with one of `texts` (their numbers, 0-based in file order)."""
+    index = contamination.NgramIndex.build(specs, ngram=ngram, min_ngram=min(ngram, contamination.DEFAULT_MIN_NGRAM))
+    found: set[tuple[int, int]] = set()
+    documents = matching = 0
+    for text in texts:
+        documents += 1
+        items = index.items_of(word_hashes(text))
+        matching += bool(items)
+        found |= items
+    result: dict = {"ngram": ngram, "documents": documents, "documents_matching": matching, "tasks": {}}
+    for number, task in enumerate(index.meta["tasks"]):
+        numbers = sorted(item for task_number, item in found if task_number == number)
+        result["tasks"][task["name"]] = {
+            "items": task["items"],
+            "contaminated": len(numbers),
+            "share": len(numbers) / task["items"],
+            "contaminated_items": numbers,
+        }
+    return result
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(
         prog=PROGRAM, description=__doc__.strip(), epilog=EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    add_checkpoint_argument(parser, exports=True)
+    add_checkpoint_argument(parser, exports=True, required=False)
+    parser.add_argument(
+        "--contamination",
+        action="store_true",
+        help="no model: report the items of each --task that share an n-gram with the documents of --input",
+    )
+    parser.add_argument(
+        "--task",
+        action="append",
+        default=[],
+        metavar="NAME=FORMAT:PATH",
+        help=f"an evaluation set, repeatable (formats: {', '.join(tasks.FORMATS)})",
+    )
+    parser.add_argument("--ngram", type=int, default=contamination.DEFAULT_NGRAM, help="--contamination's n-gram size")
     parser.add_argument(
         "--input",
         action="extend",
@@ -152,6 +195,11 @@ def main(argv=None) -> int:
     except (FileNotFoundError, OSError) as exc:
         report(PROGRAM, f"--input: {exc}")
         return 2
+    if args.contamination:
+        return report_contamination(args, paths)
+    if not args.checkpoint:
+        report(PROGRAM, "--checkpoint is needed (or --contamination with --task)")
+        return 2
     try:
         model, encoder = load(args.checkpoint, args.device)
     except (UsageError, checkpoint.CheckpointError, FileNotFoundError, KeyError) as exc:
@@ -173,6 +221,27 @@ def main(argv=None) -> int:
     if args.output:
         with open(args.output, "w") as handle:
             json.dump(figures, handle, indent=2)
+    return 0
+
+
+def report_contamination(args, paths: list[str]) -> int:
+    try:
+        specs = [tasks.parse_spec(value) for value in args.task]
+        if not specs:
+            raise tasks.TaskError("--contamination needs at least one --task NAME=FORMAT:PATH")
+        read = corpus.ReadReport()
+        records = corpus.iter_records(corpus.CorpusSpec(paths, args.text_column, args.lines), read)
+        texts = (record.text for record in itertools.islice(records, args.max_documents or None))
+        result = {**contamination_of(specs, texts, args.ngram), "read": read.to_json()}
+    except (tasks.TaskError, ValueError) as exc:
+        report(PROGRAM, f"--task: {exc}")
+        return 2
+    for name, task in result["tasks"].items():
+        print(f"{name}: {task['contaminated']:,} of {task['items']:,} items ({task['share']:.1%}) share a "
+              f"{result['ngram']}-gram with the {result['documents']:,} documents")  # fmt: skip
+    if args.output:
+        with open(args.output, "w") as handle:
+            json.dump(result, handle, indent=2)
     return 0
 
 

@@ -94,11 +94,11 @@ def load_run(target: str, device: str = "cpu") -> tuple[Transformer, Encoder]:
     return model.to(device).eval(), Encoder(os.path.join(run_dir, "tokenizer"), backend="hf")
 
 
-def add_checkpoint_argument(parser: argparse.ArgumentParser, exports: bool = False) -> None:
+def add_checkpoint_argument(parser: argparse.ArgumentParser, exports: bool = False, required: bool = True) -> None:
     """--checkpoint, as every command that reads a trained model takes it (`exports`: a train.export folder too)."""
     parser.add_argument(
         "--checkpoint",
-        required=True,
+        required=required,
         metavar="RUN_DIR|CHECKPOINT" + ("|HF_DIR" if exports else ""),
         help="a run directory (its newest complete checkpoint) or one checkpoint directory"
         + (", or a folder written by python -m train.export" if exports else ""),

@@ -103,7 +103,7 @@ def add_commoncrawl_inputs(parser: argparse.ArgumentParser, required: bool = Tru
             flag,
             f"sources.commoncrawl.{flag[2:].replace('-', '_')}",
             metavar="FILE",
-            help=f"FineWeb's URL filter: {what}; one per line (docs/curation.md: the public lists)",
+            help=f"FineWeb's URL filter: {what}; one per line (README: the public lists)",
         )
     recipe_option(
         listing,

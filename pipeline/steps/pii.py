@@ -42,7 +42,7 @@ _DOMAIN = rf"(?:{_LABEL}\.)+(?!{_FILE_SUFFIX})(?:[A-Za-z]{{2,63}}|xn--[A-Za-z0-9
 _EMAIL = re.compile(rf"(?<![\w.+/-]){_LOCAL}@{_DOMAIN}(?![\w@-]|\.\w)")
 _AT = r"\s*[\[(<{]\s*(?:at|AT|At)\s*[\])>}]\s*"
 _DOT = r"(?:\s*[\[(<{]\s*(?:dot|DOT|Dot)\s*[\])>}]\s*|\.)"
-_OBFUSCATED_EMAIL = re.compile(rf"(?<![\w.+/-]){_LOCAL}{_AT}(?:{_LABEL}{_DOT})+[A-Za-z]{{2,63}}(?![\w@-])")
+_OBFUSCATED_EMAIL = re.compile(rf"(?<![\w.+/-]){_LOCAL}{_AT}(?:{_LABEL}{_DOT})+[A-Za-z]{{2,63}}(?![\w@-]|\.\w)")
 _OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
 _IPV4 = rf"(?<![\w.:]){_OCTET}(?:\.{_OCTET}){{3}}(?!\w|\.\w)"
 # IPv6 candidates (`ipaddress` decides): at least two colons, optionally a dotted IPv4 tail. One pass for both kinds,

@@ -129,8 +129,8 @@ def file_checksum(path: str) -> dict:
 
 
 def fingerprint(source: Source, langid_model: str | None, version: str) -> str:
-    """What a committed unit was made with: the source's settings, the language-ID and quality models' content
-    (not their paths) and the code version. A unit committed under another fingerprint is never reused.
+    """What a committed unit was made with: the source's settings, the content (not the path) of the language-ID and
+    quality models and of every file a setting names (`DocumentSettings.files`), and the code version. A unit committed under another fingerprint is never reused.
     `quality_keep` is left out: it is applied to the committed units' scores, so another fraction reuses them."""
     settings, models = source.unit_settings(), []
     if isinstance(source.settings, DocumentSettings):
@@ -139,6 +139,9 @@ def fingerprint(source: Source, langid_model: str | None, version: str) -> str:
             models.append(file_checksum(quality.model_file(source.settings.quality_model))["sha1"])
         settings.pop("quality_keep", None)
         settings.pop("quality_model", None)  # its content is in `models`
+        for setting, path in source.settings.files().items():  # word lists, patterns, a benchmark index
+            models.append(f"{setting}:{file_checksum(path)['sha1']}")
+            settings.pop(setting.split(".")[0], None)
     payload = json.dumps([source.kind, settings, *models, version], sort_keys=True, default=str)
     return hashlib.sha1(payload.encode()).hexdigest()[:12]
 

@@ -4,7 +4,7 @@
 one) or exact URL; a hard banned word among the URL's words; `soft_threshold` or more soft banned words; a banned
 subword anywhere in the URL with its punctuation removed (an Aho-Corasick automaton, pyahocorasick). The URL's words
 are its runs of ASCII letters and digits, lower-cased; list entries are normalised the same way. Each rule is its
-own drop reason. docs/curation.md names the public lists FineWeb used and where to get them.
+own drop reason. README.md ("Publishing and evaluating honestly") names the public lists FineWeb used and where to get them.
 
 `BadWords` is C4's filter (datatrove's `C4BadWordsFilter`): a document containing a listed word of its language is
 dropped as `badwords`, except a `keep_fraction` of them chosen by a hash of the document's id and `seed` (the same
