@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/bench_quality.py [--docs 5000] [--pages 1000] [--repeats 3] [--real]
 
-Training: `quality train` (pipeline.steps.quality.train_classifier, the defaults) on --docs generated
+Training: `quality train` (pipeline.steps.quality_training.train_classifier, the defaults) on --docs generated
 article documents (positive) and --docs generated spam pages (negative), written as JSON lines; seconds and
 documents per second, reading and held-out scoring included. Scoring: a WARC of --pages pages (synthetic articles,
 or `--real`: the real pages of ../shared/fixtures/warc repeated under new URLs, as bench_commoncrawl.py does) is
@@ -29,7 +29,7 @@ from bench_commoncrawl import real_warc, synthetic_warc  # noqa: E402
 
 from pipeline.common import synthetic  # noqa: E402
 from pipeline.sources import commoncrawl  # noqa: E402
-from pipeline.steps import extract, html, quality  # noqa: E402
+from pipeline.steps import extract, html, quality, quality_training  # noqa: E402
 
 
 def write_corpora(folder: pathlib.Path, docs: int) -> tuple[str, str]:
@@ -57,7 +57,7 @@ def main() -> None:
         folder = pathlib.Path(tmp)
         positive, negative = write_corpora(folder, args.docs)
         started = time.perf_counter()
-        report = quality.train_classifier([positive], [negative], str(folder / "model"))
+        report = quality_training.train_classifier([positive], [negative], str(folder / "model"))
         train_seconds = time.perf_counter() - started
         warc = folder / "bench.warc.gz"
         (real_warc if args.real else synthetic_warc)(warc, args.pages)

@@ -12,7 +12,7 @@ from pipeline import cli
 from pipeline.common import synthetic
 from pipeline.output.stats import Funnel
 from pipeline.sources import commoncrawl, wikipedia
-from pipeline.steps import process, quality
+from pipeline.steps import langid, process, quality, quality_training
 from tests.conftest import SHARED_FIXTURES
 
 BOOKS = ("gutenberg_en_alice.txt", "gutenberg_en_don_quixote.txt", "gutenberg_fr_alice.txt", "gutenberg_de_alice.txt")
@@ -132,16 +132,16 @@ def test_the_same_seed_samples_and_splits_the_same_and_measures_alike(corpora, m
 
 def test_the_split_is_balanced_and_fixed_by_the_seed():
     texts = {"positive": [f"p{n}" for n in range(50)], "negative": [f"n{n}" for n in range(20)]}
-    split = quality.balanced_split(texts, 0.25, random.Random(1))
+    split = quality_training.balanced_split(texts, 0.25, random.Random(1))
     assert {name: (len(s["train"]), len(s["heldout"])) for name, s in split.items()} == {
         "positive": (15, 5),
         "negative": (15, 5),
     }
     assert not set(split["positive"]["train"]) & set(split["positive"]["heldout"])
-    assert quality.balanced_split(texts, 0.25, random.Random(1)) == split
-    assert quality.balanced_split(texts, 0.25, random.Random(2)) != split
+    assert quality_training.balanced_split(texts, 0.25, random.Random(1)) == split
+    assert quality_training.balanced_split(texts, 0.25, random.Random(2)) != split
     with pytest.raises(ValueError, match="too few documents"):
-        quality.balanced_split({"positive": ["a"], "negative": ["b", "c"]}, 0.1, random.Random(0))
+        quality_training.balanced_split({"positive": ["a"], "negative": ["b", "c"]}, 0.1, random.Random(0))
 
 
 def write_generated(folder, per_class: int, seed: int = 0) -> list[str]:
@@ -163,7 +163,7 @@ def test_small_models_train_at_the_default_threads(tmp_path, flags):
     for run in range(3):
         assert cli.main(["quality", "train", *data, *flags, "--output", str(tmp_path / f"m{run}")]) == 0
         report = json.loads((tmp_path / f"m{run}" / quality.REPORT_FILE).read_text())
-        assert report["settings"]["threads"] == quality.DEFAULT_THREADS
+        assert report["settings"]["threads"] == quality_training.DEFAULT_THREADS
         assert report["metrics"]["roc_auc"] >= 0.9  # articles and spam share little vocabulary
 
 
@@ -187,11 +187,11 @@ def test_the_fasttext_options_reach_the_model(tmp_path):
     reports = {name: json.loads((tmp_path / name / quality.REPORT_FILE).read_text()) for name in ("set", "default")}
     chosen = {key: reports["set"]["settings"][key] for key in ("ngrams", "epochs", "lr", "dim", "buckets", "threads")}
     assert chosen == {"ngrams": 3, "epochs": 4, "lr": 0.3, "dim": 16, "buckets": 5000, "threads": 13}
-    assert reports["default"]["settings"]["lr"] == quality.DEFAULT_LR
+    assert reports["default"]["settings"]["lr"] == quality_training.DEFAULT_LR
     rows, dim, words = input_rows(tmp_path / "set" / quality.MODEL_FILE)
     assert (rows, dim) == (words + 5000, 16)  # a row per word, then the hashed n-grams
     rows, dim, words = input_rows(tmp_path / "default" / quality.MODEL_FILE)
-    assert (rows, dim) == (words + quality.DEFAULT_BUCKETS, quality.DEFAULT_DIM)
+    assert (rows, dim) == (words + quality_training.DEFAULT_BUCKETS, quality_training.DEFAULT_DIM)
     assert reports["set"]["model_bytes"] < reports["default"]["model_bytes"] / 100
     # one-word features need no hashed rows: fastText drops them, and quality.json says so
     assert cli.main(["quality", "train", *data, "--ngrams", "1", "--output", str(tmp_path / "words")]) == 0
@@ -280,9 +280,9 @@ def test_quality_keep_keeps_the_asked_fraction_on_one_and_two_workers(corpora, m
 
 
 def test_roc_auc_counts_ties_as_half():
-    assert quality.roc_auc([0.9, 0.8], [0.1, 0.2]) == 1.0
-    assert quality.roc_auc([0.1], [0.9]) == 0.0
-    assert quality.roc_auc([0.5, 0.9], [0.5, 0.1]) == pytest.approx((1 + 0.5 + 1 + 1) / 4)
+    assert quality_training.roc_auc([0.9, 0.8], [0.1, 0.2]) == 1.0
+    assert quality_training.roc_auc([0.1], [0.9]) == 0.0
+    assert quality_training.roc_auc([0.5, 0.9], [0.5, 0.1]) == pytest.approx((1 + 0.5 + 1 + 1) / 4)
 
 
 def test_keep_threshold_reads_the_fraction_from_evenly_spaced_quantiles():
@@ -341,3 +341,51 @@ def test_a_learning_rate_that_diverges_is_one_line(tmp_path, capsys):
         "fastText stopped: Encountered NaN (the weights diverged: try a lower --lr, now 1000.0"
         in capsys.readouterr().err
     )
+
+
+def test_the_threshold_is_the_f1_best_one_and_a_model_that_says_nothing_is_named():
+    positive, negative = [0.9, 0.8, 0.7, 0.6], [0.65, 0.3, 0.2, 0.1]
+    assert quality_training.best_threshold(positive, negative) == 0.6  # all four kept, one false: F1 0.889
+    assert quality_training.warnings_of(positive, negative, 0.6) == []
+    everything_positive = quality_training.warnings_of([0.9, 0.8], [0.7, 0.6], 0.6)
+    assert any("fastText's 0.5" in w and "positive (keep)" in w for w in everything_positive)
+    chance = quality_training.warnings_of([0.6, 0.4, 0.7], [0.6, 0.45, 0.65], 0.6)
+    assert any("ROC AUC" in w for w in chance)
+
+
+def test_the_recorded_threshold_is_min_quality_unless_the_recipe_gives_one(tmp_path, capsys):
+    data = write_generated(tmp_path, 30)
+    assert cli.main(["quality", "train", *data, "--output", str(tmp_path / "m")]) == 0
+    report = json.loads((tmp_path / "m" / quality.REPORT_FILE).read_text())
+    chosen = report["threshold"]["value"]
+    assert report["threshold"]["metrics"]["f1"] >= report["metrics"]["f1"]  # the chosen one is at least 0.5's
+    assert f"threshold {chosen:.4f} (F1-best" in capsys.readouterr().out
+
+    def step_threshold(**settings) -> float:
+        source = commoncrawl.Settings(warcs=["x"], quality_model=str(tmp_path / "m"), **settings)
+        steps = process.document_steps(source, langid.LanguageIdentifier())
+        return next(step for step in steps if isinstance(step, quality.QualityStep)).min_quality
+
+    assert step_threshold() == chosen
+    assert step_threshold(min_quality=0.3) == 0.3
+    assert step_threshold(min_quality=0.0) == 0.0  # scores only
+    assert step_threshold(quality_keep=0.5) == 0.0  # the run's own fraction instead
+    bare = tmp_path / "bare.bin"
+    bare.write_bytes((tmp_path / "m" / quality.MODEL_FILE).read_bytes())
+    assert quality.resolved_min_quality(str(bare), quality.MODEL_THRESHOLD, 1.0) == 0.0  # no quality.json
+
+
+def test_a_useless_model_warns_loudly_and_autotune_tunes_on_the_held_out_split(tmp_path, capsys):
+    rng = random.Random(5)
+    texts = ["\n\n".join(synthetic.article_paragraphs(rng, "en")) for _ in range(80)]
+    write_jsonl(tmp_path / "a.jsonl", texts[::2], "a")  # the same kind of text on both sides
+    write_jsonl(tmp_path / "b.jsonl", texts[1::2], "b")
+    sides = ["--positive", str(tmp_path / "a.jsonl"), "--negative", str(tmp_path / "b.jsonl"), "--heldout", "0.25"]
+    assert cli.main(["quality", "train", *sides, "--output", str(tmp_path / "useless")]) == 0
+    report = json.loads((tmp_path / "useless" / quality.REPORT_FILE).read_text())
+    assert report["warnings"] and "WARNING: this model says little" in capsys.readouterr().out
+    data = write_generated(tmp_path, 40)
+    assert cli.main(["quality", "train", *data, "--autotune", "3", "--output", str(tmp_path / "tuned")]) == 0
+    tuned = json.loads((tmp_path / "tuned" / quality.REPORT_FILE).read_text())
+    assert tuned["settings"]["autotune_seconds"] == 3 and tuned["warnings"] == []
+    assert tuned["metrics"]["roc_auc"] >= 0.9

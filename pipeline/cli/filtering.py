@@ -97,7 +97,8 @@ def add_process_arguments(parser: argparse.ArgumentParser) -> None:
         type=_per_source,
         default=[],
         metavar="[SOURCE=]X",
-        help="drop documents whose quality score is lower (dropped as `quality`)",
+        help="drop documents whose quality score is lower (dropped as `quality`; default: the threshold `quality "
+        "train` chose on its held-out split; 0: score only)",
     )
     group.add_argument(
         "--quality-keep",

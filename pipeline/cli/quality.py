@@ -8,7 +8,7 @@ import json
 
 from pipeline.common.corpus import DEFAULT_TEXT_FIELD
 from pipeline.common.settings import UsageError
-from pipeline.steps import quality
+from pipeline.steps import quality_training as quality
 
 TRAIN_EXAMPLE = """examples:
   # Wikipedia and books as what to keep, crawl pages as what to drop, at most 50,000 documents a class
@@ -75,6 +75,14 @@ def build_parser(subparsers) -> None:
         "tenth of the model per thread); the seed fixes the sample, split and initialisation, the threads make "
         "two trainings differ slightly (default: %(default)s)",
     )
+    train.add_argument(
+        "--autotune",
+        type=int,
+        default=0,
+        metavar="SECONDS",
+        help="let fastText's autotune search the training settings for this long, judged on the held-out split "
+        "(whose measures are then optimistic); 0: the settings above (default: %(default)s)",
+    )
     train.set_defaults(run=run_train)
 
     score = commands.add_parser(
@@ -125,6 +133,7 @@ def run_train(args, extra: list[str]) -> int:
             heldout=args.heldout,
             seed=args.seed,
             threads=args.threads,
+            autotune=args.autotune,
         )
     except (FileNotFoundError, ValueError) as exc:  # a setting out of range, a glob matching nothing, a small class
         raise UsageError(f"quality train: {exc}")
@@ -138,9 +147,18 @@ def run_train(args, extra: list[str]) -> int:
     if report["metrics"]:
         metrics = report["metrics"]
         print(
-            f"held out ({held['positive']:,} + {held['negative']:,}): precision {metrics['precision']:.3f}, "
+            f"held out ({held['positive']:,} + {held['negative']:,}), at 0.5: precision {metrics['precision']:.3f}, "
             f"recall {metrics['recall']:.3f}, F1 {metrics['f1']:.3f}, ROC AUC {metrics['roc_auc']:.3f}"
         )
+    if report["threshold"]:
+        chosen = report["threshold"]
+        print(
+            f"threshold {chosen['value']:.4f} (F1-best on the held-out split; a recipe's min_quality unless given): "
+            f"precision {chosen['metrics']['precision']:.3f}, recall {chosen['metrics']['recall']:.3f}, "
+            f"F1 {chosen['metrics']['f1']:.3f}"
+        )
+    for warning in report["warnings"]:
+        print(f"WARNING: this model says little: {warning}")
     for name in ("positive", "negative"):
         skipped = report["data"][name]["skipped"]
         if skipped:

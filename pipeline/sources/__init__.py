@@ -49,10 +49,11 @@ class DocumentSettings:
     filter_settings: dict = dataclasses.field(default_factory=dict)  # {filter name: {argument: value}}
     keep_measures: bool = False  # store what each filter measured in the `measures` column
     # A quality classifier (`python -m pipeline quality train`: its folder or a fastText .bin), scored after the
-    # filters into the `quality` column; "": none. Then drop under `min_quality` (a score), or keep the best
-    # `quality_keep` of the documents (a fraction, its threshold read from the run's own scores).
+    # filters into the `quality` column; "": none. Then drop under `min_quality` (a score; by default the model's own
+    # held-out threshold, 0 for none), or keep the best `quality_keep` of the documents (a fraction, its threshold read
+    # from the run's own scores).
     quality_model: str = ""
-    min_quality: float = 0.0
+    min_quality: float = quality.MODEL_THRESHOLD  # -1: the threshold `quality train` chose on its held-out split
     quality_keep: float = 1.0
     # C4's bad-words filter: {language: word list file}; a document with a listed word of its language is dropped as
     # `badwords`, but for a share `badwords_keep` of them (chosen by id, the same on every run)

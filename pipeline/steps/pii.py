@@ -42,7 +42,7 @@ _DOMAIN = rf"(?:{_LABEL}\.)+(?!{_FILE_SUFFIX})(?:[A-Za-z]{{2,63}}|xn--[A-Za-z0-9
 _EMAIL = re.compile(rf"(?<![\w.+/-]){_LOCAL}@{_DOMAIN}(?![\w@-]|\.\w)")
 _AT = r"\s*[\[(<{]\s*(?:at|AT|At)\s*[\])>}]\s*"
 _DOT = r"(?:\s*[\[(<{]\s*(?:dot|DOT|Dot)\s*[\])>}]\s*|\.)"
-_OBFUSCATED_EMAIL = re.compile(rf"(?<![\w.+/-]){_LOCAL}{_AT}(?:{_LABEL}{_DOT})+[A-Za-z]{{2,63}}(?![\w@-]|\.\w)")
+_OBFUSCATED_EMAIL = re.compile(rf"(?<![\w.+/@-]){_LOCAL}{_AT}(?:{_LABEL}{_DOT})+[A-Za-z]{{2,63}}(?![\w@-]|\.\w|{_AT})")
 _OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
 _IPV4 = rf"(?<![\w.:]){_OCTET}(?:\.{_OCTET}){{3}}(?!\w|\.\w)"
 # IPv6 candidates (`ipaddress` decides): at least two colons, optionally a dotted IPv4 tail. One pass for both kinds,
@@ -77,7 +77,9 @@ def _public_ip(match: re.Match) -> bool:
 
 
 def _not_placeholder(match: re.Match) -> bool:
-    return match.group(0) not in EMAIL_PLACEHOLDERS
+    """An address that holds a placeholder is one made by anonymising (a placeholder glued to the characters before
+    it): replacing it again would not be idempotent."""
+    return not any(placeholder in match.group(0) for placeholder in EMAIL_PLACEHOLDERS)
 
 
 def read_patterns(path: str) -> list[str]:
@@ -122,7 +124,7 @@ class PiiStep:
         if self.emails and "@" in text:
             text = _EMAIL.sub(replace("email", EMAIL_PLACEHOLDERS, _not_placeholder), text)
         if self.emails and ("at" in text or "AT" in text or "At" in text):
-            text = _OBFUSCATED_EMAIL.sub(replace("email", EMAIL_PLACEHOLDERS), text)
+            text = _OBFUSCATED_EMAIL.sub(replace("email", EMAIL_PLACEHOLDERS, _not_placeholder), text)
         if self.ips:
             text = _IP.sub(replace("ip", IP_PLACEHOLDERS, _public_ip), text)
         for pattern in self.extra:

@@ -61,7 +61,8 @@ def document_steps(settings: DocumentSettings, identifier: langid.LanguageIdenti
     if settings.badwords:
         steps.append(wordlists.BadWords(settings.badwords, settings.badwords_keep))
     if settings.quality_model:
-        steps.append(quality.QualityStep(quality.QualityModel(settings.quality_model), settings.min_quality))
+        threshold = quality.resolved_min_quality(settings.quality_model, settings.min_quality, settings.quality_keep)
+        steps.append(quality.QualityStep(quality.QualityModel(settings.quality_model), threshold))
     if settings.pii:
         steps.append(pii.PiiStep(extra=pii.read_patterns(settings.pii_patterns) if settings.pii_patterns else ()))
     if settings.decontamination:
