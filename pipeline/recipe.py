@@ -32,7 +32,7 @@ from typing import Any
 import tomli_w
 
 from pipeline.common.settings import UsageError, build, describe as describe_section, load_toml, parse_size, set_dotted
-from pipeline.dedup import minhash as near_duplicates
+from pipeline.dedup import lines, minhash as near_duplicates
 from pipeline.output import sinks
 from pipeline.sources import REGISTRY, DocumentSettings, Source, source_class
 from pipeline.steps.units import DEFAULT_FILE_BYTES
@@ -66,6 +66,10 @@ class DedupSettings:
     verify: bool = False  # join a bucket's documents only when their estimated similarity reaches threshold
     prefer: list[str] = dataclasses.field(default_factory=lambda: ["wikipedia"])  # whose copy survives first
     components_rounds: int = near_duplicates.DEFAULT_ROUNDS  # doubled and rerun until the components converge
+    # CCNet's boilerplate lines: after the copies, remove every line found in line_min_documents or more documents
+    # and filter what is left again
+    line_dedup: bool = False
+    line_min_documents: int = lines.DEFAULT_MIN_DOCUMENTS
 
 
 @dataclasses.dataclass
@@ -149,6 +153,11 @@ class Recipe:
             self.minhash_config()
             if self.dedup.components_rounds < 1:
                 raise UsageError("dedup.components_rounds must be at least 1")
+        if self.dedup.line_dedup and self.dedup.line_min_documents < 2:
+            raise UsageError(f"dedup.line_min_documents: at least 2 documents share a boilerplate line, not "
+                             f"{self.dedup.line_min_documents}")  # fmt: skip
+        if self.dedup.line_dedup and not self.dedup.enabled:
+            raise UsageError("dedup.line_dedup runs after the copies are removed: it needs dedup.enabled")
 
     def to_dict(self) -> dict:
         table: dict = {name: dataclasses.asdict(getattr(self, name)) for name in SECTIONS}

@@ -148,8 +148,9 @@ def _write_jsonl(path, texts, prefix) -> None:
 def mixed_recipe(root, pages: int = 30, articles: int = 12) -> dict:
     """Inputs of every kind in `root` and the recipe (as a table, without its output) that curates them: two Common
     Crawl WARCs (the crawl republished some Wikipedia articles), a Wikipedia multistream dump read in parts, local
-    JSON lines listed twice under two names (the same ids), exact and MinHash dedup, and a quality classifier
-    trained here keeping the best 80% of the crawl."""
+    JSON lines listed twice under two names (the same ids) and forum posts that share boilerplate lines, two of them
+    quoting an evaluation set; exact and MinHash dedup, boilerplate lines, PII, decontamination, and a quality
+    classifier trained here keeping the best 80% of the crawl."""
     sample = synthetic.write_sample(str(root / "sample"), pages=pages, articles=articles, seed=5, republished=4)
     synthetic.write_sample_warc(str(root / "sample" / "more.warc.gz"), pages=pages * 2 // 3, seed=12)
     (root / "text").mkdir()
@@ -160,6 +161,15 @@ def mixed_recipe(root, pages: int = 30, articles: int = 12) -> dict:
     good, spam = root / "labelled" / "good.jsonl", root / "labelled" / "spam.jsonl"
     _write_jsonl(good, ["\n\n".join(synthetic.article_paragraphs(rng, "en")) for _ in range(100)], "good")
     _write_jsonl(spam, [synthetic.spam_document(rng) for _ in range(100)], "spam")
+    boilerplate = ["Subscribe to our newsletter for weekly updates!", "© 2026 Example Media. All rights reserved."]
+    forum = ["\n".join([*synthetic.article_paragraphs(rng, "en")[:3], *boilerplate]) for _ in range(10)]
+    _write_jsonl(root / "text" / "forum.jsonl", [*forum, "\n".join(boilerplate)], "forum")
+    # an evaluation set two of the forum posts quote: decontaminated on both engines
+    quoted = [post.split("\n")[1] for post in forum[:2]]
+    _write_jsonl(root / "labelled" / "eval.jsonl", quoted, "eval")
+    index = root / "evals.npz"
+    assert cli.main(["decontam", "index", "--task", f"eval=jsonl:{root / 'labelled' / 'eval.jsonl'}",
+                     "--output", str(index)]) == 0  # fmt: skip
     model = root / "quality"
     arguments = ["quality", "train", "--positive", str(good), "--negative", str(spam), "--output", str(model)]
     assert cli.main([*arguments, "--seed", "1"]) == 0
@@ -172,9 +182,15 @@ def mixed_recipe(root, pages: int = 30, articles: int = 12) -> dict:
                 "quality_keep": 0.8,
             },
             "wikipedia": {"dumps": [sample.dump], "indexes": [sample.index], "streams_per_part": 1},
-            "books": {"kind": "text", "inputs": [str(root / "text" / "*.jsonl")], "filters": []},
+            "books": {
+                "kind": "text",
+                "inputs": [str(root / "text" / "*.jsonl")],
+                "filters": [],
+                "pii": True,
+                "decontamination": str(index),
+            },
         },
-        "dedup": {"prefer": ["wikipedia"]},
+        "dedup": {"prefer": ["wikipedia"], "line_dedup": True},
     }
 
 

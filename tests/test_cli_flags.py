@@ -71,6 +71,8 @@ FLAGS = {
     "--verify": ([], "dedup.verify", True),
     "--prefer": (["books,wikipedia"], "dedup.prefer", ["books", "wikipedia"]),
     "--components-rounds": (["9"], "dedup.components_rounds", 9),
+    "--line-dedup": ([], "dedup.line_dedup", True),
+    "--line-min-documents": (["5"], "dedup.line_min_documents", 5),
 }
 # Each preset: its inputs (the ones a row replaces when it is one of them) and the source its per-source flags name.
 PRESETS = {

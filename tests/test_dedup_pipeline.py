@@ -273,3 +273,39 @@ def test_a_hub_of_near_copies_keeps_one_and_reports_the_whole_cluster(tmp_path):
     assert stats.dropped == {"near_duplicate": copies - 1} and not stats.problems()
     (cluster,) = report
     assert cluster["kept_id"] == "copy-00000" and cluster["cluster_size"] == copies
+
+
+@pytest.mark.shared
+def test_boilerplate_lines_are_the_paragraphs_dolma_finds_duplicated(shared_fixtures, tmp_path):
+    """dolma's deduper test data: ten real crawl documents, two of which share their header and footer. dolma's
+    Bloom-filter paragraph dedup marks the second one's 43 shared paragraphs; CCNet's rule (lines in two or more
+    documents) removes those same paragraphs, from both."""
+    import gzip
+    import json
+
+    fixtures = shared_fixtures / "dedup" / "dolma_deduper"
+    docs = [json.loads(line) for line in gzip.open(fixtures / "documents_000.json.gz", "rt")]
+    marked = {}
+    for line in gzip.open(fixtures / "expected_dedupe-paragraphs.json.gz", "rt"):
+        row = json.loads(line)
+        text = next(doc["text"] for doc in docs if doc["id"] == row["id"])
+        marked[row["id"]] = [
+            text[start:end].strip("\n") for start, end, _ in row["attributes"]["bff_duplicate_paragraph_spans"]
+        ]
+    (tmp_path / "docs.jsonl").write_text("".join(json.dumps({"text": d["text"], "url": d["id"]}) + "\n" for d in docs))
+    output = tmp_path / "out"
+    arguments = ["text", "--input", str(tmp_path / "docs.jsonl"), "--output", str(output), "--line-dedup"]
+    assert cli.main([*arguments, "--direct_running_mode=in_memory"]) == 0
+    stats = json.loads((output / "stats.json").read_text())
+    shared = [paragraphs for paragraphs in marked.values() if paragraphs]
+    assert len(shared) == 1 and len(shared[0]) == 43
+    assert stats["edits"]["line_dedup.text.lines"] == 2 * 43 and stats["edits"]["line_dedup.text.documents"] == 2
+    rows = pq.read_table(sorted(output.glob("part-*.parquet")), columns=["url", "text"]).to_pylist()
+    kept = {row["url"]: row["text"] for row in rows}
+    for doc in docs:
+        original, now = doc["text"].split("\n"), kept[doc["id"]].split("\n")
+        removed = [line for line in original if line not in now]
+        expected = shared[0] if doc["text"].split("\n")[0] == docs[0]["text"].split("\n")[0] else []
+        assert sorted(set(removed)) == sorted(set(expected)), doc["id"]
+    report = (output / "report.html").read_text()
+    assert 'id="edits-line_dedup.text.lines"' in report

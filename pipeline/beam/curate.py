@@ -82,6 +82,11 @@ class Curate(beam.PTransform):
                 recipe.minhash_config(), tuple(recipe.dedup.prefer), self.rounds
             )
             funnels.append(dedup_stats)
+            if recipe.dedup.line_dedup:
+                docs, line_stats = docs | "Lines" >> stages.RemoveCommonLines(
+                    recipe.sources, recipe.kinds, recipe.dedup.line_min_documents
+                )
+                funnels.append(line_stats)
             report_shards = report | "Report" >> write.WriteShards(
                 report_dir, out.num_shards, out.format, write.REPORT, recipe.shard_bytes
             )

@@ -128,6 +128,23 @@ def add_dedup_arguments(parser: argparse.ArgumentParser, switchable: bool = True
         help="large-star/small-star rounds built into the pipeline; if the components have not "
         f"converged, the pipeline runs again with twice as many (default: {default_of(d, 'components_rounds')})",
     )
+    recipe_option(
+        group,
+        "--line-dedup",
+        "dedup.line_dedup",
+        action="store_true",
+        help="CCNet's boilerplate lines: after the copies, remove every line found in --line-min-documents or more "
+        "documents, and filter what is left again",
+    )
+    recipe_option(
+        group,
+        "--line-min-documents",
+        "dedup.line_min_documents",
+        type=int,
+        metavar="N",
+        help=f"documents a line must be in to count as boilerplate (default: {default_of(d, 'line_min_documents')}, "
+        "CCNet's)",
+    )
 
 
 ENGINES = ("beam", "spark")

@@ -1,4 +1,5 @@
-"""Deduplication on Beam: unique ids, exact duplicates, MinHash near-duplicates through connected components.
+"""Deduplication on Beam: unique ids, exact duplicates, MinHash near-duplicates through connected components, and
+boilerplate lines across the run (CCNet's).
 The rules they apply (normalisation, keys, which copy survives) are `pipeline.dedup`'s and
 `pipeline.dedup.minhash`'s, plain functions tested without a pipeline. Each stage returns its documents, a
 PCollection of `Funnel`s (its drops) and, for the duplicate stages, the report rows of `duplicates/`.
@@ -10,7 +11,7 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 
 from pipeline import dedup
-from pipeline.dedup import minhash
+from pipeline.dedup import lines, minhash
 from pipeline.output.stats import STATS_TAG, Funnel, stage_of
 
 
@@ -249,3 +250,60 @@ def _resolve_ids(element):
             Metrics.counter(stage_of(reason), f"dropped.{reason}").inc(count)
         Metrics.counter("dedup", "renamed_ids").inc(funnel.renamed_ids)
         yield beam.pvalue.TaggedOutput(STATS_TAG, funnel)
+
+
+def _common_line(group, min_documents: int):
+    """(line hash, ids of the documents that have it) → (document id, hash) for each, when there are enough."""
+    line, ids = group
+    ids = list(ids)
+    if len(ids) >= min_documents:
+        Metrics.distribution("dedup", "line_group_size").update(len(ids))
+        for doc_id in ids:
+            yield doc_id, line
+
+
+class _RewriteLines(beam.DoFn):
+    def __init__(self, sources: dict, kinds: dict[str, str]):
+        self.sources, self.kinds = sources, kinds
+
+    def setup(self):
+        self.refilters = lines.Refilters(self.sources, self.kinds)
+
+    def process(self, element):
+        _, grouped = element
+        common = set(grouped["common"])
+        for doc in grouped["docs"]:
+            if not common:
+                yield doc
+                continue
+            source = self.refilters.source(doc)
+            kept, funnel = lines.rewrite(doc, common, self.refilters.for_source(source), source)
+            for reason, count in funnel.dropped.items():
+                Metrics.counter(stage_of(reason), f"dropped.{reason}").inc(count)
+            yield beam.pvalue.TaggedOutput(STATS_TAG, funnel)
+            if kept is not None:
+                yield kept
+
+
+class RemoveCommonLines(beam.PTransform):
+    """CCNet's boilerplate lines (`pipeline.dedup.lines`): the lines found in at least `min_documents` documents
+    removed from each, which is filtered again by its source's filters. Returns (documents, stats). A worker holds
+    one line's document ids at a time (the largest group), and documents only pass through a join by id."""
+
+    def __init__(self, sources: dict, kinds: dict[str, str], min_documents: int = lines.DEFAULT_MIN_DOCUMENTS):
+        super().__init__()
+        self.sources, self.kinds, self.min_documents = sources, kinds, min_documents
+
+    def expand(self, docs):
+        common = (
+            docs
+            | "Lines" >> beam.FlatMap(lambda doc: ((line, doc.id) for line in lines.line_hashes(doc.text)))
+            | "ByLine" >> beam.GroupByKey()
+            | "Common" >> beam.FlatMap(_common_line, self.min_documents)
+        )
+        results = (
+            {"docs": docs | "ById" >> beam.Map(lambda doc: (doc.id, doc)), "common": common}
+            | "Join" >> beam.CoGroupByKey()
+            | "Rewrite" >> beam.ParDo(_RewriteLines(self.sources, self.kinds)).with_outputs(STATS_TAG, main="docs")
+        )
+        return results.docs, results[STATS_TAG]

@@ -239,10 +239,16 @@ def render(output: str, funnel: Funnel, collected: Collected, sources: list[tupl
         _error_units(funnel),
         "<h2>Changes to kept text</h2>",
         '<p class="note">What steps changed in the documents they passed on: PII replaced by placeholders, '
-        "benchmark matches cut, documents with bad words kept by <code>badwords_keep</code>.</p>",
+        "benchmark matches cut, boilerplate lines removed (with examples of the lines), documents with bad words kept "
+        "by <code>badwords_keep</code>.</p>",
         _table("edits", ("change", "count"), sorted(funnel.edits.items()))
         if funnel.edits
         else '<p class="note">none</p>',
+        *(
+            f'<h3 id="edits-{html.escape(key)}">{html.escape(key)}</h3>{"".join(map(_example, funnel.examples[key]))}'
+            for key in sorted(funnel.edits)
+            if funnel.examples.get(key)
+        ),
         "<h2>Languages of the kept documents</h2>",
         figure["languages"],
         _table("languages", ("language", "documents"), collected.languages.most_common(TOP)),

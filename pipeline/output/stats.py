@@ -51,6 +51,8 @@ DROP_STAGES = {
 def stage_of(reason: str) -> str:
     if reason.startswith("error."):  # error.<step>.<exception type>: a step raised (pipeline.steps.process.StepGuard)
         return "errors"
+    if reason.startswith("line_dedup."):  # left empty, or failing a filter, once its boilerplate lines went
+        return "dedup"
     return DROP_STAGES.get(reason, "filters" if "." in reason else "other")
 
 
@@ -85,7 +87,8 @@ class Funnel:
     error_units: list = dataclasses.field(default_factory=list)  # units with `error.*` drops (see unit_error)
     renamed_ids: int = 0  # documents kept under a new id: another document had theirs (pipeline.dedup.stages.UniqueIds)
     # What steps changed in the documents they passed on, by kind: `pii.email`, `pii.ip`, `pii.extra` (replacements),
-    # `decontamination.cut_documents` and `.cut_chars`, `badwords.kept_anyway`
+    # `decontamination.cut_documents` and `.cut_chars`, `badwords.kept_anyway`, `line_dedup.<source>.documents`,
+    # `.lines` and `.bytes` (boilerplate lines removed)
     edits: collections.Counter = dataclasses.field(default_factory=collections.Counter)
 
     def drop(self, reason: str, count: int = 1) -> None:

@@ -84,11 +84,14 @@ def write_shard_sets(context, sets: list[tuple], num_shards: int, fmt: str, shar
 
 
 def model_files(recipe: Recipe) -> list[str]:
-    """The models every executor reads: the language-ID model and each source's quality classifier."""
+    """The files every executor reads: the language-ID model, each source's quality classifier, word lists, PII
+    patterns and benchmark index."""
     files = [recipe.langid_model or langid.default_model_path()]
     for settings in recipe.sources.values():
-        if isinstance(settings, DocumentSettings) and settings.quality_model:
-            files.append(quality.model_file(settings.quality_model))
+        if isinstance(settings, DocumentSettings):
+            if settings.quality_model:
+                files.append(quality.model_file(settings.quality_model))
+            files += settings.files().values()  # word lists, PII patterns, a benchmark index
     return files
 
 
@@ -124,6 +127,11 @@ def curate(context, recipe: Recipe, sources: Sequence[SparkSource], checkpoint_b
             docs, near_funnels, near_rows, largest = dedup.near(docs, config, prefer, level, partitions)
             funnels.append(near_funnels)
             report_rows = context.union([report_rows, near_rows])
+        if recipe.dedup.line_dedup:
+            docs, line_funnels = dedup.common_lines(
+                docs, recipe.sources, recipe.kinds, recipe.dedup.line_min_documents, level, partitions
+            )
+            funnels.append(line_funnels)
         sets.append((report_rows, report_dir, shards.REPORT))
     sets = [(docs, out.dir, shards.DOCUMENTS), *sets]
     written, merged = write_shard_sets(context, sets, out.num_shards, out.format, recipe.shard_bytes, funnels)

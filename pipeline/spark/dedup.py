@@ -1,4 +1,5 @@
-"""Deduplication on Spark: unique ids, exact duplicates, MinHash near-duplicates through connected components, with
+"""Deduplication on Spark: unique ids, exact duplicates, MinHash near-duplicates through connected components and
+CCNet's boilerplate lines, with
 the rules of `pipeline.dedup` and `pipeline.dedup.minhash` (keys, survivor choice, LSH bands, large-star/small-star)
 that the Beam stages (`pipeline.dedup.stages`) apply too, so both engines keep the same documents.
 
@@ -15,7 +16,7 @@ import logging
 from typing import Any
 
 from pipeline import dedup
-from pipeline.dedup import minhash
+from pipeline.dedup import lines, minhash
 from pipeline.output.stats import Funnel
 
 log = logging.getLogger(__name__)
@@ -168,3 +169,37 @@ def near(
     joined = docs.map(lambda doc: (doc.id, doc)).cogroup(removed, partitions).persist(storage_level)
     funnels = joined.mapPartitions(lambda part: [_dropped("near_duplicate", sum(map(_count_marked, part)))])
     return joined.flatMap(_keep_unmarked), funnels, report, largest
+
+
+def _rewrite_lines(sources: dict, kinds: dict[str, str], part):
+    """A partition of (id, (documents, common line hashes)) → ("doc", document) and ("funnel", Funnel) items."""
+    refilters = lines.Refilters(sources, kinds)
+    merged = Funnel()
+    for _, (docs, common) in part:
+        common = set(common)
+        for doc in docs:
+            if common:
+                source = refilters.source(doc)
+                doc, funnel = lines.rewrite(doc, common, refilters.for_source(source), source)
+                merged.merge(funnel)
+            if doc is not None:
+                yield "doc", doc
+    yield "funnel", merged
+
+
+def common_lines(docs, sources: dict, kinds: dict[str, str], min_documents: int, storage_level, partitions: int):
+    """CCNet's boilerplate lines (`pipeline.dedup.lines`), as Beam's `RemoveCommonLines`: documents → (documents,
+    Funnels). One task holds one line's document ids (the largest group)."""
+    common = (
+        docs.flatMap(lambda doc: ((line, doc.id) for line in lines.line_hashes(doc.text)))
+        .groupByKey(partitions)
+        .flatMap(lambda group: [(doc_id, group[0]) for doc_id in group[1]] if len(group[1]) >= min_documents else [])
+    )
+    rewritten = (
+        docs.map(lambda doc: (doc.id, doc))
+        .cogroup(common, partitions)
+        .mapPartitions(functools.partial(_rewrite_lines, sources, kinds))
+        .persist(storage_level)
+    )
+    funnels = rewritten.filter(lambda item: item[0] == "funnel").map(lambda item: item[1])
+    return rewritten.filter(lambda item: item[0] == "doc").map(lambda item: item[1]), funnels

@@ -6,7 +6,7 @@ no ping), an IP replaced only when `ipaddress` calls it global. Differences, on 
   bytes written do not depend on the order documents reach a worker (both engines write the same shards);
 - obfuscated addresses with a bracketed at (`name [at] host [dot] org`, `name (at) host.org`) are replaced too;
 - a local part never holds `/`, so `medium.com/@name.surname/post` stays a URL;
-- IPv6 addresses (full, compressed, IPv4-mapped) are replaced when global;
+- IPv6 addresses (full, compressed, IPv4-mapped) are replaced when global (in 2000::/3, or a mapped public IPv4);
 - an IPv4-like run of four numbers inside a longer dotted run (`1.2.3.4.5`), after a version word (`version
   1.2.3.4`, `v1.2.3.4`, `build 10.0.19041.1`) or glued to letters is a version number, not an address.
 
@@ -73,7 +73,10 @@ def _public_ip(match: re.Match) -> bool:
         address = ipaddress.IPv6Address(text)
     except ValueError:  # times (12:30:45), MAC addresses, C++ scopes
         return False
-    return (address.ipv4_mapped or address).is_global
+    if address.ipv4_mapped:
+        return address.ipv4_mapped.is_global
+    # Public addresses are all in the global unicast block 2000::/3; `dead::beef` or `c060::` is code, not a host.
+    return address.packed[0] >> 5 == 0b001 and address.is_global
 
 
 def _not_placeholder(match: re.Match) -> bool:
@@ -121,14 +124,14 @@ class PiiStep:
 
             return substitute
 
+        for pattern in self.extra:  # first: a placeholder of theirs glued to digits must not make an address
+            text = pattern.sub(replace("extra", (EXTRA_PLACEHOLDER,)), text)
+        if self.ips:  # before e-mails: an address's local part may hold an IP placeholder's digits
+            text = _IP.sub(replace("ip", IP_PLACEHOLDERS, _public_ip), text)
         if self.emails and "@" in text:
             text = _EMAIL.sub(replace("email", EMAIL_PLACEHOLDERS, _not_placeholder), text)
         if self.emails and ("at" in text or "AT" in text or "At" in text):
             text = _OBFUSCATED_EMAIL.sub(replace("email", EMAIL_PLACEHOLDERS, _not_placeholder), text)
-        if self.ips:
-            text = _IP.sub(replace("ip", IP_PLACEHOLDERS, _public_ip), text)
-        for pattern in self.extra:
-            text = pattern.sub(replace("extra", (EXTRA_PLACEHOLDER,)), text)
         return text, counts
 
     def __call__(self, doc) -> None:
