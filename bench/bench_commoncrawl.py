@@ -2,7 +2,7 @@
 datatrove's FineWeb stage (`--peer datatrove`).
 
     .venv/bin/python bench/bench_commoncrawl.py [--pages 3000] [--repeats 3] [--real] [--baseline DIR]
-    .venv/bin/python bench/bench_commoncrawl.py --peer datatrove [--pages 2000] [--workers 2] [--repeats 3]
+    .venv/bin/python bench/bench_commoncrawl.py --peer datatrove [--pages 2000] [--workers 2] [--repeats 3] [--decontaminate]
 
 Writes a WARC of synthetic article pages (`--real`: real pages from ../shared/fixtures/warc, repeated under
 new URLs, at least 500 of them), times every per-document stage in this process (WARC parse + decode,
@@ -44,6 +44,23 @@ from pipeline.common.schema import Document  # noqa: E402
 from pipeline.sources import commoncrawl  # noqa: E402
 from pipeline.steps import extract, filters, html  # noqa: E402
 from pipeline.steps.langid import LanguageIdentifier  # noqa: E402
+
+EVALS = REPO.parent / "shared" / "fixtures" / "evals"
+EVAL_FILES = {  # every benchmark of ../shared/fixtures/evals: name → (format, path)
+    "hellaswag": ("hellaswag", "hellaswag/hellaswag_val_full-head200.txt"),
+    "lambada": ("lambada", "lambada/lambada_test-head200.jsonl"),
+    "piqa": ("piqa", "piqa/valid-head200.jsonl"),
+    "winogrande": ("winogrande", "winogrande/dev-head200.jsonl"),
+    "boolq": ("boolq", "boolq/dev-head200.jsonl"),
+    "arc_challenge": ("arc", "arc_challenge/ARC-Challenge-Test-head200.jsonl"),
+    "arc_easy": ("mosaicml", "arc_easy_mosaicml/arc_easy-head200.jsonl"),
+}
+
+
+def fixture_eval_specs() -> list:
+    from pipeline.common import tasks
+
+    return [tasks.parse_spec(f"{name}={fmt}:{EVALS / path}") for name, (fmt, path) in EVAL_FILES.items()]
 
 
 def synthetic_warc(path: pathlib.Path, pages: int) -> None:
@@ -175,6 +192,12 @@ def peer_main(args) -> None:
         (folder / "tiny").mkdir()
         tiny = mixed_warcs(folder / "tiny", 2 * args.workers, args.workers)  # a page or two a worker: start-up
         pages = sum(isinstance(i, commoncrawl.HtmlPage) for w in warcs for i in commoncrawl.read_warc(w))
+        publish: tuple[str, ...] = ()  # PII is on by default; --decontaminate adds every fixture benchmark's index
+        if args.decontaminate:
+            from pipeline.common import contamination
+
+            (folder / "evals.npz").write_bytes(contamination.NgramIndex.build(fixture_eval_specs()).to_bytes())
+            publish = ("--decontamination", str(folder / "evals.npz"))
         runs: dict[str, list] = {"datatrove-all": [], "lmforge-all": [], "datatrove-en": [], "lmforge-en": []}
         startup: dict[str, list[float]] = {"datatrove": [], "lmforge": []}
         for repeat in range(args.repeats):  # interleaved, so that both see the same machine load
@@ -182,15 +205,17 @@ def peer_main(args) -> None:
             startup["datatrove"].append(time_datatrove(python, folder / "tiny", out, args.workers, "en")[0])
             out = folder / f"lm-tiny-{repeat}"
             startup["lmforge"].append(
-                time_pipeline(tiny, out, "--no-dedup", "--languages", "en", workers=args.workers)[0]
+                time_pipeline(tiny, out, "--no-dedup", "--languages", "en", *publish, workers=args.workers)[0]
             )
             for languages, flags in (("", ()), ("en", ("--languages", "en"))):
                 name = languages or "all"
                 out = folder / f"dt-{name}-{repeat}"
                 runs[f"datatrove-{name}"].append(time_datatrove(python, folder / "warcs", out, args.workers, languages))
                 output = folder / f"lm-{name}-{repeat}"
-                runs[f"lmforge-{name}"].append(time_pipeline(warcs, output, "--no-dedup", *flags, workers=args.workers))
-        flags = ("--no-dedup", "--languages", "en", "--no-prefilter")
+                runs[f"lmforge-{name}"].append(
+                    time_pipeline(warcs, output, "--no-dedup", *flags, *publish, workers=args.workers)
+                )
+        flags = ("--no-dedup", "--languages", "en", "--no-prefilter", *publish)
         _, full_stats = time_pipeline(warcs, folder / "lm-en-full", *flags, workers=args.workers)
         full, cascade = kept_texts(folder / "lm-en-full"), kept_texts(folder / "lm-en-0")
         seconds = {name: statistics.median(run[0] for run in found) for name, found in runs.items()}
@@ -234,6 +259,12 @@ def peer_main(args) -> None:
                 "full_path_language_drops": full_stats["dropped"].get("language", 0),
             },
             "datatrove": runs["datatrove-all"][0][1]["versions"],
+            "lmforge_publishing": {
+                "pii": "on (the default)",
+                "decontamination": "every fixture benchmark" if args.decontaminate else "off",
+                "edits": runs["lmforge-en"][0][1].get("edits", {}),
+                "decontaminated": runs["lmforge-en"][0][1]["dropped"].get("decontaminated", 0),
+            },
         }
         print(json.dumps(report, indent=2))
 
@@ -303,6 +334,11 @@ def main() -> None:
     )
     parser.add_argument("--peer", choices=["datatrove"], help="compare with a peer's pipeline instead")
     parser.add_argument("--workers", type=int, default=2, help="--peer: workers of both (and WARC files)")
+    parser.add_argument(
+        "--decontaminate",
+        action="store_true",
+        help="--peer: lmforge's runs also drop documents sharing a 13-gram with every ../shared/fixtures/evals task",
+    )
     parser.add_argument(
         "--baseline",
         type=pathlib.Path,

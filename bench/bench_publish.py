@@ -23,23 +23,13 @@ REPO = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
-from bench_commoncrawl import real_warc, synthetic_warc  # noqa: E402
+from bench_commoncrawl import fixture_eval_specs, real_warc, synthetic_warc  # noqa: E402
 
-from pipeline.common import contamination, tasks  # noqa: E402
+from pipeline.common import contamination  # noqa: E402
 from pipeline.common.schema import Document  # noqa: E402
 from pipeline.sources import commoncrawl  # noqa: E402
 from pipeline.steps import decontam, extract, html, pii, wordlists  # noqa: E402
 
-EVALS = REPO.parent / "shared" / "fixtures" / "evals"
-TASKS = {
-    "hellaswag": ("hellaswag", "hellaswag/hellaswag_val_full-head200.txt"),
-    "lambada": ("lambada", "lambada/lambada_test-head200.jsonl"),
-    "piqa": ("piqa", "piqa/valid-head200.jsonl"),
-    "winogrande": ("winogrande", "winogrande/dev-head200.jsonl"),
-    "boolq": ("boolq", "boolq/dev-head200.jsonl"),
-    "arc_challenge": ("arc", "arc_challenge/ARC-Challenge-Test-head200.jsonl"),
-    "arc_easy": ("mosaicml", "arc_easy_mosaicml/arc_easy-head200.jsonl"),
-}
 # A stand-in list of the size of LDNOOBW's English one (~400 entries): the cost is the pattern's, not the words'.
 BADWORDS = [f"badword{number}" for number in range(400)]
 
@@ -50,7 +40,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--real", action="store_true", help="real pages from ../shared/fixtures")
     args = parser.parse_args()
-    specs = [tasks.parse_spec(f"{name}={fmt}:{EVALS / path}") for name, (fmt, path) in TASKS.items()]
+    specs = fixture_eval_specs()
     with tempfile.TemporaryDirectory() as tmp:
         folder = pathlib.Path(tmp)
         started = time.perf_counter()

@@ -166,6 +166,8 @@ def publish(data: bytes) -> None:
     cut(doc)
     url_filter.rule(text)
     documents_to_table([doc])
+    drop.details.clear()  # the unit processor takes each dropped document's detail; here nothing does
+    cut.details.clear()
 
 
 TARGETS = {"warc": warc, "mediawiki": mediawiki, "corpus": corpus_file, "recipe": recipe_file, "publish": publish}

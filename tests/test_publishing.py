@@ -383,3 +383,29 @@ def test_train_eval_reports_which_items_the_shards_hold(shared_fixtures, tmp_pat
     assert result["documents"] == 3 and result["documents_matching"] == 2
     assert "piqa: 2 of 200 items (1.0%) share a 13-gram with the 3 documents" in capsys.readouterr().out
     assert evaluation.main(["--contamination", "--input", str(shards)]) == 2  # no task
+
+
+def test_the_lookup_finds_what_a_plain_scan_of_every_window_finds(tmp_path):
+    """The bitmap and the windows grown a word at a time change nothing: every window of every length that is in the
+    index is found, and no other."""
+    import numpy as np
+
+    from pipeline.common.words import combine_shingles, word_hashes
+
+    rng = np.random.default_rng(0)
+    vocabulary = [f"w{n}" for n in range(50)]
+    items = [" ".join(rng.choice(vocabulary, size=int(rng.integers(8, 20)))) for _ in range(300)]
+    path = tmp_path / "items.jsonl"
+    path.write_text("".join(json.dumps({"text": item}) + "\n" for item in items))
+    index = contamination.NgramIndex.build([tasks.parse_spec(f"t=jsonl:{path}")])
+    known = set(index.hashes.tolist())
+    for number in range(20):
+        noise = " ".join(rng.choice(vocabulary, size=400))
+        hashes = word_hashes(f"{noise[:1000]} {items[number]} {noise[1000:]} {items[number + 1][:30]}")
+        expected = {
+            (start, length)
+            for length in index.lengths
+            for start, value in enumerate(combine_shingles(hashes, length).tolist())
+            if value in known
+        }
+        assert expected and {(m.start, m.length) for m in index.matches_of_hashes(hashes)} == expected

@@ -44,14 +44,17 @@ _AT = r"\s*[\[(<{]\s*(?:at|AT|At)\s*[\])>}]\s*"
 _DOT = r"(?:\s*[\[(<{]\s*(?:dot|DOT|Dot)\s*[\])>}]\s*|\.)"
 _OBFUSCATED_EMAIL = re.compile(rf"(?<![\w.+/@-]){_LOCAL}{_AT}(?:{_LABEL}{_DOT})+[A-Za-z]{{2,63}}(?![\w@-]|\.\w|{_AT})")
 _OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
-_IPV4 = rf"(?<![\w.:]){_OCTET}(?:\.{_OCTET}){{3}}(?!\w|\.\w)"
-# IPv6 candidates (`ipaddress` decides): at least two colons, optionally a dotted IPv4 tail. One pass for both kinds,
-# IPv6 first, so that an IPv4-mapped address is one replacement.
-_IPV6 = (
+# IPv4 starts with a digit, so that the regular expression engine skips to digits; what stands before it is checked
+# after (`_public_ipv4`). Its numbers are checked by `ipaddress` (at most 255, no leading zeros).
+_IPV4 = re.compile(r"\d{1,3}(?:\.\d{1,3}){3}(?!\w|\.\w)")
+# IPv6 candidates (`ipaddress` decides): at least two colons, optionally a dotted IPv4 tail; replaced before IPv4, so
+# that an IPv4-mapped address is one replacement (the IPv4 pass skips what follows a colon).
+_IPV6 = re.compile(
     r"(?<![\w:.])(?=[0-9A-Fa-f:]*:[0-9A-Fa-f]*:)(?:[0-9A-Fa-f]{1,4}|:)(?::[0-9A-Fa-f]{0,4}){1,7}"
     rf"(?::{_OCTET}(?:\.{_OCTET}){{3}})?(?![\w:]|\.\w)"
 )
-_IP = re.compile(f"(?P<v6>{_IPV6})|(?P<v4>{_IPV4})")
+# Cheap tests for what most texts lack, before the costly patterns run.
+_AT_HINT = re.compile(r"[\[(<{]\s*(?:at|AT|At)\s*[\])>}]")
 _VERSION_WORD = re.compile(r"(?:\b(?:version|ver|release|build|firmware|v)\.?\s*)$", re.IGNORECASE)
 
 
@@ -59,14 +62,24 @@ def _choose(placeholders: tuple[str, ...], found: str) -> str:
     return placeholders[xxhash.xxh3_64_intdigest(found.encode("utf-8", "surrogatepass")) % len(placeholders)]
 
 
-def _public_ip(match: re.Match) -> bool:
-    text = match.group(0)
+def _public_ipv4(match: re.Match) -> bool:
+    text, start = match.group(0), match.start()
     if text in IP_PLACEHOLDERS:  # a text anonymised before (FineWeb's, or a rerun's input) stays as it is
         return False
-    if match.group("v4"):
-        if _VERSION_WORD.search(match.string, max(0, match.start() - 12), match.start()):
-            return False
+    if start and (
+        match.string[start - 1] in ".:" or match.string[start - 1].isalnum() or match.string[start - 1] == "_"
+    ):
+        return False  # the end of a longer run: 1.2.3.4.5, v1.2.3.4, ::ffff:1.2.3.4
+    if _VERSION_WORD.search(match.string, max(0, start - 12), start):
+        return False
+    try:
         return ipaddress.IPv4Address(text).is_global
+    except ValueError:  # a number over 255, or a leading zero
+        return False
+
+
+def _public_ipv6(match: re.Match) -> bool:
+    text = match.group(0)
     if not any(c.isdigit() for c in text):  # `a::b` in code, `::` alone
         return False
     try:
@@ -127,10 +140,12 @@ class PiiStep:
         for pattern in self.extra:  # first: a placeholder of theirs glued to digits must not make an address
             text = pattern.sub(replace("extra", (EXTRA_PLACEHOLDER,)), text)
         if self.ips:  # before e-mails: an address's local part may hold an IP placeholder's digits
-            text = _IP.sub(replace("ip", IP_PLACEHOLDERS, _public_ip), text)
+            if "::" in text or text.count(":") >= 7:
+                text = _IPV6.sub(replace("ip", IP_PLACEHOLDERS, _public_ipv6), text)
+            text = _IPV4.sub(replace("ip", IP_PLACEHOLDERS, _public_ipv4), text)
         if self.emails and "@" in text:
             text = _EMAIL.sub(replace("email", EMAIL_PLACEHOLDERS, _not_placeholder), text)
-        if self.emails and ("at" in text or "AT" in text or "At" in text):
+        if self.emails and _AT_HINT.search(text):
             text = _OBFUSCATED_EMAIL.sub(replace("email", EMAIL_PLACEHOLDERS, _not_placeholder), text)
         return text, counts
 
