@@ -5,6 +5,7 @@
     .venv/bin/python bench/bench_spark.py memory [--pages 1500] [--factor 8] [--spark-conf KEY=VALUE]
     .venv/bin/python bench/bench_spark.py dedup [--docs 25000,100000] [--repeats 1] [--no-peer] [--engines spark]
         [--spark-conf spark.python.worker.memory=128m] [--shard-size 16MB]
+    .venv/bin/python bench/bench_spark.py recall [--docs 100000] [--seeds 1,2,3,4,5]
 
 `engines`: the same pages (with ../shared: real pages, 45% English and the rest rewritten into 13 other languages,
 as `bench_commoncrawl.py --peer datatrove` writes them; else generated pages) in --files WARCs, curated by the
@@ -30,6 +31,11 @@ on Spark `local[2]`, and datatrove 0.10.1's four MinHash stages with the same se
 bench/results/peer-datatrove, made by `bench_commoncrawl.py --peer datatrove` or here); wall seconds, documents
 per second, the peak RSS of the command's process and of its largest Python worker (sampled every 0.2 s), and the
 precision and recall of the removed documents against the planted clusters.
+
+`recall`: whether the recall of `dedup` differs by more than its hash seed moves it: the same planted corpus signed by
+lmforge (`minhash.Signer`) and by datatrove (its signature stage's own shingling and hashing, in its venv) for each
+of --seeds, both banded 14 × 8 and joined the same way (union-find of band collisions, the smallest id kept); the
+precision and recall per seed, and each tool's mean and range.
 """
 
 from __future__ import annotations
@@ -318,6 +324,60 @@ def datatrove_kept(folder: pathlib.Path) -> set[str]:
     return kept
 
 
+def band_recall(ids: list[str], signatures, planted: dict[str, str], bands: int = 14, rows: int = 8) -> dict:
+    """Documents sharing any band of `rows` hashes joined (union-find), the smallest id of each group kept: the
+    precision and recall of what LSH banding alone finds, for either tool's signatures."""
+    parent = list(range(len(ids)))
+
+    def root(node):
+        while parent[node] != node:
+            parent[node] = parent[parent[node]]
+            node = parent[node]
+        return node
+
+    for band in range(bands):
+        first: dict[bytes, int] = {}
+        for node, key in enumerate(map(bytes, signatures[:, band * rows : (band + 1) * rows])):
+            other = first.setdefault(key, node)
+            if other != node:
+                parent[root(node)] = root(other)
+    groups: dict[int, list[int]] = {}
+    for node in range(len(ids)):
+        groups.setdefault(root(node), []).append(node)
+    return precision_recall(ids, {ids[min(group)] for group in groups.values()}, planted)
+
+
+def recall(args) -> dict:
+    """Recall over hash seeds: the planted corpus of `dedup`, signed by lmforge (`minhash.Signer`, its seed setting)
+    and by datatrove (its signature stage's own functions, its seed) for each seed, banded 14 × 8 the same way."""
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    from pipeline.dedup import minhash
+
+    work = REPO / "bench" / "results" / "peer-datatrove"
+    work.mkdir(parents=True, exist_ok=True)
+    python = peer_venv(work)
+    seeds = [int(seed) for seed in args.seeds.split(",")]
+    results: dict = {"documents": args.docs, "seeds": seeds, "lmforge": {}, "datatrove": {}}
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = pathlib.Path(tmp)
+        planted = write_corpus(folder / "in", args.docs)
+        table = pq.read_table(sorted((folder / "in").glob("*.parquet")), columns=["id", "text"])
+        ids, texts = table.column("id").to_pylist(), table.column("text").to_pylist()
+        command = [str(python), str(REPO / "bench" / "datatrove_minhash.py"), "--input", str(folder / "in"),
+                   "--output", str(folder), "--signatures", args.seeds]  # fmt: skip
+        subprocess.run(command, check=True)
+        for seed in seeds:
+            ours = minhash.Signer(112, 5, seed).signatures(texts)
+            results["lmforge"][seed] = band_recall(ids, ours, planted)
+            results["datatrove"][seed] = band_recall(ids, np.load(folder / f"signatures-{seed}.npy"), planted)
+    for tool in ("lmforge", "datatrove"):
+        found = [run["recall"] for run in results[tool].values()]
+        results[f"{tool}_recall"] = {"mean": round(statistics.mean(found), 4), "min": min(found), "max": max(found)}
+    return results
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -338,8 +398,12 @@ def main() -> None:
     run.add_argument("--engines", default="beam,spark", help="lmforge's engines to run: beam, spark or both")
     run.add_argument("--spark-conf", action="append", default=[], metavar="KEY=VALUE", help="a Spark setting")
     run.add_argument("--shard-size", help="lmforge's --shard-size (what one task holds while it writes a shard)")
+    run = commands.add_parser("recall")
+    run.add_argument("--docs", type=int, default=100_000)
+    run.add_argument("--seeds", default="1,2,3,4,5", help="hash seeds, comma-separated")
     args = parser.parse_args()
-    result = {"engines": engines, "faults": faults, "memory": memory, "dedup": dedup}[args.command](args)
+    commands_run = {"engines": engines, "faults": faults, "memory": memory, "dedup": dedup, "recall": recall}
+    result = commands_run[args.command](args)
     print(json.dumps(result, indent=2))
     if result.get("passed") is False:
         sys.exit(1)

@@ -11,8 +11,8 @@ guard would hide what the fuzzer is looking for: an exception is a finding):
   reader's records → documents → an Arrow row
 - recipe: bytes → TOML → a checked recipe; only the user's mistakes (UsageError, TOML syntax) may be raised
 - publish: bytes → text → the steps that rewrite or judge kept text: PII anonymisation (with an extra pattern),
-  bad words, benchmark decontamination (drop and cut, against an index of fixed items) and the URL word rules on
-  the same text read as a URL
+  bad words, benchmark decontamination (drop and cut, against an index of fixed items), boilerplate-line removal, and
+  the URL word rules on the same text read as a URL
 
 A crash leaves libFuzzer's `crash-<sha1>` file in the working folder: `python -m tests.fuzz TARGET crash-…` replays
 it. `bench/bench_fuzz.py` runs the long campaign; the suite (`tests/test_fuzz.py`) a short one of fixed seed.
@@ -38,6 +38,7 @@ with atheris.instrument_imports(include=["pipeline"]):
     from pipeline.common import contamination, synthetic, tasks
     from pipeline.common.schema import Document, documents_to_table, valid_text
     from pipeline.common.settings import UsageError
+    from pipeline.dedup import lines
     from pipeline.sources import commoncrawl, localtext, mediawiki as dumps, wikipedia
     from pipeline.steps import decontam, extract, langid, pii, process, wordlists
 
@@ -165,6 +166,10 @@ def publish(data: bytes) -> None:
     drop(Document(id="fuzz", text=doc.text, source="web"))
     cut(doc)
     url_filter.rule(text)
+    common = set(list(lines.line_hashes(doc.text))[::2])  # half the lines taken as boilerplate
+    kept, funnel = lines.rewrite(doc, common, None, "web")
+    if kept is not None and common and lines.line_hashes(kept.text) & common:
+        raise AssertionError(f"a boilerplate line is still there: {kept.text!r}")
     documents_to_table([doc])
     drop.details.clear()  # the unit processor takes each dropped document's detail; here nothing does
     cut.details.clear()

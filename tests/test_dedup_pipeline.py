@@ -309,3 +309,7 @@ def test_boilerplate_lines_are_the_paragraphs_dolma_finds_duplicated(shared_fixt
         assert sorted(set(removed)) == sorted(set(expected)), doc["id"]
     report = (output / "report.html").read_text()
     assert 'id="edits-line_dedup.text.lines"' in report
+    # no line is in three of these documents
+    arguments[4] = str(tmp_path / "three")
+    assert cli.main([*arguments, "--line-min-documents", "3", "--direct_running_mode=in_memory"]) == 0
+    assert not json.loads((tmp_path / "three" / "stats.json").read_text())["edits"]

@@ -363,6 +363,19 @@ def test_the_steps_reach_the_output_of_a_real_crawl(shared_fixtures, index_path,
     report = (tmp_path / "b" / "report.html").read_text()
     assert "matched: " in report and 'id="edits"' in report
 
+    # the same crawl, the benchmark matches cut instead, every bad-word page kept, three soft words needed
+    other = ["--decontamination-mode", "cut", "--badwords-keep", "1", "--url-soft-threshold", "3"]
+    assert cli.main([*arguments[:6], str(tmp_path / "c"), *arguments[7:], *other]) == 0
+    stats = json.loads((tmp_path / "c" / "stats.json").read_text())
+    assert Funnel.from_json(stats).problems() == []
+    assert "decontaminated" not in stats["dropped"] and stats["edits"]["decontamination.cut_documents"] == 3
+    assert "badwords" not in stats["dropped"] and stats["edits"]["badwords.kept_anyway"] == len(zotero)
+    assert "url_soft_banned_words" not in stats["dropped"] and stats["dropped"]["url_banned_word"] == 1
+    cut = _texts(tmp_path / "c")
+    for (url, _), item in zip(quoted, items):
+        original = plain[url.removesuffix("?quoted")]
+        assert item.text not in cut[url] and len(cut[url]) >= len(original) - 2 * decontam.CUT_MARGIN - 10
+
 
 @pytest.mark.shared
 def test_train_eval_reports_which_items_the_shards_hold(shared_fixtures, tmp_path, capsys):
