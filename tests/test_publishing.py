@@ -368,11 +368,14 @@ def test_the_steps_reach_the_output_of_a_real_crawl(shared_fixtures, index_path,
     assert cli.main([*arguments[:6], str(tmp_path / "c"), *arguments[7:], *other]) == 0
     stats = json.loads((tmp_path / "c" / "stats.json").read_text())
     assert Funnel.from_json(stats).problems() == []
-    assert "decontaminated" not in stats["dropped"] and stats["edits"]["decontamination.cut_documents"] == 3
+    cut_documents = stats["edits"]["decontamination.cut_documents"]
+    assert cut_documents >= 2 and cut_documents + stats["dropped"].get("decontaminated", 0) == 3  # a short rest fails
     assert "badwords" not in stats["dropped"] and stats["edits"]["badwords.kept_anyway"] == len(zotero)
     assert "url_soft_banned_words" not in stats["dropped"] and stats["dropped"]["url_banned_word"] == 1
     cut = _texts(tmp_path / "c")
-    for (url, _), item in zip(quoted, items):
+    kept_quoted = [(url, item) for (url, _), item in zip(quoted, items) if url in cut]
+    assert len(kept_quoted) == cut_documents
+    for url, item in kept_quoted:
         original = plain[url.removesuffix("?quoted")]
         assert item.text not in cut[url] and len(cut[url]) >= len(original) - 2 * decontam.CUT_MARGIN - 10
 
