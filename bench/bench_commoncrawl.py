@@ -45,22 +45,13 @@ from pipeline.sources import commoncrawl  # noqa: E402
 from pipeline.steps import extract, filters, html  # noqa: E402
 from pipeline.steps.langid import LanguageIdentifier  # noqa: E402
 
-EVALS = REPO.parent / "shared" / "fixtures" / "evals"
-EVAL_FILES = {  # every benchmark of ../shared/fixtures/evals: name → (format, path)
-    "hellaswag": ("hellaswag", "hellaswag/hellaswag_val_full-head200.txt"),
-    "lambada": ("lambada", "lambada/lambada_test-head200.jsonl"),
-    "piqa": ("piqa", "piqa/valid-head200.jsonl"),
-    "winogrande": ("winogrande", "winogrande/dev-head200.jsonl"),
-    "boolq": ("boolq", "boolq/dev-head200.jsonl"),
-    "arc_challenge": ("arc", "arc_challenge/ARC-Challenge-Test-head200.jsonl"),
-    "arc_easy": ("mosaicml", "arc_easy_mosaicml/arc_easy-head200.jsonl"),
-}
-
 
 def fixture_eval_specs() -> list:
+    """Every benchmark of ../shared/fixtures/evals (the suite's list, tests/conftest.py)."""
     from pipeline.common import tasks
+    from tests.conftest import fixture_eval_specs as specs
 
-    return [tasks.parse_spec(f"{name}={fmt}:{EVALS / path}") for name, (fmt, path) in EVAL_FILES.items()]
+    return [tasks.parse_spec(spec) for spec in specs()]
 
 
 def synthetic_warc(path: pathlib.Path, pages: int) -> None:

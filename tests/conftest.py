@@ -6,6 +6,21 @@ import pytest
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 SHARED_FIXTURES = REPO.parent / "shared" / "fixtures"
+# Every benchmark of ../shared/fixtures/evals in its published layout: name → (task format, path under evals/)
+FIXTURE_EVALS = {
+    "hellaswag": ("hellaswag", "hellaswag/hellaswag_val_full-head200.txt"),
+    "lambada": ("lambada", "lambada/lambada_test-head200.jsonl"),
+    "piqa": ("piqa", "piqa/valid-head200.jsonl"),
+    "winogrande": ("winogrande", "winogrande/dev-head200.jsonl"),
+    "boolq": ("boolq", "boolq/dev-head200.jsonl"),
+    "arc_challenge": ("arc", "arc_challenge/ARC-Challenge-Test-head200.jsonl"),
+    "arc_easy": ("mosaicml", "arc_easy_mosaicml/arc_easy-head200.jsonl"),
+}
+
+
+def fixture_eval_specs(names=tuple(FIXTURE_EVALS)) -> list[str]:
+    """`NAME=FORMAT:PATH` of fixture benchmarks, as `--task` takes them."""
+    return [f"{name}={FIXTURE_EVALS[name][0]}:{SHARED_FIXTURES / 'evals' / FIXTURE_EVALS[name][1]}" for name in names]
 
 
 def run_python(code: str) -> subprocess.CompletedProcess:

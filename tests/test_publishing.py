@@ -19,21 +19,11 @@ from pipeline.output.stats import Funnel
 from pipeline.sources import DocumentSettings
 from pipeline.steps import decontam, filters, pii, wordlists
 from pipeline.steps.process import FilterStep
-from tests.conftest import SHARED_FIXTURES
-
-EVALS = {  # name → (format, path under ../shared/fixtures/evals)
-    "hellaswag": ("hellaswag", "hellaswag/hellaswag_val_full-head200.txt"),
-    "lambada": ("lambada", "lambada/lambada_test-head200.jsonl"),
-    "piqa": ("piqa", "piqa/valid-head200.jsonl"),
-    "winogrande": ("winogrande", "winogrande/dev-head200.jsonl"),
-    "boolq": ("boolq", "boolq/dev-head200.jsonl"),
-    "arc_challenge": ("arc", "arc_challenge/ARC-Challenge-Test-head200.jsonl"),
-    "arc_easy": ("mosaicml", "arc_easy_mosaicml/arc_easy-head200.jsonl"),
-}
+from tests.conftest import FIXTURE_EVALS, SHARED_FIXTURES, fixture_eval_specs
 
 
-def specs(fixtures: pathlib.Path, names=tuple(EVALS)) -> list[tasks.TaskSpec]:
-    return [tasks.parse_spec(f"{n}={EVALS[n][0]}:{fixtures / 'evals' / EVALS[n][1]}") for n in names]
+def specs(fixtures=None, names=tuple(FIXTURE_EVALS)) -> list[tasks.TaskSpec]:
+    return [tasks.parse_spec(spec) for spec in fixture_eval_specs(names)]
 
 
 # ---- PII ----
@@ -139,7 +129,7 @@ def test_a_word_list_that_is_not_utf8_is_named_with_its_line(tmp_path):
 
 
 @pytest.mark.shared
-@pytest.mark.parametrize("name", EVALS)
+@pytest.mark.parametrize("name", FIXTURE_EVALS)
 def test_every_published_layout_reads(shared_fixtures, name):
     (spec,) = specs(shared_fixtures, [name])
     items = tasks.read_task(spec)
@@ -201,8 +191,8 @@ def index_path(tmp_path_factory) -> str:
 @pytest.mark.shared
 def test_the_index_finds_every_quoted_item_and_nothing_else(shared_fixtures, index_path):
     index = contamination.NgramIndex.load(index_path)
-    assert index.ngram == 13 and index.task_names == list(EVALS)
-    assert [task["items"] for task in index.meta["tasks"]] == [200] * len(EVALS)
+    assert index.ngram == 13 and index.task_names == list(FIXTURE_EVALS)
+    assert [task["items"] for task in index.meta["tasks"]] == [200] * len(FIXTURE_EVALS)
     prose = (shared_fixtures / "prose" / "gutenberg_en_alice.txt").read_text(encoding="utf-8-sig")[:20000]
     assert index.matches(prose) == []
     for spec in specs(shared_fixtures):

@@ -32,7 +32,7 @@ from pipeline.common.settings import UsageError, report
 from pipeline.common.words import word_hashes
 from tokenizer import corpus
 from tokenizer.encoding import Encoder
-from train import checkpoint, export
+from train import checkpoint, export, tasks as task_scoring
 from train.generate import add_checkpoint_argument, load_run
 
 PROGRAM = "python -m train.eval"
@@ -175,7 +175,7 @@ def main(argv=None) -> int:
         "--input",
         action="extend",
         nargs="+",
-        required=True,
+        default=[],
         metavar="GLOB",
         help="Parquet/Arrow, JSON lines or plain text (.gz, .bz2, .xz, .zst); several globs, repeatable",
     )
@@ -186,12 +186,17 @@ def main(argv=None) -> int:
     )
     parser.add_argument("--lines", action="store_true", help="plain text: a document per line")
     parser.add_argument("--max-documents", type=int, default=0, help="stop after this many (default: all)")
+    parser.add_argument("--limit", type=int, default=0, help="--task: the first N items of each task (default: all)")
+    parser.add_argument("--per-item", metavar="JSONL", help="--task: write every item's scores to this file")
     parser.add_argument("--batch-size", type=int, default=8, help="windows per forward pass (default: %(default)s)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--output", metavar="JSON", help="also write the figures to this file")
     args = parser.parse_args(argv)
+    if not args.input and not (args.task and not args.contamination):
+        report(PROGRAM, "--input is needed (or --task with --checkpoint)")
+        return 2
     try:
-        paths = corpus.expand(args.input)
+        paths = corpus.expand(args.input) if args.input else []
     except (FileNotFoundError, OSError) as exc:
         report(PROGRAM, f"--input: {exc}")
         return 2
@@ -201,27 +206,58 @@ def main(argv=None) -> int:
         report(PROGRAM, "--checkpoint is needed (or --contamination with --task)")
         return 2
     try:
+        specs = [tasks.parse_spec(value) for value in args.task]
+    except tasks.TaskError as exc:
+        report(PROGRAM, f"--task: {exc}")
+        return 2
+    try:
         model, encoder = load(args.checkpoint, args.device)
     except (UsageError, checkpoint.CheckpointError, FileNotFoundError, KeyError) as exc:
         report(PROGRAM, f"--checkpoint: {exc}")
         return 2
-    result, figures = evaluate_files(
-        model, encoder, paths, args.text_column, args.lines, args.max_documents, args.batch_size
-    )
-    if not result.tokens:  # loss 0 and perplexity 1 would read as a perfect model
-        problems = "; ".join(corpus.ReadReport.lines(figures["read"])) or "no document has text"
-        report(PROGRAM, f"nothing to evaluate in {len(paths)} input file(s): {problems}")
-        return 1
-    print(
-        f"{result.documents:,} documents, {result.tokens:,} tokens, {result.bytes:,} bytes: loss {result.loss:.4f}, "
-        f"perplexity {result.perplexity:.2f}, bits per byte {result.bits_per_byte:.4f}"
-    )
-    for line in corpus.ReadReport.lines(figures["read"]):
-        print(line)
+    figures: dict = {}
+    if specs:
+        try:
+            figures["tasks"] = report_tasks(model, encoder, specs, args)
+        except (tasks.TaskError, ValueError) as exc:
+            report(PROGRAM, f"--task: {exc}")
+            return 2
+    if paths:
+        result, figures["corpus"] = evaluate_files(
+            model, encoder, paths, args.text_column, args.lines, args.max_documents, args.batch_size
+        )
+        if not result.tokens:  # loss 0 and perplexity 1 would read as a perfect model
+            problems = "; ".join(corpus.ReadReport.lines(figures["corpus"]["read"])) or "no document has text"
+            report(PROGRAM, f"nothing to evaluate in {len(paths)} input file(s): {problems}")
+            return 1
+        print(
+            f"{result.documents:,} documents, {result.tokens:,} tokens, {result.bytes:,} bytes: loss "
+            f"{result.loss:.4f}, perplexity {result.perplexity:.2f}, bits per byte {result.bits_per_byte:.4f}"
+        )
+        for line in corpus.ReadReport.lines(figures["corpus"]["read"]):
+            print(line)
     if args.output:
         with open(args.output, "w") as handle:
-            json.dump(figures, handle, indent=2)
+            json.dump(figures["corpus"] if list(figures) == ["corpus"] else figures, handle, indent=2)
     return 0
+
+
+def report_tasks(model, encoder, specs: list, args) -> dict:
+    """Each task scored (train.tasks), printed; per-item scores to --per-item."""
+    results = task_scoring.evaluate_tasks(model, encoder, specs, args.limit, args.batch_size)
+    summaries = {result.name: result.summary() for result in results}
+    for name, summary in summaries.items():
+        norm = f", acc_norm {summary['acc_norm']:.4f}" if "acc_norm" in summary else ""
+        print(f"{name}: {summary['items']:,} items, acc {summary['acc']:.4f}{norm}, "
+              f"gold bits per byte {summary['gold_bits_per_byte']:.4f}")  # fmt: skip
+    core = task_scoring.aggregate(results)
+    print(f"centred accuracy over {len(results)} task(s): {core:.4f} (0 at chance, 1 perfect)")
+    if args.per_item:
+        with open(args.per_item, "w") as handle:
+            for result in results:
+                for item in result.items:
+                    handle.write(json.dumps({"task": result.name, **dataclasses.asdict(item)}) + "\n")
+    return {"tasks": summaries, "centred_acc": core}
 
 
 def report_contamination(args, paths: list[str]) -> int:

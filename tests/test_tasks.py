@@ -1,0 +1,115 @@
+"""Benchmark tasks scored by log-likelihood (`train.tasks`, `python -m train.eval --task`): on the Hugging Face export
+of a trained run, every pair's log-likelihood equals what transformers computes for it the way
+lm-evaluation-harness's `hf` model does (its encoding of a pair, the left cut, the sum over the continuation), and
+the accuracies follow from them as the harness computes them. The comparison with lm-evaluation-harness itself is
+`bench/bench_lm_eval.py` (its dependencies are heavy)."""
+
+import json
+import math
+
+import pytest
+import torch
+
+from pipeline.common import tasks
+from tests.conftest import SHARED_FIXTURES, fixture_eval_specs
+from tests.trainruns import run_args
+from train import cli, export, tasks as scoring
+
+transformers = pytest.importorskip("transformers")
+
+LIMIT = 12
+
+
+@pytest.fixture(scope="module")
+def exported(train_data, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("tasks")
+    run = folder / "run"
+    # a context of 512 tokens: most items fit whole, as they would in a real model's
+    assert cli.main(run_args(train_data, run, "--training.steps", "3", "--model.max_seq_len", "512")) == 0
+    assert export.main(["--checkpoint", str(run), "--output", str(folder / "hf")]) == 0
+    return run, folder / "hf"
+
+
+def harness_loglikelihood(model, tokenizer, context: str, continuation: str) -> tuple[float, bool]:
+    """What lm-evaluation-harness's HFLM computes for one request, written out with transformers."""
+    spaces = len(context) - len(context.rstrip())
+    if spaces:
+        continuation, context = context[-spaces:] + continuation, context[:-spaces]
+    whole = tokenizer(context + continuation, add_special_tokens=False)["input_ids"]
+    context_ids = tokenizer(context, add_special_tokens=False)["input_ids"]
+    continuation_ids = whole[len(context_ids) :]
+    if not context_ids:
+        context_ids = [tokenizer.eos_token_id]
+    limit = model.config.max_position_embeddings
+    inputs = (context_ids + continuation_ids)[-(limit + 1) :][:-1]
+    continuation_ids = continuation_ids[-len(inputs) :]  # what the window holds (the harness assumes it all fits)
+    with torch.no_grad():
+        log_probs = torch.log_softmax(model(torch.tensor([inputs])).logits[0].float(), dim=-1)
+    picked = log_probs[len(inputs) - len(continuation_ids) :]
+    target = torch.tensor(continuation_ids)
+    return picked.gather(1, target[:, None]).sum().item(), bool(torch.equal(picked.argmax(-1), target))
+
+
+@pytest.mark.skipif(not SHARED_FIXTURES.is_dir(), reason="needs ../shared/fixtures")
+def test_every_fixture_task_scores_as_the_harness_does(exported, tmp_path, capsys):
+    from train import eval as evaluation
+
+    run, hf_folder = exported
+    specs = fixture_eval_specs()
+    arguments = ["--checkpoint", str(hf_folder), "--limit", str(LIMIT), "--batch-size", "5"]
+    for spec in specs:
+        arguments += ["--task", spec]
+    output, per_item = tmp_path / "tasks.json", tmp_path / "items.jsonl"
+    assert evaluation.main([*arguments, "--output", str(output), "--per-item", str(per_item)]) == 0
+    assert "centred accuracy over 7 task(s)" in capsys.readouterr().out
+    results = json.loads(output.read_text())
+    rows = [json.loads(line) for line in per_item.read_text().splitlines()]
+    assert len(rows) == LIMIT * len(specs)
+    model = transformers.AutoModelForCausalLM.from_pretrained(str(hf_folder)).eval()
+    tokenizer = transformers.AutoTokenizer.from_pretrained(str(hf_folder))
+    for spec in map(tasks.parse_spec, specs):
+        items = tasks.read_task(spec)[:LIMIT]
+        mine = [row for row in rows if row["task"] == spec.name]
+        for item, row in zip(items, mine):
+            reference = [harness_loglikelihood(model, tokenizer, *pair) for pair in item.pairs()]
+            assert row["loglikelihoods"] == pytest.approx([value for value, _ in reference], abs=1e-4)
+            assert row["greedy"] == [flag for _, flag in reference]
+            best = max(range(len(reference)), key=lambda n: reference[n][0])
+            if len(reference) > 1:
+                assert row["acc"] == float(best == item.gold)
+        summary = results["tasks"]["tasks"][spec.name]
+        assert summary["items"] == LIMIT and summary["acc"] == pytest.approx(sum(r["acc"] for r in mine) / LIMIT)
+    assert results["tasks"]["tasks"]["lambada"]["kind"] == "cloze"
+    assert results["tasks"]["tasks"]["piqa"]["kind"] == "multiple_choice"
+    # the checkpoint and its export score alike
+    again = tmp_path / "checkpoint.json"
+    assert (
+        evaluation.main(["--checkpoint", str(run), "--limit", str(LIMIT), "--task", specs[2], "--output", str(again)])
+        == 0
+    )
+    assert json.loads(again.read_text())["tasks"]["tasks"]["piqa"]["acc"] == results["tasks"]["tasks"]["piqa"]["acc"]
+
+
+def test_accuracies_follow_the_harness_rules():
+    class Fixed:
+        """A model whose log-likelihoods are given: choice n of item i scores values[i][n]."""
+
+    items = [
+        tasks.TaskItem("q a", ("q",), (" aa", " b"), 1),  # b: the higher total, the lower per character
+        tasks.TaskItem("q c", ("q",), (" c", " dddd"), 0),
+    ]
+    values = iter([-4.0, -3.0, -1.0, -6.0])
+    scoring_pairs = scoring.score_pairs
+    try:
+        scoring.score_pairs = lambda model, pairs, batch_size: [(next(values), False) for _ in pairs]
+        kind, scores = scoring.score_items(
+            Fixed(), type("E", (), {"encode": lambda self, t: [[1]], "end_of_text": 0})(), items
+        )
+    finally:
+        scoring.score_pairs = scoring_pairs
+    assert kind == "multiple_choice"
+    assert [s.acc for s in scores] == [1.0, 1.0]
+    assert [s.acc_norm for s in scores] == [0.0, 1.0]  # -4/2 > -3/1; -1/1 > -6/4
+    assert scores[0].gold_bits_per_byte == pytest.approx(3.0 / math.log(2) / 2)  # " b": two bytes
+    result = scoring.TaskResult("t", kind, scores, chance=0.5)
+    assert result.summary()["centred_acc"] == 1.0 and result.summary()["acc_norm"] == 0.5

@@ -1,0 +1,159 @@
+"""Benchmark tasks scored by log-likelihood, as lm-evaluation-harness scores them.
+
+Items come from `pipeline.common.tasks` (the one registry of published task formats, which decontamination reads
+too). Each (context, continuation) pair is encoded as the harness's Hugging Face model does (`encode_pair`): a
+context's trailing spaces move to the continuation, the continuation's tokens are those of context + continuation
+past the context's own, no beginning-of-text token unless the context is empty, and the left is cut to the model's
+context (a continuation longer than that is scored on the tokens the window holds). Pairs are scored in padded batches, longest first; each gets the sum of its continuation's log-probabilities
+and whether every continuation token is the model's greedy choice.
+
+Per item and task: multiple choice (two or more choices): `acc` (the highest log-likelihood is the gold one),
+`acc_norm` (the same, each divided by its choice's length in characters, the harness's normalisation), and the bits
+per byte of the gold continuation; cloze (one continuation, LAMBADA's last word): `acc` (greedy) and the perplexity
+of the continuations. `centred` is the accuracy rescaled so that chance is 0 and perfect is 1 (DCLM's CORE).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Iterable, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from pipeline.common.tasks import TaskItem, TaskSpec, read_task
+
+TARGET_DELIMITER = " "  # what the harness puts between a context and a choice (our choices carry it)
+
+
+@dataclasses.dataclass
+class ItemScore:
+    item: int
+    loglikelihoods: list[float]
+    greedy: list[bool]
+    gold: int
+    acc: float
+    acc_norm: float
+    gold_bits_per_byte: float
+
+
+@dataclasses.dataclass
+class TaskResult:
+    name: str
+    kind: str  # "multiple_choice" or "cloze"
+    items: list[ItemScore]
+    chance: float
+
+    def summary(self) -> dict:
+        count = max(1, len(self.items))
+        acc = sum(item.acc for item in self.items) / count
+        result = {
+            "task": self.name,
+            "kind": self.kind,
+            "items": len(self.items),
+            "acc": acc,
+            "centred_acc": (acc - self.chance) / (1 - self.chance),
+            "gold_bits_per_byte": sum(item.gold_bits_per_byte for item in self.items) / count,
+        }
+        if self.kind == "multiple_choice":
+            result["acc_norm"] = sum(item.acc_norm for item in self.items) / count
+        else:
+            result["perplexity"] = math.exp(-sum(item.loglikelihoods[0] for item in self.items) / count)
+        return result
+
+
+def encode_pair(encoder, context: str, continuation: str) -> tuple[list[int], list[int]]:
+    """lm-evaluation-harness's `HFLM._encode_pair`, for our encoder."""
+    spaces = len(context) - len(context.rstrip())
+    if spaces:
+        continuation = context[-spaces:] + continuation
+        context = context[:-spaces]
+    whole = encoder.encode([context + continuation])[0]
+    context_ids = encoder.encode([context])[0] if context else []
+    continuation_ids = whole[len(context_ids) :]
+    if not context_ids:
+        context_ids = [encoder.end_of_text]  # the harness's prefix token for an empty context
+    return context_ids, continuation_ids
+
+
+@torch.no_grad()
+def score_pairs(model, pairs: Sequence[tuple[list[int], list[int]]], batch_size: int = 16) -> list[tuple[float, bool]]:
+    """(sum of the continuation's log-probabilities, whether it is the greedy one) per (context, continuation) ids."""
+    device = model.rope_freqs.device
+    limit = model.config.max_seq_len
+    order = sorted(range(len(pairs)), key=lambda n: -(len(pairs[n][0]) + len(pairs[n][1])))
+    results: list[tuple[float, bool]] = [(0.0, False)] * len(pairs)
+    for start in range(0, len(order), batch_size):
+        batch = order[start : start + batch_size]
+        rows = []
+        for number in batch:
+            context, continuation = pairs[number]
+            whole = (context + continuation)[-(limit + 1) :]
+            rows.append((whole[:-1], min(len(continuation), len(whole) - 1)))  # what the window holds of it
+        width = max(len(inputs) for inputs, _ in rows)
+        tokens = torch.zeros(len(rows), width, dtype=torch.long)
+        for row, (inputs, _) in enumerate(rows):
+            tokens[row, : len(inputs)] = torch.tensor(inputs)
+        log_probs = F.log_softmax(model(tokens.to(device)).float(), dim=-1).cpu()
+        for row, number in enumerate(batch):
+            inputs, length = rows[row]
+            targets = torch.tensor(pairs[number][1][-length:])
+            positions = log_probs[row, len(inputs) - length : len(inputs)]
+            total = positions.gather(1, targets[:, None]).sum().item()
+            greedy = bool(torch.equal(positions.argmax(dim=-1), targets))
+            results[number] = (total, greedy)
+    return results
+
+
+def _choice_text(choice: str) -> str:
+    return choice[len(TARGET_DELIMITER) :] if choice.startswith(TARGET_DELIMITER) else choice
+
+
+def score_items(model, encoder, items: Sequence[TaskItem], batch_size: int = 16) -> tuple[str, list[ItemScore]]:
+    """The task's kind and each item's scores."""
+    cloze = all(len(item.pairs()) == 1 for item in items)
+    pairs, owners = [], []
+    for number, item in enumerate(items):
+        for context, continuation in item.pairs():
+            pairs.append(encode_pair(encoder, context, continuation))
+            owners.append(number)
+    scored = score_pairs(model, pairs, batch_size)
+    per_item: dict[int, list[tuple[float, bool]]] = {}
+    for owner, result in zip(owners, scored):
+        per_item.setdefault(owner, []).append(result)
+    results = []
+    for number, item in enumerate(items):
+        found = per_item[number]
+        likelihoods = [value for value, _ in found]
+        greedy = [flag for _, flag in found]
+        choices = item.choices if len(item.choices) == len(found) else item.choices * len(found)
+        lengths = [float(len(_choice_text(choice))) or 1.0 for choice in choices]
+        gold_text = item.pairs()[item.gold][1]
+        bits = -likelihoods[item.gold] / math.log(2) / max(1, len(gold_text.encode("utf-8")))
+        if cloze:
+            acc = acc_norm = float(greedy[0])
+        else:
+            acc = float(max(range(len(found)), key=lambda n: likelihoods[n]) == item.gold)
+            acc_norm = float(max(range(len(found)), key=lambda n: likelihoods[n] / lengths[n]) == item.gold)
+        results.append(ItemScore(number, likelihoods, greedy, item.gold, acc, acc_norm, bits))
+    return ("cloze" if cloze else "multiple_choice"), results
+
+
+def evaluate_tasks(model, encoder, specs: Iterable[TaskSpec], limit: int = 0, batch_size: int = 16) -> list[TaskResult]:
+    """Each task's first `limit` items (0: all), scored."""
+    results = []
+    for spec in specs:
+        items = [item for item in read_task(spec) if item.scorable]
+        if not items:
+            raise ValueError(f"{spec}: no item has contexts and choices to score (a text-only format)")
+        items = items[:limit] if limit else items
+        kind, scores = score_items(model, encoder, items, batch_size)
+        chance = 0.0 if kind == "cloze" else sum(1 / len(item.pairs()) for item in items) / len(items)
+        results.append(TaskResult(spec.name, kind, scores, chance))
+    return results
+
+
+def aggregate(results: Sequence[TaskResult]) -> float:
+    """The mean centred accuracy over tasks (DCLM's CORE: 0 at chance, 1 perfect)."""
+    return sum(result.summary()["centred_acc"] for result in results) / max(1, len(results))
