@@ -3,8 +3,8 @@
 
     .venv/bin/python bench/bench_lm_eval.py [--model HF_DIR] [--limit 200]
 
-The model: --model (a folder written by `python -m train.export`), else the demo's (`python -m train.demo`, trained
-once into bench/results/lm-eval/demo). lm-evaluation-harness (`lm-eval[hf]` from PyPI, with this project's torch)
+The model: --model (a folder written by `python -m train.export`), else one trained on the demo's data with the demo's
+settings but 2,048 positions (made once under bench/results/lm-eval/). lm-evaluation-harness (`lm-eval[hf]` from PyPI, with this project's torch)
 lives in a venv of its own, bench/results/peer-lm-eval, made on first use; it runs its `hf` model on the export with
 local task definitions (`bench/lm_eval_tasks.py`: the harness's own prompts for each task, the fixture files as
 data). lmforge runs `python -m train.eval --task … --per-item` on the same export. Reports, per task: the items, the
@@ -40,10 +40,24 @@ def peer_venv(work: pathlib.Path) -> pathlib.Path:
 
 
 def demo_export(work: pathlib.Path) -> pathlib.Path:
+    """The demo's data (`python -m train.demo`, once), trained on with the demo's settings but 2,048 positions (the
+    harness refuses a continuation longer than the model's context, and some fixture items are longer than the demo
+    model's 256 tokens), 40 steps, exported."""
     folder = work / "demo"
     if not (folder / "hf" / "config.json").exists():
         subprocess.run([sys.executable, "-m", "train.demo", "--output", str(folder)], check=True, cwd=REPO)
-    return folder / "hf"
+    export = work / "hf-2048"
+    if not (export / "config.json").exists():
+        run = work / "run-2048"
+        subprocess.run(
+            [sys.executable, "-m", "train", "--config", "configs/demo.toml", "--run.dir", str(run),
+             "--data.sources", f'[{{path="{folder / "bins"}"}}]', "--data.tokenizer", str(folder / "tokenizer"),
+             "--model.max_seq_len", "2048", "--training.steps", "40", "--checkpoint.interval", "40"],
+            check=True, cwd=REPO, stdout=subprocess.DEVNULL,
+        )  # fmt: skip
+        subprocess.run([sys.executable, "-m", "train.export", "--checkpoint", str(run), "--output", str(export)],
+                       check=True, cwd=REPO, stdout=subprocess.DEVNULL)  # fmt: skip
+    return export
 
 
 def main() -> None:

@@ -62,6 +62,24 @@ def compare(layout, sequence_parallel: bool) -> dict:
     return result
 
 
+def task_scores(tensor_parallel, data_parallel) -> dict:
+    """Benchmark pairs scored by `train.tasks.score_pairs` by the model in one piece, split over tp=2 (both ranks
+    score every pair) and sharded by FSDP over dp=2 (the pairs dealt to the ranks, an odd count, so that one rank
+    runs a filler batch, then gathered)."""
+    from train.tasks import score_pairs
+
+    generator = torch.Generator().manual_seed(5)
+    pairs = []
+    for number in range(7):
+        context = torch.randint(0, CONFIG.vocab_size, (3 + number * 4,), generator=generator).tolist()
+        pairs.append((context, torch.randint(0, CONFIG.vocab_size, (1 + number % 3,), generator=generator).tolist()))
+    return {
+        "whole": score_pairs(build(None, None), pairs, batch_size=2),
+        "tensor_parallel": score_pairs(build(tensor_parallel, ParallelConfig(tp=2)), pairs, 2, tensor_parallel),
+        "fsdp": score_pairs(build(data_parallel, ParallelConfig(fsdp=True)), pairs, 2, data_parallel),
+    }
+
+
 def main(output: str) -> None:
     layout = parallel.init(ParallelConfig(tp=2), torch.device("cpu"))
     result = {"sequence_parallel": compare(layout, True), "replicated_norms": compare(layout, False)}
@@ -87,6 +105,7 @@ def main(output: str) -> None:
     with torch.no_grad():
         reference_loss = F.cross_entropy(reference(batch[:, :-1]).flatten(0, 1), batch[:, 1:].flatten())
     gradient = parallel.full_value(mixed.layers[0].attention.wq.weight.grad)
+    result["task_scores"] = task_scores(layout, data_parallel)
     result["mixed_precision"] = {
         "bf16_loss": mixed_loss.item(),
         "float32_loss": reference_loss.item(),

@@ -31,6 +31,14 @@ def tensor_parallel(tmp_path_factory):
     return json.loads(output.read_text())
 
 
+def test_task_scores_are_the_same_whole_split_over_tp_and_dealt_over_fsdp(tensor_parallel):
+    scores = tensor_parallel["task_scores"]
+    whole = [value for value, _ in scores["whole"]]
+    for layout in ("tensor_parallel", "fsdp"):
+        assert [value for value, _ in scores[layout]] == pytest.approx(whole, abs=1e-5), layout
+        assert [flag for _, flag in scores[layout]] == [flag for _, flag in scores["whole"]]
+
+
 @pytest.mark.parametrize("variant", ["sequence_parallel", "replicated_norms"])
 def test_tensor_parallel_gives_the_logits_losses_and_tied_weights_of_one_process(tensor_parallel, variant):
     result = tensor_parallel[variant]

@@ -101,7 +101,7 @@ def test_accuracies_follow_the_harness_rules():
     values = iter([-4.0, -3.0, -1.0, -6.0])
     scoring_pairs = scoring.score_pairs
     try:
-        scoring.score_pairs = lambda model, pairs, batch_size: [(next(values), False) for _ in pairs]
+        scoring.score_pairs = lambda model, pairs, batch_size, layout: [(next(values), False) for _ in pairs]
         kind, scores = scoring.score_items(
             Fixed(), type("E", (), {"encode": lambda self, t: [[1]], "end_of_text": 0})(), items
         )

@@ -78,47 +78,66 @@ def encode_pair(encoder, context: str, continuation: str) -> tuple[list[int], li
 
 
 @torch.no_grad()
-def score_pairs(model, pairs: Sequence[tuple[list[int], list[int]]], batch_size: int = 16) -> list[tuple[float, bool]]:
-    """(sum of the continuation's log-probabilities, whether it is the greedy one) per (context, continuation) ids."""
+def score_pairs(
+    model, pairs: Sequence[tuple[list[int], list[int]]], batch_size: int = 16, layout=None
+) -> list[tuple[float, bool]]:
+    """(sum of the continuation's log-probabilities, whether it is the greedy one) per (context, continuation) ids.
+    With a `layout` of several processes the pairs are dealt to the data-parallel ranks (the tensor-parallel ranks of
+    one data-parallel rank score the same ones) and the results gathered, so every rank returns all of them; every
+    rank runs the same number of forward passes (a rank with nothing left runs a one-token batch), as FSDP's
+    collectives need."""
+    from train import parallel
+
     device = model.rope_freqs.device
     limit = model.config.max_seq_len
+    ranks, rank = (layout.dp, layout.dp_rank) if layout is not None and layout.distributed else (1, 0)
     order = sorted(range(len(pairs)), key=lambda n: -(len(pairs[n][0]) + len(pairs[n][1])))
-    results: list[tuple[float, bool]] = [(0.0, False)] * len(pairs)
-    for start in range(0, len(order), batch_size):
-        batch = order[start : start + batch_size]
+    mine = order[rank::ranks]  # dealt longest first, so that every rank's batches are alike
+    batches = math.ceil(math.ceil(len(pairs) / ranks) / batch_size)
+    found: dict[int, tuple[float, bool]] = {}
+    for start in range(0, batches * batch_size, batch_size):
+        batch = mine[start : start + batch_size]
         rows = []
         for number in batch:
             context, continuation = pairs[number]
             whole = (context + continuation)[-(limit + 1) :]
             rows.append((whole[:-1], min(len(continuation), len(whole) - 1)))  # what the window holds of it
-        width = max(len(inputs) for inputs, _ in rows)
-        tokens = torch.zeros(len(rows), width, dtype=torch.long)
+        width = max((len(inputs) for inputs, _ in rows), default=1)
+        tokens = torch.zeros(max(1, len(rows)), width, dtype=torch.long)
         for row, (inputs, _) in enumerate(rows):
             tokens[row, : len(inputs)] = torch.tensor(inputs)
-        log_probs = F.log_softmax(model(tokens.to(device)).float(), dim=-1).cpu()
+        log_probs = F.log_softmax(parallel.full_value(model(tokens.to(device))).float(), dim=-1).cpu()
         for row, number in enumerate(batch):
             inputs, length = rows[row]
             targets = torch.tensor(pairs[number][1][-length:])
             positions = log_probs[row, len(inputs) - length : len(inputs)]
             total = positions.gather(1, targets[:, None]).sum().item()
-            greedy = bool(torch.equal(positions.argmax(dim=-1), targets))
-            results[number] = (total, greedy)
-    return results
+            found[number] = (total, bool(torch.equal(positions.argmax(dim=-1), targets)))
+    if ranks > 1:
+        import torch.distributed as dist
+
+        gathered: list = [None] * ranks
+        dist.all_gather_object(gathered, found, group=layout.submesh("dp").get_group())
+        for part in gathered:
+            found.update(part)
+    return [found[number] for number in range(len(pairs))]
 
 
 def _choice_text(choice: str) -> str:
     return choice[len(TARGET_DELIMITER) :] if choice.startswith(TARGET_DELIMITER) else choice
 
 
-def score_items(model, encoder, items: Sequence[TaskItem], batch_size: int = 16) -> tuple[str, list[ItemScore]]:
-    """The task's kind and each item's scores."""
+def score_items(
+    model, encoder, items: Sequence[TaskItem], batch_size: int = 16, layout=None
+) -> tuple[str, list[ItemScore]]:
+    """The task's kind and each item's scores (`layout`: see `score_pairs`)."""
     cloze = all(len(item.pairs()) == 1 for item in items)
     pairs, owners = [], []
     for number, item in enumerate(items):
         for context, continuation in item.pairs():
             pairs.append(encode_pair(encoder, context, continuation))
             owners.append(number)
-    scored = score_pairs(model, pairs, batch_size)
+    scored = score_pairs(model, pairs, batch_size, layout)
     per_item: dict[int, list[tuple[float, bool]]] = {}
     for owner, result in zip(owners, scored):
         per_item.setdefault(owner, []).append(result)
@@ -140,15 +159,17 @@ def score_items(model, encoder, items: Sequence[TaskItem], batch_size: int = 16)
     return ("cloze" if cloze else "multiple_choice"), results
 
 
-def evaluate_tasks(model, encoder, specs: Iterable[TaskSpec], limit: int = 0, batch_size: int = 16) -> list[TaskResult]:
-    """Each task's first `limit` items (0: all), scored."""
+def evaluate_tasks(
+    model, encoder, specs: Iterable[TaskSpec], limit: int = 0, batch_size: int = 16, layout=None
+) -> list[TaskResult]:
+    """Each task's first `limit` items (0: all), scored (on every rank of `layout`, dealt and gathered)."""
     results = []
     for spec in specs:
         items = [item for item in read_task(spec) if item.scorable]
         if not items:
             raise ValueError(f"{spec}: no item has contexts and choices to score (a text-only format)")
         items = items[:limit] if limit else items
-        kind, scores = score_items(model, encoder, items, batch_size)
+        kind, scores = score_items(model, encoder, items, batch_size, layout)
         chance = 0.0 if kind == "cloze" else sum(1 / len(item.pairs()) for item in items) / len(items)
         results.append(TaskResult(spec.name, kind, scores, chance))
     return results
