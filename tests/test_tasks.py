@@ -113,3 +113,29 @@ def test_accuracies_follow_the_harness_rules():
     assert scores[0].gold_bits_per_byte == pytest.approx(3.0 / math.log(2) / 2)  # " b": two bytes
     result = scoring.TaskResult("t", kind, scores, chance=0.5)
     assert result.summary()["centred_acc"] == 1.0 and result.summary()["acc_norm"] == 0.5
+
+
+@pytest.mark.skipif(not SHARED_FIXTURES.is_dir(), reason="needs ../shared/fixtures")
+def test_tasks_are_scored_in_the_loop_as_train_eval_scores_the_checkpoint(train_data, tmp_path):
+    """`[eval] tasks`: at every interval and at the end, each task's accuracies and the centred mean reach
+    metrics.jsonl and the report's figure; the last ones are what `train.eval --task` gives the final checkpoint."""
+    from train import eval as evaluation
+
+    piqa, lambada = fixture_eval_specs(["piqa", "lambada"])
+    run = tmp_path / "run"
+    tasks_value = json.dumps([piqa, lambada])
+    arguments = ["--training.steps", "4", "--eval.tasks", tasks_value, "--eval.interval", "2", "--eval.limit", "6"]
+    assert cli.main(run_args(train_data, run, *arguments)) == 0
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    scored = [record for record in records if "tasks.centred_acc" in record]
+    assert [record["step"] for record in scored] == [2, 4]
+    assert {"tasks.piqa.acc", "tasks.piqa.acc_norm", "tasks.lambada.acc"} <= set(scored[-1])
+    output = tmp_path / "final.json"
+    assert evaluation.main(["--checkpoint", str(run), "--task", piqa, "--task", lambada, "--limit", "6",
+                            "--output", str(output)]) == 0  # fmt: skip
+    final = json.loads(output.read_text())["tasks"]
+    assert scored[-1]["tasks.piqa.acc"] == final["tasks"]["piqa"]["acc"]
+    assert scored[-1]["tasks.centred_acc"] == pytest.approx(final["centred_acc"])
+    assert (run / "report" / "tasks.png").read_bytes().startswith(b"\x89PNG")
+    bad = tmp_path / "bad"
+    assert cli.main(run_args(train_data, bad, "--eval.tasks", '["x=piqa:/no/such/file.jsonl"]')) == 2

@@ -43,7 +43,9 @@ def test_the_report_has_every_curve_a_sample_per_validation_pass_and_the_config(
     page = Page()
     text = (run / report.REPORT_FILE).read_text()
     page.feed(text)
-    assert page.images == [f"{report.FIGURES_DIR}/{name}.png" for name, *_ in report.FIGURES]
+    assert page.images == [f"{report.FIGURES_DIR}/{name}.png" for name, *_ in report.FIGURES] + [
+        f"{report.FIGURES_DIR}/tasks.png"
+    ]
     for source in page.images:
         assert (run / source).read_bytes().startswith(PNG)
     samples = [r for r in records(run) if "sample" in r]

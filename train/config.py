@@ -11,6 +11,7 @@ import tomli_w
 
 from model import ModelConfig
 from pipeline.common.settings import UsageError, build, describe as describe_section, load_toml, set_dotted
+from pipeline.common.tasks import TaskError, parse_spec
 
 
 class ConfigError(UsageError):
@@ -84,6 +85,16 @@ class LoggingConfig:
 
 
 @dataclass
+class EvalConfig:
+    """Benchmark tasks scored during training (`train.tasks`), as `python -m train.eval --task` scores them."""
+
+    tasks: list[str] = field(default_factory=list)  # NAME=FORMAT:PATH, e.g. "piqa=piqa:evals/piqa/valid.jsonl"
+    interval: int = 0  # steps between task evaluations; 0: only at the end
+    limit: int = 0  # the first N items of each task (0: all)
+    batch_size: int = 16  # pairs per forward pass
+
+
+@dataclass
 class RunConfig:
     dir: str = "runs/default"
 
@@ -109,6 +120,7 @@ class Config:
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     parallel: ParallelConfig = field(default_factory=ParallelConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
 
     def check(self) -> None:
         """Cross-field rules; raises ConfigError naming the setting."""
@@ -151,10 +163,19 @@ class Config:
             ("logging.interval", self.logging.interval),
             ("logging.eval_interval", self.logging.eval_interval),
             ("logging.sample_tokens", self.logging.sample_tokens),
+            ("eval.interval", self.eval.interval),
+            ("eval.limit", self.eval.limit),
         )
         for name, number in counts:
             if number < 0:
                 raise ConfigError(f"{name} ({number}) must not be negative (0 means only at the end, or never)")
+        for task in self.eval.tasks:
+            try:
+                parse_spec(task)
+            except TaskError as exc:
+                raise ConfigError(f"eval.tasks: {exc}")
+        if self.eval.batch_size < 1:
+            raise ConfigError(f"eval.batch_size ({self.eval.batch_size}) must be at least 1")
         if self.logging.eval_batches < 1:
             raise ConfigError(f"logging.eval_batches ({self.logging.eval_batches}) must be at least 1")
         if len(self.optim.betas) != 2:

@@ -30,6 +30,18 @@ FIGURES = (
 )
 
 
+def figures(records: list[dict]) -> tuple:
+    """FIGURES, and the benchmark tasks' accuracies (`[eval] tasks`) with their centred mean."""
+    names = sorted(
+        {key.split(".")[1] for record in records for key in record if key.startswith("tasks.") and key.endswith(".acc")}
+    )
+    keys = (
+        *((f"tasks.{name}.acc", name) for name in names),
+        ("tasks.centred_acc", "centred mean (0 chance, 1 perfect)"),
+    )
+    return (*FIGURES, ("tasks", "Benchmark tasks ([eval] tasks)", keys, "accuracy"))
+
+
 def series(records: list[dict], key: str) -> list[tuple[int, float]]:
     return [(record["step"], record[key]) for record in records if isinstance(record.get(key), (int, float))]
 
@@ -41,7 +53,7 @@ def draw(records: list[dict], title: str, keys, ylabel: str):
     for key, label in keys:
         points = series(records, key)
         if points:
-            style = "o-" if key.startswith("val.") else "-"
+            style = "o-" if key.startswith(("val.", "tasks.")) else "-"
             axes.plot(*zip(*points), style, label=label, linewidth=1, markersize=3)
             plotted = True
     if not plotted:
@@ -75,7 +87,7 @@ def render(run_dir: str, records: list[dict], config_text: str) -> str:
     body = [
         f"<h1>Training run</h1><p><code>{html.escape(run_dir)}</code>: {summary}.</p>",
         "<h2>Curves</h2>",
-        *(pages.image(name, f"{FIGURES_DIR}/{name}.png") for name, *_ in FIGURES),
+        *(pages.image(name, f"{FIGURES_DIR}/{name}.png") for name, *_ in figures(records)),
         "<h2>Samples at each validation pass</h2>",
         f'<table id="samples"><tr><th>step</th><th>sample</th></tr>{sample_rows}</table>'
         if samples
@@ -91,7 +103,7 @@ def write(run_dir: str) -> str:
     """Writes RUN/report.html and its figures; returns the report's path."""
     records = read_records(os.path.join(run_dir, METRICS_FILE))
     os.makedirs(os.path.join(run_dir, FIGURES_DIR), exist_ok=True)
-    for name, title, keys, ylabel in FIGURES:
+    for name, title, keys, ylabel in figures(records):
         with open(os.path.join(run_dir, FIGURES_DIR, f"{name}.png"), "wb") as handle:
             handle.write(pages.png(draw(records, title, keys, ylabel)))
     config_path = os.path.join(run_dir, "config.toml")

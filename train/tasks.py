@@ -15,6 +15,7 @@ of the continuations. `centred` is the accuracy rescaled so that chance is 0 and
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 from collections.abc import Iterable, Sequence
@@ -131,30 +132,27 @@ def score_items(
     model, encoder, items: Sequence[TaskItem], batch_size: int = 16, layout=None
 ) -> tuple[str, list[ItemScore]]:
     """The task's kind and each item's scores (`layout`: see `score_pairs`)."""
+    pairs = [encode_pair(encoder, *pair) for item in items for pair in item.pairs()]
+    scored = iter(score_pairs(model, pairs, batch_size, layout))
+    return _item_scores(items, [[next(scored) for _ in item.pairs()] for item in items])
+
+
+def _item_scores(items: Sequence[TaskItem], found: list[list[tuple[float, bool]]]) -> tuple[str, list[ItemScore]]:
+    """Each item's measures from its pairs' (log-likelihood, greedy)."""
     cloze = all(len(item.pairs()) == 1 for item in items)
-    pairs, owners = [], []
-    for number, item in enumerate(items):
-        for context, continuation in item.pairs():
-            pairs.append(encode_pair(encoder, context, continuation))
-            owners.append(number)
-    scored = score_pairs(model, pairs, batch_size, layout)
-    per_item: dict[int, list[tuple[float, bool]]] = {}
-    for owner, result in zip(owners, scored):
-        per_item.setdefault(owner, []).append(result)
     results = []
-    for number, item in enumerate(items):
-        found = per_item[number]
-        likelihoods = [value for value, _ in found]
-        greedy = [flag for _, flag in found]
-        choices = item.choices if len(item.choices) == len(found) else item.choices * len(found)
+    for number, (item, pairs) in enumerate(zip(items, found)):
+        likelihoods = [value for value, _ in pairs]
+        greedy = [flag for _, flag in pairs]
+        choices = item.choices if len(item.choices) == len(pairs) else item.choices * len(pairs)
         lengths = [float(len(_choice_text(choice))) or 1.0 for choice in choices]
         gold_text = item.pairs()[item.gold][1]
         bits = -likelihoods[item.gold] / math.log(2) / max(1, len(gold_text.encode("utf-8")))
         if cloze:
             acc = acc_norm = float(greedy[0])
         else:
-            acc = float(max(range(len(found)), key=lambda n: likelihoods[n]) == item.gold)
-            acc_norm = float(max(range(len(found)), key=lambda n: likelihoods[n] / lengths[n]) == item.gold)
+            acc = float(max(range(len(pairs)), key=lambda n: likelihoods[n]) == item.gold)
+            acc_norm = float(max(range(len(pairs)), key=lambda n: likelihoods[n] / lengths[n]) == item.gold)
         results.append(ItemScore(number, likelihoods, greedy, item.gold, acc, acc_norm, bits))
     return ("cloze" if cloze else "multiple_choice"), results
 
@@ -178,3 +176,51 @@ def evaluate_tasks(
 def aggregate(results: Sequence[TaskResult]) -> float:
     """The mean centred accuracy over tasks (DCLM's CORE: 0 at chance, 1 perfect)."""
     return sum(result.summary()["centred_acc"] for result in results) / max(1, len(results))
+
+
+class PeriodicTasks:
+    """The training loop's task evaluation (`[eval]`): the items read and their pairs encoded once, scored on every
+    call with the model in eval mode. Returns the metrics record's fields: `tasks.<name>.acc` (and `.acc_norm`,
+    `.gold_bits_per_byte`) and `tasks.centred_acc`."""
+
+    def __init__(self, specs: Sequence[str], encoder, limit: int = 0, batch_size: int = 16):
+        from pipeline.common.tasks import parse_spec
+
+        self.batch_size = batch_size
+        self.tasks = []
+        for spec in map(parse_spec, specs):
+            items = [item for item in read_task(spec) if item.scorable][: limit or None]
+            if not items:
+                raise ValueError(f"{spec}: no item has contexts and choices to score (a text-only format)")
+            pairs = [encode_pair(encoder, *pair) for item in items for pair in item.pairs()]
+            self.tasks.append((spec.name, items, pairs))
+
+    def __call__(self, model, layout=None, context=None) -> dict:
+        was_training = model.training
+        model.eval()
+        results = []
+        try:
+            for name, items, pairs in self.tasks:
+                with context() if context is not None else contextlib.nullcontext():
+                    scored = iter(score_pairs(model, pairs, self.batch_size, layout))
+                kind, scores = _item_scores(items, [[next(scored) for _ in item.pairs()] for item in items])
+                chance = 0.0 if kind == "cloze" else sum(1 / len(item.pairs()) for item in items) / len(items)
+                results.append(TaskResult(name, kind, scores, chance))
+        finally:
+            model.train(was_training)
+        record: dict = {}
+        for result in results:
+            summary = result.summary()
+            for key in ("acc", "acc_norm", "gold_bits_per_byte"):
+                if key in summary:
+                    record[f"tasks.{result.name}.{key}"] = summary[key]
+        record["tasks.centred_acc"] = aggregate(results)
+        return record
+
+    @staticmethod
+    def describe(record: dict) -> str:
+        """The record as one line: the aggregate, then each task's accuracy."""
+        accuracies = ", ".join(
+            f"{key.split('.')[1]} {value:.3f}" for key, value in record.items() if key.endswith(".acc")
+        )
+        return f"tasks: centred accuracy {record['tasks.centred_acc']:.4f} ({accuracies})"

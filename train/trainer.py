@@ -24,6 +24,7 @@ from train.data import Corpus, Prefetcher, validation_batches
 from train.generate import complete
 from train.metrics import MetricsLog, Throughput, peak_flops
 from train.optim import build_optimizer, lr_factor, set_lr
+from train.tasks import PeriodicTasks
 
 log = logging.getLogger("train")
 
@@ -138,6 +139,18 @@ class Sampler:
             text = complete(model, self.encoder, self.prompt, self.tokens, seed=self.seed)
         model.train()
         return text
+
+
+def benchmark_tasks(config: Config) -> PeriodicTasks | None:
+    """The `[eval]` tasks, read and encoded before the first step (a missing or malformed file stops the run now)."""
+    if not config.eval.tasks:
+        return None
+    try:
+        return PeriodicTasks(
+            config.eval.tasks, Encoder(config.data.tokenizer), config.eval.limit, config.eval.batch_size
+        )
+    except ValueError as exc:  # TaskError too
+        raise ConfigError(f"eval.tasks: {exc}")
 
 
 def _prepare_run_dir(config: Config, resume: str) -> str | None:
@@ -263,6 +276,7 @@ def _train(config: Config, resume: str, corpus: Corpus, layout: parallel.Layout,
 
     metrics = MetricsLog(config.run.dir, t.steps, step, config.logging.tensorboard, enabled=layout.is_main)
     sampler = Sampler(config) if config.logging.sample_tokens and layout.world_size == 1 else None
+    task_eval = benchmark_tasks(config)
     last_checkpoint, last_eval, stopped_early = None, {}, False
     throughput, checkpoint_seconds = Throughput(), 0.0
     batches = Prefetcher(loader, pin=device.type == "cuda")
@@ -355,6 +369,10 @@ def _train(config: Config, resume: str, corpus: Corpus, layout: parallel.Layout,
                         text = sampler(model)
                         metrics.write({"step": step, "sample": text})
                         metrics.line(f"step {step:>6} | sample {text!r}")
+                if task_eval is not None and (due(step, config.eval.interval) or step == t.steps):
+                    scores = task_eval(model, layout, amp)
+                    metrics.write({"step": step, **scores})
+                    metrics.line(f"step {step:>6} | {PeriodicTasks.describe(scores)}")
                 exit_now = step == config.checkpoint.exit_at_step or stop_requested
                 if due(step, config.checkpoint.interval) or step == t.steps or exit_now:
                     started = time.perf_counter()
