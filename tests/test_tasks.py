@@ -35,11 +35,9 @@ def harness_loglikelihood(model, tokenizer, context: str, continuation: str) -> 
     spaces = len(context) - len(context.rstrip())
     if spaces:
         continuation, context = context[-spaces:] + continuation, context[:-spaces]
-    whole = tokenizer(context + continuation, add_special_tokens=False)["input_ids"]
-    context_ids = tokenizer(context, add_special_tokens=False)["input_ids"]
+    whole = tokenizer(context + continuation)["input_ids"]  # the tokenizer's own special tokens, as lm-eval 0.4.13
+    context_ids = tokenizer(context)["input_ids"]
     continuation_ids = whole[len(context_ids) :]
-    if not context_ids:
-        context_ids = [tokenizer.eos_token_id]
     limit = model.config.max_position_embeddings
     inputs = (context_ids + continuation_ids)[-(limit + 1) :][:-1]
     continuation_ids = continuation_ids[-len(inputs) :]  # what the window holds (the harness assumes it all fits)

@@ -3,8 +3,8 @@
 Items come from `pipeline.common.tasks` (the one registry of published task formats, which decontamination reads
 too). Each (context, continuation) pair is encoded as the harness's Hugging Face model does (`encode_pair`): a
 context's trailing spaces move to the continuation, the continuation's tokens are those of context + continuation
-past the context's own, no beginning-of-text token unless the context is empty, and the left is cut to the model's
-context (a continuation longer than that is scored on the tokens the window holds). Pairs are scored in padded batches, longest first; each gets the sum of its continuation's log-probabilities
+past the context's own, `<|endoftext|>` first (the export's tokenizer adds it, and the harness keeps the tokenizer's
+special tokens), and the left is cut to the model's context (a continuation longer than that is scored on the tokens the window holds). Pairs are scored in padded batches, longest first; each gets the sum of its continuation's log-probabilities
 and whether every continuation token is the model's greedy choice.
 
 Per item and task: multiple choice (two or more choices): `acc` (the highest log-likelihood is the gold one),
@@ -65,17 +65,16 @@ class TaskResult:
 
 
 def encode_pair(encoder, context: str, continuation: str) -> tuple[list[int], list[int]]:
-    """lm-evaluation-harness's `HFLM._encode_pair`, for our encoder."""
+    """lm-evaluation-harness's `HFLM._encode_pair`, for our encoder: the harness (0.4.13) encodes with the tokenizer's
+    own special tokens, and an lmforge export's tokenizer starts every text with `<|endoftext|>`, as the model saw
+    every document start in training."""
     spaces = len(context) - len(context.rstrip())
     if spaces:
         continuation = context[-spaces:] + continuation
         context = context[:-spaces]
-    whole = encoder.encode([context + continuation])[0]
-    context_ids = encoder.encode([context])[0] if context else []
-    continuation_ids = whole[len(context_ids) :]
-    if not context_ids:
-        context_ids = [encoder.end_of_text]  # the harness's prefix token for an empty context
-    return context_ids, continuation_ids
+    whole = [encoder.end_of_text, *encoder.encode([context + continuation])[0]]
+    context_ids = [encoder.end_of_text, *encoder.encode([context])[0]] if context else [encoder.end_of_text]
+    return context_ids, whole[len(context_ids) :] if context else whole[1:]
 
 
 @torch.no_grad()
