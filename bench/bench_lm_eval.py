@@ -8,8 +8,9 @@ settings but 2,048 positions (made once under bench/results/lm-eval/). lm-evalua
 lives in a venv of its own, bench/results/peer-lm-eval, made on first use; it runs its `hf` model on the export with
 local task definitions (`bench/lm_eval_tasks.py`: the harness's own prompts for each task, the fixture files as
 data). lmforge runs `python -m train.eval --task … --per-item` on the same export. Reports, per task: the items, the
-largest difference of a log-likelihood, whether every greedy flag agrees, and both tools' accuracies. Goal: every
-log-likelihood within 1e-4, the same accuracies.
+largest difference of a log-likelihood (absolute, and relative to it: a continuation's log-likelihood is a sum over
+its tokens), whether every greedy flag agrees, and both tools' accuracies. Goal: every log-likelihood within 1e-4,
+the same accuracies.
 """
 
 from __future__ import annotations
@@ -97,13 +98,16 @@ def main() -> None:
             if other is None:
                 continue
             compared += 1
-            differences += [abs(a - b[0]) for a, b in zip(row["loglikelihoods"], other)]
+            differences += [
+                (abs(a - b[0]), abs(a - b[0]) / max(abs(b[0]), 1e-9)) for a, b in zip(row["loglikelihoods"], other)
+            ]
             greedy_agree &= row["greedy"] == [b[1] for b in other]
         metrics = {key.split(",")[0]: value for key, value in peer["metrics"].items() if key.endswith(",none")}
         summary = summaries[name]
         report["tasks"][name] = {
             "items": compared,
-            "max_loglikelihood_difference": max(differences) if differences else None,
+            "max_loglikelihood_difference": max(d for d, _ in differences) if differences else None,
+            "max_relative_difference": max(r for _, r in differences) if differences else None,
             "greedy_flags_agree": greedy_agree,
             "lmforge": {key: summary[key] for key in ("acc", "acc_norm", "perplexity") if key in summary},
             "lm_eval": {key: metrics[key] for key in ("acc", "acc_norm", "perplexity") if key in metrics},
