@@ -17,7 +17,10 @@ INDEX_EXAMPLE = f"""examples:
       --task hellaswag=hellaswag:{FIXTURES}/hellaswag/hellaswag_val_full-head200.txt \\
       --task piqa=piqa:{FIXTURES}/piqa/valid-head200.jsonl \\
       --task arc_challenge=arc:{FIXTURES}/arc_challenge/ARC-Challenge-Test-head200.jsonl
-  # then: python -m pipeline run --recipe R --decontamination evals.ngrams.npz [--decontamination-mode cut]
+  # then, on a preset: python -m pipeline commoncrawl --warcs 'data/*.warc.gz' --output out/cc \
+  #     --decontamination evals.ngrams.npz [--decontamination-mode cut]
+  # or in a recipe's source table: decontamination = "evals.ngrams.npz" (on the command line of `run`:
+  #     --sources.commoncrawl.decontamination evals.ngrams.npz)
   # any JSON lines or Parquet file with a text field: mine=jsonl:questions.jsonl#question
 
 formats: {", ".join(tasks.FORMATS)} (pipeline/common/tasks.py describes each)
