@@ -13,7 +13,7 @@ import torch
 
 from pipeline.common.settings import UsageError, parse_overrides
 from tests.conftest import REPO
-from tests.trainruns import ONE_PROCESS_SHARD, POISONED, losses, run_args, weights
+from tests.trainruns import ONE_PROCESS_SHARD, POISONED, losses, records, run_args, weights
 from tokenizer.bins import BinReader
 from train import checkpoint, cli, config as config_module, generate as generate_module
 from train.data import MixtureLoader
@@ -580,3 +580,43 @@ def test_validation_samples_run_eagerly_and_add_no_compiled_graphs(train_data):
     text = Sampler(config)(model)
     assert isinstance(text, str) and model.training
     assert counters["stats"]["unique_graphs"] == graphs  # generation's changing shapes compiled nothing
+
+
+def test_a_loss_spike_is_skipped_counted_and_the_decisions_survive_a_resume(train_data, tmp_path, monkeypatch, caplog):
+    """OLMo-core's rule (`training.spike_sigmas`): on a healthy run it changes nothing; a step whose loss jumps far
+    above the last steps' is not applied, is counted and logged, and a run resumed across it skips the same steps."""
+    from train import trainer
+
+    guard = ["--training.steps", "14", "--training.spike_min_history", "4", "--training.spike_window", "8"]
+    healthy, unguarded = tmp_path / "healthy", tmp_path / "unguarded"
+    assert cli.main(run_args(train_data, healthy, *guard)) == 0
+    assert cli.main(run_args(train_data, unguarded, *guard, "--training.spike_sigmas", "0")) == 0
+    assert losses(healthy) == losses(unguarded)  # nothing skipped on a healthy run
+    assert not [r for r in records(healthy) if "spike" in r]
+
+    calls = {"n": 0}
+    plain_loss = trainer.loss_of
+
+    def spiking(model, batch):  # both micro-batches of step 10 have their loss, and gradient, ×50
+        calls["n"] += 1
+        loss = plain_loss(model, batch)
+        return loss * 50 if calls["n"] in (19, 20) else loss
+
+    monkeypatch.setattr(trainer, "loss_of", spiking)
+    spiked = tmp_path / "spiked"
+    assert cli.main(run_args(train_data, spiked, *guard)) == 0
+    skips = [r for r in records(spiked) if r.get("spike")]
+    assert [r["step"] for r in skips] == [10] and skips[0]["spikes_skipped"] == 1
+    assert "loss" in skips[0]["spike"] and "step 10: a spike, update skipped" in caplog.text
+    assert losses(spiked)[11] == pytest.approx(losses(healthy)[11], rel=0.2)  # the spike did not reach the weights
+    state = json.load(open(spiked / "checkpoints/step-00000014/trainer.json"))
+    assert state["spikes_skipped"] == 1 and len(state["spike_guard"]["losses"]) == 8
+
+    calls["n"] = 0
+    parts = tmp_path / "parts"
+    common = [*guard, "--checkpoint.interval", "7"]
+    assert cli.main(run_args(train_data, parts, *common, "--checkpoint.exit_at_step", "7")) == 0
+    calls["n"] = 14  # the resumed run starts at step 8
+    assert cli.main(["--resume", "auto", *run_args(train_data, parts, *common)]) == 0
+    assert losses(parts) == losses(spiked)
+    assert [r["step"] for r in records(parts) if r.get("spike")] == [10]

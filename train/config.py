@@ -45,6 +45,11 @@ class TrainingConfig:
     grad_clip: float = 1.0  # 0 disables clipping (the norm is still logged)
     on_nonfinite: str = "stop"  # stop: end the run naming the step; skip: drop the step's update
     max_skipped_steps: int = 10  # with on_nonfinite = "skip": consecutive skips before the run stops anyway
+    # OLMo-core's spike rule: skip the update when the loss or gradient norm exceeds the mean of the last
+    # spike_window updates' by spike_sigmas standard deviations (once spike_min_history are known); 0: never
+    spike_sigmas: float = 6.0
+    spike_window: int = 128
+    spike_min_history: int = 32
 
 
 @dataclass
@@ -174,6 +179,11 @@ class Config:
                 parse_spec(task)
             except TaskError as exc:
                 raise ConfigError(f"eval.tasks: {exc}")
+        if t.spike_sigmas < 0 or t.spike_window < 2 or not 2 <= t.spike_min_history <= t.spike_window:
+            raise ConfigError(
+                "training.spike_sigmas must not be negative, spike_window at least 2, spike_min_history between 2 "
+                "and spike_window"
+            )
         if self.eval.batch_size < 1:
             raise ConfigError(f"eval.batch_size ({self.eval.batch_size}) must be at least 1")
         if self.logging.eval_batches < 1:

@@ -46,3 +46,38 @@ def lr_factor(step: int, total_steps: int, config: ScheduleConfig) -> float:
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
     for group in optimizer.param_groups:
         group["lr"] = lr
+
+
+class SpikeGuard:
+    """OLMo-core's loss-spike rule: an update is skipped when the step's loss or gradient norm is more than `sigmas`
+    standard deviations above the mean of the last `window` updates' (once `min_history` of them are known). Skipped
+    steps do not enter the window, so one spike cannot widen it. Its state goes into checkpoints, so a resumed run
+    makes the decisions the uninterrupted one makes."""
+
+    def __init__(self, sigmas: float = 6.0, window: int = 128, min_history: int = 32):
+        self.sigmas, self.window, self.min_history = sigmas, window, min_history
+        self.losses: list[float] = []
+        self.norms: list[float] = []
+
+    def spike(self, loss: float, norm: float) -> str | None:
+        """Why this step's update should be skipped, or None."""
+        if self.sigmas <= 0 or len(self.losses) < self.min_history:
+            return None
+        for name, value, history in (("loss", loss, self.losses), ("gradient norm", norm, self.norms)):
+            mean = sum(history) / len(history)
+            spread = math.sqrt(sum((x - mean) ** 2 for x in history) / len(history))
+            if value > mean + self.sigmas * spread:
+                return (
+                    f"{name} {value:.4g} > {mean:.4g} + {self.sigmas:g} × {spread:.3g} (the last {len(history)} steps)"
+                )
+        return None
+
+    def record(self, loss: float, norm: float) -> None:
+        self.losses = [*self.losses, loss][-self.window :]
+        self.norms = [*self.norms, norm][-self.window :]
+
+    def state_dict(self) -> dict:
+        return {"losses": self.losses, "norms": self.norms}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.losses, self.norms = list(state.get("losses", [])), list(state.get("norms", []))

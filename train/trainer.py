@@ -23,7 +23,7 @@ from train.config import Config, ConfigError, save as save_config
 from train.data import Corpus, Prefetcher, validation_batches
 from train.generate import complete
 from train.metrics import MetricsLog, Throughput, peak_flops
-from train.optim import build_optimizer, lr_factor, set_lr
+from train.optim import SpikeGuard, build_optimizer, lr_factor, set_lr
 from train.tasks import PeriodicTasks
 
 log = logging.getLogger("train")
@@ -241,7 +241,8 @@ def _train(config: Config, resume: str, corpus: Corpus, layout: parallel.Layout,
     amp = precision_context(t.dtype if parallel.autocast_needed(layout) else "float32", device)
     optimizer = build_optimizer(model, config.optim, device)
     loader = corpus.loader(config.data.seq_len, t.micro_batch_size, t.seed, layout.dp_rank, layout.dp)
-    step, tokens_seen, skipped = 0, 0, 0
+    step, tokens_seen, skipped, spikes = 0, 0, 0, 0
+    spike_guard = SpikeGuard(t.spike_sigmas, t.spike_window, t.spike_min_history)
     if start_from is not None:
         saved = checkpoint.load_config(start_from)
         if saved.model != config.model:
@@ -251,6 +252,8 @@ def _train(config: Config, resume: str, corpus: Corpus, layout: parallel.Layout,
         loader.load_state_dict(state["data"])
         step, tokens_seen = state["step"], state["tokens"]
         skipped = state.get("skipped_steps", 0)  # a run of skipped steps goes on counting across a resume
+        spikes = state.get("spikes_skipped", 0)
+        spike_guard.load_state_dict(state.get("spike_guard", {}))
         log.info("resuming from %s (step %d)", start_from, step)
 
     accumulation = t.batch_tokens // (t.micro_batch_size * config.data.seq_len * layout.dp)
@@ -286,6 +289,8 @@ def _train(config: Config, resume: str, corpus: Corpus, layout: parallel.Layout,
             "step": step,
             "tokens": tokens_seen,
             "skipped_steps": skipped,
+            "spikes_skipped": spikes,
+            "spike_guard": spike_guard.state_dict(),
             "data": batches.state_dict(),
             "schedule": {"kind": config.schedule.kind, "lr": optimizer.param_groups[0]["lr"]},
         }
@@ -313,9 +318,15 @@ def _train(config: Config, resume: str, corpus: Corpus, layout: parallel.Layout,
                 norm_value = grad_norm.item()
                 tokens_seen += t.batch_tokens
                 finite = math.isfinite(loss_value) and math.isfinite(norm_value)
-                if finite:
+                spike = spike_guard.spike(loss_value, norm_value) if finite else None
+                if finite and spike is None:
                     skipped = 0
                     optimizer.step()
+                    spike_guard.record(loss_value, norm_value)
+                elif spike is not None:
+                    spikes += 1
+                    log.warning("step %d: a spike, update skipped (%d in this run): %s", step, spikes, spike)
+                    metrics.write({"step": step, "skipped": True, "spike": spike, "spikes_skipped": spikes})
                 optimizer.zero_grad(set_to_none=True)
                 throughput.end_step(t.batch_tokens)
                 if not finite:
@@ -401,6 +412,7 @@ def _train(config: Config, resume: str, corpus: Corpus, layout: parallel.Layout,
         "checkpoint": last_checkpoint,
         "report": report_path,
         "stopped_early": stopped_early,
+        "spikes_skipped": spikes,
         "is_main": layout.is_main,
         **last_eval,
     }
