@@ -149,8 +149,8 @@ def mixed_recipe(root, pages: int = 30, articles: int = 12) -> dict:
     """Inputs of every kind in `root` and the recipe (as a table, without its output) that curates them: two Common
     Crawl WARCs (the crawl republished some Wikipedia articles), a Wikipedia multistream dump read in parts, local
     JSON lines listed twice under two names (the same ids) and forum posts that share boilerplate lines, two of them
-    quoting an evaluation set; exact and MinHash dedup, boilerplate lines, PII, decontamination, and a quality
-    classifier trained here keeping the best 80% of the crawl."""
+    quoting an evaluation set; exact and MinHash dedup, boilerplate lines, PII, bad words (half of the flagged kept),
+    decontamination, and a quality classifier trained here keeping the best 80% of the crawl."""
     sample = synthetic.write_sample(str(root / "sample"), pages=pages, articles=articles, seed=5, republished=4)
     synthetic.write_sample_warc(str(root / "sample" / "more.warc.gz"), pages=pages * 2 // 3, seed=12)
     (root / "text").mkdir()
@@ -167,6 +167,7 @@ def mixed_recipe(root, pages: int = 30, articles: int = 12) -> dict:
     # an evaluation set two of the forum posts quote: decontaminated on both engines
     quoted = [post.split("\n")[1] for post in forum[:2]]
     _write_jsonl(root / "labelled" / "eval.jsonl", quoted, "eval")
+    (root / "labelled" / "badwords-en.txt").write_text("river\n")  # in three of the bundled English sentences
     index = root / "evals.npz"
     assert cli.main(["decontam", "index", "--task", f"eval=jsonl:{root / 'labelled' / 'eval.jsonl'}",
                      "--output", str(index)]) == 0  # fmt: skip
@@ -188,6 +189,8 @@ def mixed_recipe(root, pages: int = 30, articles: int = 12) -> dict:
                 "filters": [],
                 "pii": True,
                 "decontamination": str(index),
+                "badwords": {"en": str(root / "labelled" / "badwords-en.txt")},
+                "badwords_keep": 0.5,  # a share chosen by id: the same documents on either engine
             },
         },
         "dedup": {"prefer": ["wikipedia"], "line_dedup": True},

@@ -22,7 +22,7 @@ from pipeline.steps.process import FilterStep
 from tests.conftest import FIXTURE_EVALS, SHARED_FIXTURES, fixture_eval_specs
 
 
-def specs(fixtures=None, names=tuple(FIXTURE_EVALS)) -> list[tasks.TaskSpec]:
+def specs(names=tuple(FIXTURE_EVALS)) -> list[tasks.TaskSpec]:
     return [tasks.parse_spec(spec) for spec in fixture_eval_specs(names)]
 
 
@@ -131,7 +131,7 @@ def test_a_word_list_that_is_not_utf8_is_named_with_its_line(tmp_path):
 @pytest.mark.shared
 @pytest.mark.parametrize("name", FIXTURE_EVALS)
 def test_every_published_layout_reads(shared_fixtures, name):
-    (spec,) = specs(shared_fixtures, [name])
+    (spec,) = specs([name])
     items = tasks.read_task(spec)
     assert len(items) == 200
     for item in items:
@@ -182,7 +182,7 @@ def index_path(tmp_path_factory) -> str:
         pytest.skip("../shared/fixtures is not beside the repository")
     path = tmp_path_factory.mktemp("index") / "evals.npz"
     arguments = ["decontam", "index", "--output", str(path)]
-    for spec in specs(SHARED_FIXTURES):
+    for spec in specs():
         arguments += ["--task", str(spec)]
     assert cli.main(arguments) == 0
     return str(path)
@@ -195,7 +195,7 @@ def test_the_index_finds_every_quoted_item_and_nothing_else(shared_fixtures, ind
     assert [task["items"] for task in index.meta["tasks"]] == [200] * len(FIXTURE_EVALS)
     prose = (shared_fixtures / "prose" / "gutenberg_en_alice.txt").read_text(encoding="utf-8-sig")[:20000]
     assert index.matches(prose) == []
-    for spec in specs(shared_fixtures):
+    for spec in specs():
         for number, item in enumerate(tasks.read_task(spec)[:20]):
             found = index.matches(f"{prose[:3000]}\n{item.text}\n{prose[3000:6000]}")
             if len(item.text.split()) >= contamination.DEFAULT_MIN_NGRAM:
@@ -219,8 +219,15 @@ def test_a_short_segment_is_one_ngram_of_its_own_length(tmp_path):
 def test_an_index_of_other_ngrams_than_asked_stops_the_run(tmp_path):
     path = tmp_path / "t.jsonl"
     path.write_text(json.dumps({"text": " ".join(f"w{i}" for i in range(30))}) + "\n")
+    (tmp_path / "short.jsonl").write_text(json.dumps({"text": "a b c d e f g h i"}) + "\n")  # 9 words
     index = tmp_path / "i.npz"
-    index.write_bytes(contamination.NgramIndex.build([tasks.parse_spec(f"t=jsonl:{path}")], ngram=10).to_bytes())
+    arguments = ["decontam", "index", "--task", f"t=jsonl:{path}", "--task", f"s=jsonl:{tmp_path / 'short.jsonl'}"]
+    assert cli.main([*arguments, "--output", str(index), "--ngram", "10", "--min-ngram", "9"]) == 0
+    built = contamination.NgramIndex.load(str(index))
+    assert (built.ngram, built.min_ngram, built.lengths, len(built)) == (10, 9, [9, 10], 21 + 1)  # 21 windows
+    assert cli.main([*arguments, "--output", str(tmp_path / "j.npz"), "--min-ngram", "10", "--ngram", "10"]) == 0
+    assert contamination.NgramIndex.load(str(tmp_path / "j.npz")).task_names == ["t", "s"]
+    assert len(contamination.NgramIndex.load(str(tmp_path / "j.npz"))) == 21  # the 9-word item is too short now
     settings = DocumentSettings(decontamination=str(index), decontamination_ngram=13)
     with pytest.raises(ValueError, match=r"built with 10-grams, not the 13-grams asked for"):
         settings.check_filters("sources.web")
@@ -238,7 +245,7 @@ def _article(paragraphs: int, seed: int) -> str:
 
 @pytest.mark.shared
 def test_cut_mode_removes_the_match_and_its_margin_and_keeps_the_rest(shared_fixtures, index_path):
-    item = tasks.read_task(specs(shared_fixtures, ["piqa"])[0])[0]
+    item = tasks.read_task(specs(["piqa"])[0])[0]
     before, after = _article(6, 1), _article(6, 2)
     text = f"{before}\n{item.text}\n{after}"
     doc = Document(id="d", text=text, source="web", language="en")
@@ -308,7 +315,7 @@ def test_the_steps_reach_the_output_of_a_real_crawl(shared_fixtures, index_path,
     kept_urls = sorted(plain)
     assert len(kept_urls) >= 15
 
-    items = [tasks.read_task(spec)[3] for spec in specs(shared_fixtures, ["hellaswag", "piqa", "arc_challenge"])]
+    items = [tasks.read_task(spec)[3] for spec in specs(["hellaswag", "piqa", "arc_challenge"])]
     by_url = dict(pages)
     quotable = [(url, body) for url in kept_urls if (body := _quote(by_url[url], plain[url], "QUOTE")) is not None]
     quoted = [(f"{url}?quoted", _quote(by_url[url], plain[url], item.text)) for (url, _), item in zip(quotable, items)]
@@ -374,7 +381,7 @@ def test_the_steps_reach_the_output_of_a_real_crawl(shared_fixtures, index_path,
 def test_train_eval_reports_which_items_the_shards_hold(shared_fixtures, tmp_path, capsys):
     from train import eval as evaluation
 
-    piqa, hellaswag = specs(shared_fixtures, ["piqa", "hellaswag"])
+    piqa, hellaswag = specs(["piqa", "hellaswag"])
     items = tasks.read_task(piqa)
     prose = _article(4, 3)
     documents = [{"text": f"{prose}\n{items[3].text}"}, {"text": prose}, {"text": f"Tips: {items[7].text} {prose}"}]

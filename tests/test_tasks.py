@@ -88,28 +88,23 @@ def test_every_fixture_task_scores_as_the_harness_does(exported, tmp_path, capsy
     assert json.loads(again.read_text())["tasks"]["tasks"]["piqa"]["acc"] == results["tasks"]["tasks"]["piqa"]["acc"]
 
 
-def test_accuracies_follow_the_harness_rules():
-    class Fixed:
-        """A model whose log-likelihoods are given: choice n of item i scores values[i][n]."""
-
+def test_accuracies_follow_the_harness_rules(monkeypatch):
+    """acc: the highest total; acc_norm: the highest per character of the choice (without its space); the gold
+    continuation's bits per byte; chance from the number of choices."""
     items = [
         tasks.TaskItem("q a", ("q",), (" aa", " b"), 1),  # b: the higher total, the lower per character
         tasks.TaskItem("q c", ("q",), (" c", " dddd"), 0),
     ]
-    values = iter([-4.0, -3.0, -1.0, -6.0])
-    scoring_pairs = scoring.score_pairs
-    try:
-        scoring.score_pairs = lambda model, pairs, batch_size, layout: [(next(values), False) for _ in pairs]
-        kind, scores = scoring.score_items(
-            Fixed(), type("E", (), {"encode": lambda self, t: [[1]], "end_of_text": 0})(), items
-        )
-    finally:
-        scoring.score_pairs = scoring_pairs
-    assert kind == "multiple_choice"
-    assert [s.acc for s in scores] == [1.0, 1.0]
-    assert [s.acc_norm for s in scores] == [0.0, 1.0]  # -4/2 > -3/1; -1/1 > -6/4
-    assert scores[0].gold_bits_per_byte == pytest.approx(3.0 / math.log(2) / 2)  # " b": two bytes
-    result = scoring.TaskResult("t", kind, scores, chance=0.5)
+    values = iter([-4.0, -3.0, -1.0, -6.0])  # choice n of item i scores this
+    monkeypatch.setattr(
+        scoring, "score_pairs", lambda model, pairs, batch_size, layout: [(next(values), False) for _ in pairs]
+    )
+    pairs = [([1], [2])] * 4  # what the stub above ignores
+    (result,) = scoring.score_tasks(None, [scoring.PreparedTask("t", items, pairs)])
+    assert result.kind == "multiple_choice" and result.chance == 0.5
+    assert [s.acc for s in result.items] == [1.0, 1.0]
+    assert [s.acc_norm for s in result.items] == [0.0, 1.0]  # -4/2 > -3/1; -1/1 > -6/4
+    assert result.items[0].gold_bits_per_byte == pytest.approx(3.0 / math.log(2) / 2)  # " b": two bytes
     assert result.summary()["centred_acc"] == 1.0 and result.summary()["acc_norm"] == 0.5
 
 

@@ -127,15 +127,6 @@ def _choice_text(choice: str) -> str:
     return choice[len(TARGET_DELIMITER) :] if choice.startswith(TARGET_DELIMITER) else choice
 
 
-def score_items(
-    model, encoder, items: Sequence[TaskItem], batch_size: int = 16, layout=None
-) -> tuple[str, list[ItemScore]]:
-    """The task's kind and each item's scores (`layout`: see `score_pairs`)."""
-    pairs = [encode_pair(encoder, *pair) for item in items for pair in item.pairs()]
-    scored = iter(score_pairs(model, pairs, batch_size, layout))
-    return _item_scores(items, [[next(scored) for _ in item.pairs()] for item in items])
-
-
 def _item_scores(items: Sequence[TaskItem], found: list[list[tuple[float, bool]]]) -> tuple[str, list[ItemScore]]:
     """Each item's measures from its pairs' (log-likelihood, greedy)."""
     cloze = all(len(item.pairs()) == 1 for item in items)
@@ -156,20 +147,43 @@ def _item_scores(items: Sequence[TaskItem], found: list[list[tuple[float, bool]]
     return ("cloze" if cloze else "multiple_choice"), results
 
 
+@dataclasses.dataclass
+class PreparedTask:
+    """A task's scorable items (the first `limit`) and their (context, continuation) pairs, encoded once."""
+
+    name: str
+    items: list[TaskItem]
+    pairs: list[tuple[list[int], list[int]]]
+
+
+def prepare_tasks(specs: Iterable[TaskSpec], encoder, limit: int = 0) -> list[PreparedTask]:
+    """Each task read and encoded; ValueError (TaskError too) for a file that cannot be read or scored."""
+    prepared = []
+    for spec in specs:
+        items = [item for item in read_task(spec) if item.scorable][: limit or None]
+        if not items:
+            raise ValueError(f"{spec}: no item has contexts and choices to score (a text-only format)")
+        pairs = [encode_pair(encoder, *pair) for item in items for pair in item.pairs()]
+        prepared.append(PreparedTask(spec.name, items, pairs))
+    return prepared
+
+
+def score_tasks(model, tasks: Sequence[PreparedTask], batch_size: int = 16, layout=None) -> list[TaskResult]:
+    """Every task's items scored (on every rank of `layout`, dealt and gathered: see `score_pairs`)."""
+    results = []
+    for task in tasks:
+        scored = iter(score_pairs(model, task.pairs, batch_size, layout))
+        kind, scores = _item_scores(task.items, [[next(scored) for _ in item.pairs()] for item in task.items])
+        chance = 0.0 if kind == "cloze" else sum(1 / len(item.pairs()) for item in task.items) / len(task.items)
+        results.append(TaskResult(task.name, kind, scores, chance))
+    return results
+
+
 def evaluate_tasks(
     model, encoder, specs: Iterable[TaskSpec], limit: int = 0, batch_size: int = 16, layout=None
 ) -> list[TaskResult]:
-    """Each task's first `limit` items (0: all), scored (on every rank of `layout`, dealt and gathered)."""
-    results = []
-    for spec in specs:
-        items = [item for item in read_task(spec) if item.scorable]
-        if not items:
-            raise ValueError(f"{spec}: no item has contexts and choices to score (a text-only format)")
-        items = items[:limit] if limit else items
-        kind, scores = score_items(model, encoder, items, batch_size, layout)
-        chance = 0.0 if kind == "cloze" else sum(1 / len(item.pairs()) for item in items) / len(items)
-        results.append(TaskResult(spec.name, kind, scores, chance))
-    return results
+    """Each task's first `limit` items (0: all), read, encoded and scored."""
+    return score_tasks(model, prepare_tasks(specs, encoder, limit), batch_size, layout)
 
 
 def aggregate(results: Sequence[TaskResult]) -> float:
@@ -186,25 +200,14 @@ class PeriodicTasks:
         from pipeline.common.tasks import parse_spec
 
         self.batch_size = batch_size
-        self.tasks = []
-        for spec in map(parse_spec, specs):
-            items = [item for item in read_task(spec) if item.scorable][: limit or None]
-            if not items:
-                raise ValueError(f"{spec}: no item has contexts and choices to score (a text-only format)")
-            pairs = [encode_pair(encoder, *pair) for item in items for pair in item.pairs()]
-            self.tasks.append((spec.name, items, pairs))
+        self.tasks = prepare_tasks(map(parse_spec, specs), encoder, limit)
 
     def __call__(self, model, layout=None, context=None) -> dict:
         was_training = model.training
         model.eval()
-        results = []
         try:
-            for name, items, pairs in self.tasks:
-                with context() if context is not None else contextlib.nullcontext():
-                    scored = iter(score_pairs(model, pairs, self.batch_size, layout))
-                kind, scores = _item_scores(items, [[next(scored) for _ in item.pairs()] for item in items])
-                chance = 0.0 if kind == "cloze" else sum(1 / len(item.pairs()) for item in items) / len(items)
-                results.append(TaskResult(name, kind, scores, chance))
+            with context() if context is not None else contextlib.nullcontext():
+                results = score_tasks(model, self.tasks, self.batch_size, layout)
         finally:
             model.train(was_training)
         record: dict = {}

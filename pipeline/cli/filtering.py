@@ -40,6 +40,11 @@ def _per_source(value: str) -> tuple[str | None, str]:
     return (match.group(1), match.group(2)) if match else (None, value)
 
 
+def per_source_option(group, flag: str, metavar: str, help: str) -> None:
+    """A flag that may name one source (`SOURCE=VALUE`) and be repeated; `_for_source` picks a source's value."""
+    group.add_argument(flag, action="append", type=_per_source, default=[], metavar=metavar, help=help)
+
+
 def add_process_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group(
         "language ID and filters",
@@ -48,115 +53,76 @@ def add_process_arguments(parser: argparse.ArgumentParser) -> None:
         "score of at least 0.65; Wikipedia and local text get min_length only and every language score, because "
         "the web heuristics wrongly drop encyclopedic and book text.",
     )
-    group.add_argument(
-        "--languages",
-        action="append",
-        type=_per_source,
-        default=[],
-        metavar="[SOURCE=]en,de,…",
-        help="keep only these fastText labels (default: every language)",
+    per_source_option(
+        group, "--languages", "[SOURCE=]en,de,…", "keep only these fastText labels (default: every language)"
     )
-    group.add_argument(
-        "--min-language-score",
-        action="append",
-        type=_per_source,
-        default=[],
-        metavar="[SOURCE=]X",
-        help="drop documents whose top language score is lower",
-    )
-    group.add_argument(
+    per_source_option(group, "--min-language-score", "[SOURCE=]X", "drop documents whose top language score is lower")
+    per_source_option(
+        group,
         "--filters",
-        action="append",
-        type=_per_source,
-        default=[],
-        metavar="[SOURCE=]all|web|none|NAME,…",
-        help=f"quality filters to apply; names: {', '.join(filters.FILTERS)}; web = "
+        "[SOURCE=]all|web|none|NAME,…",
+        f"quality filters to apply; names: {', '.join(filters.FILTERS)}; web = "
         f"{','.join(filters.WEB_FILTERS)}; all = min_length and web",
     )
-    group.add_argument(
+    per_source_option(
+        group,
         "--filter-config",
-        action="append",
-        type=_per_source,
-        default=[],
-        metavar="[SOURCE=]FILE",
-        help="JSON or TOML mapping filter name to constructor arguments, e.g. "
-        '{"gopher_quality": {"min_doc_words": 30}}',
+        "[SOURCE=]FILE",
+        'JSON or TOML mapping filter name to constructor arguments, e.g. {"gopher_quality": {"min_doc_words": 30}}',
     )
-    group.add_argument(
+    per_source_option(
+        group,
         "--quality-model",
-        action="append",
-        type=_per_source,
-        default=[],
-        metavar="[SOURCE=]DIR",
-        help="a quality classifier (`python -m pipeline quality train`), scored after the filters into the "
-        "`quality` column",
+        "[SOURCE=]DIR",
+        "a quality classifier (`python -m pipeline quality train`), scored after the filters into the `quality` column",
     )
-    group.add_argument(
+    per_source_option(
+        group,
         "--min-quality",
-        action="append",
-        type=_per_source,
-        default=[],
-        metavar="[SOURCE=]X",
-        help="drop documents whose quality score is lower (dropped as `quality`; default: the threshold `quality "
+        "[SOURCE=]X",
+        "drop documents whose quality score is lower (dropped as `quality`; default: the threshold `quality "
         "train` chose on its held-out split; 0: score only)",
     )
-    group.add_argument(
+    per_source_option(
+        group,
         "--quality-keep",
-        action="append",
-        type=_per_source,
-        default=[],
-        metavar="[SOURCE=]FRACTION",
-        help="keep this fraction of the source's documents, the best scored (the threshold from the run's scores)",
+        "[SOURCE=]FRACTION",
+        "keep this fraction of the source's documents, the best scored (the threshold from the run's scores)",
     )
-    group.add_argument(
+    per_source_option(
+        group,
         "--badwords",
-        action="append",
-        type=_per_source,
-        default=[],
-        metavar="[SOURCE=]LANG:FILE,…",
-        help="C4's bad-words filter: a word list file per language (e.g. en:words/en.txt); a document with a listed "
+        "[SOURCE=]LANG:FILE,…",
+        "C4's bad-words filter: a word list file per language (e.g. en:words/en.txt); a document with a listed "
         "word of its language is dropped as `badwords`",
     )
-    group.add_argument(
+    per_source_option(
+        group,
         "--badwords-keep",
-        action="append",
-        type=_per_source,
-        default=[],
-        metavar="[SOURCE=]FRACTION",
-        help="keep this share of the documents --badwords flags (chosen by id, the same on every run)",
+        "[SOURCE=]FRACTION",
+        "keep this share of the documents --badwords flags (chosen by id, the same on every run)",
     )
-    group.add_argument(
+    per_source_option(
+        group,
         "--pii",
-        action="append",
-        type=_per_source,
-        default=[],
-        metavar="[SOURCE=]on|off",
-        help="replace e-mail and public IP addresses by placeholders (default: on for Common Crawl, off for Wikipedia "
+        "[SOURCE=]on|off",
+        "replace e-mail and public IP addresses by placeholders (default: on for Common Crawl, off for Wikipedia "
         "and local text)",
     )
-    group.add_argument(
-        "--pii-patterns",
-        action="append",
-        type=_per_source,
-        default=[],
-        metavar="[SOURCE=]FILE",
-        help="extra regular expressions to replace by <PII>, one per line",
+    per_source_option(
+        group, "--pii-patterns", "[SOURCE=]FILE", "extra regular expressions to replace by <PII>, one per line"
     )
-    group.add_argument(
+    per_source_option(
+        group,
         "--decontamination",
-        action="append",
-        type=_per_source,
-        default=[],
-        metavar="[SOURCE=]INDEX",
-        help="a benchmark n-gram index (python -m pipeline decontam index): drop documents sharing an n-gram with it",
+        "[SOURCE=]INDEX",
+        "a benchmark n-gram index (python -m pipeline decontam index): drop documents sharing an n-gram with it",
     )
-    group.add_argument(
+    per_source_option(
+        group,
         "--decontamination-mode",
-        action="append",
-        type=_per_source,
-        default=[],
-        metavar="[SOURCE=]drop|cut",
-        help="cut: remove each match and 200 characters either side, and keep the rest if it passes the filters",
+        "[SOURCE=]drop|cut",
+        "cut: remove each match and 200 characters either side, and keep the rest if it passes the filters",
     )
     group.add_argument(
         "--keep-measures",
