@@ -59,7 +59,8 @@ def test_checkpoints_reshard_between_layouts_and_continue_the_curve(train_data, 
     assert cli.main(["--resume", "auto", *run_args(train_data, one, *DISTRIBUTED_STEPS)]) == 0
     assert_same_curve(one, baseline, [5, 6, 7, 8])
 
-    mixed = tmp_path / "mixed"  # tp=2 → dp2×tp2 with FSDP on 4 processes → FSDP dp=2 → one process
+    # tp=2 → dp2×tp2 with FSDP on 4 processes, checkpointing in the background → FSDP dp=2 → one process
+    mixed = tmp_path / "mixed"
     shutil.copytree(tp2, mixed)
     result = torchrun(
         4,
@@ -78,6 +79,8 @@ def test_checkpoints_reshard_between_layouts_and_continue_the_curve(train_data, 
             "true",
             "--checkpoint.exit_at_step",
             "6",
+            "--checkpoint.async_save",  # the shards written in the background, over a gloo group of their own
+            "true",
         ),
     )
     assert_ok(result)

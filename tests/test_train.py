@@ -6,6 +6,7 @@ import logging
 import math
 import os
 import shutil
+import sys
 
 import numpy as np
 import pytest
@@ -236,7 +237,7 @@ def test_a_format_1_checkpoint_resumes_and_a_torn_metrics_line_is_skipped(train_
     with open(old / "metrics.jsonl", "a") as handle:
         handle.write('{"step": 4, "loss": 6.4')  # a crash in the middle of a write
     assert cli.main(["--resume", "auto", *run_args(train_data, old, *common)]) == 0
-    assert "line 4 is not complete JSON" in caplog.text
+    assert "line 5 is not complete JSON" in caplog.text  # after the loss lines and the checkpoint line of steps 1-3
     assert losses(old) == losses(whole)  # bit for bit, through the format-1 optimiser state
     assert checkpoint.format_version(str(old / "checkpoints" / "step-00000006")) == 2
 
@@ -481,6 +482,133 @@ def test_every_rank_hashes_its_own_share_of_a_checkpoint(tmp_path):
     assert [len(share) for share in shares] == [3, 2, 2]
     assert shares[0] | shares[1] | shares[2] == checkpoint._record_files(str(tmp_path), 0, 1)
     assert checkpoint._record_files(str(tmp_path), 0, 1)["dir-1/file-5"]["bytes"] == 6
+
+
+def test_async_checkpoints_resume_bit_exactly(train_data, tmp_path, capsys):
+    whole, parts = tmp_path / "whole", tmp_path / "parts"
+    common = ["--training.steps", "6", "--checkpoint.interval", "2", "--checkpoint.keep", "3"]
+    background = ["--checkpoint.async_save", "true"]
+    assert cli.main(run_args(train_data, whole, *common)) == 0
+    assert cli.main(run_args(train_data, parts, *common, *background, "--checkpoint.exit_at_step", "3")) == 0
+    assert "stopped at step 3" in capsys.readouterr().out
+    assert sorted(os.listdir(parts / "checkpoints")) == ["step-00000002", "step-00000003"]  # both committed
+    assert all(checkpoint.verify(str(path)) for path in (parts / "checkpoints").iterdir())
+    assert cli.main(["--resume", "auto", *run_args(train_data, parts, *common, *background)]) == 0
+    assert losses(parts) == losses(whole)  # steps 4-6 from the background-written step 3, bit for bit
+    final_whole = weights(whole / "checkpoints/step-00000006")
+    final_parts = weights(parts / "checkpoints/step-00000006")
+    assert all(torch.equal(final_whole[k], final_parts[k]) for k in final_whole)
+    stalls = [r for r in records(parts) if "checkpoint_stall_seconds" in r]
+    assert [r["step"] for r in stalls] == [2, 3, 4, 6] and all(r["checkpoint_stall_seconds"] > 0 for r in stalls)
+
+
+def test_a_background_checkpoint_holds_the_state_of_its_step_and_commits_after_the_write(tmp_path, monkeypatch):
+    import threading
+
+    from train import parallel
+
+    model = tiny_model()
+    optimizer = build_optimizer(model, config_module.OptimConfig(), torch.device("cpu"))
+    model(torch.zeros(1, 8, dtype=torch.long)).sum().backward()
+    optimizer.step()
+    expected = {name: tensor.clone() for name, tensor in model.state_dict().items()}
+    release, hashing = threading.Event(), threading.Event()
+    record_files = checkpoint._record_files
+
+    def held_back(*args):
+        hashing.set()
+        assert release.wait(60)
+        return record_files(*args)
+
+    monkeypatch.setattr(checkpoint, "_record_files", held_back)
+    writer = checkpoint.Checkpointer(
+        str(tmp_path), keep=2, layout=parallel.Layout(torch.device("cpu")), background=True
+    )
+    config = config_module.Config()
+    final = writer.save(7, model, optimizer, {"step": 7}, config)
+    assert hashing.wait(60)  # the shards are written and the loop has its model back, but nothing is committed
+    assert checkpoint.latest(str(tmp_path)) is None and not os.path.exists(final)
+    with torch.no_grad():  # the next steps change the weights while the checkpoint is being written
+        for parameter in model.parameters():
+            parameter.add_(1.0)
+    release.set()
+    writer.close()
+    assert checkpoint.latest(str(tmp_path)) == final and checkpoint.verify(final)
+    reloaded = tiny_model()
+    checkpoint.load_weights(final, reloaded)
+    assert all(torch.equal(reloaded.state_dict()[name], expected[name]) for name in expected)
+    assert json.load(open(os.path.join(final, "trainer.json"))) == {"step": 7}
+
+
+def test_a_failed_background_write_is_raised_and_leaves_no_checkpoint(tmp_path, monkeypatch):
+    from train import parallel
+
+    def disk_full(*args):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(checkpoint, "_record_files", disk_full)
+    model = tiny_model()
+    optimizer = build_optimizer(model, config_module.OptimConfig(), torch.device("cpu"))
+    writer = checkpoint.Checkpointer(
+        str(tmp_path), keep=2, layout=parallel.Layout(torch.device("cpu")), background=True
+    )
+    writer.save(1, model, optimizer, {"step": 1}, config_module.Config())
+    with pytest.raises(OSError, match="No space left"):
+        writer.close()
+    assert os.listdir(tmp_path / "checkpoints") == []  # the staging directory went too
+
+
+def wandb_history(run_dir) -> tuple[str, dict[int, dict]]:
+    """The W&B run id and the logged values by step, read back from an offline run's transaction log: W&B's
+    record format (LevelDB's log: 32 KiB blocks of CRC32, length, type chunks) holding protobuf Records."""
+    import struct
+
+    from wandb.proto import wandb_internal_pb2
+
+    (path,) = run_dir.glob("wandb/offline-run-*/run-*.wandb")
+    data, position, chunks, history = path.read_bytes(), 7, [], {}
+    while position + 7 <= len(data):
+        left = 32768 - position % 32768
+        _, length, kind = struct.unpack("<IHB", data[position : position + 7]) if left >= 7 else (0, 0, 0)
+        if length == 0 and kind == 0:  # a block's padding
+            position += left
+            continue
+        chunks.append(data[position + 7 : position + 7 + length])
+        position += 7 + length
+        if kind in (1, 4):  # a whole record, or the last chunk of one
+            record = wandb_internal_pb2.Record.FromString(b"".join(chunks))
+            chunks = []
+            if record.WhichOneof("record_type") == "history":
+                values = {
+                    item.key or "/".join(item.nested_key): json.loads(item.value_json) for item in record.history.item
+                }
+                step = values.pop("_step", None) or record.history.step.num
+                history.setdefault(step, {}).update(values)
+    return path.name[len("run-") : -len(".wandb")], history
+
+
+def test_weights_and_biases_gets_every_metric_and_a_resume_continues_its_run(train_data, tmp_path, capsys, monkeypatch):
+    run = tmp_path / "wandb-run"
+    common = ["--training.steps", "4", "--logging.wandb", "true", "--logging.wandb_mode", "offline"]
+    assert cli.main(run_args(train_data, run, *common, "--checkpoint.exit_at_step", "2")) == 0
+    run_id, first = wandb_history(run)
+    assert (run / "wandb-id").read_text().strip() == run_id
+    assert {step: values["loss"] for step, values in first.items()} == losses(run)
+    shutil.move(run / "wandb", tmp_path / "first-wandb")
+    assert cli.main(["--resume", "auto", *run_args(train_data, run, *common)]) == 0
+    resumed_id, history = wandb_history(run)
+    assert resumed_id == run_id  # the same W&B run goes on
+    assert {step: values["loss"] for step, values in history.items() if "loss" in values} == {
+        step: loss for step, loss in losses(run).items() if step > 2
+    }
+    validation = [r for r in records(run) if "val.loss" in r]
+    assert history[4]["val/loss"] == validation[-1]["val.loss"] and validation[-1]["step"] == 4
+
+    monkeypatch.setitem(sys.modules, "wandb", None)  # not installed
+    capsys.readouterr()
+    assert cli.main(run_args(train_data, tmp_path / "no-wandb", *common)) == 2
+    assert "logging.wandb: the wandb package is not installed" in capsys.readouterr().err
+    assert cli.main(run_args(train_data, tmp_path / "without", "--training.steps", "1")) == 0  # not needed when off
 
 
 def tiny_model(**overrides):

@@ -21,6 +21,8 @@ weights_only=True), rng.pt, trainer.json, config.toml, manifest.json.
 from __future__ import annotations
 
 import contextlib
+import copy
+import functools
 import hashlib
 import json
 import logging
@@ -30,6 +32,7 @@ import shutil
 import tempfile
 import time
 import warnings
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import torch
@@ -88,6 +91,11 @@ def _optimizer_tensors(model, optimizer) -> tuple[dict[str, Any], dict[str, Any]
     return state, {key: value for key, value in state.items() if isinstance(value, torch.Tensor)}
 
 
+def _state(model, optimizer) -> list[tuple[str, dict]]:
+    """What a checkpoint's DCP directories hold, by directory."""
+    return [(MODEL, _model_tensors(model)), (OPTIMIZER, _optimizer_tensors(model, optimizer)[1])]
+
+
 @contextlib.contextmanager
 def _one_process_is_meant():
     """DCP warns on every call without a process group that it assumes one process; that is what we mean."""
@@ -103,35 +111,96 @@ def _rng_state() -> dict:
     return state
 
 
-def save(
-    run_dir: str, step: int, model, optimizer, trainer_state: dict, config, keep: int, layout: parallel.Layout
-) -> str:
-    """Writes checkpoint `step` (every rank calls this); deletes complete checkpoints beyond the newest `keep`.
-    Returns its directory."""
-    root = os.path.join(run_dir, CHECKPOINTS)
-    final = os.path.join(root, f"step-{step:08d}")
-    staging = None
-    if layout.is_main:
-        os.makedirs(root, exist_ok=True)
-        staging = tempfile.mkdtemp(prefix=f".step-{step:08d}.", dir=root)
-    staging = parallel.broadcast(layout, staging)
-    try:
-        for name, tensors in ((MODEL, _model_tensors(model)), (OPTIMIZER, _optimizer_tensors(model, optimizer)[1])):
-            writer = HuggingFaceStorageWriter(os.path.join(staging, name), save_distributed=True)
-            with _one_process_is_meant():
-                dcp.save(tensors, storage_writer=writer, no_dist=not layout.distributed)
-        os.makedirs(os.path.join(staging, RNG), exist_ok=True)
-        save_file(_rng_state(), os.path.join(staging, RNG, f"rank-{layout.rank:05d}.safetensors"))
-        parallel.barrier(layout)  # every rank's shards are written
-        files = parallel.gather_dicts(layout, _record_files(staging, layout.rank, layout.world_size))
-        parallel.on_main(layout, _commit, staging, final, root, step, trainer_state, config, files)
-    except BaseException:
+class Checkpointer:
+    """Writes a run's checkpoints (every rank calls `save`) and deletes complete ones beyond the newest `keep`.
+
+    In the background (`checkpoint.async_save`, as DCP's async_save and torchtitan's async mode): `save` copies
+    the model and optimiser state into host memory (DCP's staging) and returns; a thread writes the shards,
+    hashes them and commits the manifest while the next steps run, so the step loop waits for the copy alone.
+    The next `save` and `wait` (at the end of a run) wait for the write before them. The copy is what gets
+    written, so the checkpoint is the state of its step whatever the optimiser does meanwhile; it costs one more
+    copy of the weights and the optimiser state in host memory. The thread's collectives go over a gloo group of
+    their own, never the training's."""
+
+    def __init__(self, run_dir: str, keep: int, layout: parallel.Layout, background: bool = False):
+        self.root = os.path.join(run_dir, CHECKPOINTS)
+        self.keep, self.layout, self.background = keep, layout, background
+        self.group = parallel.new_cpu_group(layout) if background else None
+        self._pending: Future | None = None
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="checkpoint") if background else None
+        self.stall_seconds = 0.0  # how long the step loop waited for the last save
+        self.write_seconds = 0.0  # how long the last complete checkpoint took, from its save to its commit
+
+    def save(self, step: int, model, optimizer, trainer_state: dict, config) -> str:
+        """Writes (or, in the background, starts writing) checkpoint `step`; returns the directory it has once
+        complete."""
+        started = time.perf_counter()
+        self.wait()
+        final = os.path.join(self.root, f"step-{step:08d}")
+        staging = None
+        if self.layout.is_main:
+            os.makedirs(self.root, exist_ok=True)
+            staging = tempfile.mkdtemp(prefix=f".step-{step:08d}.", dir=self.root)
+        staging = parallel.broadcast(self.layout, staging)
+        finish = functools.partial(self._finish, started, staging, final, step, copy.deepcopy(trainer_state), config)
+        try:
+            os.makedirs(os.path.join(staging, RNG), exist_ok=True)
+            save_file(_rng_state(), os.path.join(staging, RNG, f"rank-{self.layout.rank:05d}.safetensors"))
+            writes = []
+            for name, tensors in _state(model, optimizer):
+                writer = HuggingFaceStorageWriter(os.path.join(staging, name), save_distributed=True)
+                # in the background, what is written is a copy in host memory, made now (DCP's async staging)
+                writes.append((writer, writer.stage(tensors) if self.background else tensors))
+        except BaseException:
+            self._discard(staging)
+            raise
+        if self._executor is not None:
+            self._pending = self._executor.submit(finish, writes)
+        else:
+            finish(writes)
+        self.stall_seconds = time.perf_counter() - started
+        return final
+
+    def wait(self) -> None:
+        """Until the checkpoint being written in the background is complete; raises its error, if it failed."""
+        if self._pending is not None:
+            pending, self._pending = self._pending, None
+            pending.result()
+
+    def close(self) -> None:
+        """Waits for a checkpoint still being written (a run that fails keeps the last one it started)."""
+        if self._executor is not None:
+            try:
+                self.wait()
+            finally:
+                self._executor.shutdown()
+
+    def _finish(
+        self, started: float, staging: str, final: str, step: int, trainer_state: dict, config, writes: list
+    ) -> None:
+        """Writes this rank's shards (`writes`: DCP writers and what each writes, one after the other: DCP's
+        collectives of two saves at once would interleave), then every rank hashes its share of the files and
+        rank 0 commits and prunes."""
+        layout, group = self.layout, self.group
+        try:
+            for writer, tensors in writes:
+                with _one_process_is_meant():
+                    dcp.save(tensors, storage_writer=writer, process_group=group, no_dist=not layout.distributed)
+            parallel.barrier(layout, group)  # every rank's shards are written
+            files = parallel.gather_dicts(layout, _record_files(staging, layout.rank, layout.world_size), group)
+            parallel.on_main(
+                layout, _commit, staging, final, self.root, step, trainer_state, config, files, group=group
+            )
+        except BaseException:
+            self._discard(staging)
+            raise
         if layout.is_main:
+            _prune(self.root, self.keep)
+        self.write_seconds = time.perf_counter() - started
+
+    def _discard(self, staging: str) -> None:
+        if self.layout.is_main:
             shutil.rmtree(staging, ignore_errors=True)
-        raise
-    if layout.is_main:
-        _prune(root, keep)
-    return final
 
 
 def _record(path: str) -> dict:

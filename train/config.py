@@ -76,6 +76,9 @@ class CheckpointConfig:
     # a wall-clock budget: stop with a checkpoint when the next step and a checkpoint would not fit in this many
     # minutes from the start of the process (a scheduler's time slot, less a margin); 0: no budget
     exit_after_minutes: float = 0.0
+    # write checkpoints in the background (DCP's async save): the loop waits only for a copy of the weights and
+    # optimiser state into host memory, which then holds that copy too until the write is done
+    async_save: bool = False
 
 
 @dataclass
@@ -84,6 +87,9 @@ class LoggingConfig:
     eval_interval: int = 500  # steps between validation passes; 0: only at the end
     eval_batches: int = 20  # micro-batches per source per validation pass
     tensorboard: bool = True  # when the tensorboard package is installed
+    wandb: bool = False  # also to Weights & Biases (pip install wandb); the run's files under RUN/wandb
+    wandb_project: str = "lmforge"
+    wandb_mode: str = ""  # online, offline or disabled; empty: W&B's own choice (WANDB_MODE, else online)
     peak_flops: float = 0.0  # per device, for MFU; 0: looked up from the accelerator's name
     sample_tokens: int = 40  # a sample of this many tokens at each validation pass (single process); 0: none
     sample_prompt: str = ""  # the sample's prompt (empty: the start of a document)
@@ -154,6 +160,7 @@ class Config:
             ("training.dtype", t.dtype, ("auto", "float32", "bfloat16")),
             ("schedule.kind", self.schedule.kind, ("cosine", "wsd", "constant")),
             ("training.activation_checkpointing", t.activation_checkpointing, ("none", "selective", "full")),
+            ("logging.wandb_mode", self.logging.wandb_mode, ("", "online", "offline", "disabled")),
         ):
             if value not in allowed:
                 raise ConfigError(f"{name}: {value!r} is not one of {', '.join(allowed)}")

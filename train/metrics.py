@@ -1,5 +1,6 @@
 """Where a run reports: a console line per interval, the same as JSON lines in RUN/metrics.jsonl, TensorBoard
-when installed, and a progress bar with an ETA on a terminal (train.report draws the curves)."""
+when installed, Weights & Biases when asked for, and a progress bar with an ETA on a terminal (train.report
+draws the curves)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ import sys
 import time
 
 import torch
+
+from train.config import ConfigError
 
 log = logging.getLogger("train")
 
@@ -87,13 +90,46 @@ def read_records(path: str) -> list[dict]:
     return records
 
 
-class MetricsLog:
-    """Written by one process of a job (rank 0); on the others every method does nothing."""
+def start_wandb(run_dir: str, project: str, mode: str, settings: dict):
+    """A Weights & Biases run for RUN (wandb.init): named after the run directory, with the resolved settings as
+    its config, its files under RUN/wandb; its id is kept in RUN/wandb-id, so that a resumed run goes on in the
+    same W&B run. `mode` "" leaves the choice to W&B (WANDB_MODE, else online)."""
+    try:
+        import wandb
+    except ImportError:
+        raise ConfigError("logging.wandb: the wandb package is not installed (pip install wandb)") from None
+    id_file = os.path.join(run_dir, "wandb-id")
+    run_id = None
+    if os.path.exists(id_file):
+        with open(id_file) as handle:
+            run_id = handle.read().strip()
+    options: dict = {"mode": mode} if mode else {}  # checked against W&B's modes by Config.check
+    run = wandb.init(
+        project=project,
+        name=os.path.basename(os.path.abspath(run_dir)),
+        id=run_id,
+        resume="allow",
+        dir=run_dir,
+        config=settings,
+        **options,
+    )
+    if run_id is None:
+        with open(id_file, "w") as handle:
+            handle.write(run.id + "\n")
+    return run
 
-    def __init__(self, run_dir: str, total_steps: int, start_step: int, use_tensorboard: bool, enabled: bool = True):
+
+class MetricsLog:
+    """Written by one process of a job (rank 0); on the others every method does nothing. `wandb`: the W&B run
+    that gets every numeric value too (start_wandb), or None."""
+
+    def __init__(
+        self, run_dir: str, total_steps: int, start_step: int, use_tensorboard: bool, enabled: bool = True, wandb=None
+    ):
         self.enabled = enabled
         if not enabled:
             return
+        self.wandb = wandb
         self.path = os.path.join(run_dir, METRICS_FILE)
         self.run_dir = run_dir
         self._truncate_after(start_step)
@@ -125,10 +161,16 @@ class MetricsLog:
             return
         self.file.write(json.dumps(record) + "\n")
         self.file.flush()
+        scalars = {
+            key.replace(".", "/"): value
+            for key, value in record.items()
+            if key != "step" and isinstance(value, (int, float)) and not isinstance(value, bool)
+        }
         if self.tensorboard is not None:
-            for key, value in record.items():
-                if key != "step" and isinstance(value, (int, float)):
-                    self.tensorboard.add_scalar(key.replace(".", "/"), value, record["step"])
+            for key, value in scalars.items():
+                self.tensorboard.add_scalar(key, value, record["step"])
+        if self.wandb is not None and scalars:
+            self.wandb.log(scalars, step=record["step"])
 
     def line(self, text: str) -> None:
         """A line for a person: above the progress bar on a terminal (never glued to it), else logged."""
@@ -165,4 +207,6 @@ class MetricsLog:
             self.bar.close()
         if self.tensorboard is not None:
             self.tensorboard.close()
+        if self.wandb is not None:
+            self.wandb.finish()
         self.file.close()

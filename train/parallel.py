@@ -383,30 +383,36 @@ def sum_over_dp(layout: Layout, values: torch.Tensor) -> torch.Tensor:
     return values
 
 
-def broadcast(layout: Layout, value):
-    """Rank 0's value of a small picklable object, on every rank."""
+def broadcast(layout: Layout, value, group=None):
+    """Rank 0's value of a small picklable object, on every rank (of `group`, all of them, when given)."""
     if not layout.distributed:
         return value
     holder = [value]
-    dist.broadcast_object_list(holder, src=0)
+    dist.broadcast_object_list(holder, src=0, group=group)
     return holder[0]
 
 
-def gather_dicts(layout: Layout, part: dict) -> dict:
+def gather_dicts(layout: Layout, part: dict, group=None) -> dict:
     """The union of every rank's `part` (small, picklable), on every rank."""
     if not layout.distributed:
         return part
     parts: list = [None] * layout.world_size
-    dist.all_gather_object(parts, part)
+    dist.all_gather_object(parts, part, group=group)
     return {key: value for each in parts for key, value in each.items()}
 
 
-def barrier(layout: Layout) -> None:
+def barrier(layout: Layout, group=None) -> None:
     if layout.distributed:
-        dist.barrier()
+        dist.barrier(group=group)
 
 
-def on_main(layout: Layout, function, *args):
+def new_cpu_group(layout: Layout):
+    """A gloo group of every rank for a thread beside the training loop (a background checkpoint): collectives
+    issued from two threads on one group would interleave differently on each rank. Every rank calls this."""
+    return dist.new_group(backend="gloo") if layout.distributed else None
+
+
+def on_main(layout: Layout, function, *args, group=None):
     """`function(*args)` run by rank 0 alone (file-system work on a shared run directory); every rank gets its
     result, or raises its error, so that no rank waits for one that has failed."""
     result, error = None, None
@@ -415,7 +421,7 @@ def on_main(layout: Layout, function, *args):
             result = function(*args)
         except Exception as exc:  # noqa: BLE001 - handed to every rank and raised there
             error = exc
-    result, error = broadcast(layout, (result, error))
+    result, error = broadcast(layout, (result, error), group)
     if error is not None:
         raise error
     return result

@@ -12,6 +12,8 @@ import shutil
 import signal
 import time
 import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -22,7 +24,7 @@ from train import checkpoint, parallel, report
 from train.config import Config, ConfigError, save as save_config
 from train.data import Corpus, Prefetcher, validation_batches
 from train.generate import complete
-from train.metrics import MetricsLog, Throughput, peak_flops
+from train.metrics import MetricsLog, Throughput, peak_flops, start_wandb
 from train.optim import SpikeGuard, build_optimizer, lr_factor, set_lr
 from train.tasks import PeriodicTasks
 
@@ -141,18 +143,6 @@ class Sampler:
         return text
 
 
-def benchmark_tasks(config: Config) -> PeriodicTasks | None:
-    """The `[eval]` tasks, read and encoded before the first step (a missing or malformed file stops the run now)."""
-    if not config.eval.tasks:
-        return None
-    try:
-        return PeriodicTasks(
-            config.eval.tasks, Encoder(config.data.tokenizer), config.eval.limit, config.eval.batch_size
-        )
-    except ValueError as exc:  # TaskError too
-        raise ConfigError(f"eval.tasks: {exc}")
-
-
 def _prepare_run_dir(config: Config, resume: str) -> str | None:
     """Creates the run directory; returns the checkpoint to resume from, if any."""
     run_dir = config.run.dir
@@ -223,196 +213,328 @@ def train(config: Config, resume: str = "never") -> dict:
     return summary
 
 
+@dataclass
+class StepResult:
+    """What one optimiser step left, agreed by every rank."""
+
+    loss: float
+    grad_norm: float
+    finite: bool  # loss and gradient norm finite; else the update was skipped
+    stop_requested: bool  # SIGTERM or the wall-clock budget, on any rank
+    out_of_time: bool
+
+
+class Trainer:
+    """One process's part of a run: the model in its layout, the optimiser, the batches and the counters that
+    trainer.json records, built fresh or from the checkpoint `start_from`. `train_step` is one optimiser step and
+    `forward_backward_step` one micro-batch of it (torchtitan's split); the periodic work around the steps is in
+    `Periodic`s."""
+
+    def __init__(self, config: Config, corpus: Corpus, layout: parallel.Layout, start_from: str | None):
+        t, device = config.training, layout.device
+        self.config, self.corpus, self.layout = config, corpus, layout
+        torch.manual_seed(t.seed)
+        with torch.device("meta"):  # no rank ever holds the whole model: it is made in its shards (torchtitan's order)
+            self.model = Transformer(config.model)
+        self.flops_per_token = self.model.flops_per_token(config.data.seq_len)
+        self.parameters = self.model.num_params(), self.model.num_params(embedding=False)
+        self.dtype = autocast_dtype(t.dtype, device)
+        # bf16 compute over float32 master weights: FSDP2's mixed-precision policy when dp > 1, else autocast
+        parallel.parallelize(self.model, layout, config.parallel, t.compile, self.dtype, t.activation_checkpointing)
+        parallel.materialize(self.model, device, t.seed)  # the same initial weights on every rank and in every layout
+        self.amp = precision_context(t.dtype if parallel.autocast_needed(layout) else "float32", device)
+        self.optimizer = build_optimizer(self.model, config.optim, device)
+        loader = corpus.loader(config.data.seq_len, t.micro_batch_size, t.seed, layout.dp_rank, layout.dp)
+        self.step, self.tokens_seen = 0, 0
+        self.skipped = 0  # consecutive non-finite steps
+        self.spikes = 0
+        self.spike_guard = SpikeGuard(t.spike_sigmas, t.spike_window, t.spike_min_history)
+        if start_from is not None:
+            self._resume(start_from, loader)
+        self.accumulation = t.batch_tokens // (t.micro_batch_size * config.data.seq_len * layout.dp)
+        self.throughput = Throughput()
+        self.batches = Prefetcher(loader, pin=device.type == "cuda")
+
+    def _resume(self, start_from: str, loader) -> None:
+        saved = checkpoint.load_config(start_from)
+        if saved.model != self.config.model:
+            raise ConfigError(f"the model settings differ from the checkpoint's ({start_from}/config.toml)")
+        checkpoint.load_weights(start_from, self.model)
+        state = checkpoint.load_training_state(start_from, self.model, self.optimizer, self.layout)
+        loader.load_state_dict(state["data"])
+        self.step, self.tokens_seen = state["step"], state["tokens"]
+        self.skipped = state.get("skipped_steps", 0)  # a run of skipped steps goes on counting across a resume
+        self.spikes = state.get("spikes_skipped", 0)
+        self.spike_guard.load_state_dict(state.get("spike_guard", {}))
+        log.info("resuming from %s (step %d)", start_from, self.step)
+
+    def describe(self) -> str:
+        t, layout, parallel_config = self.config.training, self.layout, self.config.parallel
+        text = (
+            f"model: {self.parameters[0] / 1e6:.2f}M parameters ({self.parameters[1] / 1e6:.2f}M without the "
+            f"embedding), {self.flops_per_token:.3g} FLOPs per token; {self.accumulation} micro-batches of "
+            f"{t.micro_batch_size} × {self.config.data.seq_len} per step on each of {layout.dp} data-parallel "
+            f"ranks; device {layout.device}{', bf16 compute' if self.dtype else ''}"
+        )
+        if layout.distributed:
+            text += (
+                f"; {layout.world_size} processes: dp {layout.dp} × tp {layout.tp}"
+                f"{', FSDP' if parallel_config.fsdp else ''}"
+                f"{', sequence parallel' if parallel_config.sequence_parallel and layout.tp > 1 else ''}"
+            )
+        return text
+
+    def state_dict(self) -> dict:
+        """trainer.json: where the run is, for a resume."""
+        return {
+            "step": self.step,
+            "tokens": self.tokens_seen,
+            "skipped_steps": self.skipped,
+            "spikes_skipped": self.spikes,
+            "spike_guard": self.spike_guard.state_dict(),
+            "data": self.batches.state_dict(),
+            "schedule": {"kind": self.config.schedule.kind, "lr": self.optimizer.param_groups[0]["lr"]},
+        }
+
+    def forward_backward_step(self, batch: torch.Tensor, last: bool) -> torch.Tensor:
+        """One micro-batch's loss and its share of the gradient; the gradients are reduced over dp on the last."""
+        parallel.set_gradient_sync(self.model, last)  # before the forward pass
+        with parallel.loss_context(self.layout):
+            with self.amp():
+                loss = parallel.full_value(loss_of(self.model, batch))
+            (loss / self.accumulation).backward()
+        return loss.detach()
+
+    def train_step(self, metrics: MetricsLog, wants_stop: Callable[[], tuple[bool, bool]]) -> StepResult:
+        """One optimiser step over `accumulation` micro-batches, or a step whose update is skipped: a loss spike
+        (counted), or a loss or gradient norm that is not finite (stops the run, or is counted and skipped).
+        `wants_stop()`, asked once the gradients are in: (this rank wants to stop, because it is out of time)."""
+        t, device = self.config.training, self.layout.device
+        self.step += 1
+        self.throughput.start_step()
+        set_lr(self.optimizer, self.config.optim.lr * lr_factor(self.step, t.steps, self.config.schedule))
+        loss_sum = torch.zeros((), device=device)
+        for micro_step in range(self.accumulation):
+            batch = self.batches.next_batch().to(device, non_blocking=True)
+            loss_sum += self.forward_backward_step(batch, last=micro_step == self.accumulation - 1)
+        grad_norm = parallel.clip_grad_norm_(self.model.parameters(), t.grad_clip if t.grad_clip > 0 else math.inf)
+        stop_wanted, out_of_time = wants_stop()
+        loss, stop_requested = parallel.agree(self.layout, loss_sum / self.accumulation, stop_wanted)
+        norm = grad_norm.item()
+        self.tokens_seen += t.batch_tokens
+        finite = math.isfinite(loss) and math.isfinite(norm)
+        spike = self.spike_guard.spike(loss, norm) if finite else None
+        if finite and spike is None:
+            self.skipped = 0
+            self.optimizer.step()
+            self.spike_guard.record(loss, norm)
+        elif spike is not None:
+            self.spikes += 1
+            log.warning("step %d: a spike, update skipped (%d in this run): %s", self.step, self.spikes, spike)
+            metrics.write({"step": self.step, "skipped": True, "spike": spike, "spikes_skipped": self.spikes})
+        self.optimizer.zero_grad(set_to_none=True)
+        self.throughput.end_step(t.batch_tokens)
+        if not finite:
+            self._skip_nonfinite(metrics, loss, norm)
+        metrics.advance(loss=loss if finite else None)
+        return StepResult(loss, norm, finite, stop_requested, out_of_time)
+
+    def _skip_nonfinite(self, metrics: MetricsLog, loss: float, norm: float) -> None:
+        t = self.config.training
+        self.skipped += 1
+        if t.on_nonfinite == "stop" or self.skipped > t.max_skipped_steps:
+            why = (
+                ""
+                if t.on_nonfinite == "stop"
+                else f" after {self.skipped} consecutive skipped steps (training.max_skipped_steps)"
+            )
+            raise NonFiniteLoss(
+                f"step {self.step}: not finite: loss {loss}, gradient norm {norm}{why}; stopped without writing a "
+                "checkpoint for it. Lower optim.lr, raise schedule.warmup_steps or check the data; "
+                'training.on_nonfinite = "skip" drops such steps instead'
+            )
+        log.warning(
+            "step %d: not finite: loss %s, gradient norm %s; update skipped (%d in a row)",
+            self.step,
+            loss,
+            norm,
+            self.skipped,
+        )
+        metrics.write({"step": self.step, "skipped": True, "nonfinite": f"loss {loss}, grad norm {norm}"})
+
+    def close(self) -> None:
+        self.batches.close()
+
+
+class Periodic:
+    """Work done every `interval` steps (0: never) and after the last step. A skipped step writes no loss line,
+    but validation, tasks and checkpoints happen on it as on any other."""
+
+    interval = 0
+
+    def due(self, step: int, last: bool) -> bool:
+        return last or due(step, self.interval)
+
+    def __call__(self, trainer: Trainer, result: StepResult) -> None:
+        raise NotImplementedError
+
+
+class StepLog(Periodic):
+    """The loss line: metrics.jsonl, TensorBoard and the console."""
+
+    def __init__(self, config: Config, metrics: MetricsLog, peak: float):
+        self.interval, self.metrics, self.peak = config.logging.interval, metrics, peak
+
+    def __call__(self, trainer: Trainer, result: StepResult) -> None:
+        if not result.finite:
+            return
+        layout = trainer.layout
+        record = {
+            "step": trainer.step,
+            "loss": result.loss,
+            "lr": trainer.optimizer.param_groups[0]["lr"],
+            "grad_norm": result.grad_norm,
+            "tokens": trainer.tokens_seen,
+            "tokens_per_second": trainer.throughput.take(),
+        }
+        if self.peak:
+            record["mfu"] = trainer.flops_per_token * record["tokens_per_second"] / (self.peak * layout.world_size)
+        if layout.device.type == "cuda":  # rank 0's; the ranks of a balanced layout are alike
+            record["peak_memory_gb"] = torch.cuda.max_memory_allocated(layout.device) / 1e9
+        self.metrics.write(record)
+        self.metrics.step_line(record)
+
+
+class Validation(Periodic):
+    """Validation loss per source, and a sample of text when the run is one process."""
+
+    def __init__(self, config: Config, metrics: MetricsLog, layout: parallel.Layout):
+        self.interval, self.metrics = config.logging.eval_interval, metrics
+        self.sampler = Sampler(config) if config.logging.sample_tokens and layout.world_size == 1 else None
+        self.last: dict = {}
+
+    def __call__(self, trainer: Trainer, result: StepResult) -> None:
+        step = trainer.step
+        self.last = evaluate(trainer.model, trainer.corpus, trainer.config, trainer.layout, trainer.amp)
+        if self.last:
+            self.metrics.write({"step": step, **self.last})
+            per_source = ", ".join(f"{k[4:]} {v:.4f}" for k, v in self.last.items() if k != "val.loss")
+            self.metrics.line(f"step {step:>6} | validation loss {self.last['val.loss']:.4f} ({per_source})")
+        if self.sampler is not None:
+            text = self.sampler(trainer.model)
+            self.metrics.write({"step": step, "sample": text})
+            self.metrics.line(f"step {step:>6} | sample {text!r}")
+
+
+class TaskEvaluation(Periodic):
+    """The `[eval]` benchmark tasks, read and encoded before the first step (a missing or malformed file stops the
+    run now)."""
+
+    def __init__(self, config: Config, metrics: MetricsLog):
+        self.interval, self.metrics = config.eval.interval, metrics
+        try:
+            self.tasks = PeriodicTasks(
+                config.eval.tasks, Encoder(config.data.tokenizer), config.eval.limit, config.eval.batch_size
+            )
+        except ValueError as exc:  # TaskError too
+            raise ConfigError(f"eval.tasks: {exc}")
+
+    def __call__(self, trainer: Trainer, result: StepResult) -> None:
+        scores = self.tasks(trainer.model, trainer.layout, trainer.amp)
+        self.metrics.write({"step": trainer.step, **scores})
+        self.metrics.line(f"step {trainer.step:>6} | {PeriodicTasks.describe(scores)}")
+
+
+class Checkpoints(Periodic):
+    """A checkpoint at its interval, at the end, and before an early stop (checkpoint.exit_at_step, SIGTERM, the
+    wall-clock budget); `stop` says whether the run ends here."""
+
+    def __init__(self, config: Config, metrics: MetricsLog, layout: parallel.Layout):
+        c = config.checkpoint
+        self.interval, self.config, self.metrics = c.interval, config, metrics
+        self.writer = checkpoint.Checkpointer(config.run.dir, c.keep, layout, background=c.async_save)
+        self.last: str | None = None
+
+    def exit_now(self, trainer: Trainer, result: StepResult) -> bool:
+        return trainer.step == self.config.checkpoint.exit_at_step or result.stop_requested
+
+    def __call__(self, trainer: Trainer, result: StepResult) -> None:
+        self.last = self.writer.save(trainer.step, trainer.model, trainer.optimizer, trainer.state_dict(), self.config)
+        self.metrics.write(
+            {"step": trainer.step, "checkpoint": self.last, "checkpoint_stall_seconds": self.writer.stall_seconds}
+        )
+
+    def seconds(self) -> float:
+        """What a checkpoint costs the run's wall clock, for the budget: a whole write, as the last one at the end
+        of a run waits for it."""
+        return max(self.writer.stall_seconds, self.writer.write_seconds)
+
+
 def _train(config: Config, resume: str, corpus: Corpus, layout: parallel.Layout, budget: Budget) -> dict:
-    t, device = config.training, layout.device
+    t = config.training
     if not layout.is_main:
         logging.getLogger("train").setLevel(logging.WARNING)
     start_from = parallel.on_main(layout, _prepare_run_dir, config, resume)
-
-    torch.manual_seed(t.seed)
-    with torch.device("meta"):  # no rank ever holds the whole model: it is made in its shards (torchtitan's order)
-        model = Transformer(config.model)
-    flops_per_token = model.flops_per_token(config.data.seq_len)
-    parameters = model.num_params(), model.num_params(embedding=False)
-    dtype = autocast_dtype(t.dtype, device)
-    # bf16 compute over float32 master weights: FSDP2's mixed-precision policy when dp > 1, else autocast
-    parallel.parallelize(model, layout, config.parallel, t.compile, dtype, t.activation_checkpointing)
-    parallel.materialize(model, device, t.seed)  # the same initial weights on every rank and in every layout
-    amp = precision_context(t.dtype if parallel.autocast_needed(layout) else "float32", device)
-    optimizer = build_optimizer(model, config.optim, device)
-    loader = corpus.loader(config.data.seq_len, t.micro_batch_size, t.seed, layout.dp_rank, layout.dp)
-    step, tokens_seen, skipped, spikes = 0, 0, 0, 0
-    spike_guard = SpikeGuard(t.spike_sigmas, t.spike_window, t.spike_min_history)
-    if start_from is not None:
-        saved = checkpoint.load_config(start_from)
-        if saved.model != config.model:
-            raise ConfigError(f"the model settings differ from the checkpoint's ({start_from}/config.toml)")
-        checkpoint.load_weights(start_from, model)
-        state = checkpoint.load_training_state(start_from, model, optimizer, layout)
-        loader.load_state_dict(state["data"])
-        step, tokens_seen = state["step"], state["tokens"]
-        skipped = state.get("skipped_steps", 0)  # a run of skipped steps goes on counting across a resume
-        spikes = state.get("spikes_skipped", 0)
-        spike_guard.load_state_dict(state.get("spike_guard", {}))
-        log.info("resuming from %s (step %d)", start_from, step)
-
-    accumulation = t.batch_tokens // (t.micro_batch_size * config.data.seq_len * layout.dp)
-    peak = peak_flops(device, config.logging.peak_flops)
-    log.info(
-        "model: %.2fM parameters (%.2fM without the embedding), %.3g FLOPs per token; %d micro-batches of "
-        "%d × %d per step on each of %d data-parallel ranks; device %s%s%s",
-        parameters[0] / 1e6,
-        parameters[1] / 1e6,
-        flops_per_token,
-        accumulation,
-        t.micro_batch_size,
-        config.data.seq_len,
-        layout.dp,
-        device,
-        ", bf16 compute" if dtype else "",
-        f"; {layout.world_size} processes: dp {layout.dp} × tp {layout.tp}"
-        f"{', FSDP' if config.parallel.fsdp else ''}"
-        f"{', sequence parallel' if config.parallel.sequence_parallel and layout.tp > 1 else ''}"
-        if layout.distributed
-        else "",
+    trainer = Trainer(config, corpus, layout, start_from)
+    log.info("%s", trainer.describe())
+    logging_config = config.logging
+    wandb = (
+        start_wandb(config.run.dir, logging_config.wandb_project, logging_config.wandb_mode, config.to_dict())
+        if logging_config.wandb and layout.is_main
+        else None
     )
-
-    metrics = MetricsLog(config.run.dir, t.steps, step, config.logging.tensorboard, enabled=layout.is_main)
-    sampler = Sampler(config) if config.logging.sample_tokens and layout.world_size == 1 else None
-    task_eval = benchmark_tasks(config)
-    last_checkpoint, last_eval, stopped_early = None, {}, False
-    throughput, checkpoint_seconds = Throughput(), 0.0
-    batches = Prefetcher(loader, pin=device.type == "cuda")
-
-    def trainer_state() -> dict:
-        return {
-            "step": step,
-            "tokens": tokens_seen,
-            "skipped_steps": skipped,
-            "spikes_skipped": spikes,
-            "spike_guard": spike_guard.state_dict(),
-            "data": batches.state_dict(),
-            "schedule": {"kind": config.schedule.kind, "lr": optimizer.param_groups[0]["lr"]},
-        }
-
+    metrics = MetricsLog(
+        config.run.dir, t.steps, trainer.step, logging_config.tensorboard, enabled=layout.is_main, wandb=wandb
+    )
+    validation = Validation(config, metrics, layout)
+    checkpoints = Checkpoints(config, metrics, layout)
+    periodic: list[Periodic] = [StepLog(config, metrics, peak_flops(layout.device, config.logging.peak_flops))]
+    periodic.append(validation)
+    if config.eval.tasks:
+        periodic.append(TaskEvaluation(config, metrics))
+    stopped_early = False
     try:
         with _StopRequest() as stop:
-            while step < t.steps:
-                step += 1
-                throughput.start_step()
-                set_lr(optimizer, config.optim.lr * lr_factor(step, t.steps, config.schedule))
-                loss_sum = torch.zeros((), device=device)
-                for micro_step in range(accumulation):
-                    batch = batches.next_batch().to(device, non_blocking=True)
-                    parallel.set_gradient_sync(model, micro_step == accumulation - 1)  # before the forward pass
-                    with parallel.loss_context(layout):
-                        with amp():
-                            loss = parallel.full_value(loss_of(model, batch))
-                        (loss / accumulation).backward()
-                    loss_sum += loss.detach()
-                grad_norm = parallel.clip_grad_norm_(model.parameters(), t.grad_clip if t.grad_clip > 0 else math.inf)
-                out_of_time = budget.exhausted(throughput.last_step_seconds, checkpoint_seconds)
-                loss_value, stop_requested = parallel.agree(
-                    layout, loss_sum / accumulation, stop.requested or out_of_time
-                )
-                norm_value = grad_norm.item()
-                tokens_seen += t.batch_tokens
-                finite = math.isfinite(loss_value) and math.isfinite(norm_value)
-                spike = spike_guard.spike(loss_value, norm_value) if finite else None
-                if finite and spike is None:
-                    skipped = 0
-                    optimizer.step()
-                    spike_guard.record(loss_value, norm_value)
-                elif spike is not None:
-                    spikes += 1
-                    log.warning("step %d: a spike, update skipped (%d in this run): %s", step, spikes, spike)
-                    metrics.write({"step": step, "skipped": True, "spike": spike, "spikes_skipped": spikes})
-                optimizer.zero_grad(set_to_none=True)
-                throughput.end_step(t.batch_tokens)
-                if not finite:
-                    skipped += 1
-                    if t.on_nonfinite == "stop" or skipped > t.max_skipped_steps:
-                        why = (
-                            ""
-                            if t.on_nonfinite == "stop"
-                            else f" after {skipped} consecutive skipped steps (training.max_skipped_steps)"
-                        )
-                        raise NonFiniteLoss(
-                            f"step {step}: not finite: loss {loss_value}, gradient norm {norm_value}{why}; stopped without "
-                            "writing a checkpoint for it. Lower optim.lr, raise schedule.warmup_steps or check the "
-                            'data; training.on_nonfinite = "skip" drops such steps instead'
-                        )
-                    log.warning(
-                        "step %d: not finite: loss %s, gradient norm %s; update skipped (%d in a row)",
-                        step,
-                        loss_value,
-                        norm_value,
-                        skipped,
-                    )
-                    metrics.write(
-                        {"step": step, "skipped": True, "nonfinite": f"loss {loss_value}, grad norm {norm_value}"}
-                    )
-                metrics.advance(loss=loss_value if finite else None)
-                # a skipped step writes no loss line, but validation, checkpoints and stops happen as on any other
 
-                if finite and (due(step, config.logging.interval) or step == t.steps):
-                    record = {
-                        "step": step,
-                        "loss": loss_value,
-                        "lr": optimizer.param_groups[0]["lr"],
-                        "grad_norm": norm_value,
-                        "tokens": tokens_seen,
-                        "tokens_per_second": throughput.take(),
-                    }
-                    if peak:
-                        record["mfu"] = flops_per_token * record["tokens_per_second"] / (peak * layout.world_size)
-                    if device.type == "cuda":  # rank 0's; the ranks of a balanced layout are alike
-                        record["peak_memory_gb"] = torch.cuda.max_memory_allocated(device) / 1e9
-                    metrics.write(record)
-                    metrics.step_line(record)
-                if due(step, config.logging.eval_interval) or step == t.steps:
-                    last_eval = evaluate(model, corpus, config, layout, amp)
-                    if last_eval:
-                        metrics.write({"step": step, **last_eval})
-                        per_source = ", ".join(f"{k[4:]} {v:.4f}" for k, v in last_eval.items() if k != "val.loss")
-                        metrics.line(f"step {step:>6} | validation loss {last_eval['val.loss']:.4f} ({per_source})")
-                    if sampler is not None:
-                        text = sampler(model)
-                        metrics.write({"step": step, "sample": text})
-                        metrics.line(f"step {step:>6} | sample {text!r}")
-                if task_eval is not None and (due(step, config.eval.interval) or step == t.steps):
-                    scores = task_eval(model, layout, amp)
-                    metrics.write({"step": step, **scores})
-                    metrics.line(f"step {step:>6} | {PeriodicTasks.describe(scores)}")
-                exit_now = step == config.checkpoint.exit_at_step or stop_requested
-                if due(step, config.checkpoint.interval) or step == t.steps or exit_now:
-                    started = time.perf_counter()
-                    last_checkpoint = checkpoint.save(
-                        config.run.dir, step, model, optimizer, trainer_state(), config, config.checkpoint.keep, layout
-                    )
-                    checkpoint_seconds = time.perf_counter() - started
-                if exit_now and step < t.steps:
-                    if out_of_time:
-                        log.info(
-                            "checkpoint.exit_after_minutes (%g): the next step and a checkpoint would not fit",
-                            config.checkpoint.exit_after_minutes,
-                        )
-                    log.info(
-                        "stopping at step %d with checkpoint %s; continue with --resume auto", step, last_checkpoint
-                    )
+            def wants_stop() -> tuple[bool, bool]:
+                out_of_time = budget.exhausted(trainer.throughput.last_step_seconds, checkpoints.seconds())
+                return stop.requested or out_of_time, out_of_time
+
+            while trainer.step < t.steps:
+                result = trainer.train_step(metrics, wants_stop)
+                last = trainer.step == t.steps
+                for work in periodic:
+                    if work.due(trainer.step, last):
+                        work(trainer, result)
+                exit_now = checkpoints.exit_now(trainer, result)
+                if checkpoints.due(trainer.step, last) or exit_now:
+                    checkpoints(trainer, result)
+                if exit_now and not last:
+                    _log_early_stop(config, trainer.step, result, checkpoints.last)
                     stopped_early = True
                     break
+            checkpoints.writer.wait()  # the last checkpoint is complete before the run says it is done
     finally:
-        batches.close()
+        checkpoints.writer.close()
+        trainer.close()
         metrics.close()
     report_path = report.write(config.run.dir) if layout.is_main else None
     return {
-        "step": step,
-        "tokens": tokens_seen,
-        "checkpoint": last_checkpoint,
+        "step": trainer.step,
+        "tokens": trainer.tokens_seen,
+        "checkpoint": checkpoints.last,
         "report": report_path,
         "stopped_early": stopped_early,
-        "spikes_skipped": spikes,
+        "spikes_skipped": trainer.spikes,
         "is_main": layout.is_main,
-        **last_eval,
+        **validation.last,
     }
+
+
+def _log_early_stop(config: Config, step: int, result: StepResult, last_checkpoint: str | None) -> None:
+    if result.out_of_time:
+        log.info(
+            "checkpoint.exit_after_minutes (%g): the next step and a checkpoint would not fit",
+            config.checkpoint.exit_after_minutes,
+        )
+    log.info("stopping at step %d with checkpoint %s; continue with --resume auto", step, last_checkpoint)
