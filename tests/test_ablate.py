@@ -1,6 +1,8 @@
 """`python -m train.ablate` end to end: two recipes over a generated crawl (the web filters off and on), one tokenizer,
-two seeds each of a tiny proxy; every figure in results.json is what `python -m train.eval` gives for the same
-checkpoint, the report renders in headless Chromium, and a finished curation run of an unchanged recipe is reused."""
+two seeds each of a tiny proxy, bits per byte on two held-out sets and accuracy on two benchmark tasks; every figure
+in results.json is what `python -m train.eval` gives for the same checkpoint, the order agreement over seeds is
+what the seeds' figures say, the report renders in headless Chromium, and a finished curation run of an unchanged
+recipe is reused."""
 
 import json
 import random
@@ -29,6 +31,15 @@ def inputs(tmp_path_factory):
             for number in range(4):
                 text = "\n\n".join(synthetic.article_paragraphs(rng, language))
                 handle.write(json.dumps({"id": f"{name}-{number}", "text": text}, ensure_ascii=False) + "\n")
+    with open(root / "choices.jsonl", "w", encoding="utf-8") as handle:  # a multiple-choice task (MosaicML's layout)
+        for number in range(12):
+            words = synthetic.article_paragraphs(rng, "en")[0].split()
+            choices = [" ".join(words[i : i + 4]) for i in (0, 8, 16)]
+            query = " ".join(words[20:30])
+            handle.write(json.dumps({"query": query, "choices": choices, "gold": number % 3}) + "\n")
+    with open(root / "cloze.jsonl", "w", encoding="utf-8") as handle:  # a last-word task (LAMBADA's layout)
+        for _ in range(10):
+            handle.write(json.dumps({"text": " ".join(synthetic.article_paragraphs(rng, "en")[0].split()[:25])}) + "\n")
     common = (
         f'[dedup]\nenabled = false\n[sources.commoncrawl]\nkind = "commoncrawl"\nwarcs = ["{root / "crawl.warc.gz"}"]\n'
     )
@@ -41,7 +52,8 @@ def arguments(inputs, output, *extra):
     return [
         "--recipe", str(inputs / "no-filters.toml"), "--recipe", str(inputs / "web-filters.toml"),
         "--eval", f"english={inputs / 'english.jsonl'}", "--eval", f"german={inputs / 'german.jsonl'}",
-        "--tokens", "8000", "--vocab-size", "384", "--val-fraction", "0.2", "--workers", "1",
+        "--task", f"choices=mosaicml:{inputs / 'choices.jsonl'}", "--task", f"cloze=lambada:{inputs / 'cloze.jsonl'}",
+        "--task-limit", "9", "--tokens", "8000", "--vocab-size", "384", "--val-fraction", "0.2", "--workers", "1",
         "--output", str(output), *TINY, *extra,
     ]  # fmt: skip
 
@@ -77,6 +89,29 @@ def test_every_figure_is_train_evals_for_the_same_checkpoint(inputs, ablation, t
             figures = recipe["bits_per_byte"][eval_name]
             assert figures["values"] == values and figures["mean"] == statistics.fmean(values)
             assert figures["std"] == statistics.stdev(values) > 0  # two seeds, two models
+        for task in ("choices", "cloze"):
+            accuracies = []
+            for run in recipe["runs"]:
+                written = tmp_path / f"{name}-{run['seed']}-{task}.json"
+                spec = results["tasks"][task]  # NAME=FORMAT:PATH, as given
+                command = ["--checkpoint", run["run"], "--task", spec, "--limit", "9", "--output", str(written)]
+                assert train_eval.main(command) == 0
+                expected = json.loads(written.read_text())["tasks"]["tasks"][task]  # docs/formats.md
+                assert run["tasks"][task] == expected and expected["items"] == 9  # --task-limit
+                accuracies.append(expected["acc"])
+            assert recipe["tasks"][task]["values"] == accuracies
+        centred = [statistics.fmean(t["centred_acc"] for t in run["tasks"].values()) for run in recipe["runs"]]
+        assert recipe["centred_acc"]["values"] == centred
+    for metric, _, _ in ablate.metrics_of(results):  # the order agreement is the seeds' own story (either sort)
+        per_seed = [
+            sorted(results["recipes"], key=lambda n: ablate.figures_of(results["recipes"][n], metric)["values"][s])
+            for s in (0, 1)
+        ]
+        tied = any(len(set(ablate.figures_of(r, metric)["values"])) < 2 for r in results["recipes"].values())
+        assert results["agreement"][metric] == float(per_seed[0] == per_seed[1]) or tied, metric
+    assert set(results["agreement"]) == {
+        "bits_per_byte.english", "bits_per_byte.german", "tasks.choices", "tasks.cloze", "centred_acc",
+    }  # fmt: skip
     dropped = {name: sum(r["funnel"]["dropped"].values()) for name, r in results["recipes"].items()}
     assert dropped["web-filters"] > dropped["no-filters"]  # the recipes reached their runs
     assert results["recipes"]["no-filters"]["documents"] > results["recipes"]["web-filters"]["documents"]
@@ -87,7 +122,12 @@ def test_every_figure_is_train_evals_for_the_same_checkpoint(inputs, ablation, t
 @needs_chromium
 def test_the_report_renders(ablation, tmp_path):
     page = (ablation / ablate.REPORT_FILE).read_text()
-    assert page.count('<tr data-recipe="') == 2 and 'data-eval="english"' in page and "report/curves.png" in page
+    assert (
+        page.count('<tr data-recipe="') == 2
+        and 'data-metric="bits_per_byte.english"' in page
+        and 'data-agreement="tasks.cloze"' in page
+        and "report/curves.png" in page
+    )
     assert (ablation / "report" / "curves.png").stat().st_size > 10_000
     console = screenshot(ablation / ablate.REPORT_FILE, tmp_path / "report.png", height=1500)
     assert (tmp_path / "report.png").stat().st_size > 20_000 and not [line for line in console if "ERROR" in line]
@@ -109,8 +149,9 @@ def test_a_finished_curation_run_of_the_same_recipe_file_is_reused(inputs, ablat
 
 def test_the_terminal_table_has_every_recipe_and_set(ablation):
     results = json.loads((ablation / ablate.RESULTS_FILE).read_text())
-    header, rule, *rows = ablate.table_lines(results)
-    assert "english bpb" in header and "german bpb" in header and set(rule) == {"-"}
+    header, rule, *rows, agreement = ablate.table_lines(results)
+    assert "english bpb" in header and "german bpb" in header and "cloze acc" in header and set(rule) == {"-"}
+    assert agreement.startswith("seeds agree on order") and agreement.count("%") == 5  # two seeds: 0% or 100%
     for row, (name, recipe) in zip(rows, results["recipes"].items(), strict=True):
         english = recipe["bits_per_byte"]["english"]
         assert row.startswith(name) and f"{english['mean']:.4f} ± {english['std']:.4f}" in row
@@ -124,6 +165,9 @@ def test_the_terminal_table_has_every_recipe_and_set(ablation):
         (["--eval", "bad"], "--eval: expected NAME=GLOB"),
         (["--eval", "x=/nowhere/*.jsonl"], "--eval x: no file matches"),
         (["--training.batch_tokens", "1000"], "training.batch_tokens (1000) must be a multiple"),
+        (["--task", "piqa=nosuch:x.jsonl"], "--task: 'piqa=nosuch:x.jsonl': unknown task format 'nosuch'"),
+        (["--task", "piqa=piqa:/nowhere/valid.jsonl"], "/nowhere/valid.jsonl"),
+        (["--task-limit", "-1"], "--task-limit"),
     ],
 )
 def test_mistakes_stop_before_any_work_with_one_line(inputs, tmp_path, capsys, extra, message):
@@ -145,3 +189,14 @@ def test_the_ablation_options_reach_their_stages(inputs, ablation):
         [*arguments(inputs, ablation), "--tokenizer", str(ablation / "tokenizer")]
     )
     assert ablate.Ablation(args, rest).tokenizer({}) == str(ablation / "tokenizer")  # taken, not trained
+
+
+def test_the_order_agreement_is_the_share_of_seed_pairs_that_rank_the_recipes_alike():
+    # three seeds: seeds 0 and 1 put a before b, seed 2 the other way round: one pair of three agrees
+    bpb = {"a": [1.0, 1.1, 1.3], "b": [1.2, 1.3, 1.2]}
+    assert ablate.order_agreement(bpb, lower_is_better=True) == pytest.approx(1 / 3)
+    assert ablate.order_agreement({"a": [0.6, 0.7], "b": [0.5, 0.4]}, lower_is_better=False) == 1.0
+    three = {"a": [0.6, 0.7], "b": [0.5, 0.4], "c": [0.55, 0.75]}  # the same winner is not enough: the whole order
+    assert ablate.order_agreement(three, lower_is_better=False) == 0.0
+    assert ablate.order_agreement({"a": [0.6], "b": [0.5]}, lower_is_better=False) is None  # one seed
+    assert ablate.order_agreement({"a": [0.6, 0.5]}, lower_is_better=False) is None  # one recipe

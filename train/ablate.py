@@ -3,13 +3,15 @@
     each recipe ─► curate (python -m pipeline run; a finished run of the same recipe file is reused)
       all shards ─► one tokenizer for every recipe (or --tokenizer)
     each recipe ─► bins ─► the same proxy model (--config), the same tokens, each seed ─► bits per byte on every
-                                                                                           --eval set (train.eval)
+                                                          --eval set, accuracy on every --task (train.eval)
 
 FineWeb, DCLM and DataDecide compare data recipes this way: small proxy models trained on each variant for the
 same compute, measured on the same held-out text. Each step is the command a user would type, run as a child
 process with its output in `DIR/logs/` (as `train.demo` runs them); the evaluation is `train.eval`'s own, so every
 figure in `DIR/results.json` is what `python -m train.eval` prints for the same checkpoint. `DIR/report.html`
-overlays the validation curves and sets each recipe's spread over seeds beside the differences between recipes.
+overlays the validation curves and sets each recipe's spread over seeds beside the differences between recipes;
+for each figure, the order agreement says how often two seeds rank the recipes the same way (a difference that
+the seeds do not agree on is noise).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import html
+import itertools
 import json
 import math
 import os
@@ -25,10 +28,10 @@ import statistics
 import sys
 import time
 
-from pipeline.common import pages
+from pipeline.common import pages, tasks as task_formats
 from pipeline.common.settings import UsageError, parse_overrides, report as report_error
 from tokenizer import corpus
-from train import config as config_module, eval as evaluation
+from train import config as config_module, eval as evaluation, tasks as task_scoring
 from train.demo import StepFailed, Steps, training_progress
 from train.metrics import METRICS_FILE, read_records
 from train.trainer import resolve_device
@@ -37,15 +40,17 @@ PROGRAM = "python -m train.ablate"
 RESULTS_FILE = "results.json"
 REPORT_FILE = "report.html"
 FIGURES_DIR = "report"
-RESULTS_VERSION = 1
+RESULTS_VERSION = 2  # 2: benchmark tasks, the order agreement
 # A run's settings that the ablation chooses: where it goes, its data and tokenizer, its length and curve.
 SET_BY_THE_ABLATION = ("run.dir", "data.sources", "data.tokenizer", "training.steps", "logging.eval_interval")
 DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "ablate.toml")
 
 EXAMPLE = """examples:
   # the web filters off and on, over the same crawl: 1M tokens a run, 3 seeds, bits per byte on two held-out sets
+  # and accuracy on two benchmark tasks (their first 500 items)
   python -m train.ablate --recipe recipes/no-filters.toml --recipe recipes/web-filters.toml \\
       --eval wiki='heldout/wiki/*.parquet' --eval web='heldout/web/*.jsonl' \\
+      --task piqa=piqa:evals/piqa/valid.jsonl --task arc_easy=arc:evals/arc/ARC-Easy-Dev.jsonl --task-limit 500 \\
       --config configs/ablate.toml --tokens 1000000 --seeds 3 --output ablations/filters
   # a GPU-sized proxy: any training setting as --section.field VALUE (see docs/ablations.md)
   python -m train.ablate --recipe a.toml --recipe b.toml --eval wiki='heldout/*.parquet' --tokens 3000000000 \\
@@ -68,10 +73,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--eval",
         action="append",
-        required=True,
+        default=[],
         metavar="NAME=GLOB",
-        help="an evaluation set (any corpus train.eval reads); repeatable",
+        help="an evaluation set for bits per byte (any corpus train.eval reads); repeatable",
     )
+    parser.add_argument(
+        "--task",
+        action="append",
+        default=[],
+        metavar="NAME=FORMAT:PATH",
+        help=f"a benchmark task scored as train.eval --task scores it; repeatable (formats: {', '.join(task_formats.FORMATS)})",
+    )
+    parser.add_argument("--task-limit", type=int, default=0, help="the first N items of each --task (default: all)")
     parser.add_argument("--output", required=True, metavar="DIR", help="where everything goes")
     parser.add_argument(
         "--config",
@@ -151,6 +164,18 @@ class Ablation:
         self.output = os.path.abspath(args.output)
         self.recipes = recipe_names(args.recipe)
         self.evals = eval_sets(args.eval)
+        if not args.eval and not args.task:
+            raise UsageError("at least one --eval NAME=GLOB or --task NAME=FORMAT:PATH is needed")
+        try:
+            self.tasks = [task_formats.parse_spec(value) for value in args.task]
+            for spec in self.tasks:  # read now: a malformed file stops the ablation before any work
+                task_formats.read_task(spec)
+        except task_formats.TaskError as exc:
+            raise UsageError(f"--task: {exc}")
+        if len({spec.name for spec in self.tasks}) != len(self.tasks):
+            raise UsageError("--task: every task needs its own name")
+        if args.task_limit < 0:
+            raise UsageError(f"--task-limit: a count of items, 0 for all: {args.task_limit}")
         self.override_arguments = override_arguments
         self.overrides = parse_overrides(override_arguments, "--model.dim 256")
         if args.tokens < 1 or args.seeds < 1 or args.curve_points < 1:
@@ -224,12 +249,14 @@ class Ablation:
         self.steps.run(f"train-{name}-seed-{self.config.training.seed + seed}", *arguments, progress=training_progress)
         return run
 
-    def evaluate(self, run: str) -> dict:
+    def evaluate(self, run: str) -> tuple[dict, dict]:
+        """Bits per byte on each --eval set, and each --task's summary (as train.eval prints them)."""
         model, encoder = evaluation.load(run, str(resolve_device(self.config.training.device)))
         figures = {}
         for name, paths in self.evals.items():
             _, figures[name] = evaluation.evaluate_files(model, encoder, paths)
-        return figures
+        scored = task_scoring.evaluate_tasks(model, encoder, self.tasks, self.args.task_limit) if self.tasks else []
+        return figures, {result.name: result.summary() for result in scored}
 
     def run(self) -> dict:
         started = time.time()
@@ -245,6 +272,8 @@ class Ablation:
             "overrides": {key: value for key, value in self.overrides},
             "tokenizer": tokenizer,
             "evals": self.evals,
+            "tasks": {spec.name: str(spec) for spec in self.tasks},
+            "task_limit": self.args.task_limit,
             "recipes": {},
         }
         for name, folder in curated.items():
@@ -253,16 +282,19 @@ class Ablation:
             for seed in range(self.args.seeds):
                 run = self.train(name, bins, tokenizer, seed)
                 records = read_records(os.path.join(run, METRICS_FILE))
+                figures, task_results = self.evaluate(run)
                 runs.append(
                     {
                         "seed": self.config.training.seed + seed,
                         "run": run,
                         "final_loss": next((r["loss"] for r in reversed(records) if "loss" in r), None),
                         "final_val_loss": next((r["val.loss"] for r in reversed(records) if "val.loss" in r), None),
-                        "eval": self.evaluate(run),
+                        "eval": figures,
+                        "tasks": task_results,
                     }
                 )
             results["recipes"][name] = recipe_result(self.recipes[name], folder, bins, runs, self.evals)
+        results["agreement"] = agreement(results)
         results["seconds"] = round(time.time() - started, 1)
         with open(self.folder(RESULTS_FILE), "w", encoding="utf-8") as handle:
             json.dump(results, handle, indent=2)
@@ -285,6 +317,51 @@ def recipe_result(recipe: str, curated: str, bins: str, runs: list[dict], evals:
         "tokens": {split: splits[split]["tokens"] for split in splits},
         "runs": runs,
         "bits_per_byte": {name: spread([run["eval"][name]["bits_per_byte"] for run in runs]) for name in evals},
+        "tasks": {name: spread([run["tasks"][name]["acc"] for run in runs]) for name in runs[0]["tasks"]},
+        # the mean over tasks, as train.tasks.aggregate takes it
+        "centred_acc": spread([statistics.fmean(t["centred_acc"] for t in run["tasks"].values()) for run in runs])
+        if runs[0]["tasks"]
+        else None,
+    }
+
+
+def order_agreement(values: dict[str, list[float]], lower_is_better: bool) -> float | None:
+    """The share of seed pairs that rank the recipes in the same order: `values` is each recipe's figure per seed
+    (seed i of every recipe had the same initial weights and data order). 1: every seed tells the same story;
+    None with one seed or one recipe."""
+    seeds = min(map(len, values.values()), default=0)
+    if seeds < 2 or len(values) < 2:
+        return None
+    orders = [
+        tuple(sorted(values, key=lambda name: values[name][seed] if lower_is_better else -values[name][seed]))
+        for seed in range(seeds)
+    ]
+    pairs = list(itertools.combinations(orders, 2))
+    return sum(first == second for first, second in pairs) / len(pairs)
+
+
+def metrics_of(results: dict) -> list[tuple[str, str, bool]]:
+    """(metric, label, lower is better) of every figure the ablation compares recipes by."""
+    found = [(f"bits_per_byte.{name}", f"{name} bpb", True) for name in results["evals"]]
+    found += [(f"tasks.{name}", f"{name} acc", False) for name in results["tasks"]]
+    if results["tasks"]:
+        found.append(("centred_acc", "centred acc", False))
+    return found
+
+
+def figures_of(recipe: dict, metric: str) -> dict:
+    """A recipe's spread for `metric` ("bits_per_byte.wiki", "tasks.piqa", "centred_acc")."""
+    group, _, name = metric.partition(".")
+    return recipe[group][name] if name else recipe[group]
+
+
+def agreement(results: dict) -> dict:
+    """Per metric, the order agreement of the recipes over seed pairs (`order_agreement`)."""
+    return {
+        metric: order_agreement(
+            {name: figures_of(recipe, metric)["values"] for name, recipe in results["recipes"].items()}, lower
+        )
+        for metric, _, lower in metrics_of(results)
     }
 
 
@@ -296,16 +373,24 @@ def _plus_minus(figures: dict) -> str:
     return f"{figures['mean']:.4f}" + (f" ± {std:.4f}" if std is not None else "")
 
 
+def _agreement_text(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.0%}"
+
+
 def table_lines(results: dict) -> list[str]:
-    """The plain-text table printed at the end: per recipe, documents, training tokens, and bits per byte per eval
-    set (mean ± standard deviation over seeds)."""
-    evals = list(results["evals"])
-    header = f"{'recipe':<20} {'documents':>10} {'tokens':>12}" + "".join(f" {name + ' bpb':>20}" for name in evals)
+    """The plain-text table printed at the end: per recipe, documents, training tokens, bits per byte per eval set
+    and accuracy per task (mean ± standard deviation over seeds); then the order agreement of each figure."""
+    metrics = metrics_of(results)
+    header = f"{'recipe':<20} {'documents':>10} {'tokens':>12}" + "".join(f" {label:>20}" for _, label, _ in metrics)
     lines = [header, "-" * len(header)]
     for name, recipe in results["recipes"].items():
         row = f"{name:<20} {recipe['documents']:>10,} {recipe['tokens'].get('train', 0):>12,}"
-        row += "".join(f" {_plus_minus(recipe['bits_per_byte'][e]):>20}" for e in evals)
+        row += "".join(f" {_plus_minus(figures_of(recipe, metric)):>20}" for metric, _, _ in metrics)
         lines.append(row)
+    row = f"{'seeds agree on order':<44}" + "".join(
+        f" {_agreement_text(results['agreement'][metric]):>20}" for metric, _, _ in metrics
+    )
+    lines.append(row)
     return lines
 
 
@@ -331,20 +416,25 @@ def draw_curves(results: dict):
 
 
 def render(results: dict) -> str:
-    evals = list(results["evals"])
-    head = "".join(f"<th>{html.escape(name)} bits per byte</th>" for name in evals)
+    evals, metrics = list(results["evals"]), metrics_of(results)
+    head = "".join(f"<th>{html.escape(label)}</th>" for _, label, _ in metrics)
     rows = []
     for name, recipe in results["recipes"].items():
         cells = "".join(
-            f'<td class="n" data-eval="{html.escape(e)}" data-mean="{recipe["bits_per_byte"][e]["mean"]!r}">'
-            f"{html.escape(_plus_minus(recipe['bits_per_byte'][e]))}</td>"
-            for e in evals
+            f'<td class="n" data-metric="{html.escape(metric)}" data-mean="{figures_of(recipe, metric)["mean"]!r}">'
+            f"{html.escape(_plus_minus(figures_of(recipe, metric)))}</td>"
+            for metric, _, _ in metrics
         )
         rows.append(
             f'<tr data-recipe="{html.escape(name)}"><td>{html.escape(name)}</td>'
             f'<td class="n">{recipe["documents"]:,}</td><td class="n">{recipe["tokens"].get("train", 0):,}</td>'
             f"{cells}</tr>"
         )
+    agreement_cells = "".join(
+        f'<td class="n" data-agreement="{html.escape(metric)}">{_agreement_text(results["agreement"][metric])}</td>'
+        for metric, _, _ in metrics
+    )
+    rows.append(f'<tr class="agreement"><td colspan="3">seeds agree on the order</td>{agreement_cells}</tr>')
     reasons = sorted({reason for recipe in results["recipes"].values() for reason in recipe["funnel"]["dropped"]})
     funnel_head = "".join(f"<th>{html.escape(name)}</th>" for name in results["recipes"])
     funnel_rows = []
@@ -360,18 +450,23 @@ def render(results: dict) -> str:
     for name, recipe in results["recipes"].items():
         for run in recipe["runs"]:
             cells = "".join(f'<td class="n">{run["eval"][e]["bits_per_byte"]:.4f}</td>' for e in evals)
+            cells += "".join(f'<td class="n">{run["tasks"][t]["acc"]:.4f}</td>' for t in results["tasks"])
             val = run["final_val_loss"]
             per_seed.append(
                 f"<tr><td>{html.escape(name)}</td><td class='n'>{run['seed']}</td>"
                 f"<td class='n'>{'' if val is None else f'{val:.4f}'}</td>{cells}</tr>"
             )
     seed_head = "".join(f"<th>{html.escape(e)} bpb</th>" for e in evals)
+    limit_note = f", the first {results['task_limit']:,} items" if results["task_limit"] else ""
+    seed_head += "".join(f"<th>{html.escape(t)} acc</th>" for t in results["tasks"])
     body = [
         "<h1>Data ablation</h1>",
         f"<p>{len(results['recipes'])} recipes, the same proxy model (<code>{html.escape(results['config'])}</code>) "
         f"trained for {results['tokens_per_run']:,} tokens ({results['steps']:,} steps) with "
-        f"{results['seeds']} seed(s) each, one tokenizer. Bits per byte: mean ± standard deviation over seeds; a "
-        "difference between recipes smaller than their spread is noise.</p>",
+        f"{results['seeds']} seed(s) each, one tokenizer. Bits per byte (lower is better) and task accuracy (higher "
+        "is better): mean ± standard deviation over seeds; a difference between recipes smaller than their spread "
+        "is noise. The last row is the share of seed pairs that rank the recipes in the same order: below 100% "
+        "the seeds disagree about which recipe is better.</p>",
         f'<table id="results"><tr><th>recipe</th><th>documents</th><th>training tokens</th>{head}</tr>'
         f"{''.join(rows)}</table>",
         "<h2>Validation curves</h2>",
@@ -381,8 +476,12 @@ def render(results: dict) -> str:
         f"{''.join(per_seed)}</table>",
         "<h2>Curation funnels</h2>",
         f'<table id="funnels"><tr><th></th>{funnel_head}</tr>{"".join(funnel_rows)}</table>',
-        "<h2>Evaluation sets</h2><ul>"
+        "<h2>Evaluation sets and tasks</h2><ul>"
         + "".join(f"<li>{html.escape(name)}: {len(paths)} file(s)</li>" for name, paths in results["evals"].items())
+        + "".join(
+            f"<li>{html.escape(name)}: <code>{html.escape(spec)}</code>{limit_note}</li>"
+            for name, spec in results["tasks"].items()
+        )
         + "</ul>",
     ]
     return pages.page("Data ablation", body)
