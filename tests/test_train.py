@@ -540,7 +540,7 @@ def test_a_background_checkpoint_holds_the_state_of_its_step_and_commits_after_t
     assert json.load(open(os.path.join(final, "trainer.json"))) == {"step": 7}
 
 
-def test_a_failed_background_write_is_raised_and_leaves_no_checkpoint(tmp_path, monkeypatch):
+def test_a_failed_background_write_is_raised_and_leaves_no_checkpoint(tmp_path, monkeypatch, caplog):
     from train import parallel
 
     def disk_full(*args):
@@ -556,6 +556,13 @@ def test_a_failed_background_write_is_raised_and_leaves_no_checkpoint(tmp_path, 
     with pytest.raises(OSError, match="No space left"):
         writer.close()
     assert os.listdir(tmp_path / "checkpoints") == []  # the staging directory went too
+    # a run already failing for another reason: the write's failure is logged, and the run's own error raised
+    writer = checkpoint.Checkpointer(
+        str(tmp_path), keep=2, layout=parallel.Layout(torch.device("cpu")), background=True
+    )
+    writer.save(2, model, optimizer, {"step": 2}, config_module.Config())
+    writer.close(quiet=True)
+    assert "written in the background failed too" in caplog.text and "No space left" in caplog.text
 
 
 def wandb_history(run_dir) -> tuple[str, dict[int, dict]]:

@@ -167,13 +167,19 @@ class Checkpointer:
             pending, self._pending = self._pending, None
             pending.result()
 
-    def close(self) -> None:
-        """Waits for a checkpoint still being written (a run that fails keeps the last one it started)."""
-        if self._executor is not None:
-            try:
-                self.wait()
-            finally:
-                self._executor.shutdown()
+    def close(self, quiet: bool = False) -> None:
+        """Waits for a checkpoint still being written (a run that fails keeps the last one it started). `quiet`:
+        a failure of that write is logged, not raised, when the run is already failing for another reason."""
+        if self._executor is None:
+            return
+        try:
+            self.wait()
+        except Exception:
+            if not quiet:
+                raise
+            log.exception("the checkpoint being written in the background failed too")
+        finally:
+            self._executor.shutdown()
 
     def _finish(
         self, started: float, staging: str, final: str, step: int, trainer_state: dict, config, writes: list

@@ -514,6 +514,9 @@ def _train(config: Config, resume: str, corpus: Corpus, layout: parallel.Layout,
                     stopped_early = True
                     break
             checkpoints.writer.wait()  # the last checkpoint is complete before the run says it is done
+    except BaseException:
+        checkpoints.writer.close(quiet=True)  # the run's own error is the one to raise
+        raise
     finally:
         checkpoints.writer.close()
         trainer.close()
