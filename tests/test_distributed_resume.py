@@ -183,6 +183,16 @@ def test_under_torchrun_a_bad_layout_is_one_line_and_exit_code_2(train_data, tmp
     assert re.search(r"exitcode\s*:\s*2", result.stderr)
 
 
+def test_when_weights_and_biases_cannot_start_every_rank_stops_alike(train_data, tmp_path):
+    # online without an API key (a HOME with no netrc or W&B settings): rank 0 alone starts W&B, and its error
+    # reaches every rank, so none goes on into the first step's collectives waiting for it
+    arguments = run_args(train_data, tmp_path / "run", "--logging.wandb", "true", "--logging.wandb_mode", "online")
+    results = ranks(2, *arguments, env={"HOME": str(tmp_path), "WANDB_API_KEY": ""}, timeout=120)
+    assert [result.returncode for result in results] == [2, 2]
+    assert "python -m train: error: logging.wandb: W&B could not start: No API key" in results[0].stderr
+    assert results[1].stderr == ""  # a job's error is one line, rank 0's
+
+
 def test_every_rank_takes_the_same_decision_on_a_non_finite_step(train_data, tmp_path):
     run = tmp_path / "poisoned"
     # without torchrun's agent, which ends the other rank as soon as one exits: each rank's own exit code

@@ -104,15 +104,20 @@ def start_wandb(run_dir: str, project: str, mode: str, settings: dict):
         with open(id_file) as handle:
             run_id = handle.read().strip()
     options: dict = {"mode": mode} if mode else {}  # checked against W&B's modes by Config.check
-    run = wandb.init(
-        project=project,
-        name=os.path.basename(os.path.abspath(run_dir)),
-        id=run_id,
-        resume="allow",
-        dir=run_dir,
-        config=settings,
-        **options,
-    )
+    try:
+        run = wandb.init(
+            project=project,
+            name=os.path.basename(os.path.abspath(run_dir)),
+            id=run_id,
+            resume="allow",
+            dir=run_dir,
+            config=settings,
+            **options,
+        )
+    except wandb.errors.Error as exc:  # no API key, no network: the run stops before its first step
+        raise ConfigError(
+            f'logging.wandb: W&B could not start: {exc} (or set logging.wandb_mode = "offline" and `wandb sync` later)'
+        ) from None
     if run_id is None:
         with open(id_file, "w") as handle:
             handle.write(run.id + "\n")

@@ -477,14 +477,22 @@ def _train(config: Config, resume: str, corpus: Corpus, layout: parallel.Layout,
     start_from = parallel.on_main(layout, _prepare_run_dir, config, resume)
     trainer = Trainer(config, corpus, layout, start_from)
     log.info("%s", trainer.describe())
-    logging_config = config.logging
-    wandb = (
-        start_wandb(config.run.dir, logging_config.wandb_project, logging_config.wandb_mode, config.to_dict())
-        if logging_config.wandb and layout.is_main
-        else None
-    )
+    logging_config, wandb_runs = config.logging, []
+
+    def start_wandb_run() -> None:
+        wandb_runs.append(
+            start_wandb(config.run.dir, logging_config.wandb_project, logging_config.wandb_mode, config.to_dict())
+        )
+
+    if logging_config.wandb:  # by rank 0, and its error raised on every rank: they stop together
+        parallel.on_main(layout, start_wandb_run)
     metrics = MetricsLog(
-        config.run.dir, t.steps, trainer.step, logging_config.tensorboard, enabled=layout.is_main, wandb=wandb
+        config.run.dir,
+        t.steps,
+        trainer.step,
+        logging_config.tensorboard,
+        enabled=layout.is_main,
+        wandb=wandb_runs[0] if wandb_runs else None,
     )
     validation = Validation(config, metrics, layout)
     checkpoints = Checkpoints(config, metrics, layout)
