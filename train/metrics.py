@@ -205,7 +205,8 @@ class MetricsLog:
             if loss is not None:
                 self.bar.set_postfix(loss=f"{loss:.4f}")
 
-    def close(self) -> None:
+    def close(self, failed: bool = False) -> None:
+        """`failed`: the run ends on an error (W&B marks its run failed)."""
         if not self.enabled:
             return
         if self.bar is not None:
@@ -213,5 +214,5 @@ class MetricsLog:
         if self.tensorboard is not None:
             self.tensorboard.close()
         if self.wandb is not None:
-            self.wandb.finish()
+            self.wandb.finish(exit_code=1 if failed else 0)
         self.file.close()

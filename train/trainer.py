@@ -500,7 +500,7 @@ def _train(config: Config, resume: str, corpus: Corpus, layout: parallel.Layout,
     periodic.append(validation)
     if config.eval.tasks:
         periodic.append(TaskEvaluation(config, metrics))
-    stopped_early = False
+    stopped_early, failed = False, False
     try:
         with _StopRequest() as stop:
 
@@ -523,12 +523,13 @@ def _train(config: Config, resume: str, corpus: Corpus, layout: parallel.Layout,
                     break
             checkpoints.writer.wait()  # the last checkpoint is complete before the run says it is done
     except BaseException:
+        failed = True
         checkpoints.writer.close(quiet=True)  # the run's own error is the one to raise
         raise
     finally:
         checkpoints.writer.close()
         trainer.close()
-        metrics.close()
+        metrics.close(failed)
     report_path = report.write(config.run.dir) if layout.is_main else None
     return {
         "step": trainer.step,
