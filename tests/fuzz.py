@@ -56,7 +56,7 @@ def _document_steps(kind: str) -> list:
 
 @functools.cache
 def _prefilter():
-    return langid.LanguagePrefilter(langid.LanguageIdentifier(), {"en"}, 0.05, extract.extract_resiliparse)
+    return langid.LanguagePrefilter(langid.LanguageIdentifier(), {"en"}, 0.05, extract.page_text)
 
 
 def _finish(doc: Document, kind: str) -> None:

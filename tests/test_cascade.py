@@ -82,7 +82,7 @@ def test_the_prefilter_is_on_only_where_it_cannot_change_what_is_kept(crawl):
 
 def test_the_prefilter_sets_aside_other_languages_and_lets_pages_without_text_through():
     identifier = langid.LanguageIdentifier()
-    prefilter = langid.LanguagePrefilter(identifier, {"en"}, 0.05, extract.extract_resiliparse)
+    prefilter = langid.LanguagePrefilter(identifier, {"en"}, 0.05, extract.page_text)
 
     def page(language: str) -> Document:
         paragraphs = synthetic.article_paragraphs(random.Random(1), language)
@@ -92,6 +92,29 @@ def test_the_prefilter_sets_aside_other_languages_and_lets_pages_without_text_th
     assert prefilter(page("de")) == langid.PREFILTER_REASON
     empty = Document(id="e", text="<html><body><script>x()</script></body></html>", source="commoncrawl")
     assert prefilter.wanted_probability(empty.text) is None and prefilter(empty) is None
+
+
+def test_the_cheap_text_leaves_out_navigation_and_chrome():
+    """An English article under a long German menu, header and footer: the prefilter reads the article, so the page
+    goes on to the real extraction, where the whole page's first 2,000 characters would have been German."""
+    rng = random.Random(3)
+    german = " ".join(synthetic.article_paragraphs(rng, "de") * 4)[:2500]
+    paragraphs = synthetic.article_paragraphs(rng, "en")
+    article = "".join(f"<p>{p}</p>" for p in paragraphs)
+    page = (
+        f"<html><body><header>{german[:300]}</header><nav><ul><li>{german[300:2300]}</li></ul></nav>"
+        f"<main>{article}</main><aside>{german[2300:]}</aside><footer><form>Suche {german[:80]}</form></footer>"
+        "</body></html>"
+    )
+    text = extract.page_text(page)
+    assert text is not None and german[300:340] not in text and german[:40] not in text
+    assert " ".join(text.split()).startswith(" ".join(paragraphs[0].split()))
+    prefilter = langid.LanguagePrefilter(langid.LanguageIdentifier(), {"en"}, 0.05, extract.page_text)
+    assert prefilter(Document(id="en", text=page, source="commoncrawl")) is None
+    everything = langid.LanguagePrefilter(
+        langid.LanguageIdentifier(), {"en"}, 0.05, lambda html_text: " ".join(german.split()) + " " + text
+    )
+    assert everything(Document(id="en", text=page, source="commoncrawl")) == langid.PREFILTER_REASON
 
 
 def test_the_prefilter_identifies_the_start_of_the_text():

@@ -449,6 +449,6 @@ class CommonCrawl(Source):
         assert self.language_identifier is not None, "the unit processor gives the run's language identifier"
         prefilter = langid.LanguagePrefilter(
             self.language_identifier, set(self.settings.languages), self.settings.prefilter_threshold,
-            extract.extract_resiliparse,
+            extract.page_text,
         )  # fmt: skip
         return [prefilter, ExtractText(self.extractor)]
