@@ -1,7 +1,7 @@
 """The extraction cascade and the extractor switch on Common Crawl pages: a run that restricts languages sets pages
-aside on resiliparse's text before trafilatura (`language.prefilter`), and keeps exactly what the full path keeps
-less those; `extractor = "resiliparse"` extracts with resiliparse. Generated pages in four languages, and with
-../shared: real pages, and pages of real sentences in 14 languages."""
+aside on their text without navigation before trafilatura (`language.prefilter`), and keeps exactly what the full
+path keeps less those; `extractor = "resiliparse"` extracts with resiliparse. Generated pages in four languages, and
+with ../shared: real pages, and pages of real sentences in 14 languages."""
 
 import json
 import random
@@ -77,7 +77,7 @@ def test_the_prefilter_is_on_only_where_it_cannot_change_what_is_kept(crawl):
     assert prefilters(languages=["en"])
     assert not prefilters()  # every language is wanted: nothing to set aside
     assert not prefilters(languages=["en"], prefilter=False)
-    assert not prefilters(languages=["en"], extractor="resiliparse")  # the cheap text is the final text
+    assert not prefilters(languages=["en"], extractor="resiliparse")  # resiliparse's extraction is cheap itself
 
 
 def test_the_prefilter_sets_aside_other_languages_and_lets_pages_without_text_through():

@@ -133,7 +133,7 @@ def add_commoncrawl_inputs(parser: argparse.ArgumentParser, required: bool = Tru
         "sources.commoncrawl.prefilter_threshold",
         type=float,
         help="set a page aside before trafilatura when its wanted languages have a lower probability on "
-        f"resiliparse's text (default: {default_of(s, 'prefilter_threshold')})",
+        f"the page's text without its navigation (default: {default_of(s, 'prefilter_threshold')})",
     )
 
 
