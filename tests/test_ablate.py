@@ -162,7 +162,6 @@ def test_the_terminal_table_has_every_recipe_and_set(ablation):
         (["--eval", "bad"], "--eval: expected NAME=GLOB"),
         (["--eval", "x=/nowhere/*.jsonl"], "--eval x: no file matches"),
         (["--training.batch_tokens", "1000"], "training.batch_tokens (1000) must be a multiple"),
-        (["--task", "piqa=nosuch:x.jsonl"], "--task: 'piqa=nosuch:x.jsonl': unknown task format 'nosuch'"),
         (["--task", "piqa=piqa:/nowhere/valid.jsonl"], "/nowhere/valid.jsonl"),
         (["--task-limit", "-1"], "--task-limit"),
     ],
@@ -171,6 +170,14 @@ def test_mistakes_stop_before_any_work_with_one_line(inputs, tmp_path, capsys, e
     assert ablate.main(arguments(inputs, tmp_path / "out", *extra)) == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "out" / "curated").exists()
+
+
+def test_a_malformed_task_is_the_command_line_s_error(inputs, tmp_path, capsys):
+    with pytest.raises(SystemExit) as stopped:
+        ablate.main(arguments(inputs, tmp_path / "out", "--task", "piqa=nosuch:x.jsonl"))
+    assert stopped.value.code == 2
+    assert "argument --task: 'piqa=nosuch:x.jsonl': unknown task format 'nosuch'" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
 
 
 def test_the_ablation_options_reach_their_stages(inputs, ablation):

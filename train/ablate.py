@@ -77,13 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME=GLOB",
         help="an evaluation set for bits per byte (any corpus train.eval reads); repeatable",
     )
-    parser.add_argument(
-        "--task",
-        action="append",
-        default=[],
-        metavar="NAME=FORMAT:PATH",
-        help=f"a benchmark task scored as train.eval --task scores it; repeatable (formats: {', '.join(task_formats.FORMATS)})",
-    )
+    task_formats.add_task_argument(parser, help="a benchmark task scored as train.eval --task scores it; repeatable")
     parser.add_argument("--task-limit", type=int, default=0, help="the first N items of each --task (default: all)")
     parser.add_argument("--output", required=True, metavar="DIR", help="where everything goes")
     parser.add_argument(
@@ -166,8 +160,8 @@ class Ablation:
         self.evals = eval_sets(args.eval)
         if not args.eval and not args.task:
             raise UsageError("at least one --eval NAME=GLOB or --task NAME=FORMAT:PATH is needed")
+        self.tasks = args.task
         try:
-            self.tasks = [task_formats.parse_spec(value) for value in args.task]
             for spec in self.tasks:  # read now: a malformed file stops the ablation before any work
                 task_formats.read_task(spec)
         except task_formats.TaskError as exc:

@@ -163,13 +163,7 @@ def main(argv=None) -> int:
         action="store_true",
         help="no model: report the items of each --task that share an n-gram with the documents of --input",
     )
-    parser.add_argument(
-        "--task",
-        action="append",
-        default=[],
-        metavar="NAME=FORMAT:PATH",
-        help=f"an evaluation set, repeatable (formats: {', '.join(tasks.FORMATS)})",
-    )
+    tasks.add_task_argument(parser)
     parser.add_argument("--ngram", type=int, default=contamination.DEFAULT_NGRAM, help="--contamination's n-gram size")
     parser.add_argument(
         "--input",
@@ -205,11 +199,7 @@ def main(argv=None) -> int:
     if not args.checkpoint:
         report(PROGRAM, "--checkpoint is needed (or --contamination with --task)")
         return 2
-    try:
-        specs = [tasks.parse_spec(value) for value in args.task]
-    except tasks.TaskError as exc:
-        report(PROGRAM, f"--task: {exc}")
-        return 2
+    specs = args.task
     try:
         model, encoder = load(args.checkpoint, args.device)
     except (UsageError, checkpoint.CheckpointError, FileNotFoundError, KeyError) as exc:
@@ -262,7 +252,7 @@ def report_tasks(model, encoder, specs: list, args) -> dict:
 
 def report_contamination(args, paths: list[str]) -> int:
     try:
-        specs = [tasks.parse_spec(value) for value in args.task]
+        specs = args.task
         if not specs:
             raise tasks.TaskError("--contamination needs at least one --task NAME=FORMAT:PATH")
         read = corpus.ReadReport()

@@ -27,25 +27,6 @@ formats: {", ".join(tasks.FORMATS)} (pipeline/common/tasks.py describes each)
 """
 
 
-def add_task_argument(parser: argparse.ArgumentParser, required: bool) -> None:
-    parser.add_argument(
-        "--task",
-        action="append",
-        type=task_spec,
-        default=[],
-        required=required,
-        metavar="NAME=FORMAT:PATH",
-        help=f"an evaluation set, repeatable (formats: {', '.join(tasks.FORMATS)})",
-    )
-
-
-def task_spec(value: str) -> tasks.TaskSpec:
-    try:
-        return tasks.parse_spec(value)
-    except tasks.TaskError as exc:
-        raise argparse.ArgumentTypeError(str(exc))
-
-
 def build_parser(subparsers) -> None:
     parser = subparsers.add_parser(
         "decontam",
@@ -63,7 +44,7 @@ def build_parser(subparsers) -> None:
         epilog=INDEX_EXAMPLE,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    add_task_argument(index, required=True)
+    tasks.add_task_argument(index, required=True)
     index.add_argument("--output", required=True, metavar="INDEX", help="the index file to write (.npz)")
     index.add_argument(
         "--ngram", type=int, default=contamination.DEFAULT_NGRAM, help="words per n-gram (default: %(default)s)"

@@ -22,6 +22,7 @@ A file that does not fit its format raises `TaskError` naming the file and line.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 import os
@@ -84,6 +85,29 @@ def parse_spec(value: str) -> TaskSpec:
     if field and fmt not in ("jsonl", "parquet"):
         raise TaskError(f"{value!r}: #FIELD is for the jsonl and parquet formats only")
     return TaskSpec(name, fmt, path, field)
+
+
+def task_spec(value: str) -> TaskSpec:
+    """`parse_spec` as an argparse type: a malformed value is the command's usage error."""
+    try:
+        return parse_spec(value)
+    except TaskError as exc:
+        raise argparse.ArgumentTypeError(str(exc))
+
+
+def add_task_argument(
+    parser: argparse.ArgumentParser, required: bool = False, help: str = "an evaluation set, repeatable"
+) -> None:
+    """`--task NAME=FORMAT:PATH`, repeatable, read into TaskSpecs: the flag of every command that reads tasks."""
+    parser.add_argument(
+        "--task",
+        action="append",
+        type=task_spec,
+        default=[],
+        required=required,
+        metavar="NAME=FORMAT:PATH",
+        help=f"{help} (formats: {', '.join(FORMATS)})",
+    )
 
 
 def read_task(spec: TaskSpec) -> list[TaskItem]:
