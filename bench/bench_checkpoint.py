@@ -2,22 +2,29 @@
 (checkpoint.async_save), on the 350M preset on CPU.
 
     .venv/bin/python bench/bench_checkpoint.py [--preset configs/350m.toml] [--rounds 3] [--seq 64]
+    .venv/bin/python bench/bench_checkpoint.py --gil     # what a writer thread leaves the loop's Python
 
 The preset's model (its vocabulary padded from 50,257, GPT-2's) and AdamW with state are built once; then rounds
 alternate: a checkpoint written in the loop (the stall is the whole write: shards, hashes, manifest), and one in
 the background (the stall is the copy into host memory; the write goes on beside the next steps). Each round also
 times training steps (one micro-batch of --seq tokens) alone and while a background write runs, so the write's
 cost to the steps beside it on a machine's few cores is in the figures too. Medians over the rounds.
+
+--gil: small matmuls counted in one thread while another serialises 800 MB of tensors the way DCP's safetensors
+storage does (`safetensors.torch.save`, bytes in memory), with `safetensors.torch.save_file`, and copies the same
+bytes with torch: the matmuls a second left, and the longest pause, show which of them hold the GIL.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import pathlib
 import shutil
 import statistics
 import sys
 import tempfile
+import threading
 import time
 
 import torch
@@ -39,13 +46,57 @@ def step(model, optimizer, batch) -> float:
     return time.perf_counter() - started
 
 
+def gil_probe() -> None:
+    from safetensors.torch import save, save_file
+
+    torch.set_num_threads(1)
+    tensors = {f"w{i}": torch.randn(1024, 8192) for i in range(24)}  # 800 MB
+    target, source = torch.empty(24 * 1024 * 8192), torch.cat([t.flatten() for t in tensors.values()])
+    small = torch.randn(512, 512)
+    folder = tempfile.mkdtemp(prefix="bench-gil-")
+
+    def beside(label: str, work) -> None:
+        stop, counts = threading.Event(), {"done": 0, "worst": 0.0}
+
+        def count() -> None:
+            while not stop.is_set():
+                started = time.perf_counter()
+                (small @ small).sum()
+                counts["worst"] = max(counts["worst"], time.perf_counter() - started)
+                counts["done"] += 1
+
+        thread = threading.Thread(target=count)
+        thread.start()
+        started = time.perf_counter()
+        work()
+        seconds = time.perf_counter() - started
+        stop.set()
+        thread.join()
+        print(
+            f"{label}: {seconds:.2f} s; beside it {counts['done'] / seconds:,.0f} matmuls a second, the longest "
+            f"{counts['worst'] * 1000:.0f} ms"
+        )
+
+    try:
+        beside("nothing (sleep)", lambda: time.sleep(2))
+        beside("safetensors.torch.save (DCP's way)", lambda: save(tensors))
+        beside("safetensors.torch.save_file", lambda: save_file(tensors, os.path.join(folder, "t.safetensors")))
+        beside("torch copy of the same bytes", lambda: [target.copy_(source) for _ in range(3)])
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--preset", default=str(REPO / "configs/350m.toml"))
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seq", type=int, default=64, help="tokens of the one micro-batch of a timed step")
     parser.add_argument("--dir", default=None, help="where checkpoints go (default: a temporary directory)")
+    parser.add_argument("--gil", action="store_true", help="only the GIL probe (above)")
     args = parser.parse_args()
+    if args.gil:
+        gil_probe()
+        return 0
 
     config = config_module.load(args.preset)
     config.model.vocab_size = config.model.vocab_size or 50304  # GPT-2's 50,257 padded to 128

@@ -71,8 +71,8 @@ NOT_CONTENT = ("nav", "header", "footer", "aside", "form")
 def page_text(html_text: str) -> str | None:
     """The text of a page without its navigation and chrome (`NOT_CONTENT`), by resiliparse without its
     main-content heuristics: the extraction cascade's cheap text, identified for language before the real
-    extraction. 0.36 ms a page against 0.82 ms for `extract_resiliparse`, with the same prefilter decision on every
-    page of the cascade's benchmark (docs/performance.md). None when there is no text."""
+    extraction. 0.39 ms a page against 0.78 ms for `extract_resiliparse`, with the same prefilter decision on every
+    page of the cascade's benchmark (bench/bench_prefilter_text.py). None when there is no text."""
     from resiliparse.extract.html2text import extract_plain_text
 
     text = extract_plain_text(
