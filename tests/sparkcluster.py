@@ -181,6 +181,7 @@ def mixed_recipe(root, pages: int = 30, articles: int = 12) -> dict:
                 "warcs": [str(root / "sample" / "*.warc.gz")],
                 "quality_model": str(model),
                 "quality_keep": 0.8,
+                "languages": ["en", "de"],  # the extraction cascade: pages of other languages set aside first
             },
             "wikipedia": {"dumps": [sample.dump], "indexes": [sample.index], "streams_per_part": 1},
             "books": {

@@ -1,6 +1,7 @@
 """Curation on Spark (`--engine spark`) writes the bytes Beam's DirectRunner writes, for one recipe of Common Crawl
-WARCs, a Wikipedia multistream dump and local text with exact and MinHash deduplication, boilerplate lines, PII,
-bad words, decontamination and the quality classifier on, on a real standalone cluster (a master and two workers, JVMs of their own) that loses a worker mid-run. A bad
+WARCs (through the extraction cascade), a Wikipedia multistream dump and local text with exact and MinHash
+deduplication, boilerplate lines, PII, bad words, decontamination and the quality classifier on, on a real standalone
+cluster (a master and two workers, JVMs of their own) that loses a worker mid-run. A bad
 setup ends in one line naming what to do. The slower Spark checks (`local[2]`, a killed driver and its rerun, the
 DirectRunner's bytes on 3,000 real pages) are `bench/bench_spark.py faults` and `engines`."""
 
@@ -44,6 +45,7 @@ def mixed(tmp_path_factory):
     assert stats.dropped["quality"] > 0 and stats.dropped["near_duplicate"] > 0 and stats.dropped["duplicate_id"] > 0
     assert stats.dropped["decontaminated"] >= 2 and stats.dropped["line_dedup.empty"] == 1
     assert stats.dropped["badwords"] > 0 and stats.edits["badwords.kept_anyway"] > 0
+    assert stats.dropped["language.prefilter"] > 0
     assert stats.edits["line_dedup.books.lines"] >= 4 and stats.edits["line_dedup.books.bytes"] > 0
     return root, table, outputs(root / "direct")
 

@@ -565,8 +565,8 @@ def test_a_failed_background_write_is_raised_and_leaves_no_checkpoint(tmp_path, 
     assert "written in the background failed too" in caplog.text and "No space left" in caplog.text
 
 
-def wandb_history(run_dir) -> tuple[str, dict[int, dict], int | None]:
-    """The W&B run id, the logged values by step and the exit code, read back from an offline run's transaction
+def wandb_history(run_dir) -> tuple[str, dict[int, dict], int | None, str]:
+    """The W&B run id, the logged values by step, the exit code and the project, read back from an offline run's transaction
     log: W&B's record format (LevelDB's log: 32 KiB blocks of CRC32, length, type chunks) holding protobuf
     Records."""
     import struct
@@ -574,7 +574,7 @@ def wandb_history(run_dir) -> tuple[str, dict[int, dict], int | None]:
     from wandb.proto import wandb_internal_pb2
 
     (path,) = run_dir.glob("wandb/offline-run-*/run-*.wandb")
-    data, position, chunks, history, exit_code = path.read_bytes(), 7, [], {}, None
+    data, position, chunks, history, exit_code, project = path.read_bytes(), 7, [], {}, None, ""
     while position + 7 <= len(data):
         left = 32768 - position % 32768
         _, length, kind = struct.unpack("<IHB", data[position : position + 7]) if left >= 7 else (0, 0, 0)
@@ -594,20 +594,23 @@ def wandb_history(run_dir) -> tuple[str, dict[int, dict], int | None]:
                 history.setdefault(step, {}).update(values)
             elif record.WhichOneof("record_type") == "exit":
                 exit_code = record.exit.exit_code
-    return path.name[len("run-") : -len(".wandb")], history, exit_code
+            elif record.WhichOneof("record_type") == "run":
+                project = record.run.project
+    return path.name[len("run-") : -len(".wandb")], history, exit_code, project
 
 
 def test_weights_and_biases_gets_every_metric_and_a_resume_continues_its_run(train_data, tmp_path, capsys, monkeypatch):
     run = tmp_path / "wandb-run"
     common = ["--training.steps", "4", "--logging.wandb", "true", "--logging.wandb_mode", "offline"]
+    common += ["--logging.wandb_project", "ablations-42"]
     assert cli.main(run_args(train_data, run, *common, "--checkpoint.exit_at_step", "2")) == 0
-    run_id, first, exit_code = wandb_history(run)
-    assert exit_code == 0
+    run_id, first, exit_code, project = wandb_history(run)
+    assert exit_code == 0 and project == "ablations-42"
     assert (run / "wandb-id").read_text().strip() == run_id
     assert {step: values["loss"] for step, values in first.items()} == losses(run)
     shutil.move(run / "wandb", tmp_path / "first-wandb")
     assert cli.main(["--resume", "auto", *run_args(train_data, run, *common)]) == 0
-    resumed_id, history, _ = wandb_history(run)
+    resumed_id, history, _, _ = wandb_history(run)
     assert resumed_id == run_id  # the same W&B run goes on
     assert {step: values["loss"] for step, values in history.items() if "loss" in values} == {
         step: loss for step, loss in losses(run).items() if step > 2
