@@ -10,6 +10,8 @@ guard would hide what the fuzzer is looking for: an exception is a finding):
 - corpus: bytes (the first byte chooses the format: JSON lines, text, gzip, zstd, Parquet, Arrow) → the corpus
   reader's records → documents → an Arrow row
 - recipe: bytes → TOML → a checked recipe; only the user's mistakes (UsageError, TOML syntax) may be raised
+- archive: bytes (the first byte chooses tar.gz, tar or zip) → a repository archive → the code source's plan, its
+  members, documents, the secrets step and the code filters → an Arrow row; nothing may be written outside its folder
 - publish: bytes → text → the steps that rewrite or judge kept text: PII anonymisation (with an extra pattern),
   bad words, benchmark decontamination (drop and cut, against an index of fixed items), boilerplate-line removal, and
   the URL word rules on the same text read as a URL
@@ -39,7 +41,7 @@ with atheris.instrument_imports(include=["pipeline"]):
     from pipeline.common.schema import Document, documents_to_table, valid_text
     from pipeline.common.settings import UsageError
     from pipeline.dedup import lines
-    from pipeline.sources import commoncrawl, localtext, mediawiki as dumps, wikipedia
+    from pipeline.sources import code as code_source, commoncrawl, localtext, mediawiki as dumps, wikipedia
     from pipeline.steps import decontam, extract, langid, pii, process, wordlists
 
 MAX_LEN = 65536
@@ -49,7 +51,7 @@ _STEPS: dict[str, list] = {}
 def _document_steps(kind: str) -> list:
     """Language ID and the filters of a source of `kind` with its default settings (the model loads once)."""
     if kind not in _STEPS:
-        settings = {"web": commoncrawl.Settings(), "text": localtext.Settings()}[kind]
+        settings = {"web": commoncrawl.Settings(), "text": localtext.Settings(), "code": code_source.Settings()}[kind]
         _STEPS[kind] = process.document_steps(settings, langid.LanguageIdentifier())
     return _STEPS[kind]
 
@@ -124,6 +126,36 @@ def recipe_file(data: bytes) -> None:
         pass
 
 
+ARCHIVE_SUFFIXES = (".tar.gz", ".tar", ".zip")
+
+
+def archive(data: bytes) -> None:
+    if not data:
+        return
+    suffix = ARCHIVE_SUFFIXES[data[0] % len(ARCHIVE_SUFFIXES)]
+    source = code_source.Code("code", code_source.Settings(repos=["fuzz"], licenses=["any"], max_file_bytes=20_000))
+    with tempfile.TemporaryDirectory(prefix="fuzz-archive-") as folder:
+        path = os.path.join(folder, "repo" + suffix)
+        with open(path, "wb") as handle:
+            handle.write(data[1:])
+        try:
+            units = source.plan((path, "repo"))
+        except (ValueError, OSError, EOFError):  # an unreadable archive: the input's error (as the engines count it)
+            return
+        for unit in units:
+            try:
+                for record in source.read(unit):
+                    doc = source.document(record)
+                    if isinstance(doc, Document):
+                        for step in source.steps(unit):
+                            step(doc)
+                        _finish(doc, "code")
+            except (ValueError, OSError, EOFError, *code_source.UNREADABLE):  # a damaged stream: the unit's error
+                pass
+        if os.listdir(folder) != ["repo" + suffix]:
+            raise AssertionError(f"the reader wrote {os.listdir(folder)}")
+
+
 # The benchmark items the publish target's index holds (its seeds quote them)
 PUBLISH_ITEMS = [
     "How do I ready a guinea pig cage for its new occupants? Provide the guinea pig with a cage full of bedding.",
@@ -175,7 +207,14 @@ def publish(data: bytes) -> None:
     cut.details.clear()
 
 
-TARGETS = {"warc": warc, "mediawiki": mediawiki, "corpus": corpus_file, "recipe": recipe_file, "publish": publish}
+TARGETS = {
+    "warc": warc,
+    "mediawiki": mediawiki,
+    "corpus": corpus_file,
+    "recipe": recipe_file,
+    "publish": publish,
+    "archive": archive,
+}
 
 
 def _shared(*parts: str) -> str:
@@ -214,6 +253,7 @@ def seed_inputs() -> dict[str, list[bytes]]:
         f"Intro. {PUBLISH_ITEMS[0]} And then {PUBLISH_ITEMS[2]} darn, call +49 221".encode(),
         b"https://hot.example/girls/casino?x=pornhub",
     ]
+    seeds["archive"] = _archive_seeds()
     warcs, dumps = _shared("warc"), _shared("wikipedia")
     if os.path.isdir(warcs):
         for name in sorted(os.listdir(warcs)):
@@ -224,6 +264,26 @@ def seed_inputs() -> dict[str, list[bytes]]:
             with open(os.path.join(dumps, name), "rb") as handle:
                 data = handle.read()
             seeds["mediawiki"].append((bz2.decompress(data) if name.endswith(".bz2") else data)[:MAX_LEN])
+    return seeds
+
+
+def _archive_seeds() -> list[bytes]:
+    """A real package's files (tzlocal, MIT) as a tarball and a zip, and the hostile archives of the tests."""
+    import pathlib
+
+    from tests import codedata
+
+    files = codedata.with_extras(codedata.package_files("tzlocal", "tzlocal"))
+    seeds = []
+    with tempfile.TemporaryDirectory() as folder:
+        root = pathlib.Path(folder)
+        for index, path in enumerate((
+            codedata.write_tar(root / "a.tar.gz", files, "tzlocal-main", "0" * 40, "alias.py"),
+            codedata.write_zip(root / "a.zip", files, "tzlocal-main", None, "alias.py"),
+            codedata.hostile_tar(root / "h.tar.gz", 20_000),
+            codedata.hostile_zip(root / "h.zip", 20_000),
+        )):  # fmt: skip
+            seeds.append(bytes([(0, 2, 0, 2)[index]]) + path.read_bytes()[:MAX_LEN])
     return seeds
 
 

@@ -18,6 +18,7 @@ import urllib.request
 
 from pipeline import cli, recipe as recipes
 from pipeline.common import synthetic
+from tests import codedata
 from tests.portable import _free_port, _wait_for
 
 # The JVMs here compile with C1 alone and collect with one thread: the JVM does little of a run's work, and its JIT
@@ -150,7 +151,8 @@ def mixed_recipe(root, pages: int = 30, articles: int = 12) -> dict:
     Crawl WARCs (the crawl republished some Wikipedia articles), a Wikipedia multistream dump read in parts, local
     JSON lines listed twice under two names (the same ids) and forum posts that share boilerplate lines, two of them
     quoting an evaluation set; exact and MinHash dedup, boilerplate lines, PII, bad words (half of the flagged kept),
-    decontamination, and a quality classifier trained here keeping the best 80% of the crawl."""
+    decontamination, a quality classifier trained here keeping the best 80% of the crawl; and code: a real package
+    (MIT) with secrets, vendored, lock, binary and minified files, read in parts, beside one under MPL-2.0."""
     sample = synthetic.write_sample(str(root / "sample"), pages=pages, articles=articles, seed=5, republished=4)
     synthetic.write_sample_warc(str(root / "sample" / "more.warc.gz"), pages=pages * 2 // 3, seed=12)
     (root / "text").mkdir()
@@ -174,6 +176,10 @@ def mixed_recipe(root, pages: int = 30, articles: int = 12) -> dict:
     model = root / "quality"
     arguments = ["quality", "train", "--positive", str(good), "--negative", str(spam), "--output", str(model)]
     assert cli.main([*arguments, "--seed", "1"]) == 0
+    (root / "repos").mkdir()
+    files = codedata.with_extras(codedata.package_files("tzlocal", "tzlocal"))
+    codedata.write_tar(root / "repos" / "tzlocal.tar.gz", files, "tzlocal-main", "0123456789abcdef" * 2 + "01234567")
+    codedata.write_zip(root / "repos" / "pathspec.zip", codedata.package_files("pathspec", "pathspec", limit=3), "p")
     return {
         "output": {"shard_size": "40KB"},
         "sources": {
@@ -193,6 +199,7 @@ def mixed_recipe(root, pages: int = 30, articles: int = 12) -> dict:
                 "badwords": {"en": str(root / "labelled" / "badwords-en.txt")},
                 "badwords_keep": 0.5,  # a share chosen by id: the same documents on either engine
             },
+            "code": {"repos": [str(root / "repos" / "*")], "max_unit_bytes": 20_000},
         },
         "dedup": {"prefer": ["wikipedia"], "line_dedup": True},
     }

@@ -1,4 +1,5 @@
-"""`python -m train.ablate` end to end: two recipes over a generated crawl (the web filters off and on), one tokenizer,
+"""`python -m train.ablate` end to end: two recipes over a generated crawl (the web filters off and on) mixed with
+Wikipedia, books and a code repository, one tokenizer,
 two seeds each of a tiny proxy, bits per byte on two held-out sets and accuracy on two benchmark tasks; every figure
 in results.json is what `python -m train.eval` gives for the same checkpoint, the order agreement over seeds is
 what the seeds' figures say, the report renders in headless Chromium, and a finished curation run of an unchanged
@@ -8,9 +9,11 @@ import json
 import random
 import statistics
 
+import pyarrow.parquet as pq
 import pytest
 
 from pipeline.common import synthetic
+from tests import codedata
 from tests.browser import needs_chromium, screenshot
 from train import ablate, eval as train_eval
 
@@ -40,8 +43,14 @@ def inputs(tmp_path_factory):
     with open(root / "cloze.jsonl", "w", encoding="utf-8") as handle:  # a last-word task (LAMBADA's layout)
         for _ in range(10):
             handle.write(json.dumps({"text": " ".join(synthetic.article_paragraphs(rng, "en")[0].split()[:25])}) + "\n")
+    sample = synthetic.write_sample(str(root / "sample"), pages=2, articles=6, seed=4, republished=0)
+    files = codedata.package_files("tzlocal", "tzlocal")
+    codedata.write_tar(root / "tzlocal.tar.gz", files, "tzlocal-main")
     common = (
-        f'[dedup]\nenabled = false\n[sources.commoncrawl]\nkind = "commoncrawl"\nwarcs = ["{root / "crawl.warc.gz"}"]\n'
+        f'[dedup]\nenabled = false\n[sources.wikipedia]\ndumps = ["{sample.dump}"]\n'
+        f'[sources.books]\nkind = "text"\ninputs = ["{sample.heldout}"]\n'
+        f'[sources.code]\nrepos = ["{root / "tzlocal.tar.gz"}"]\n'
+        f'[sources.commoncrawl]\nkind = "commoncrawl"\nwarcs = ["{root / "crawl.warc.gz"}"]\n'
     )
     (root / "no-filters.toml").write_text(common + "filters = []\n")
     (root / "web-filters.toml").write_text(common)  # the web filters are Common Crawl's default
@@ -76,6 +85,9 @@ def test_every_figure_is_train_evals_for_the_same_checkpoint(inputs, ablation, t
         stats = json.loads((ablation / "curated" / name / "stats.json").read_text())
         meta = json.loads((ablation / "bins" / name / "meta.json").read_text())
         assert recipe["documents"] == stats["kept"] and recipe["funnel"]["dropped"] == stats["dropped"]
+        shards = sorted((ablation / "curated" / name).glob("part-*.parquet"))
+        sources = set(pq.read_table(shards, columns=["source"]).column("source").to_pylist())
+        assert sources == {"commoncrawl", "wikipedia", "books", "code"}
         assert recipe["tokens"] == {split: meta["splits"][split]["tokens"] for split in ("train", "val")}
         assert [run["seed"] for run in recipe["runs"]] == [1337, 1338]
         for eval_name in ("english", "german"):

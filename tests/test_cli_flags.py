@@ -57,6 +57,11 @@ FLAGS = {
     "--decontamination": (["evals.npz"], "sources.{s}.decontamination", "evals.npz"),
     "--decontamination-mode": (["cut"], "sources.{s}.decontamination_mode", "cut"),
     "--langid-model": (["lid.bin"], "langid.model", "lid.bin"),
+    "--repos": (["a.tar.gz", "b.zip"], "sources.code.repos", ["a.tar.gz", "b.zip"]),
+    "--revision": (["v1.0"], "sources.code.revision", "v1.0"),
+    "--licenses": (["MIT,none"], "sources.code.licenses", ["MIT", "none"]),
+    "--max-file-bytes": (["5000"], "sources.code.max_file_bytes", 5000),
+    "--no-secrets": ([], "sources.code.secrets", False),
     "--output": (["elsewhere"], "output.dir", "elsewhere"),
     "--format": (["arrow"], "output.format", "arrow"),
     "--shard-size": (["1GB"], "output.shard_size", "1GB"),
@@ -79,10 +84,14 @@ PRESETS = {
     "commoncrawl": (["--warcs", "base.warc.gz"], "commoncrawl"),
     "wikipedia": (["--dump", "base.xml"], "wikipedia"),
     "text": (["--input", "base.txt"], "text"),
-    "curate": (["--warcs", "base.warc.gz", "--dump", "base.xml", "--text", "base.txt"], "commoncrawl"),
+    "code": (["--repos", "base.tar.gz"], "code"),
+    "curate": (
+        ["--warcs", "base.warc.gz", "--dump", "base.xml", "--text", "base.txt", "--repos", "r.zip"],
+        "commoncrawl",
+    ),
     "dedup": (["--input", "base.parquet"], "shards"),
 }
-INPUT_FLAGS = {"--crawl", "--warc-paths", "--warcs", "--dump", "--wiki", "--input", "--text"}
+INPUT_FLAGS = {"--crawl", "--warc-paths", "--warcs", "--dump", "--wiki", "--input", "--text", "--repos"}
 # The engine's flags set no recipe key (a recipe gives the same bytes on either engine): they reach the engine run
 # (test_the_engine_flags_reach_the_engine).
 ENGINE_FLAGS = {"--engine", "--spark-master", "--conf"}
@@ -120,13 +129,21 @@ def test_the_flag_reaches_the_resolved_recipe(command, flag, tmp_path):
         values, key, expected = ["a.parquet"], "sources.shards.inputs", ["a.parquet"]
     if values == ["CONFIG"]:
         config = tmp_path / "filters.json"
-        config.write_text(json.dumps({"c4": {"min_words_per_line": 2}, "min_length": {"min_words": 3}}))
+        config.write_text(
+            json.dumps(
+                {"c4": {"min_words_per_line": 2}, "min_length": {"min_words": 3}, "code_lines": {"max_line_length": 9}}
+            )
+        )
         values = [str(config)]
-        if source != "commoncrawl":  # their default filters are min_length alone
+        if source in ("wikipedia", "text", "shards"):  # their default filters are min_length alone
             expected = {"min_length": {"min_words": 3}}
+        if source == "code":
+            expected = {"code_lines": {"max_line_length": 9}}
+    if flag == "--languages" and source == "code":  # a code file's language: named for the code source only
+        values, expected = ["code=python,c"], ["python", "c"]
     key = key.format(s=source)
     if values == ["TOGGLE"]:
-        web = source == "commoncrawl"
+        web = source in ("commoncrawl", "code")
         values, expected = ["off" if web else "on"], not web
     arguments = list(base)
     if flag in INPUT_FLAGS:  # replaces the preset's input of its kind

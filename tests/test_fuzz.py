@@ -14,7 +14,7 @@ from tests.conftest import REPO
 pytest.importorskip("atheris")
 
 # runs per target: a few seconds each on this project's 2-core machine (the web path extracts every page)
-RUNS = {"warc": 150, "mediawiki": 150, "corpus": 1500, "recipe": 1000, "publish": 3000}
+RUNS = {"warc": 150, "mediawiki": 150, "corpus": 1500, "recipe": 1000, "publish": 3000, "archive": 200}
 
 
 @pytest.fixture(scope="module")

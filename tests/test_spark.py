@@ -47,6 +47,8 @@ def mixed(tmp_path_factory):
     assert stats.dropped["badwords"] > 0 and stats.edits["badwords.kept_anyway"] > 0
     assert stats.dropped["language.prefilter"] > 0
     assert stats.edits["line_dedup.books.lines"] >= 4 and stats.edits["line_dedup.books.bytes"] > 0
+    assert stats.records_skipped["license.not_allowed"] == 4 and stats.edits["secrets.AWSKeyDetector"] == 1
+    assert stats.dropped["code_generated.minified"] == 1 and "line_dedup.code.lines" not in stats.edits
     return root, table, outputs(root / "direct")
 
 

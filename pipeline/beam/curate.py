@@ -104,8 +104,8 @@ class Curate(beam.PTransform):
 
 
 def beam_options(arguments: Sequence[str], ours: Sequence[str] = ()):
-    """Beam's pipeline options from command-line style arguments, with local defaults: the DirectRunner (Prism,
-    Beam's newer default, downloads a binary), one worker process per core, quiet SDK workers. Every argument must
+    """Beam's pipeline options from command-line style arguments, with local defaults: the DirectRunner (run by
+    `local_runner`, never on Prism), one worker process per core, quiet SDK workers. Every argument must
     be a Beam option (runners' included): anything else is a UsageError naming it and the closest option among
     Beam's and `ours` (the command's own flags), since Beam would drop it with only a warning."""
     from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions, WorkerOptions
@@ -236,6 +236,22 @@ class UnitProgress:
             bar.close()
 
 
+def local_runner(options):
+    """The runner a pipeline with these options runs on: Beam's DirectRunner, told not to try Prism first, when the
+    options name the DirectRunner; else None (Beam makes the runner they name). Since Beam 2.6x the DirectRunner
+    runs any pipeline Prism supports on Prism, which downloads its binary from GitHub at run time (or, offline,
+    fails and falls back after building a job service for nothing); Beam skips Prism for an interactive runner,
+    and that is all `is_interactive` changes."""
+    from apache_beam.options.pipeline_options import StandardOptions
+    from apache_beam.runners.direct.direct_runner import SwitchingDirectRunner
+
+    if options.view_as(StandardOptions).runner not in ("DirectRunner", "direct"):
+        return None
+    runner = SwitchingDirectRunner()
+    runner.is_interactive()
+    return runner
+
+
 @contextlib.contextmanager
 def _local_worker_logs(options):
     """While the DirectRunner starts its worker processes, tells them to log their warnings to stderr."""
@@ -284,7 +300,7 @@ def run(recipe: Recipe, beam_arguments: Sequence[str] = (), ours: Sequence[str] 
     curate = Curate(recipe, rounds)  # lists the inputs: a user's mistake stops the run before anything is written
     save(recipe, sinks.join(recipe.output.dir, RECIPE_FILE))
     while True:
-        pipeline = beam.Pipeline(options=options)
+        pipeline = beam.Pipeline(runner=local_runner(options), options=options)
         _ = pipeline | "Curate" >> curate
         with _local_worker_logs(options), _progress(recipe, curate):
             result = pipeline.run()

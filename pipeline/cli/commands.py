@@ -1,5 +1,5 @@
 """The commands of `python -m pipeline` and their flags: `run` takes a recipe; the presets `commoncrawl`,
-`wikipedia`, `text`, `curate` and `dedup` are a source's inputs (`pipeline.cli.inputs`) with the flags every
+`wikipedia`, `text`, `code`, `curate` and `dedup` are a source's inputs (`pipeline.cli.inputs`) with the flags every
 preset shares (`pipeline.cli.filtering`, `pipeline.cli.options`); `quality` trains and scores a quality classifier
 (`pipeline.cli.quality`); `decontam` builds a benchmark n-gram index (`pipeline.cli.decontam`); `report` and
 `synthetic-sample` write files.
@@ -12,7 +12,13 @@ import argparse
 from pipeline import recipe as recipes
 from pipeline.cli import decontam, quality
 from pipeline.cli.filtering import add_process_arguments
-from pipeline.cli.inputs import add_commoncrawl_inputs, add_shards_inputs, add_text_inputs, add_wikipedia_inputs
+from pipeline.cli.inputs import (
+    add_code_inputs,
+    add_commoncrawl_inputs,
+    add_shards_inputs,
+    add_text_inputs,
+    add_wikipedia_inputs,
+)
 from pipeline.cli.options import add_dedup_arguments, add_engine_arguments, add_output_arguments
 from pipeline.cli.run import PROGRAM, run_preset, run_recipe, run_report
 
@@ -59,12 +65,22 @@ TEXT_EXAMPLE = """examples:
 """
 
 
+CODE_EXAMPLE = """examples:
+  # GitHub archives and a checkout, Python and C only, permissive licences (the default)
+  python -m pipeline code --repos 'archives/*.tar.gz' src/myproject --languages code=python,c --output out/code
+  # a bare repository at a tag, any licence
+  python -m pipeline code --repos mirrors/project.git --revision v1.2.0 --licenses any --output out/project
+"""
+
+
 CURATE_EXAMPLE = """examples:
   # 10 WARCs of a crawl and English Wikipedia, deduplicated together (Wikipedia's copy survives)
   python -m pipeline curate --crawl CC-MAIN-2024-10 --max-warcs 10 --wiki enwiki --output out/mix
   # local inputs of all three kinds, books with web filters too
   python -m pipeline curate --warcs 'warcs/*.warc.gz' --dump dumps/ltgwiki.xml.bz2 \\
       --text 'books/*.txt' --source-name books --strip-gutenberg --filters books=all --output out/mix
+  # web pages and code repositories in one set of shards
+  python -m pipeline curate --warcs 'warcs/*.warc.gz' --repos 'archives/*.zip' --languages en --output out/mix
 """
 
 
@@ -148,16 +164,29 @@ def build_parser() -> argparse.ArgumentParser:
         lambda parser: add_text_inputs(parser, "--input"),
     )
 
+    add_source_command(
+        subparsers,
+        "code",
+        "code repositories (archives, checkouts, bare git) → one document per source file",
+        "Curate source code as The Stack does: one document per file with its repository, path, revision, "
+        "language and licence; repositories under licences not allowed, vendored, lock, binary and large files "
+        "skipped; StarCoder's filters; keys and tokens redacted; deduplicated with the other sources.",
+        CODE_EXAMPLE,
+        add_code_inputs,
+    )
+
     def add_every_input(parser):
         add_commoncrawl_inputs(parser, required=False)
         add_wikipedia_inputs(parser, required=False)
         add_text_inputs(parser, "--text", required=False)
+        add_code_inputs(parser, required=False)
 
     add_source_command(
         subparsers,
         "curate",
-        "every source at once (crawl, Wikipedia, local text) → one deduplicated set of shards",
-        "Curate Common Crawl, Wikipedia dumps and local text collections in one pipeline, with exact and MinHash "
+        "every source at once (crawl, Wikipedia, local text, code) → one deduplicated set of shards",
+        "Curate Common Crawl, Wikipedia dumps, local text collections and code repositories in one pipeline, with "
+        "exact and MinHash "
         "deduplication across sources (by default Wikipedia's copy survives).",
         CURATE_EXAMPLE,
         add_every_input,

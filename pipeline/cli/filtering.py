@@ -15,6 +15,7 @@ from pipeline.cli.options import csv_list, recipe_option
 from pipeline.common.settings import UsageError
 from pipeline.sources import source_class
 from pipeline.steps import filters
+from pipeline.steps.code import CODE_FILTERS
 
 _SOURCE_PREFIX = re.compile(r"^([A-Za-z][\w.-]*)=(.*)$")
 PER_SOURCE_FLAGS = (
@@ -54,7 +55,11 @@ def add_process_arguments(parser: argparse.ArgumentParser) -> None:
         "the web heuristics wrongly drop encyclopedic and book text.",
     )
     per_source_option(
-        group, "--languages", "[SOURCE=]en,de,…", "keep only these fastText labels (default: every language)"
+        group,
+        "--languages",
+        "[SOURCE=]en,de,…",
+        "keep only these fastText labels (default: every language); for code, programming languages "
+        "(code=python,cpp), which a value for every source leaves alone",
     )
     per_source_option(group, "--min-language-score", "[SOURCE=]X", "drop documents whose top language score is lower")
     per_source_option(
@@ -62,7 +67,8 @@ def add_process_arguments(parser: argparse.ArgumentParser) -> None:
         "--filters",
         "[SOURCE=]all|web|none|NAME,…",
         f"quality filters to apply; names: {', '.join(filters.FILTERS)}; web = "
-        f"{','.join(filters.WEB_FILTERS)}; all = min_length and web",
+        f"{','.join(filters.WEB_FILTERS)}; all = min_length and web (for code: every code filter); code = "
+        f"{','.join(CODE_FILTERS)}",
     )
     per_source_option(
         group,
@@ -139,9 +145,12 @@ def add_process_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _filter_names(value: str) -> list[str]:
+def _filter_names(value: str, kind: str) -> list[str]:
     if value == "all":
-        return list(filters.FILTERS)
+        code = kind == "code"
+        return [name for name in filters.FILTERS if (name in CODE_FILTERS) == code]
+    if value == "code":
+        return list(CODE_FILTERS)
     if value == "web":
         return list(filters.WEB_FILTERS)
     if value == "none":
@@ -192,13 +201,15 @@ def process_settings(args, name: str, kind: str) -> dict:
     table: dict[str, Any] = {}
     chosen = _for_source(args.filters, name)
     if chosen is not None:
-        table["filters"] = _filter_names(chosen)
+        table["filters"] = _filter_names(chosen, kind)
     config_file = _for_source(args.filter_config, name)
     if config_file is not None:
         settings = load_filter_settings(config_file)
         names = table["filters"] if "filters" in table else source_class(kind).Settings().filters
         table["filter_settings"] = {k: v for k, v in settings.items() if k in names}
     languages = _for_source(args.languages, name)
+    if not source_class(kind).Settings.identifies_language:  # a code file's language is not a fastText label
+        languages = _for_source([(n, v) for n, v in args.languages if n == name], name)
     if languages is not None:
         table["languages"] = csv_list(languages)
     for flag in ("min_language_score", "min_quality", "quality_keep", "badwords_keep"):

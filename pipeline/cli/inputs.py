@@ -15,6 +15,7 @@ SOURCE_INPUTS = {
     "wikipedia": ("wikipedia", ("dumps", "wikis")),
     TEXT_SOURCE: ("text", ("inputs",)),
     "shards": ("shards", ("inputs",)),
+    "code": ("code", ("repos",)),
 }
 
 
@@ -259,6 +260,52 @@ def add_text_inputs(parser: argparse.ArgumentParser, flag: str, required: bool =
         f"sources.{TEXT_SOURCE}.language",
         metavar="CODE",
         help="the corpus's own language, stored as `language` (fastText's label is kept beside it)",
+    )
+
+
+def add_code_inputs(parser: argparse.ArgumentParser, required: bool = True) -> None:
+    from pipeline.sources import code
+
+    group = parser.add_argument_group("code repositories")
+    recipe_option(
+        group,
+        "--repos",
+        "sources.code.repos",
+        action="extend",
+        nargs="+",
+        required=required,
+        metavar="GLOB",
+        help="repository archives (.tar.gz, .tgz, .tar, .tar.bz2, .tar.xz, .zip; local, URLs or buckets), checkouts "
+        "or bare git repositories; several globs, repeatable",
+    )
+    recipe_option(
+        group,
+        "--revision",
+        "sources.code.revision",
+        help="the branch, tag or commit a bare repository is read at (default: HEAD)",
+    )
+    recipe_option(
+        group,
+        "--licenses",
+        "sources.code.licenses",
+        type=csv_list,
+        metavar="permissive|any|none|SPDX,…",
+        help="licences a repository's licence files must all name: permissive (The Stack's list, the default), "
+        "SPDX ids, none (repositories without a licence file), any (every repository)",
+    )
+    recipe_option(
+        group,
+        "--max-file-bytes",
+        "sources.code.max_file_bytes",
+        type=int,
+        help=f"skip larger files unread (default: {default_of(code.Settings, 'max_file_bytes')})",
+    )
+    recipe_option(
+        group,
+        "--no-secrets",
+        "sources.code.secrets",
+        action="store_false",
+        help="keep keys and tokens as they are (default: replaced by <SECRET>)",
     )
 
 

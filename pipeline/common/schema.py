@@ -16,8 +16,8 @@ import pyarrow as pa
 
 # 2: language_label; language is the source's own where it declares one. 3: measures (a map). 4: measures as a
 # list of (name, value) structs, which every reader of Parquet has a type for (datasets has none for maps).
-# 5: quality (a quality classifier's score).
-SCHEMA_VERSION = 5
+# 5: quality (a quality classifier's score). 6: repository, path, revision and license (code; empty elsewhere).
+SCHEMA_VERSION = 6
 SCHEMA_VERSION_KEY = b"lmforge.schema_version"
 
 MEASURE = pa.struct([pa.field("name", pa.string(), nullable=False), pa.field("value", pa.float64())])
@@ -36,6 +36,11 @@ ARROW_SCHEMA = pa.schema(
         # what each quality filter measured ("fineweb.line_punct_ratio": 0.4), when the recipe keeps them
         pa.field("measures", pa.list_(MEASURE)),
         pa.field("quality", pa.float32()),  # the source's quality classifier's score, when it has one
+        # code: the repository (its name in the run), the file's path in it, the commit read, the SPDX licence(s)
+        pa.field("repository", pa.string()),
+        pa.field("path", pa.string()),
+        pa.field("revision", pa.string()),
+        pa.field("license", pa.string()),
     ],
     metadata={SCHEMA_VERSION_KEY: str(SCHEMA_VERSION).encode()},
 )
@@ -68,6 +73,10 @@ class Document:
     language_label: str | None = None  # fastText's top label
     measures: dict[str, float] | None = None  # filled by the filters when measures are kept
     quality: float | None = None  # the quality classifier's probability of "keep" (pipeline.steps.quality)
+    repository: str | None = None  # code only, as the four below: the repository's name in the run
+    path: str | None = None  # the file's path inside its repository
+    revision: str | None = None  # the commit read, when the repository records one
+    license: str | None = None  # SPDX ids of the repository's licence files ("MIT", "Apache-2.0 AND MIT")
 
     @classmethod
     def from_row(cls, row: dict) -> Document:
@@ -92,7 +101,7 @@ class Document:
             self.measures[name] = round(float(value), 6)
 
 
-_TEXT_FIELDS = ("id", "text", "url", "source", "crawl", "language", "title", "language_label")
+_TEXT_FIELDS = ("id", "text", "url", "source", "crawl", "language", "title", "language_label", "repository", "path")
 REPLACEMENT = "\ufffd"
 
 

@@ -43,6 +43,12 @@ def line_hashes(text: str) -> set[int]:
     return {h for h in map(line_hash, text.split("\n")) if h is not None}
 
 
+def document_line_hashes(doc: Document) -> set[int]:
+    """What a document contributes to the count of common lines, and so what can be removed from it: nothing for a
+    code file (it has a `path`), whose lines repeated across files (`import os`, `}`) are code, not boilerplate."""
+    return set() if doc.path is not None else line_hashes(doc.text)
+
+
 def source_of(doc: Document, names: Iterable[str], kinds: dict[str, str]) -> str | None:
     """The recipe source a document came from: by name (local text, shards keep theirs), else by kind (Common Crawl
     and Wikipedia documents carry their kind)."""

@@ -297,7 +297,7 @@ class RemoveCommonLines(beam.PTransform):
     def expand(self, docs):
         common = (
             docs
-            | "Lines" >> beam.FlatMap(lambda doc: ((line, doc.id) for line in lines.line_hashes(doc.text)))
+            | "Lines" >> beam.FlatMap(lambda doc: ((line, doc.id) for line in lines.document_line_hashes(doc)))
             | "ByLine" >> beam.GroupByKey()
             | "Common" >> beam.FlatMap(_common_line, self.min_documents)
         )

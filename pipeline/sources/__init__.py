@@ -24,7 +24,7 @@ import dataclasses
 import importlib
 import logging
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any
+from typing import Any, ClassVar
 
 from pipeline.common.remote import input_key, read_text_lines
 from pipeline.common.schema import Document, Dropped, ReadError, Skipped
@@ -41,7 +41,11 @@ Step = Callable[[Document], "str | None"]  # a drop reason, or None to keep the 
 class DocumentSettings:
     """Language ID and quality filters, in every source's recipe table. The defaults are the web's (Common
     Crawl); encyclopedic and book sources override them (min_length only, every language score), because the
-    web heuristics wrongly drop lists, headings, verse and long documents."""
+    web heuristics wrongly drop lists, headings, verse and long documents. A source whose documents arrive with
+    their language known (code: a file's programming language) sets `identifies_language` False: `languages` then
+    selects on that language and fastText does not run."""
+
+    identifies_language: ClassVar[bool] = True
 
     languages: list[str] = dataclasses.field(default_factory=list)  # empty: keep every language
     min_language_score: float = langid.DEFAULT_MIN_SCORE
@@ -189,6 +193,7 @@ REGISTRY: dict[str, str | type] = {
     "wikipedia": "pipeline.sources.wikipedia:Wikipedia",
     "text": "pipeline.sources.localtext:LocalText",
     "shards": "pipeline.sources.shards:Shards",
+    "code": "pipeline.sources.code:Code",
 }
 
 

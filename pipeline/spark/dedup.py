@@ -191,7 +191,7 @@ def common_lines(docs, sources: dict, kinds: dict[str, str], min_documents: int,
     """CCNet's boilerplate lines (`pipeline.dedup.lines`), as Beam's `RemoveCommonLines`: documents → (documents,
     Funnels). One task holds one line's document ids (the largest group)."""
     common = (
-        docs.flatMap(lambda doc: ((line, doc.id) for line in lines.line_hashes(doc.text)))
+        docs.flatMap(lambda doc: ((line, doc.id) for line in lines.document_line_hashes(doc)))
         .groupByKey(partitions)
         .flatMap(lambda group: [(doc_id, group[0]) for doc_id in group[1]] if len(group[1]) >= min_documents else [])
     )

@@ -16,6 +16,7 @@ import string
 from collections.abc import Iterable
 
 from pipeline.common.schema import Document
+from pipeline.steps.code import CODE_FILTER_CLASSES
 from pipeline.steps.ngrams import NgramIndex, duplicated_ngram_chars, duplicates, split_words, top_ngram_chars
 
 _SENTENCE_END = re.compile(r"(?<=[.!?。！？])\s+")
@@ -304,7 +305,14 @@ class MinLengthFilter:
 # Order of application: the cheap length check first, then FineWeb's order.
 FILTERS = {
     f.name: f
-    for f in (MinLengthFilter, GopherRepetitionFilter, GopherQualityFilter, C4QualityFilter, FineWebQualityFilter)
+    for f in (
+        MinLengthFilter,
+        GopherRepetitionFilter,
+        GopherQualityFilter,
+        C4QualityFilter,
+        FineWebQualityFilter,
+        *CODE_FILTER_CLASSES,
+    )
 }
 WEB_FILTERS = ("gopher_repetition", "gopher_quality", "c4", "fineweb")  # FineWeb's
 

@@ -40,6 +40,18 @@ class LanguageStep:
         return self.selector(doc.language_label, doc.language_score)
 
 
+class DeclaredLanguage:
+    """Language selection for documents whose source names their language (a code file's): no model runs."""
+
+    name = "language"
+
+    def __init__(self, selector: langid.LanguageSelector):
+        self.selector = selector
+
+    def __call__(self, doc: Document) -> str | None:
+        return self.selector(doc.language or "unknown", 1.0)
+
+
 class FilterStep:
     """A quality filter as a step: its rule becomes the drop reason `<filter>.<rule>`."""
 
@@ -57,7 +69,8 @@ def document_steps(settings: DocumentSettings, identifier: langid.LanguageIdenti
     again)."""
     selector = langid.LanguageSelector(set(settings.languages), settings.min_language_score)
     filter_steps = list(map(FilterStep, filters.build_filters(settings.filters, settings.filter_settings)))
-    steps = [LanguageStep(identifier, selector), *filter_steps]
+    language = LanguageStep(identifier, selector) if settings.identifies_language else DeclaredLanguage(selector)
+    steps = [language, *filter_steps]
     if settings.badwords:
         steps.append(wordlists.BadWords(settings.badwords, settings.badwords_keep))
     if settings.quality_model:
@@ -147,7 +160,7 @@ class UnitProcessor:
             steps.insert(len(steps) - len(self.common_steps), _MeasureLength(funnel))  # the text is made by now
         documents_in, dropped_before = funnel.records_in, sum(self._errors(funnel).values())
         yield from self._steps(steps, self._documents(unit, path, funnel), path, funnel)
-        for step in self.common_steps:
+        for step in steps:
             changes = getattr(step, "changes", None)
             if changes:
                 funnel.edits.update(changes)

@@ -43,6 +43,10 @@ PER_DOCUMENT_LIBRARIES = (
     "charset-normalizer",
     "fasttext",
     "brotli",
+    "identify",
+    "pyaskalono",
+    "detect-secrets",
+    "dulwich",
 )
 
 
