@@ -208,7 +208,9 @@ def process_settings(args, name: str, kind: str) -> dict:
         names = table["filters"] if "filters" in table else source_class(kind).Settings().filters
         table["filter_settings"] = {k: v for k, v in settings.items() if k in names}
     languages = _for_source(args.languages, name)
-    if not source_class(kind).Settings.identifies_language:  # a code file's language is not a fastText label
+    if not getattr(
+        source_class(kind).Settings, "identifies_language", True
+    ):  # a code file's language: no fastText label
         languages = _for_source([(n, v) for n, v in args.languages if n == name], name)
     if languages is not None:
         table["languages"] = csv_list(languages)

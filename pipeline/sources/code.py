@@ -21,6 +21,7 @@ counted, never a write outside the work folder.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import logging
 import lzma
@@ -271,9 +272,8 @@ def _walk_git(path: str, revision: str, max_file_bytes: int) -> Iterator[Entry]:
             elif entry.mode == 0o160000:  # a gitlink: another repository's commit
                 yield Entry(name, 0, "submodule")
             else:
-                blob = repo.object_store[entry.sha]
-                data = blob.as_raw_string()
-                yield Entry(name, len(data), content=lambda data=data: data)
+                data: bytes = repo.object_store[entry.sha].as_raw_string()
+                yield Entry(name, len(data), content=functools.partial(bytes, data))
 
 
 def checkout_revision(path: str) -> str | None:

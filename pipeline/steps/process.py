@@ -70,7 +70,7 @@ def document_steps(settings: DocumentSettings, identifier: langid.LanguageIdenti
     selector = langid.LanguageSelector(set(settings.languages), settings.min_language_score)
     filter_steps = list(map(FilterStep, filters.build_filters(settings.filters, settings.filter_settings)))
     language = LanguageStep(identifier, selector) if settings.identifies_language else DeclaredLanguage(selector)
-    steps = [language, *filter_steps]
+    steps: list = [language, *filter_steps]
     if settings.badwords:
         steps.append(wordlists.BadWords(settings.badwords, settings.badwords_keep))
     if settings.quality_model:
