@@ -63,6 +63,8 @@ class DedupSettings:
     bands: int = 0  # LSH bands, with rows (0: chosen from threshold); FineWeb used 14 × 8
     rows: int = 0
     ngram: int = near_duplicates.DEFAULT_NGRAM  # words per shingle
+    # {source name: words per shingle} for a source shingled otherwise (its documents are compared among themselves)
+    source_ngrams: dict = dataclasses.field(default_factory=dict)
     verify: bool = False  # join a bucket's documents only when their estimated similarity reaches threshold
     prefer: list[str] = dataclasses.field(default_factory=lambda: ["wikipedia"])  # whose copy survives first
     components_rounds: int = near_duplicates.DEFAULT_ROUNDS  # doubled and rerun until the components converge
@@ -124,8 +126,9 @@ class Recipe:
         d = self.dedup
         try:
             return near_duplicates.MinHashConfig.create(
-                d.threshold, d.num_perm, d.bands or None, d.rows or None, ngram=d.ngram, verify=d.verify
-            )
+                d.threshold, d.num_perm, d.bands or None, d.rows or None, ngram=d.ngram, verify=d.verify,
+                source_ngrams=tuple(sorted(d.source_ngrams.items())),
+            )  # fmt: skip
         except ValueError as exc:
             raise UsageError(f"dedup: {exc}")
 

@@ -139,8 +139,8 @@ def test_the_flag_reaches_the_resolved_recipe(command, flag, tmp_path):
             expected = {"min_length": {"min_words": 3}}
         if source == "code":
             expected = {"code_lines": {"max_line_length": 9}}
-    if flag == "--languages" and source == "code":  # a code file's language: named for the code source only
-        values, expected = ["code=python,c"], ["python", "c"]
+    if flag == "--languages" and source == "code":  # programming languages
+        values, expected = ["python,c"], ["python", "c"]
     key = key.format(s=source)
     if values == ["TOGGLE"]:
         web = source in ("commoncrawl", "code")
@@ -157,6 +157,18 @@ def test_the_flag_reaches_the_resolved_recipe(command, flag, tmp_path):
     if flag not in INPUT_FLAGS and flag != "--source-name":
         args, _ = cli.build_parser().parse_known_args([command, *arguments, "--output", "out"])
         assert lookup(cli.preset_recipe(args, []).to_dict(), key) != expected  # the flag changed it
+
+
+def test_a_plain_languages_value_leaves_code_alone_beside_other_sources():
+    args, _ = cli.build_parser().parse_known_args(
+        ["curate", "--warcs", "a.warc.gz", "--repos", "r.zip", "--languages", "en", "--output", "o"]
+    )
+    sources = cli.preset_recipe(args, []).to_dict()["sources"]
+    assert sources["commoncrawl"]["languages"] == ["en"] and sources["code"]["languages"] == []
+    args, _ = cli.build_parser().parse_known_args(
+        ["curate", "--warcs", "a.warc.gz", "--repos", "r.zip", "--languages", "code=python", "--output", "o"]
+    )
+    assert cli.preset_recipe(args, []).to_dict()["sources"]["code"]["languages"] == ["python"]
 
 
 def test_run_takes_its_output_from_the_flag(tmp_path):

@@ -140,6 +140,46 @@ def test_a_checkout_a_bare_repository_a_tarball_and_a_zip_give_the_same_document
         assert len(units) == 1 and units[0].revision == commit
 
 
+def test_archives_are_read_over_http_and_a_dropped_connection_resumes(tzlocal_forms, http_server):
+    forms, _, _ = tzlocal_forms
+    http_server.drop_after["/r/tzlocal-main.tar.gz"] = 3000  # cut mid-stream once: the reader resumes by range
+    for kind in ("tar", "zip"):
+        http_server.files[f"/r/{forms[kind].name}"] = forms[kind].read_bytes()
+        remote, funnel, _ = curate_repository(f"{http_server.url}/r/{forms[kind].name}")
+        local = curate_repository(forms[kind])[0]
+        assert [(d.id, d.text, d.revision, d.license) for d in remote] == [
+            (d.id, d.text, d.revision, d.license) for d in local
+        ]
+        assert remote and funnel.errors == []
+    assert any(http_server.requests_for("/r/tzlocal-main.tar.gz"))  # a Range request after the cut
+
+
+def test_a_unit_s_key_is_stable_and_changes_with_the_repository(tzlocal_forms, tmp_path):
+    """Resume reuses a committed unit only while the repository is the same: a bare repository's commit, an archive's
+    recorded commit, a checkout's commit and files (an edit not yet committed counts)."""
+    forms, _, _ = tzlocal_forms
+    checkout = codedata.copy_tree(forms["checkout"], tmp_path / "tzlocal")
+
+    def keys(path):
+        source = code_source.Code("code", code_settings(repos=[str(path)]))
+        return [source.unit_key(unit) for unit in source.plan(source.inputs()[0])]
+
+    for kind in ("git", "tar", "zip"):
+        assert keys(forms[kind]) == keys(forms[kind])
+    before = keys(checkout)
+    assert keys(checkout) == before
+    (checkout / "tzlocal" / "utils.py").write_text("# edited, not committed\n")
+    assert keys(checkout) != before
+
+
+def test_a_code_file_takes_no_part_in_boilerplate_line_removal():
+    from pipeline.dedup import lines
+
+    text = "import os\nimport sys\n\n\ndef main():\n    return 0\n"
+    assert lines.document_line_hashes(Document(id="a", text=text, source="code", path="a.py")) == set()
+    assert len(lines.document_line_hashes(Document(id="b", text=text, source="books"))) == 4
+
+
 def test_a_large_repository_is_read_in_parts_that_add_up_to_the_whole(tzlocal_forms):
     forms, _, _ = tzlocal_forms
     whole, whole_funnel, _ = curate_repository(forms["zip"])

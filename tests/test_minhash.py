@@ -217,3 +217,25 @@ def test_band_members_are_each_documents_survivor_key_in_every_band():
     assert all(signature is None for _, (_, signature) in members)
     verified = list(minhash.band_members(signer, docs, minhash.MinHashConfig.create(bands=14, rows=8, verify=True)))
     assert all(len(signature) == config.num_perm for _, (_, signature) in verified)
+
+
+def test_a_source_shingled_otherwise_is_signed_with_its_own_n_and_bucketed_apart():
+    from pipeline import recipe as recipes
+    from pipeline.common.schema import Document
+
+    text = "def parse(value): return int(value) if value.isdigit() else None"
+    docs = [Document(id="web", text=text, source="commoncrawl"), Document(id="file", text=text, source="code")]
+    table = {"output": {"dir": "o"}, "sources": {"code": {"repos": ["r.zip"]}}, "dedup": {"source_ngrams": {"code": 3}}}
+    config = recipes.from_table(table).minhash_config()
+    assert config.source_ngrams == (("code", 3),) and config.ngram_of("code") == 3 and config.ngram_of("web") == 5
+    signer = minhash.Signer(config.num_perm, config.ngram, config.seed)
+    members = list(minhash.band_members(signer, docs, config))
+    web = [key for key, (node, _) in members if node[2] == "web"]
+    code = [key for key, (node, _) in members if node[2] == "file"]
+    assert web == minhash.band_keys(signer.signatures([text])[0], config.bands, config.rows)  # as before
+    three = minhash.Signer(config.num_perm, 3, config.seed).signatures([text])[0]
+    assert code == [b"ngram3:" + key for key in minhash.band_keys(three, config.bands, config.rows)]
+    assert not set(web) & set(code)  # never in one bucket: their signatures are not comparable
+    table["dedup"]["source_ngrams"] = {"code": 0}
+    with pytest.raises(recipes.UsageError, match="source_ngrams.code must be between 1 and"):
+        recipes.from_table(table).minhash_config()

@@ -67,7 +67,7 @@ TEXT_EXAMPLE = """examples:
 
 CODE_EXAMPLE = """examples:
   # GitHub archives and a checkout, Python and C only, permissive licences (the default)
-  python -m pipeline code --repos 'archives/*.tar.gz' src/myproject --languages code=python,c --output out/code
+  python -m pipeline code --repos 'archives/*.tar.gz' src/myproject --languages python,c --output out/code
   # a bare repository at a tag, any licence
   python -m pipeline code --repos mirrors/project.git --revision v1.2.0 --licenses any --output out/project
 """

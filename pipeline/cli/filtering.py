@@ -59,7 +59,7 @@ def add_process_arguments(parser: argparse.ArgumentParser) -> None:
         "--languages",
         "[SOURCE=]en,de,…",
         "keep only these fastText labels (default: every language); for code, programming languages "
-        "(code=python,cpp), which a value for every source leaves alone",
+        "(python,cpp; in `curate`, code=python,cpp: a value for every source leaves code alone)",
     )
     per_source_option(group, "--min-language-score", "[SOURCE=]X", "drop documents whose top language score is lower")
     per_source_option(
@@ -208,9 +208,8 @@ def process_settings(args, name: str, kind: str) -> dict:
         names = table["filters"] if "filters" in table else source_class(kind).Settings().filters
         table["filter_settings"] = {k: v for k, v in settings.items() if k in names}
     languages = _for_source(args.languages, name)
-    if not getattr(
-        source_class(kind).Settings, "identifies_language", True
-    ):  # a code file's language: no fastText label
+    if not getattr(source_class(kind).Settings, "identifies_language", True) and args.command != "code":
+        # a code file's language is no fastText label: beside other sources, only a value naming the code source
         languages = _for_source([(n, v) for n, v in args.languages if n == name], name)
     if languages is not None:
         table["languages"] = csv_list(languages)

@@ -14,6 +14,7 @@ of a component is the document the survivor rule keeps, and connected components
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 import struct
 from collections.abc import Iterable, Iterator, Sequence
@@ -46,6 +47,9 @@ class MinHashConfig:
     ngram: int = DEFAULT_NGRAM
     seed: int = DEFAULT_SEED
     verify: bool = False
+    # (source, words per shingle) for sources shingled otherwise than `ngram`; their documents are only compared with
+    # documents shingled alike (their band keys carry the n)
+    source_ngrams: tuple[tuple[str, int], ...] = ()
 
     @classmethod
     def create(
@@ -71,9 +75,13 @@ class MinHashConfig:
         if bands < 1 or rows < 1 or bands * rows > num_perm:
             raise ValueError(f"bands × rows ({bands} × {rows}) must be positive and at most num_perm ({num_perm})")
         config = cls(threshold=threshold, num_perm=num_perm, bands=bands, rows=rows, **settings)
-        if not 1 <= config.ngram <= len(POSITION_MULTIPLIERS):
-            raise ValueError(f"ngram must be between 1 and {len(POSITION_MULTIPLIERS)}")
+        for where, ngram in (("ngram", config.ngram), *((f"source_ngrams.{s}", n) for s, n in config.source_ngrams)):
+            if not isinstance(ngram, int) or not 1 <= ngram <= len(POSITION_MULTIPLIERS):
+                raise ValueError(f"{where} must be between 1 and {len(POSITION_MULTIPLIERS)}, not {ngram!r}")
         return config
+
+    def ngram_of(self, source: str) -> int:
+        return dict(self.source_ngrams).get(source, self.ngram)
 
     def detection_probability(self, similarity: float) -> float:
         """Chance that a pair with this Jaccard similarity shares at least one band: 1 − (1 − sʳ)ᵇ."""
@@ -204,13 +212,26 @@ def breaks_star(roles: Iterable[tuple[str, object]]) -> bool:
     return len(parents) > 1 or (bool(parents) and has_children)
 
 
+@functools.cache
+def cached_signer(num_perm: int, ngram: int, seed: int) -> Signer:
+    """One signer per process and shingle size (its permutations take a moment to make)."""
+    return Signer(num_perm, ngram, seed)
+
+
 def band_members(signer: Signer, docs: Sequence, config: MinHashConfig, prefer_sources: tuple[str, ...] = ()):
     """A batch of documents → (band key, (graph node, signature or None)) for every band of every document: the
     node is the document's `dedup.survivor_key`, the signature is kept only when candidates are verified. What the
-    Beam and Spark stages shuffle into LSH buckets."""
+    Beam and Spark stages shuffle into LSH buckets. A document of a source with a shingle size of its own
+    (`config.source_ngrams`) is signed with it, and its band keys start with that size."""
     from pipeline.dedup import survivor_key
 
-    for doc, signature in zip(docs, signer.signatures([doc.text for doc in docs])):
-        member = (survivor_key(doc, prefer_sources), signature if config.verify else None)
-        for key in band_keys(signature, config.bands, config.rows):
-            yield key, member
+    by_ngram: dict[int, list] = {}
+    for doc in docs:
+        by_ngram.setdefault(config.ngram_of(doc.source), []).append(doc)
+    for ngram, group in by_ngram.items():
+        own = signer if ngram == signer.ngram else cached_signer(signer.num_perm, ngram, signer.seed)
+        prefix = b"" if ngram == config.ngram else b"ngram%d:" % ngram
+        for doc, signature in zip(group, own.signatures([doc.text for doc in group])):
+            member = (survivor_key(doc, prefer_sources), signature if config.verify else None)
+            for key in band_keys(signature, config.bands, config.rows):
+                yield prefix + key, member

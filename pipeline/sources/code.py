@@ -364,7 +364,8 @@ class Code(Source):
         skip = code.license_verdict(list(licenses), code.allowed_licenses(s.licenses))
         revision = {"tar": tar_revision, "zip": zip_revision, "checkout": checkout_revision}.get(kind)
         revision_id = revision(path) if revision else git_revision(path, s.revision)
-        version = revision_id or _files_version(path, kind)
+        # a checkout is read from its files, which may differ from its commit: their sizes and times key it too
+        version = revision_id if revision_id and kind != "checkout" else f"{revision_id}|{_files_version(path, kind)}"
         parts = 1 if skip else max(1, -(-readable_bytes // max(1, s.max_unit_bytes)))
         if skip:
             log.info("%s: skipped, %s (licences found: %s)", path, skip, ", ".join(licenses) or "none")

@@ -60,14 +60,9 @@ def exact(docs, prefer_sources: tuple[str, ...], storage_level, partitions: int)
     return groups.map(lambda group: group[0]), funnels, report
 
 
-@functools.cache
-def _signer(num_perm: int, ngram: int, seed: int) -> minhash.Signer:
-    return minhash.Signer(num_perm, ngram, seed)
-
-
 def _sign(config: minhash.MinHashConfig, prefer_sources: tuple[str, ...], docs):
     """A partition's documents → (band key, (graph node, signature or None)) per band."""
-    signer = _signer(config.num_perm, config.ngram, config.seed)
+    signer = minhash.cached_signer(config.num_perm, config.ngram, config.seed)
     docs = iter(docs)
     while batch := list(itertools.islice(docs, SIGN_BATCH)):
         yield from minhash.band_members(signer, batch, config, prefer_sources)
