@@ -47,8 +47,9 @@ def package_files(distribution: str, top: str, limit: int | None = None) -> dict
         path = str(entry)
         name = os.path.basename(path)
         located = pathlib.Path(dist.locate_file(entry))
-        if ".dist-info/" in path:
-            if ("licenses/" in path and path.count("/") == 2) or name.upper().startswith(("LICENSE", "COPYING")):
+        if ".dist-info/" in path:  # its own licence files (a vendored package's, deeper down, are not the root's)
+            own = path.count("/") == 1 or (path.count("/") == 2 and "/licenses/" in path)
+            if own and (name.upper().startswith(("LICEN", "COPYING")) or "/licenses/" in path):
                 files[name] = located.read_bytes()
         elif path.startswith(top + "/") and "__pycache__" not in path and not path.endswith(".pyc"):
             if located.is_file():

@@ -92,6 +92,24 @@ def test_licences_of_real_packages_are_named_by_spdx_id_and_judged():
         assert code.licenses_of([(DEBIAN_LICENSES / "GPL-3").read_text()]) == ["GPL-3.0-only"]
 
 
+def test_pip_s_vendored_dependencies_are_skipped_and_the_standard_library_reads_as_python_s_licence(tmp_path):
+    import sysconfig
+
+    pip = codedata.package_files("pip", "pip")
+    chosen = {
+        p: d for p, d in pip.items() if "/" not in p or p.startswith(("pip/_internal/utils/", "pip/_vendor/idna/"))
+    }
+    vendored = [p for p in chosen if p.startswith("pip/_vendor/")]
+    docs, funnel, units = curate_repository(codedata.write_tar(tmp_path / "pip.tar.gz", chosen, "pip-26"))
+    assert units[0].licenses == ("MIT",) and vendored and funnel.records_skipped["vendored"] == len(vendored)
+    assert docs and all(doc.path.startswith("pip/_internal/utils/") for doc in docs)
+    stdlib = pathlib.Path(sysconfig.get_paths()["stdlib"])
+    json_package = {f"json/{p.name}": p.read_bytes() for p in sorted((stdlib / "json").glob("*.py"))}
+    json_package["LICENSE.txt"] = (stdlib / "LICENSE.txt").read_bytes()  # CPython's, with its history
+    docs, _, units = curate_repository(codedata.write_checkout(tmp_path / "cpython-json", json_package))
+    assert units[0].licenses == ("Python-2.0.1",) and len(docs) == len(json_package) - 1
+
+
 @pytest.fixture(scope="module")
 def tzlocal_forms(tmp_path_factory):
     """tzlocal (MIT) with the extras, as a checkout with a commit, a bare clone, a tarball and a zip of that commit."""
