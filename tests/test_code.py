@@ -143,7 +143,7 @@ def test_a_checkout_a_bare_repository_a_tarball_and_a_zip_give_the_same_document
             assert by_path[path].text == files[path].decode(), (kind, path)
         doc = by_path["tzlocal/unix.py"]
         assert (doc.language, doc.license, doc.revision) == ("python", "MIT", commit), kind
-        assert doc.repository == pathlib.Path(forms[kind]).name.removesuffix(".tar.gz").removesuffix(".zip")
+        assert doc.repository == pathlib.Path(forms[kind]).name.split(".")[0]  # archive suffix, .git: off
         assert doc.id == f"code/{doc.repository}/tzlocal/unix.py" and doc.language_label is None
         assert funnel.records_skipped == {
             "vendored": 2, "lock_file": 1, "link": 1, "binary": 1,
@@ -170,6 +170,24 @@ def test_archives_are_read_over_http_and_a_dropped_connection_resumes(tzlocal_fo
         ]
         assert remote and funnel.errors == []
     assert any(http_server.requests_for("/r/tzlocal-main.tar.gz"))  # a Range request after the cut
+
+
+def test_a_bare_repository_served_over_http_is_fetched_and_read_as_on_disk(tzlocal_forms, http_server, tmp_path):
+    from dulwich import porcelain
+
+    forms, commit, _ = tzlocal_forms
+    served = codedata.copy_tree(forms["git"], tmp_path / "tzlocal.git")
+    porcelain.update_server_info(str(served))  # a dumb HTTP server's index of refs and packs
+    for file in sorted(p for p in served.rglob("*") if p.is_file()):
+        http_server.files[f"/git/tzlocal.git/{file.relative_to(served)}"] = file.read_bytes()
+    refs = http_server.files["/git/tzlocal.git/info/refs"]
+    http_server.files["/git/tzlocal.git/info/refs?service=git-upload-pack"] = refs  # a static server ignores the query
+    remote, funnel, units = curate_repository(f"{http_server.url}/git/tzlocal.git")
+    local = curate_repository(forms["git"])[0]
+    assert [(d.id, d.text, d.revision) for d in remote] == [(d.id, d.text, d.revision) for d in local]
+    assert units[0].revision == commit and funnel.errors == []
+    with pytest.raises(OSError, match="cannot fetch the repository"):  # the input's error, the run goes on
+        curate_repository(f"{http_server.url}/git/missing.git")
 
 
 def test_a_unit_s_key_is_stable_and_changes_with_the_repository(tzlocal_forms, tmp_path):

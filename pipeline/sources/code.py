@@ -6,7 +6,8 @@ An input is a repository in one of three forms:
   (`owner-repo-<sha>/`) is taken off the paths, and the commit `git archive` records (a tar's pax comment, a zip's
   comment) is the revision;
 - a checkout (a folder, its `.git` left out), whose revision is its HEAD's commit;
-- a bare git repository at `revision` (a branch, a tag or a commit), read with dulwich, not by running git.
+- a bare git repository at `revision` (a branch, a tag or a commit), read with dulwich, not by running git: a local
+  folder, or a URL that is not an archive's, fetched over HTTP(S) (smart or dumb protocol) into a temporary clone.
 
 `plan` walks a repository once: it names its licence from the licence files at its root (askalono, an SPDX
 matcher), decides whether the licence is allowed, and splits a large repository into parts of about
@@ -20,14 +21,17 @@ counted, never a write outside the work folder.
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
 import functools
 import hashlib
+import io
 import logging
 import lzma
 import os
 import posixpath
 import re
+import shutil
 import stat
 import tarfile
 import tempfile
@@ -118,6 +122,8 @@ def repository_kind(path: str) -> str:
         return "zip"
     if lowered.endswith(ARCHIVE_SUFFIXES):
         return "tar"
+    if is_url(path):  # not an archive: a repository served over HTTP(S), smart or dumb
+        return "git"
     if is_local(path) and os.path.isdir(local_path(path)):
         folder = local_path(path)
         if os.path.isdir(os.path.join(folder, ".git")):
@@ -244,11 +250,33 @@ def _file_reader(full: str, size: int, max_file_bytes: int) -> Callable[[], byte
     return content
 
 
+_CLONES: dict[str, str] = {}
+
+
+def local_repository(path: str) -> str:
+    """A repository's folder: a local one as it is, a remote one (HTTP(S), smart or dumb protocol) fetched by dulwich
+    into a bare clone in a temporary folder, once per process and removed at its exit. A fetch that fails is an
+    OSError naming the URL."""
+    if not is_url(path):
+        return local_path(path)
+    if path not in _CLONES:
+        from dulwich import porcelain
+
+        folder = tempfile.mkdtemp(prefix="lmforge-git-")
+        atexit.register(shutil.rmtree, folder, True)
+        try:
+            porcelain.clone(path, folder, bare=True, checkout=False, errstream=io.BytesIO()).close()
+        except Exception as exc:  # dulwich's protocol and HTTP errors have no common base but Exception
+            raise OSError(f"{path}: cannot fetch the repository: {type(exc).__name__}: {exc}") from exc
+        _CLONES[path] = folder
+    return _CLONES[path]
+
+
 def _git_commit(path: str, revision: str):
     from dulwich.objectspec import parse_commit
     from dulwich.repo import Repo
 
-    repo = Repo(local_path(path))
+    repo = Repo(local_repository(path))
     try:
         return repo, parse_commit(repo, revision.encode())
     except KeyError:
@@ -457,7 +485,7 @@ def _is_repository(path: str) -> bool:
 
 def _repository_name(path: str, folder: str) -> str:
     name = path[len(folder) :] if folder and path.startswith(folder) else posixpath.basename(path)
-    for suffix in ARCHIVE_SUFFIXES:
+    for suffix in (*ARCHIVE_SUFFIXES, ".git"):
         if name.lower().endswith(suffix):
             return name[: -len(suffix)]
     return name or posixpath.basename(path)
