@@ -14,6 +14,8 @@ class LoopbackServer:
         self.fail_first: collections.Counter = collections.Counter()  # path → 5xx answers still to give
         self.drop_after: dict[str, int] = {}  # path → bytes sent before the next response is cut off
         self.ignore_range: set[str] = set()
+        self.fail_ranges: set[str] = set()  # paths whose range requests are refused (416)
+        self.bytes_served: collections.Counter = collections.Counter()  # path → body bytes sent
         self.requests: list[tuple[str, str | None]] = []  # (path, Range header)
         server = self
 
@@ -38,17 +40,25 @@ class LoopbackServer:
                     self.end_headers()
                     return
                 data = server.files[path]
-                start = 0
+                start, end = 0, len(data)
                 range_header = self.headers.get("Range")
                 if range_header and path not in server.ignore_range:
-                    start = int(range_header.split("=")[1].split("-")[0])
+                    first, _, last = range_header.split("=")[1].partition("-")
+                    start, end = int(first), min(len(data), int(last) + 1 if last else len(data))
+                    if start >= len(data) or path in server.fail_ranges:
+                        self.send_response(416)
+                        self.send_header("Content-Range", f"bytes */{len(data)}")
+                        self.send_header("Content-Length", "0")
+                        self.end_headers()
+                        return
                     self.send_response(206)
-                    self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+                    self.send_header("Content-Range", f"bytes {start}-{end - 1}/{len(data)}")
                 else:
                     self.send_response(200)
-                self.send_header("Content-Length", str(len(data) - start))
+                self.send_header("Content-Length", str(end - start))
                 self.end_headers()
-                body = data[start:]
+                body = data[start:end]
+                server.bytes_served[path] += len(body)
                 cut = server.drop_after.pop(path, None)
                 if cut is not None:
                     self.wfile.write(body[:cut])

@@ -57,6 +57,12 @@ FLAGS = {
     "--decontamination": (["evals.npz"], "sources.{s}.decontamination", "evals.npz"),
     "--decontamination-mode": (["cut"], "sources.{s}.decontamination_mode", "cut"),
     "--langid-model": (["lid.bin"], "langid.model", "lid.bin"),
+    "--from-index": ([], "sources.commoncrawl.index", True),
+    "--cc-index": (["i.parquet"], "sources.commoncrawl.cc_index", ["i.parquet"]),
+    "--index-languages": (["any"], "sources.commoncrawl.index_language_mode", "any"),
+    "--index-hosts": (["hosts.txt"], "sources.commoncrawl.index_hosts", "hosts.txt"),
+    "--index-url-pattern": (["/news/"], "sources.commoncrawl.index_url_patterns", ["/news/"]),
+    "--index-filter": (["url_host_tld = 'is'"], "sources.commoncrawl.index_filter", "url_host_tld = 'is'"),
     "--repos": (["a.tar.gz", "b.zip"], "sources.code.repos", ["a.tar.gz", "b.zip"]),
     "--revision": (["v1.0"], "sources.code.revision", "v1.0"),
     "--licenses": (["MIT,none"], "sources.code.licenses", ["MIT", "none"]),
@@ -91,7 +97,7 @@ PRESETS = {
     ),
     "dedup": (["--input", "base.parquet"], "shards"),
 }
-INPUT_FLAGS = {"--crawl", "--warc-paths", "--warcs", "--dump", "--wiki", "--input", "--text", "--repos"}
+INPUT_FLAGS = {"--crawl", "--warc-paths", "--warcs", "--dump", "--wiki", "--input", "--text", "--repos", "--cc-index"}
 # The engine's flags set no recipe key (a recipe gives the same bytes on either engine): they reach the engine run
 # (test_the_engine_flags_reach_the_engine).
 ENGINE_FLAGS = {"--engine", "--spark-master", "--conf"}
@@ -147,7 +153,9 @@ def test_the_flag_reaches_the_resolved_recipe(command, flag, tmp_path):
         values, expected = ["off" if web else "on"], not web
     arguments = list(base)
     if flag in INPUT_FLAGS:  # replaces the preset's input of its kind
-        kind = {"--crawl": "--warcs", "--warc-paths": "--warcs", "--wiki": "--dump"}.get(flag, flag)
+        kind = {"--crawl": "--warcs", "--warc-paths": "--warcs", "--wiki": "--dump", "--cc-index": "--warcs"}.get(
+            flag, flag
+        )
         at = arguments.index(kind)
         del arguments[at : at + 2]
     args, extra = cli.build_parser().parse_known_args([command, *arguments, "--output", "out", flag, *values])

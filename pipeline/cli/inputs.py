@@ -11,7 +11,7 @@ from pipeline.steps import html
 
 # source name → (its kind, the settings of which one makes it part of the run); the text source's name is --source-name
 SOURCE_INPUTS = {
-    "commoncrawl": ("commoncrawl", ("crawl", "warc_paths", "warcs")),
+    "commoncrawl": ("commoncrawl", ("crawl", "warc_paths", "warcs", "cc_index")),
     "wikipedia": ("wikipedia", ("dumps", "wikis")),
     TEXT_SOURCE: ("text", ("inputs",)),
     "shards": ("shards", ("inputs",)),
@@ -47,6 +47,15 @@ def add_commoncrawl_inputs(parser: argparse.ArgumentParser, required: bool = Tru
         nargs="+",
         metavar="GLOB",
         help="WARC files on any Beam filesystem; several globs or paths, repeatable",
+    )
+    recipe_option(
+        inputs,
+        "--cc-index",
+        "sources.commoncrawl.cc_index",
+        action="extend",
+        nargs="+",
+        metavar="GLOB",
+        help="columnar index Parquet files (local, URLs, buckets): only the captures they select are fetched",
     )
     listing = parser.add_argument_group("Common Crawl listing and pages")
     recipe_option(
@@ -135,6 +144,51 @@ def add_commoncrawl_inputs(parser: argparse.ArgumentParser, required: bool = Tru
         type=float,
         help="set a page aside before trafilatura when its wanted languages have a lower probability on "
         f"the page's text without its navigation (default: {default_of(s, 'prefilter_threshold')})",
+    )
+    add_index_options(parser)
+
+
+def add_index_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(
+        "Common Crawl's columnar index",
+        "With --from-index, only the captures the index selects are fetched, by byte range, instead of whole WARCs: "
+        "status 200, HTML, and every rule given here; --languages select by the index's CLD2 labels first.",
+    )
+    recipe_option(
+        group,
+        "--from-index",
+        "sources.commoncrawl.index",
+        action="store_true",
+        help="with --crawl: fetch only what the crawl's columnar index selects (its cc-index-table.paths.gz)",
+    )
+    recipe_option(
+        group,
+        "--index-languages",
+        "sources.commoncrawl.index_language_mode",
+        choices=["primary", "any"],
+        help="--languages against the index's first CLD2 label (primary, the default) or any of its three",
+    )
+    recipe_option(
+        group,
+        "--index-hosts",
+        "sources.commoncrawl.index_hosts",
+        metavar="FILE",
+        help="hosts or domains to fetch, one per line (a domain takes its subdomains)",
+    )
+    recipe_option(
+        group,
+        "--index-url-pattern",
+        "sources.commoncrawl.index_url_patterns",
+        action="append",
+        metavar="REGEX",
+        help="fetch URLs matching this RE2 pattern (any of them, when repeated)",
+    )
+    recipe_option(
+        group,
+        "--index-filter",
+        "sources.commoncrawl.index_filter",
+        metavar="SQL",
+        help="a SQL expression over the index's columns, e.g. \"url_host_tld = 'is' AND url_path LIKE '%/news/%'\"",
     )
 
 

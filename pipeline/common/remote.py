@@ -49,6 +49,7 @@ class ResumableHTTPStream(io.RawIOBase):
         timeout: float = 60.0,
         session: requests.Session | None = None,
         start: int = 0,
+        end: int | None = None,
     ):
         super().__init__()
         self.url = url
@@ -60,7 +61,8 @@ class ResumableHTTPStream(io.RawIOBase):
         self.position = start  # a start past 0 is requested with a Range header
         self.retries = 0  # total retries over the stream's life, for logs and tests
         self._response: requests.Response | None = None
-        self._length: int | None = None
+        self._length: int | None = end  # with `end`, the stream stops there (exclusive), asked with a bounded range
+        self.end = end
 
     def readable(self) -> bool:
         return True
@@ -76,7 +78,8 @@ class ResumableHTTPStream(io.RawIOBase):
     def _connect(self) -> None:
         attempt = 0
         while True:
-            headers = {"Range": f"bytes={self.position}-"} if self.position else {}
+            last = "" if self.end is None else str(self.end - 1)
+            headers = {"Range": f"bytes={self.position}-{last}"} if self.position or self.end is not None else {}
             try:
                 response = self.session.get(self.url, headers=headers, stream=True, timeout=self.timeout)
             except _TRANSIENT as exc:
@@ -88,7 +91,7 @@ class ResumableHTTPStream(io.RawIOBase):
                 self._sleep_before_retry(attempt, f"HTTP {response.status_code}")
                 attempt += 1
                 continue
-            if response.status_code == 416 and self.position:
+            if response.status_code == 416 and (self.position or self.end is not None):
                 response.close()
                 self._response = None
                 self._length = self.position
@@ -102,6 +105,10 @@ class ResumableHTTPStream(io.RawIOBase):
             if self._length is None and response.status_code == 200:
                 length = response.headers.get("Content-Length")
                 self._length = int(length) if length and length.isdigit() else None
+            if self.end is not None and response.status_code == 206:
+                total = response.headers.get("Content-Range", "").rpartition("/")[2]
+                if total.isdigit():  # a range past the file's end is cut to it
+                    self._length = min(self.end, int(total))
             self._response = response
             return
 
@@ -114,8 +121,9 @@ class ResumableHTTPStream(io.RawIOBase):
                 self._connect()
                 if self._response is None:
                     return 0
+            wanted = len(buffer) if self._length is None else min(len(buffer), self._length - self.position)
             try:
-                data = self._response.raw.read(len(buffer), decode_content=False)
+                data = self._response.raw.read(wanted, decode_content=False)
             except Exception as exc:  # urllib3 raises several unrelated types for a dropped stream
                 self._response.close()
                 self._response = None
@@ -197,6 +205,62 @@ def open_input(path: str, start: int = 0, **http_options) -> io.BufferedIOBase:
         return stream
     except Exception as exc:
         raise FetchError(f"{path}: cannot open: {exc}") from exc
+
+
+def read_range(path: str, start: int, length: int, **http_options) -> bytes:
+    """Bytes `start` to `start + length` of a file on any filesystem, fewer where the file ends first: over HTTP one
+    bounded range request (retried and resumed as `ResumableHTTPStream` does)."""
+    if is_url(path):
+        with ResumableHTTPStream(path, start=start, end=start + length, **http_options) as stream:
+            return stream.read()
+    with open_input(path, start) as stream:
+        return stream.read(length)
+
+
+class SeekableInput(io.RawIOBase):
+    """A file on any filesystem as a seekable read-only file whose reads are range requests: what a Parquet reader
+    needs to take only a file's footer and the column chunks it asks for, not the whole file."""
+
+    def __init__(self, path: str, **http_options):
+        super().__init__()
+        self.path, self.http_options, self.position = path, http_options, 0
+        self.size = _remote_size(path, **http_options) if is_url(path) else file_size(path)
+        self.bytes_read = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self.position
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self.position, io.SEEK_END: self.size}[whence]
+        self.position = max(0, base + offset)
+        return self.position
+
+    def readinto(self, buffer) -> int:
+        wanted = min(len(buffer), self.size - self.position)
+        if wanted <= 0:
+            return 0
+        data = read_range(self.path, self.position, wanted, **self.http_options)
+        buffer[: len(data)] = data
+        self.position += len(data)
+        self.bytes_read += len(data)
+        return len(data)
+
+
+def _remote_size(url: str, **http_options) -> int:
+    """A URL's size from a one-byte range request's Content-Range (or its Content-Length)."""
+    with ResumableHTTPStream(url, start=0, end=1, **http_options) as stream:
+        stream.read()
+        headers = stream._response.headers if stream._response is not None else {}
+    total = headers.get("Content-Range", "").rpartition("/")[2] or headers.get("Content-Length", "")
+    if total.isdigit():
+        return int(total)
+    raise FetchError(f"{url}: the server gives no size (no Content-Range or Content-Length)")
 
 
 def file_size(path: str) -> int:

@@ -137,6 +137,15 @@ class Dropped:
 
 
 @dataclasses.dataclass
+class Counted:
+    """Something a source counted while it read a unit that is not a record (Common Crawl's index: captures listed,
+    selected, fetched, failed, bytes): added to `stats.json` `index`."""
+
+    name: str
+    count: int = 1
+
+
+@dataclasses.dataclass
 class ReadError:
     """The rest of a unit, or one stream of it, cannot be read."""
 

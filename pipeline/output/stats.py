@@ -16,7 +16,8 @@ log = logging.getLogger(__name__)
 # 2: warc_records became records_read, as non-WARC sources count records too. 3: lengths and examples. 4: error_units,
 # `error.<step>.<exception>` drop reasons, an example's `error`, and the `duplicate_id` drop and `renamed_ids` count.
 # 5: `edits` (what steps changed in documents: PII replacements, decontamination cuts) and an example's `detail`.
-STATS_VERSION = 5
+# 6: `index` (Common Crawl's columnar index: captures listed, selected, fetched, failed, bytes).
+STATS_VERSION = 6
 EXAMPLES_PER_REASON = 3  # dropped documents kept per drop reason, for the report (those with the smallest ids)
 EXAMPLE_CHARS = 600
 STATS_TAG = "stats"  # the tagged output on which each Beam stage emits its funnels
@@ -90,6 +91,7 @@ class Funnel:
     # `decontamination.cut_documents` and `.cut_chars`, `badwords.kept_anyway`, `line_dedup.<source>.documents`,
     # `.lines` and `.bytes` (boilerplate lines removed)
     edits: collections.Counter = dataclasses.field(default_factory=collections.Counter)
+    index: collections.Counter = dataclasses.field(default_factory=collections.Counter)  # `schema.Counted` items
 
     def drop(self, reason: str, count: int = 1) -> None:
         self.dropped[reason] += count
@@ -132,6 +134,7 @@ class Funnel:
         self.error_units.extend(other.error_units)
         self.renamed_ids += other.renamed_ids
         self.edits.update(other.edits)
+        self.index.update(other.index)
         self.lengths_before_filters.update(other.lengths_before_filters)
         self.lengths_after_filters.update(other.lengths_after_filters)
         for reason, examples in other.examples.items():
@@ -160,6 +163,7 @@ class Funnel:
             "renamed_ids": self.renamed_ids,
             "dropped": dict(sorted(self.dropped.items())),
             "edits": dict(sorted(self.edits.items())),
+            "index": dict(sorted(self.index.items())),
             "errors": sorted(self.errors, key=lambda e: (e["file"], e["offset"] or 0, e["error"])),
             "lengths": {
                 "before_filters": {str(k): v for k, v in sorted(self.lengths_before_filters.items())},
@@ -182,6 +186,7 @@ class Funnel:
             renamed_ids=data.get("renamed_ids", 0),
             dropped=collections.Counter(data.get("dropped", {})),
             edits=collections.Counter(data.get("edits", {})),
+            index=collections.Counter(data.get("index", {})),
             errors=list(data.get("errors", [])),
             lengths_before_filters=_buckets(data.get("lengths", {}).get("before_filters", {})),
             lengths_after_filters=_buckets(data.get("lengths", {}).get("after_filters", {})),

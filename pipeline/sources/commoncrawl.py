@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import dataclasses
 import gzip
+import hashlib
+import io
 import logging
 import os
+import posixpath
 import zlib
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -19,10 +22,19 @@ from urllib.parse import urljoin, urlsplit
 from warcio.archiveiterator import ArchiveIterator
 from warcio.exceptions import ArchiveLoadFailed
 
-from pipeline.common.remote import FetchError, expand_glob, is_url, open_input, read_text_lines
-from pipeline.common.schema import Document, Dropped, ReadError, Skipped, commoncrawl_id, parse_warc_date
+from pipeline.common.remote import (
+    FetchError,
+    SeekableInput,
+    expand_glob,
+    input_key,
+    is_url,
+    open_input,
+    read_range,
+    read_text_lines,
+)
+from pipeline.common.schema import Counted, Document, Dropped, ReadError, Skipped, commoncrawl_id, parse_warc_date
 from pipeline.common.settings import UsageError, describe_exception
-from pipeline.sources import DocumentSettings, Source, listed_once
+from pipeline.sources import DocumentSettings, Source, ccindex, listed_once
 from pipeline.steps import extract, html, langid, wordlists
 
 log = logging.getLogger(__name__)
@@ -33,6 +45,11 @@ SOURCE = "commoncrawl"
 
 def crawl_listing_url(crawl: str, base_url: str = DEFAULT_BASE_URL) -> str:
     return urljoin(_with_slash(base_url), f"crawl-data/{crawl}/warc.paths.gz")
+
+
+def index_listing_url(crawl: str, base_url: str = DEFAULT_BASE_URL) -> str:
+    """The crawl's list of columnar index files (every subset's; the `subset=warc` ones are read)."""
+    return urljoin(_with_slash(base_url), f"crawl-data/{crawl}/cc-index-table.paths.gz")
 
 
 def _with_slash(base: str) -> str:
@@ -297,10 +314,34 @@ class Settings(DocumentSettings):
     # before trafilatura, and every other page goes the full way, so what is kept is the full path's.
     prefilter: bool = True
     prefilter_threshold: float = langid.DEFAULT_PREFILTER_THRESHOLD
+    # Fetch only the captures Common Crawl's columnar index selects (by byte range) instead of whole WARCs: the index
+    # files are `cc_index` (globs or URLs; giving them is index mode), else with `index` the crawl's
+    # cc-index-table.paths.gz. `languages` select by the
+    # index's CLD2 labels (`index_language_mode`: "primary", the first label, or "any" of the three) before the run's
+    # own language ID decides; `index_hosts` (a file of hosts or domains), `index_url_patterns` (RE2) and
+    # `index_filter` (a SQL expression over the index's columns) narrow it further.
+    index: bool = False
+    cc_index: list[str] = dataclasses.field(default_factory=list)
+    index_language_mode: str = "primary"
+    index_hosts: str = ""
+    index_url_patterns: list[str] = dataclasses.field(default_factory=list)
+    index_filter: str = ""
+    index_gap_bytes: int = ccindex.DEFAULT_GAP_BYTES  # records closer than this share one range request
+    index_unit_records: int = ccindex.DEFAULT_UNIT_RECORDS  # captures of one WARC per unit of work
 
 
 URL_LISTS = ("url_blocklist", "url_banned_words", "url_soft_banned_words", "url_banned_subwords")
-INPUT_SETTINGS = ("crawl", "warc_paths", "warcs", "cc_base_url", "max_warcs", "warc_offset")
+INPUT_SETTINGS = ("crawl", "warc_paths", "warcs", "cc_base_url", "max_warcs", "warc_offset", "cc_index")
+
+
+@dataclasses.dataclass(frozen=True)
+class IndexUnit:
+    """Selected captures of one WARC from one index file; the file's first unit carries its counts."""
+
+    index: str
+    warc: str
+    captures: tuple[ccindex.Capture, ...]
+    counts: tuple[tuple[str, int], ...] = ()
 
 
 class ExtractText:
@@ -356,7 +397,7 @@ class CommonCrawl(Source):
             raise UsageError(f"{where}.extractor: {s.extractor!r} is not one of {', '.join(extract.EXTRACTORS)}")
         if not 0 <= s.prefilter_threshold <= 1:
             raise UsageError(f"{where}.prefilter_threshold: a probability from 0 to 1: {s.prefilter_threshold}")
-        if sum(map(bool, (s.crawl, s.warc_paths, s.warcs))) != 1:
+        if not self.index_mode and sum(map(bool, (s.crawl, s.warc_paths, s.warcs))) != 1:
             raise UsageError(f"{where}: give exactly one of crawl, warc_paths and warcs")
         for setting in URL_LISTS:
             path = getattr(s, setting)
@@ -366,6 +407,8 @@ class CommonCrawl(Source):
                 read_text_lines(path) if path else None
             except ValueError as exc:
                 raise UsageError(f"{where}.{setting}: {exc}")
+        if self.index_mode:
+            return self._index_inputs(where)
         end = s.warc_offset + s.max_warcs if s.max_warcs else None
         try:
             if s.warcs:
@@ -383,6 +426,84 @@ class CommonCrawl(Source):
         if not paths:
             raise UsageError(f"{where}: the WARC listing is empty (check warc_offset and max_warcs)")
         return listed_once(paths, where)
+
+    def _index_inputs(self, where: str) -> list[str]:
+        s = self.settings
+        if s.warcs or s.warc_paths:
+            raise UsageError(
+                f"{where}.index: the index names the WARCs: give crawl or cc_index, not warcs or warc_paths"
+            )
+        try:
+            self.selection().check()
+        except ValueError as exc:
+            raise UsageError(f"{where}.{exc}")
+        try:
+            if s.cc_index:
+                paths: list[str] = []
+                for pattern in s.cc_index:
+                    matched = [pattern] if is_url(pattern) else expand_glob(pattern)
+                    if not matched:
+                        raise UsageError(f"{where}.cc_index: no file matches {pattern}")
+                    paths.extend(matched)
+            elif s.crawl:
+                listed = read_listing(index_listing_url(s.crawl, s.cc_base_url), s.cc_base_url)
+                paths = [path for path in listed if "/subset=warc/" in path]
+            else:
+                raise UsageError(f"{where}.index: give crawl or cc_index")
+        except (FetchError, OSError) as exc:
+            raise UsageError(f"{where}: cannot read the index listing: {exc}")
+        if not paths:
+            raise UsageError(f"{where}: no index file to read")
+        return listed_once(sorted(set(paths)), where)
+
+    def selection(self) -> ccindex.Selection:
+        s = self.settings
+        hosts = tuple(read_text_lines(s.index_hosts)) if s.index_hosts else ()
+        return ccindex.Selection(
+            tuple(ccindex.iso639_3(code) for code in s.languages), s.index_language_mode, hosts,
+            tuple(s.index_url_patterns), s.index_filter,
+        )  # fmt: skip
+
+    @property
+    def index_mode(self) -> bool:
+        """Whether captures are fetched through the index: `index = true`, or index files given."""
+        return self.settings.index or bool(self.settings.cc_index)
+
+    @property
+    def splits_inputs(self) -> bool:
+        return self.index_mode
+
+    def plan(self, source_input: str) -> list:
+        """Whole-WARC mode: the WARC itself. Index mode: the index file's selected captures, a unit per
+        `index_unit_records` of one WARC (a file that selects nothing still gives one unit, for its counts)."""
+        if not self.index_mode:
+            return [source_input]
+        s = self.settings
+        with SeekableInput(source_input) as index_file:
+            by_warc, counts = ccindex.select(index_file, source_input, self.selection())
+            counts["index_bytes_read"] = index_file.bytes_read
+        log.info("%s: %d of %d captures selected, in %d WARCs", source_input, counts["selected"],
+                 counts["captures"], len(by_warc))  # fmt: skip
+        units = [
+            IndexUnit(source_input, urljoin(_with_slash(s.cc_base_url), warc), batch)
+            for warc, captures in sorted(by_warc.items())
+            for batch in ccindex.batches(captures, s.index_unit_records)
+        ] or [IndexUnit(source_input, "", ())]
+        units[0] = dataclasses.replace(units[0], counts=tuple(sorted(counts.items())))
+        return units
+
+    def unit_key(self, unit) -> str:
+        if not isinstance(unit, IndexUnit):
+            return input_key(unit)
+        identity = f"{input_key(unit.index)}|{unit.warc}|{[(c.offset, c.length) for c in unit.captures]}"
+        name = posixpath.basename(unit.warc) or posixpath.basename(unit.index)
+        return f"{name}-{len(unit.captures)}-{hashlib.sha1(identity.encode()).hexdigest()[:16]}"
+
+    def unit_path(self, unit) -> str:
+        return unit.warc or unit.index if isinstance(unit, IndexUnit) else unit
+
+    def counts_input(self, unit) -> bool:
+        return not isinstance(unit, IndexUnit) or bool(unit.counts)
 
     def unit_settings(self) -> dict:
         settings = {k: v for k, v in dataclasses.asdict(self.settings).items() if k not in INPUT_SETTINGS}
@@ -409,12 +530,55 @@ class CommonCrawl(Source):
             self.extractor.close()
             self.extractor = None
 
-    def read(self, unit: str) -> Iterator[WarcItem]:
+    def read(self, unit) -> Iterator[WarcItem | Counted]:
+        if isinstance(unit, IndexUnit):
+            yield from self._read_captures(unit)
+            return
         crawl = crawl_of(unit)
         for item in read_warc(unit, self.settings.max_html_bytes):
             if isinstance(item, HtmlPage):
                 item.path, item.crawl = unit, crawl
             yield item
+
+    def _read_captures(self, unit: IndexUnit) -> Iterator[WarcItem | Counted]:
+        """The unit's captures fetched by byte range, each through the per-record path of whole WARCs. A capture that
+        cannot be had costs itself, counted by kind (`failed.fetch`, `failed.range`, `failed.record`,
+        `failed.url_mismatch`) and named in the log."""
+        for name, count in unit.counts:
+            yield Counted(name, count)
+        crawl = crawl_of(unit.warc)
+        for start, end, captures in ccindex.coalesce(unit.captures, self.settings.index_gap_bytes):
+            try:
+                data = read_range(unit.warc, start, end - start)
+            except (FetchError, OSError) as exc:
+                log.warning("%s: bytes %d-%d (%d captures) cannot be fetched: %s", unit.warc, start, end,
+                            len(captures), _one_line(exc))  # fmt: skip
+                yield Counted("failed.fetch", len(captures))
+                continue
+            yield Counted("bytes_fetched", len(data))
+            for capture in captures:
+                member = data[capture.offset - start : capture.offset - start + capture.length]
+                failure = "range" if len(member) < capture.length else None
+                page = None
+                if failure is None:
+                    items = [i for i in _iterate(io.BytesIO(member), self.settings.max_html_bytes, capture.offset)
+                             if not isinstance(i, _Broken)]  # fmt: skip
+                    first = items[0] if items else ReadError("no record")
+                    if isinstance(first, ReadError) or len(items) != 1:
+                        failure = "record"
+                    elif isinstance(first, HtmlPage) and first.url != capture.url:
+                        failure = "url_mismatch"
+                    page = first
+                if failure is not None:
+                    log.warning("%s @ %d+%d (%s): capture failed: %s", unit.warc, capture.offset, capture.length,
+                                capture.url, failure)  # fmt: skip
+                    yield Counted(f"failed.{failure}")
+                    continue
+                yield Counted("fetched")
+                if isinstance(page, HtmlPage):
+                    page.path, page.crawl = unit.warc, crawl
+                if page is not None:
+                    yield page
 
     def document(self, record: WarcItem) -> Document | Dropped | Skipped | ReadError:
         if not isinstance(record, HtmlPage):

@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 
-from pipeline.common.schema import Document, Dropped, ReadError, Skipped, valid_text
+from pipeline.common.schema import Counted, Document, Dropped, ReadError, Skipped, valid_text
 from pipeline.common.settings import describe_exception, printable
 from pipeline.output.stats import Funnel, length_bucket
 from pipeline.sources import DocumentSettings, Source
@@ -235,6 +235,9 @@ class UnitProcessor:
 
     def _documents(self, unit, path: str, funnel: Funnel) -> Iterator[Document]:
         for number, record in enumerate(self._records(unit, path, funnel)):
+            if isinstance(record, Counted):
+                funnel.index[record.name] += record.count
+                continue
             try:
                 item = self.source.document(record)
             except Exception as exc:  # a record the source could not turn into a document: counted as one
