@@ -83,6 +83,26 @@ def test_index_mode_keeps_what_whole_warcs_keep_among_the_selected_for_fewer_byt
     assert index_bytes < whole_bytes / 3
     assert counts["capture_bytes"] == sum(r["warc_record_length"] for r in rows + filler)
     assert stats["input_files"] == 1
+    report = (tmp_path / "index" / "report.html").read_text()
+    assert f"{counts['selected']:,} of {counts['captures']:,} captures selected" in report
+    server.bytes_served.clear()  # a rerun: every unit committed, nothing fetched again
+    assert curate(server, tmp_path / "index", "--cc-index", f"{server.url}/cc-index/part-0.parquet",
+                  "--languages", "de", "--sources.commoncrawl.index_gap_bytes", "0")["index"] == counts  # fmt: skip
+    assert not any(path.startswith("/crawl-data/") for path in server.bytes_served)
+
+
+def test_a_crawl_s_index_listing_names_its_warc_subset(crawl, tmp_path):
+    import gzip
+
+    server, index, rows = crawl
+    listing = "cc-index/table/cc-main/warc/crawl=CC-MAIN-2026-01/subset={}/part-0.parquet"
+    server.files["/" + listing.format("warc")] = index.read_bytes()
+    server.files["/" + listing.format("crawldiagnostics")] = b"never read"
+    paths = "".join(listing.format(subset) + "\n" for subset in ("warc", "crawldiagnostics"))
+    server.files["/crawl-data/CC-MAIN-2026-01/cc-index-table.paths.gz"] = gzip.compress(paths.encode())
+    stats = curate(server, tmp_path / "out", "--crawl", "CC-MAIN-2026-01", "--from-index", "--languages", "en")
+    assert stats["errors"] == [] and stats["index"]["captures"] == len(rows) and stats["kept"] > 0
+    assert "/" + listing.format("crawldiagnostics") not in server.bytes_served
 
 
 def test_bad_rows_and_refused_ranges_cost_their_captures_only(crawl, tmp_path):

@@ -203,6 +203,22 @@ def _error_units(funnel: Funnel) -> str:
     return f'<h3>Units where a step raised</h3><p class="note">error.* drop reasons below.</p><ul>{rows}</ul>'
 
 
+def _index_section(funnel: Funnel) -> str:
+    """What Common Crawl's columnar index saved: captures listed and fetched, bytes fetched against the records'."""
+    if not funnel.index:
+        return ""
+    counts = funnel.index
+    fetched, whole = counts.get("bytes_fetched", 0), counts.get("capture_bytes", 0)
+    saved = f"{whole / fetched:,.1f}× fewer bytes than the listed captures' records" if fetched else "nothing fetched"
+    return (
+        "<h2>Common Crawl's columnar index</h2>"
+        f"<p>{counts.get('selected', 0):,} of {counts.get('captures', 0):,} captures selected, "
+        f"{counts.get('fetched', 0):,} fetched: {fetched:,} bytes against {whole:,} ({saved}), and "
+        f"{counts.get('index_bytes_read', 0):,} bytes of index files read.</p>"
+        + _table("index", ("count", "value"), sorted(counts.items()))
+    )
+
+
 def render(output: str, funnel: Funnel, collected: Collected, sources: list[tuple[str, str]]) -> str:
     figure = {name: pages.image(name, f"{FIGURES_DIR}/{name}.png") for name in FIGURES}
     funnel_body = "".join(
@@ -237,6 +253,7 @@ def render(output: str, funnel: Funnel, collected: Collected, sources: list[tupl
         f'<table id="funnel"><tr><th>stage</th><th>count</th></tr>{funnel_body}</table>',
         f"<h3>Input errors</h3><ul>{errors}</ul>" if errors else "",
         _error_units(funnel),
+        _index_section(funnel),
         "<h2>Changes to kept text</h2>",
         '<p class="note">What steps changed in the documents they passed on: PII replaced by placeholders, '
         "benchmark matches cut, boilerplate lines removed (with examples of the lines), documents with bad words kept "
