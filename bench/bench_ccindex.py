@@ -31,6 +31,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
 from bench_commoncrawl import mixed_warcs  # noqa: E402
+
 from tests import ccindexdata  # noqa: E402
 from tests.loopback import LoopbackServer  # noqa: E402
 
