@@ -188,7 +188,7 @@ def add_index_options(parser: argparse.ArgumentParser) -> None:
         "--index-filter",
         "sources.commoncrawl.index_filter",
         metavar="SQL",
-        help="a SQL expression over the index's columns, e.g. \"url_host_tld = 'is' AND url_path LIKE '%/news/%'\"",
+        help="a SQL expression over the index's columns, e.g. \"url_host_tld = 'is' AND url_path LIKE '%%/news/%%'\"",
     )
 
 
