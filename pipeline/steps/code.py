@@ -281,7 +281,8 @@ def secret_plugins(names: Iterable[str]) -> list:
     """detect-secrets' plugin objects by class name; a name it does not have is a ValueError naming the known ones."""
     from detect_secrets.core.plugins.util import get_mapping_from_secret_type_to_class
 
-    classes: dict[str, type] = {plugin.__name__: plugin for plugin in get_mapping_from_secret_type_to_class().values()}
+    plugin_classes: Iterable[type] = get_mapping_from_secret_type_to_class().values()
+    classes = {plugin_class.__name__: plugin_class for plugin_class in plugin_classes}
     unknown = [name for name in names if name not in classes]
     if unknown:
         raise ValueError(f"no detect-secrets plugin {unknown[0]!r} (plugins: {', '.join(sorted(classes))})")
