@@ -389,3 +389,5 @@ def test_a_useless_model_warns_loudly_and_autotune_tunes_on_the_held_out_split(t
     tuned = json.loads((tmp_path / "tuned" / quality.REPORT_FILE).read_text())
     assert tuned["settings"]["autotune_seconds"] == 3 and tuned["warnings"] == []
     assert tuned["metrics"]["roc_auc"] >= 0.9
+    rows, dim, words = input_rows(tmp_path / "tuned" / quality.MODEL_FILE)
+    assert dim == quality_training.DEFAULT_DIM  # the search kept its matrices bounded

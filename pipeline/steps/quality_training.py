@@ -266,7 +266,9 @@ def train_classifier(
         held += [f"{NEGATIVE} {text}" for text in splits["negative"]["heldout"]]
         with open(validation_file, "w", encoding="utf-8") as handle:
             handle.writelines(f"{line}\n" for line in held)
-        settings = {"autotuneValidationFile": validation_file, "autotuneDuration": autotune}
+        # dim stays as given: fastText's own search reaches 1,000 dims × 10M buckets, 40 GB a trial, whose matrix is
+        # filled before the time limit can stop it (a pinned bucket count crashes fastText 0.9.3's autotune: SIGFPE)
+        settings = {"autotuneValidationFile": validation_file, "autotuneDuration": autotune, "dim": dim}
     try:
         with open(training_file, "w", encoding="utf-8") as handle:
             handle.writelines(f"{line}\n" for line in lines)
