@@ -175,3 +175,30 @@ def test_the_selection_rules():
     ranges = list(ccindex.coalesce([ccindex.Capture(0, 10, "a"), ccindex.Capture(15, 5, "b"),
                                     ccindex.Capture(1000, 10, "c")], gap=100))  # fmt: skip
     assert [(start, end, len(members)) for start, end, members in ranges] == [(0, 20, 2), (1000, 1010, 1)]
+
+
+def test_index_mode_killed_mid_run_resumes_to_the_shards_of_an_uninterrupted_run(crawl, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    server, index, rows = crawl
+    flags = ["commoncrawl", "--cc-base-url", server.url + "/", "--no-dedup", "--cc-index", str(index),
+             "--sources.commoncrawl.index_unit_records", "5", "--num-shards", "2"]  # fmt: skip
+    reference, output = tmp_path / "reference", tmp_path / "out"
+    assert cli.main([*flags, "--output", str(reference), *ONE_WORKER]) == 0
+    command = [sys.executable, "-m", "pipeline", *flags, "--output", str(output), "--direct_num_workers=2"]
+    killed = subprocess.Popen(command, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    while not list(output.glob("_work/*/*.stats.json")) and time.time() < deadline and killed.poll() is None:
+        time.sleep(0.05)
+    os.killpg(killed.pid, signal.SIGKILL)  # the driver and its workers, mid-run
+    killed.wait()
+    assert list(output.glob("_work/*/*.stats.json")) and not (output / "stats.json").exists()
+    assert cli.main([*flags, "--output", str(output), *ONE_WORKER]) == 0
+    assert kept(output) == kept(reference) and len(kept(reference)) > 20
+    finished = [Funnel.from_json(json.loads((folder / "stats.json").read_text())).to_json() for folder in
+                (output, reference)]  # fmt: skip
+    assert finished[0] == finished[1]  # every count, the index's too, as if never interrupted
