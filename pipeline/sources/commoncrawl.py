@@ -331,7 +331,9 @@ class Settings(DocumentSettings):
 
 
 URL_LISTS = ("url_blocklist", "url_banned_words", "url_soft_banned_words", "url_banned_subwords")
-INPUT_SETTINGS = ("crawl", "warc_paths", "warcs", "cc_base_url", "max_warcs", "warc_offset", "cc_index")
+# Which inputs a run reads, not what a unit yields: out of the resume fingerprint (an index unit's key is not a WARC's,
+# so `index` may be too)
+INPUT_SETTINGS = ("crawl", "warc_paths", "warcs", "cc_base_url", "max_warcs", "warc_offset", "cc_index", "index")
 
 
 @dataclasses.dataclass(frozen=True)
