@@ -563,8 +563,11 @@ class CommonCrawl(Source):
                 failure = "range" if len(member) < capture.length else None
                 page = None
                 if failure is None:
-                    items = [i for i in _iterate(io.BytesIO(member), self.settings.max_html_bytes, capture.offset)
-                             if not isinstance(i, _Broken)]  # fmt: skip
+                    try:
+                        items = [i for i in _iterate(io.BytesIO(member), self.settings.max_html_bytes, capture.offset)
+                                 if not isinstance(i, _Broken)]  # fmt: skip
+                    except Exception as exc:  # warcio refuses bytes that are not a record at all
+                        items = [ReadError(_one_line(exc))]
                     first = items[0] if items else ReadError("no record")
                     if isinstance(first, ReadError) or len(items) != 1:
                         failure = "record"
