@@ -5,7 +5,7 @@
 Writes the crawl-like mix of bench_commoncrawl.py (real pages, 45% English, the rest in 13 other languages: each about
 4% of the pages) as `--workers` WARCs, indexes them as Common Crawl does (tests/ccindexdata.py: the flat schema,
 `content_languages` from CLD2 on the HTML), serves WARCs and index from a loopback HTTP server that honours Range
-and counts bytes, then:
+and counts bytes (`--bandwidth`: at most that many MB a second per connection, as a remote server gives), then:
 1. for each language of `--languages`, runs `python -m pipeline commoncrawl` both ways, interleaved `--repeats`
    times: whole WARCs (`--warc-paths`, with the extraction cascade, and without it: every page extracted, as the
    other curation frameworks read a crawl) and index mode (`--cc-index` over HTTP, `--index-languages primary` and
@@ -95,8 +95,12 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--languages", default="de,en", help="the runs' languages, one run each")
+    parser.add_argument(
+        "--bandwidth", type=float, default=0, help="MB a second per connection (0: loopback's own speed)"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp, LoopbackServer() as server:
+        server.bandwidth = args.bandwidth * 1e6
         folder = pathlib.Path(tmp)
         warcs = [pathlib.Path(p) for p in mixed_warcs(folder, args.pages, args.workers)]
         rows = []
@@ -107,7 +111,7 @@ def main() -> None:
         ccindexdata.write_index(folder / "index.parquet", rows, row_group_size=100_000)
         server.files["/cc-index/part-0.parquet"] = (folder / "index.parquet").read_bytes()
         (folder / "warc.paths").write_text("".join(f"{CRAWL}/{warc.name}\n" for warc in warcs))
-        report: dict = {"pages": args.pages, "warc_bytes": sum(w.stat().st_size for w in warcs),
+        report: dict = {"pages": args.pages, "bandwidth_mb_s": args.bandwidth, "warc_bytes": sum(w.stat().st_size for w in warcs),
                         "index_file_bytes": (folder / "index.parquet").stat().st_size, "languages": {}}  # fmt: skip
         for language in args.languages.split(","):
             modes = {

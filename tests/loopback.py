@@ -6,6 +6,7 @@ from __future__ import annotations
 import collections
 import http.server
 import threading
+import time
 
 
 class LoopbackServer:
@@ -16,6 +17,7 @@ class LoopbackServer:
         self.ignore_range: set[str] = set()
         self.fail_ranges: set[str] = set()  # paths whose range requests are refused (416)
         self.bytes_served: collections.Counter = collections.Counter()  # path → body bytes sent
+        self.bandwidth = 0  # bytes a second per connection (0: as fast as loopback goes)
         self.requests: list[tuple[str, str | None]] = []  # (path, Range header)
         server = self
 
@@ -66,7 +68,12 @@ class LoopbackServer:
                     self.close_connection = True
                     self.connection.shutdown(2)
                     return
-                self.wfile.write(body)
+                if server.bandwidth:  # bytes a second per connection, as a remote server gives
+                    for at in range(0, len(body), 65536):
+                        self.wfile.write(body[at : at + 65536])
+                        time.sleep(min(65536, len(body) - at) / server.bandwidth)
+                else:
+                    self.wfile.write(body)
 
         self._httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._httpd.daemon_threads = True
