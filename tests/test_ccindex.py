@@ -94,6 +94,54 @@ def test_index_mode_keeps_what_whole_warcs_keep_among_the_selected_for_fewer_byt
     )  # planned again, nothing fetched
 
 
+def test_the_index_rules_given_as_flags_choose_what_is_fetched(crawl, tmp_path, capsys):
+    import re
+
+    server, index, rows = crawl
+    (tmp_path / "hosts.txt").write_text("site0.example.org\nsite1.example.org\n")
+    pattern = r"article-[0-9]*[02468]\.html"
+    rules = [
+        "--cc-index",
+        str(index),
+        "--index-hosts",
+        str(tmp_path / "hosts.txt"),
+        "--index-url-pattern",
+        pattern,
+        "--index-filter",
+        "url_host_name = 'site1.example.org'",
+        "--index-languages",
+        "any",
+        "--languages",
+        "en",
+    ]
+    stats = curate(server, tmp_path / "out", *rules)  # fmt: skip
+    expected = {
+        r["url"] for r in rows
+        if r["fetch_status"] == 200 and r["content_mime_detected"] == "text/html" and re.search(pattern, r["url"])
+        and r["url_host_name"] == "site1.example.org" and "eng" in (r["content_languages"] or "").split(",")
+    }  # fmt: skip
+    assert expected and stats["index"]["selected"] == len(expected) == stats["index"]["fetched"]
+    assert {url for url, _ in kept(tmp_path / "out").values()} <= expected and stats["kept"] > 0
+    for flag, value, message in (
+        ("--index-hosts", str(tmp_path / "missing.txt"), "sources.commoncrawl.index_hosts:"),
+        ("--index-filter", "no_such_column = 1", "sources.commoncrawl.index_filter:"),
+        ("--languages", "xx", "sources.commoncrawl.languages: no ISO 639-3 code for language 'xx'"),
+    ):  # the user's mistakes stop the run before anything is read, naming the setting
+        arguments = [
+            "commoncrawl",
+            "--cc-index",
+            str(index),
+            flag,
+            value,
+            "--output",
+            str(tmp_path / "bad"),
+            *ONE_WORKER,
+        ]
+        assert cli.main(arguments) == 2
+        assert message in capsys.readouterr().err
+    assert not (tmp_path / "bad" / "stats.json").exists()
+
+
 def test_bad_rows_and_refused_ranges_cost_their_captures_only(crawl, tmp_path):
     server, index, rows = crawl
     html = [r for r in rows if r["fetch_status"] == 200 and r["content_mime_detected"] == "text/html"]
@@ -157,6 +205,7 @@ def test_the_selection_rules():
     assert chosen(url_patterns=("/news/",)) == [0] and chosen(url_patterns=("/news/", "/shop/")) == [0, 1]
     assert chosen(sql="url_host_tld = 'is' AND url LIKE '%shop%'") == [1]
     assert ccindex.iso639_3("de") == "deu" and ccindex.iso639_3("zh") == "zho" and ccindex.iso639_3("ceb") == "ceb"
+    assert ccindex.iso639_3("isl_Latn") == "isl"  # GlotLID's labels
     with pytest.raises(ValueError, match="index_filter"):
         ccindex.Selection(sql="no_such_column = 1").check()
     with pytest.raises(ValueError, match="index_language_mode"):

@@ -216,6 +216,30 @@ def test_a_code_file_takes_no_part_in_boilerplate_line_removal():
     assert len(lines.document_line_hashes(Document(id="b", text=text, source="books"))) == 4
 
 
+def test_a_bare_repository_is_read_at_the_revision_asked_and_secrets_stay_when_switched_off(tzlocal_forms, tmp_path):
+    from dulwich import porcelain
+
+    forms, first, files = tzlocal_forms
+    checkout = codedata.copy_tree(forms["checkout"], tmp_path / "tzlocal")
+    (checkout / "tzlocal" / "utils.py").write_text("def changed():\n    return 'second commit'\n")
+    with porcelain.open_repo_closing(str(checkout)) as repo:
+        porcelain.add(repo, [str(checkout / "tzlocal" / "utils.py")])
+        second = porcelain.commit(repo, message=b"edit", author=b"T <t@example.org>", committer=b"T <t@example.org>")
+    bare = codedata.bare_clone(checkout, tmp_path / "tzlocal.git")
+
+    def utils(**settings):
+        docs, _, units = curate_repository(bare, **settings)
+        return next(d.text for d in docs if d.path == "tzlocal/utils.py"), units[0].revision
+
+    assert utils() == ("def changed():\n    return 'second commit'\n", second.decode())
+    assert utils(revision=first) == (files["tzlocal/utils.py"].decode(), first)
+    with pytest.raises(ValueError, match="no revision 'v9.9'"):  # the input's error, named
+        utils(revision="v9.9")
+    docs, funnel, _ = curate_repository(bare, secrets=False)
+    assert codedata.AWS_KEY in next(d.text for d in docs if d.path == "config/settings.py")
+    assert not any(name.startswith("secrets.") for name in funnel.edits)
+
+
 def test_a_large_repository_is_read_in_parts_that_add_up_to_the_whole(tzlocal_forms):
     forms, _, _ = tzlocal_forms
     whole, whole_funnel, _ = curate_repository(forms["zip"])

@@ -17,6 +17,7 @@ import dataclasses
 import re
 from collections.abc import Iterable, Iterator
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -52,9 +53,11 @@ DEFAULT_UNIT_RECORDS = 2000  # captures of one WARC per unit
 
 
 def iso639_3(code: str) -> str:
-    """A language label as the index writes it: fastText's `en` → `eng`; a three-letter code stays as it is."""
+    """A language label as the index writes it: fastText's `en` → `eng`, GlotLID's `eng_Latn` → `eng`; a three-letter
+    code stays as it is."""
     import pycountry
 
+    code = code.split("_")[0].split("-")[0]
     if len(code) == 3:
         return code
     language = pycountry.languages.get(alpha_2=code)
@@ -134,10 +137,9 @@ class Selection:
             rows = connection.execute(f"SELECT __row FROM captures WHERE ({self.sql})").fetchall()
         finally:
             connection.close()
-        mask = [False] * len(table)
-        for (row,) in rows:
-            mask[row] = True
-        return pa.array(mask, pa.bool_())
+        mask = np.zeros(len(table), dtype=bool)
+        mask[[row for (row,) in rows]] = True
+        return pa.array(mask)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -459,12 +459,18 @@ class CommonCrawl(Source):
         return listed_once(sorted(set(paths)), where)
 
     def selection(self) -> ccindex.Selection:
+        """The index rules of the settings; a ValueError names the setting at fault (a language without an ISO 639-3
+        code, a hosts file that cannot be read)."""
         s = self.settings
-        hosts = tuple(read_text_lines(s.index_hosts)) if s.index_hosts else ()
-        return ccindex.Selection(
-            tuple(ccindex.iso639_3(code) for code in s.languages), s.index_language_mode, hosts,
-            tuple(s.index_url_patterns), s.index_filter,
-        )  # fmt: skip
+        try:
+            hosts = tuple(read_text_lines(s.index_hosts)) if s.index_hosts else ()
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"index_hosts: {exc}") from None
+        try:
+            languages = tuple(ccindex.iso639_3(code) for code in s.languages)
+        except ValueError as exc:
+            raise ValueError(f"languages: {exc}") from None
+        return ccindex.Selection(languages, s.index_language_mode, hosts, tuple(s.index_url_patterns), s.index_filter)
 
     @property
     def index_mode(self) -> bool:
