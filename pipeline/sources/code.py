@@ -42,7 +42,7 @@ from typing import ClassVar
 
 import xxhash
 
-from pipeline.common.remote import expand_glob, is_local, is_url, local_path, open_input
+from pipeline.common.remote import expand_glob, input_key, is_local, is_url, local_path, open_input
 from pipeline.common.schema import Document, ReadError, Skipped, text_id
 from pipeline.common.settings import UsageError
 from pipeline.sources import DocumentSettings, Source, listed_once
@@ -502,7 +502,5 @@ def _files_version(path: str, kind: str) -> str:
                 status = os.lstat(os.path.join(folder, name))
                 digest.update(f"{folder}/{name}|{status.st_size}|{status.st_mtime_ns}\n".encode())
     else:
-        from pipeline.common.remote import input_key
-
         digest.update(input_key(path).encode())
     return digest.hexdigest()
