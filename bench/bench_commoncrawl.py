@@ -3,6 +3,7 @@ datatrove's FineWeb stage (`--peer datatrove`).
 
     .venv/bin/python bench/bench_commoncrawl.py [--pages 3000] [--repeats 3] [--real] [--baseline DIR]
     .venv/bin/python bench/bench_commoncrawl.py --peer datatrove [--pages 2000] [--workers 2] [--repeats 3] [--decontaminate]
+        [--english-only]
 
 Writes a WARC of synthetic article pages (`--real`: real pages from ../shared/fixtures/warc, repeated under
 new URLs, at least 500 of them), times every per-document stage in this process (WARC parse + decode,
@@ -19,7 +20,8 @@ pipeline commoncrawl --no-dedup` with the same workers, for every language and f
 run with its cascade; and once without it, `--no-prefilter`, to count the documents the cascade loses and check
 that the others are byte-identical). Reports pages per second per core for both and the ratio; and each tool's
 start-up (the same command on a WARC of two pages a worker, English only), with the ratio of the seconds past it,
-which is the ratio a crawl-sized input approaches.
+which is the ratio a crawl-sized input approaches. `--english-only` leaves out the every-language runs, for inputs the
+size of a crawl's WARCs.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ import time
 REPO = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 DATATROVE_VERSION = "0.10.1"
+LABELS = {"all": "all languages", "en": "English only"}
 
 from pipeline.common import synthetic  # noqa: E402
 from pipeline.common.schema import Document  # noqa: E402
@@ -189,7 +192,8 @@ def peer_main(args) -> None:
 
             (folder / "evals.npz").write_bytes(contamination.NgramIndex.build(fixture_eval_specs()).to_bytes())
             publish = ("--decontamination", str(folder / "evals.npz"))
-        runs: dict[str, list] = {"datatrove-all": [], "lmforge-all": [], "datatrove-en": [], "lmforge-en": []}
+        names = ("en",) if args.english_only else ("all", "en")
+        runs: dict[str, list] = {f"{tool}-{name}": [] for name in names for tool in ("datatrove", "lmforge")}
         startup: dict[str, list[float]] = {"datatrove": [], "lmforge": []}
         for repeat in range(args.repeats):  # interleaved, so that both see the same machine load
             out = folder / f"dt-tiny-{repeat}"
@@ -198,8 +202,8 @@ def peer_main(args) -> None:
             startup["lmforge"].append(
                 time_pipeline(tiny, out, "--no-dedup", "--languages", "en", *publish, workers=args.workers)[0]
             )
-            for languages, flags in (("", ()), ("en", ("--languages", "en"))):
-                name = languages or "all"
+            for name in names:
+                languages, flags = ("en", ("--languages", "en")) if name == "en" else ("", ())
                 out = folder / f"dt-{name}-{repeat}"
                 runs[f"datatrove-{name}"].append(time_datatrove(python, folder / "warcs", out, args.workers, languages))
                 output = folder / f"lm-{name}-{repeat}"
@@ -224,17 +228,16 @@ def peer_main(args) -> None:
             "seconds": {name: round(value, 2) for name, value in seconds.items()},
             "pages_per_second_per_core": per_core,
             "lmforge_over_datatrove": {
-                "all languages": round(per_core["lmforge-all"] / per_core["datatrove-all"], 2),
-                "English only": round(per_core["lmforge-en"] / per_core["datatrove-en"], 2),
+                LABELS[name]: round(per_core[f"lmforge-{name}"] / per_core[f"datatrove-{name}"], 2) for name in names
             },
             "startup_seconds": {name: round(value, 2) for name, value in fixed.items()},
             "lmforge_over_datatrove_past_startup": {
-                f"{label}": round(
+                LABELS[name]: round(
                     (seconds[f"datatrove-{name}"] - fixed["datatrove"])
                     / (seconds[f"lmforge-{name}"] - fixed["lmforge"]),
                     2,
                 )
-                for label, name in (("all languages", "all"), ("English only", "en"))
+                for name in names
             },
             "kept": {
                 name: (found[0][1]["documents"] if name.startswith("datatrove") else found[0][1]["kept"])
@@ -249,7 +252,7 @@ def peer_main(args) -> None:
                 "byte_identical": all(cascade[i] == full[i] for i in cascade),
                 "full_path_language_drops": full_stats["dropped"].get("language", 0),
             },
-            "datatrove": runs["datatrove-all"][0][1]["versions"],
+            "datatrove": runs["datatrove-en"][0][1]["versions"],
             "lmforge_publishing": {
                 "pii": "on (the default)",
                 "decontamination": "every fixture benchmark" if args.decontaminate else "off",
@@ -329,6 +332,11 @@ def main() -> None:
         "--decontaminate",
         action="store_true",
         help="--peer: lmforge's runs also drop documents sharing a 13-gram with every ../shared/fixtures/evals task",
+    )
+    parser.add_argument(
+        "--english-only",
+        action="store_true",
+        help="--peer: only the English-only runs (at crawl-sized inputs the every-language runs take the most time)",
     )
     parser.add_argument(
         "--baseline",
