@@ -10,7 +10,8 @@ and counts bytes (`--bandwidth`: at most that many MB a second per connection, a
    times: whole WARCs (`--warc-paths`, with the extraction cascade, and without it: every page extracted, as the
    other curation frameworks read a crawl) and index mode (`--cc-index` over HTTP, `--index-languages primary` and
    `any`); reports bytes transferred (index files included) and wall per kept
-   document, their ratios, and the documents whole-WARC mode keeps that index mode does not (the loss);
+   document, their ratios, and the documents whole-WARC mode keeps that index mode does not (the loss); each
+   repeat also runs every mode on a crawl of a page or two a worker, its start-up, for the wall ratio past it;
 2. the index's recall on every page: with the run's own path (trafilatura, then fastText at the run's 0.65), which
    pages each language keeps, and how many of those CLD2's first label, or any of its three, would have selected.
 """
@@ -89,6 +90,35 @@ def recall(warcs: list[pathlib.Path], rows: list[dict]) -> dict:
     return report
 
 
+MODES = ("whole", "whole_no_cascade", "index_primary", "index_any")
+
+
+def serve_crawl(server, folder: pathlib.Path, name: str, pages: int, workers: int) -> tuple[list[pathlib.Path], list]:
+    """The mix as `workers` WARCs under `name`/ on the server, their index and a paths listing: the WARCs and rows."""
+    (folder / name).mkdir(exist_ok=True)
+    warcs = [pathlib.Path(p) for p in mixed_warcs(folder / name, pages, workers)]
+    rows = []
+    for warc in warcs:
+        path = f"{name}/{CRAWL}/{warc.name}".lstrip("/")
+        server.files[f"/{path}"] = warc.read_bytes()
+        rows.extend(ccindexdata.index_rows(str(warc), path))
+    ccindexdata.write_index(folder / name / "index.parquet", rows, row_group_size=100_000)
+    server.files[f"/{name}/cc-index/part-0.parquet".replace("//", "/")] = (folder / name / "index.parquet").read_bytes()
+    (folder / name / "warc.paths").write_text("".join(f"{name}/{CRAWL}/{warc.name}\n".lstrip("/") for warc in warcs))
+    return warcs, rows
+
+
+def mode_flags(mode: str, server, folder: pathlib.Path, name: str) -> tuple[str, ...]:
+    index = f"{server.url}/{name}/cc-index/part-0.parquet".replace(f"{server.url}//", f"{server.url}/")
+    return {
+        "whole": ("--warc-paths", str(folder / name / "warc.paths")),
+        # every page extracted, as datatrove, NeMo Curator and dolma read a crawl
+        "whole_no_cascade": ("--warc-paths", str(folder / name / "warc.paths"), "--no-prefilter"),
+        "index_primary": ("--cc-index", index),
+        "index_any": ("--cc-index", index, "--index-languages", "any"),
+    }[mode]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--pages", type=int, default=8000)
@@ -102,32 +132,24 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp, LoopbackServer() as server:
         server.bandwidth = args.bandwidth * 1e6
         folder = pathlib.Path(tmp)
-        warcs = [pathlib.Path(p) for p in mixed_warcs(folder, args.pages, args.workers)]
-        rows = []
-        for warc in warcs:
-            name = f"{CRAWL}/{warc.name}"
-            server.files[f"/{name}"] = warc.read_bytes()
-            rows.extend(ccindexdata.index_rows(str(warc), name))
-        ccindexdata.write_index(folder / "index.parquet", rows, row_group_size=100_000)
-        server.files["/cc-index/part-0.parquet"] = (folder / "index.parquet").read_bytes()
-        (folder / "warc.paths").write_text("".join(f"{CRAWL}/{warc.name}\n" for warc in warcs))
+        warcs, rows = serve_crawl(server, folder, "", args.pages, args.workers)
+        serve_crawl(server, folder, "tiny", 2 * args.workers, args.workers)  # a page or two a worker: start-up
         report: dict = {"pages": args.pages, "bandwidth_mb_s": args.bandwidth, "warc_bytes": sum(w.stat().st_size for w in warcs),
                         "index_file_bytes": (folder / "index.parquet").stat().st_size, "languages": {}}  # fmt: skip
         for language in args.languages.split(","):
-            modes = {
-                "whole": ("--warc-paths", str(folder / "warc.paths")),
-                # every page extracted, as datatrove, NeMo Curator and dolma read a crawl
-                "whole_no_cascade": ("--warc-paths", str(folder / "warc.paths"), "--no-prefilter"),
-                "index_primary": ("--cc-index", f"{server.url}/cc-index/part-0.parquet"),
-                "index_any": ("--cc-index", f"{server.url}/cc-index/part-0.parquet", "--index-languages", "any"),
-            }
-            found: dict[str, list] = {mode: [] for mode in modes}
+            found: dict[str, list] = {mode: [] for mode in MODES}
+            startup: dict[str, list[float]] = {mode: [] for mode in MODES}
             for repeat in range(args.repeats):
-                for mode, flags in modes.items():
+                for mode in MODES:
+                    out = folder / f"tiny-{language}-{mode}-{repeat}"
+                    startup[mode].append(run(server, out, args.workers, *mode_flags(mode, server, folder, "tiny"),
+                                             "--languages", language)[0])  # fmt: skip
                     server.bytes_served.clear()
                     out = folder / f"{language}-{mode}-{repeat}"
+                    flags = mode_flags(mode, server, folder, "")
                     seconds, stats, ids = run(server, out, args.workers, *flags, "--languages", language)
                     found[mode].append((seconds, sum(server.bytes_served.values()), stats, ids))
+            fixed = {mode: statistics.median(found) for mode, found in startup.items()}
             whole_ids = found["whole"][0][3]
             figures = {}
             for mode, runs in found.items():
@@ -138,13 +160,16 @@ def main() -> None:
                     "seconds_per_kept": round(seconds / max(1, len(ids)), 4),
                     "bytes_per_kept": round(transferred / max(1, len(ids))),
                     "lost": len(whole_ids - ids), "lost_share": round(len(whole_ids - ids) / max(1, len(whole_ids)), 4),
-                    "index": stats.get("index", {}),
+                    "index": stats.get("index", {}), "startup_seconds": round(fixed[mode], 2),
                 }  # fmt: skip
             for mode in ("index_primary", "index_any"):
                 figures[mode]["fewer_bytes"] = round(figures["whole"]["bytes"] / max(1, figures[mode]["bytes"]), 1)
                 figures[mode]["less_wall"] = round(figures["whole"]["seconds"] / figures[mode]["seconds"], 2)
                 no_cascade = figures["whole_no_cascade"]["seconds"]
                 figures[mode]["less_wall_than_every_page_extracted"] = round(no_cascade / figures[mode]["seconds"], 2)
+                figures[mode]["less_wall_past_startup"] = round(
+                    (figures["whole"]["seconds"] - fixed["whole"]) / (figures[mode]["seconds"] - fixed[mode]), 2
+                )
             report["languages"][language] = figures
         report["recall"] = recall(warcs, rows)
     print(json.dumps(report, indent=2))

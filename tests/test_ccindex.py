@@ -45,25 +45,34 @@ def kept(output) -> dict[str, str]:
     return {row["id"]: (row["url"], row["text"]) for row in rows}
 
 
+LISTED = "cc-index/table/cc-main/warc/crawl=CC-MAIN-2026-01/subset={}/part-0.parquet"
+
+
+def big_index(path, rows: list[dict]) -> list[dict]:
+    """An index file of `rows` and 20,000 captures of other WARCs (in the columns a selection does not read too), in
+    row groups of 5,000: the filler rows."""
+    filler = [
+        {"url": f"https://other{n}.example.net/page/{n}", "url_surtkey": f"net,example,other{n})/page/{n}",
+         "content_digest": f"sha1:{n:032d}", "url_path": f"/page/{n}", "fetch_status": 404,
+         "warc_filename": "crawl-data/x.warc.gz", "warc_record_offset": n, "warc_record_length": 1}
+        for n in range(20_000)
+    ]  # fmt: skip
+    ccindexdata.write_index(path, rows + filler, row_group_size=5000)
+    return filler
+
+
 def test_index_mode_keeps_what_whole_warcs_keep_among_the_selected_for_fewer_bytes(crawl, tmp_path):
     server, index, rows = crawl
     (tmp_path / "warc.paths").write_text("\n".join(WARCS) + "\n")
     whole = curate(server, tmp_path / "whole", "--warc-paths", str(tmp_path / "warc.paths"), "--languages", "de")
     whole_bytes = sum(server.bytes_served.values())
     server.bytes_served.clear()
-    filler = [  # captures of other WARCs, in the columns a selection does not read too
-        {"url": f"https://other{n}.example.net/page/{n}", "url_surtkey": f"net,example,other{n})/page/{n}",
-         "content_digest": f"sha1:{n:032d}", "url_path": f"/page/{n}", "fetch_status": 404,
-         "warc_filename": "crawl-data/x.warc.gz", "warc_record_offset": n, "warc_record_length": 1}
-        for n in range(20_000)
-    ]  # fmt: skip
-    ccindexdata.write_index(tmp_path / "big.parquet", rows + filler, row_group_size=5000)
-    listed = "cc-index/table/cc-main/warc/crawl=CC-MAIN-2026-01/subset={}/part-0.parquet"
-    index_url = f"{server.url}/{listed.format('warc')}"
-    server.files["/" + listed.format("warc")] = (tmp_path / "big.parquet").read_bytes()  # over HTTP too
+    filler = big_index(tmp_path / "big.parquet", rows)
+    index_url = f"{server.url}/{LISTED.format('warc')}"
+    server.files["/" + LISTED.format("warc")] = (tmp_path / "big.parquet").read_bytes()  # over HTTP too
     stats = curate(server, tmp_path / "index", "--cc-index", index_url, "--languages", "de",
                    "--sources.commoncrawl.index_gap_bytes", "0")  # only touching records merge  # fmt: skip
-    index_file_bytes = server.bytes_served.pop("/" + listed.format("warc"))
+    index_file_bytes = server.bytes_served.pop("/" + LISTED.format("warc"))
     assert index_file_bytes < (tmp_path / "big.parquet").stat().st_size / 2  # the footer and the columns it needs
     index_bytes = sum(server.bytes_served.values())
     selected = {r["url"] for r in rows if r["fetch_status"] == 200 and (r["content_languages"] or "").startswith("deu")}
@@ -82,15 +91,15 @@ def test_index_mode_keeps_what_whole_warcs_keep_among_the_selected_for_fewer_byt
     assert f"{counts['selected']:,} of {counts['captures']:,} captures selected" in report
     # a rerun through the crawl's index listing (its warc subset: the same index file): every unit committed, so
     # nothing is fetched again, and the other subsets are never read
-    server.files["/" + listed.format("crawldiagnostics")] = b"never read"
-    paths = "".join(listed.format(subset) + "\n" for subset in ("warc", "crawldiagnostics"))
+    server.files["/" + LISTED.format("crawldiagnostics")] = b"never read"
+    paths = "".join(LISTED.format(subset) + "\n" for subset in ("warc", "crawldiagnostics"))
     server.files["/crawl-data/CC-MAIN-2026-01/cc-index-table.paths.gz"] = gzip.compress(paths.encode())
     server.bytes_served.clear()
     again = curate(server, tmp_path / "index", "--crawl", "CC-MAIN-2026-01", "--from-index", "--languages", "de",
                    "--sources.commoncrawl.index_gap_bytes", "0")  # fmt: skip
     assert again["index"] == counts and again["kept"] == stats["kept"]
     assert sorted(server.bytes_served) == sorted(
-        ["/crawl-data/CC-MAIN-2026-01/cc-index-table.paths.gz", "/" + listed.format("warc")]
+        ["/crawl-data/CC-MAIN-2026-01/cc-index-table.paths.gz", "/" + LISTED.format("warc")]
     )  # planned again, nothing fetched
 
 
@@ -159,6 +168,57 @@ def test_bad_rows_and_refused_ranges_cost_their_captures_only(crawl, tmp_path):
     failed = sum(count for name, count in counts.items() if name.startswith("failed."))
     assert counts["selected"] == counts["fetched"] + failed
     assert Funnel.from_json(stats).problems() == []
+
+
+@pytest.fixture
+def bucket():
+    """An S3 endpoint on loopback (moto's server, the S3 API over HTTP) with a `commoncrawl` bucket: a boto3 client to
+    fill it, and the Beam options that point lmforge's object-store reads at it."""
+    moto_server = pytest.importorskip("moto.server")
+    boto3 = pytest.importorskip("boto3")
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        access = {"region_name": "us-east-1", "aws_access_key_id": "lmforge", "aws_secret_access_key": "test"}
+        client = boto3.client("s3", endpoint_url=f"http://{host}:{port}", **access)
+        client.create_bucket(Bucket="commoncrawl")
+        yield client, [f"--s3_endpoint_url=http://{host}:{port}", "--s3_region_name=us-east-1",
+                       "--s3_access_key_id=lmforge", "--s3_secret_access_key=test"]  # fmt: skip
+    finally:
+        server.stop()
+
+
+def test_index_files_and_warcs_in_a_bucket_are_read_by_range(crawl, bucket, tmp_path):
+    """s3:// as Common Crawl's own bucket is laid out: the index file found by a glob and read in part, each capture
+    fetched by range from its WARC under `--cc-base-url s3://commoncrawl/`; the documents of whole WARCs read from the
+    bucket by a glob, among the selected."""
+    server, _, rows = crawl
+    client, s3_options = bucket
+    big_index(tmp_path / "big.parquet", rows)
+    client.upload_file(str(tmp_path / "big.parquet"), "commoncrawl", LISTED.format("warc"))
+    client.put_object(Bucket="commoncrawl", Key="cc-index/garbage.parquet", Body=b"not parquet at all")
+    for name in WARCS:
+        client.put_object(Bucket="commoncrawl", Key=name, Body=server.files[f"/{name}"])
+
+    def from_bucket(output, *flags) -> dict:
+        assert cli.main(["commoncrawl", "--cc-base-url", "s3://commoncrawl/", "--languages", "de", "--no-dedup",
+                         "--output", str(output), *flags, *ONE_WORKER, *s3_options]) == 0  # fmt: skip
+        stats = json.loads((output / "stats.json").read_text())
+        assert Funnel.from_json(stats).problems() == []
+        return stats
+
+    index_glob = "s3://commoncrawl/" + LISTED.format("*").replace("part-0", "part-*")
+    stats = from_bucket(tmp_path / "s3", "--cc-index", index_glob, "s3://commoncrawl/cc-index/garbage.parquet")
+    assert [error["file"] for error in stats["errors"]] == ["s3://commoncrawl/cc-index/garbage.parquet"]
+    selected = {r["url"] for r in rows if r["fetch_status"] == 200 and (r["content_languages"] or "").startswith("deu")}
+    counts = stats["index"]
+    assert counts["selected"] == len(selected) == counts["fetched"] and not any(n.startswith("failed") for n in counts)
+    assert counts["index_bytes_read"] < (tmp_path / "big.parquet").stat().st_size / 2  # the footer, needed columns
+    whole = from_bucket(tmp_path / "whole", "--warcs", "s3://commoncrawl/crawl-data/*/segments/*/warc/*.warc.gz")
+    assert whole["input_files"] == len(WARCS)
+    expected = {i: v for i, v in kept(tmp_path / "whole").items() if v[0] in selected}
+    assert kept(tmp_path / "s3") == expected and expected  # the same documents, byte for byte
 
 
 def test_an_index_file_that_cannot_be_read_is_an_input_error(crawl, tmp_path):

@@ -24,6 +24,7 @@ import time
 from collections.abc import Sequence
 
 import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics.metric import MetricsFilter
 
 from pipeline.beam import logs, read, write
@@ -295,6 +296,7 @@ def run(recipe: Recipe, beam_arguments: Sequence[str] = (), ours: Sequence[str] 
     (`OUTPUT/report.html`) last. Returns the run's Funnel, as written to `OUTPUT/stats.json`. `ours`: the options
     of the command that gave `beam_arguments`, suggested when one of them is misspelt."""
     options = beam_options(beam_arguments, ours)
+    FileSystems.set_options(options)  # the object stores' options (--s3_endpoint_url, …) for listing the inputs too
     recipe.check()
     rounds = recipe.dedup.components_rounds
     curate = Curate(recipe, rounds)  # lists the inputs: a user's mistake stops the run before anything is written

@@ -17,19 +17,19 @@ import posixpath
 import zlib
 from collections.abc import Callable, Iterator
 from typing import Any
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import urlsplit
 
 from warcio.archiveiterator import ArchiveIterator
 from warcio.exceptions import ArchiveLoadFailed
 
 from pipeline.common.remote import (
     FetchError,
+    RangeReader,
     SeekableInput,
     expand_glob,
     input_key,
     is_url,
     open_input,
-    read_range,
     read_text_lines,
 )
 from pipeline.common.schema import Counted, Document, Dropped, ReadError, Skipped, commoncrawl_id, parse_warc_date
@@ -44,23 +44,25 @@ SOURCE = "commoncrawl"
 
 
 def crawl_listing_url(crawl: str, base_url: str = DEFAULT_BASE_URL) -> str:
-    return urljoin(_with_slash(base_url), f"crawl-data/{crawl}/warc.paths.gz")
+    return _under(base_url, f"crawl-data/{crawl}/warc.paths.gz")
 
 
 def index_listing_url(crawl: str, base_url: str = DEFAULT_BASE_URL) -> str:
     """The crawl's list of columnar index files (every subset's; the `subset=warc` ones are read)."""
-    return urljoin(_with_slash(base_url), f"crawl-data/{crawl}/cc-index-table.paths.gz")
+    return _under(base_url, f"crawl-data/{crawl}/cc-index-table.paths.gz")
 
 
-def _with_slash(base: str) -> str:
-    return base if base.endswith("/") else base + "/"
+def _under(base: str, path: str) -> str:
+    """`path`, relative as Common Crawl's listings and index give it, under `base`: a URL, a folder or a bucket
+    (urljoin knows no s3:// or gs://, and would drop the base)."""
+    return (base if base.endswith("/") else base + "/") + path.lstrip("/")
 
 
 def resolve_paths(listing: list[str], base_url: str, offset: int = 0, limit: int | None = None) -> list[str]:
     """Take `limit` entries from `offset` of a listing, in listing order; relative paths resolve against
     `base_url` (as Common Crawl's listings are relative to its endpoint)."""
     chosen = listing[offset : None if limit is None else offset + limit]
-    return [p if is_url(p) or "://" in p else urljoin(_with_slash(base_url), p.lstrip("/")) for p in chosen]
+    return [p if is_url(p) or "://" in p else _under(base_url, p) for p in chosen]
 
 
 def read_listing(listing_path: str, base_url: str, offset: int = 0, limit: int | None = None) -> list[str]:
@@ -493,7 +495,7 @@ class CommonCrawl(Source):
         log.info("%s: %d of %d captures selected, in %d WARCs", source_input, counts["selected"],
                  counts["captures"], len(by_warc))  # fmt: skip
         units = [
-            IndexUnit(source_input, urljoin(_with_slash(s.cc_base_url), warc), batch)
+            IndexUnit(source_input, _under(s.cc_base_url, warc), batch)
             for warc, captures in sorted(by_warc.items())
             for batch in ccindex.batches(captures, s.index_unit_records)
         ] or [IndexUnit(source_input, "", ())]
@@ -554,10 +556,14 @@ class CommonCrawl(Source):
         `failed.url_mismatch`) and named in the log."""
         for name, count in unit.counts:
             yield Counted(name, count)
+        with RangeReader(unit.warc) as ranges:
+            yield from self._fetch_captures(unit, ranges)
+
+    def _fetch_captures(self, unit: IndexUnit, ranges: RangeReader) -> Iterator[WarcItem | Counted]:
         crawl = crawl_of(unit.warc)
         for start, end, captures in ccindex.coalesce(unit.captures, self.settings.index_gap_bytes):
             try:
-                data = read_range(unit.warc, start, end - start)
+                data = ranges.read(start, end - start)
             except (FetchError, OSError) as exc:
                 log.warning("%s: bytes %d-%d (%d captures) cannot be fetched: %s", unit.warc, start, end,
                             len(captures), _one_line(exc))  # fmt: skip
