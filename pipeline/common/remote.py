@@ -231,9 +231,9 @@ class RangeReader:
             with ResumableHTTPStream(self.path, start=start, end=start + length, **self.http_options) as stream:
                 return stream.read()
         if self._raw is None:
-            self._file = open_input(self.path)
-            buffered = isinstance(self._file, io.BufferedReader) and not is_local(self.path)
-            self._raw = self._file.raw if buffered else self._file
+            self._file = self._raw = open_input(self.path)
+            if isinstance(self._file, io.BufferedReader) and not is_local(self.path):
+                self._raw = self._file.raw
         data = bytearray()
         try:
             self._raw.seek(start)
