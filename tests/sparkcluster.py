@@ -18,7 +18,7 @@ import urllib.request
 
 from pipeline import cli, recipe as recipes
 from pipeline.common import synthetic
-from tests import codedata
+from tests import ccindexdata, codedata
 from tests.portable import _free_port, _wait_for
 
 # The JVMs here compile with C1 alone and collect with one thread: the JVM does little of a run's work, and its JIT
@@ -151,8 +151,9 @@ def mixed_recipe(root, pages: int = 30, articles: int = 12) -> dict:
     Crawl WARCs (the crawl republished some Wikipedia articles), a Wikipedia multistream dump read in parts, local
     JSON lines listed twice under two names (the same ids) and forum posts that share boilerplate lines, two of them
     quoting an evaluation set; exact and MinHash dedup, boilerplate lines, PII, bad words (half of the flagged kept),
-    decontamination, a quality classifier trained here keeping the best 80% of the crawl; and code: a real package
-    (MIT) with secrets, vendored, lock, binary and minified files, read in parts, beside one under MPL-2.0."""
+    decontamination, a quality classifier trained here keeping the best 80% of the crawl; code: a real package (MIT)
+    with secrets, vendored, lock, binary and minified files, read in parts, beside one under MPL-2.0; and a third
+    WARC laid out as a crawl's, read through its columnar index (CLD2's labels) in units of a few captures."""
     sample = synthetic.write_sample(str(root / "sample"), pages=pages, articles=articles, seed=5, republished=4)
     synthetic.write_sample_warc(str(root / "sample" / "more.warc.gz"), pages=pages * 2 // 3, seed=12)
     (root / "text").mkdir()
@@ -180,6 +181,12 @@ def mixed_recipe(root, pages: int = 30, articles: int = 12) -> dict:
     files = codedata.with_extras(codedata.package_files("tzlocal", "tzlocal"))
     codedata.write_tar(root / "repos" / "tzlocal.tar.gz", files, "tzlocal-main", "0123456789abcdef" * 2 + "01234567")
     codedata.write_zip(root / "repos" / "pathspec.zip", codedata.package_files("pathspec", "pathspec", limit=3), "p")
+    indexed = "crawl-data/CC-MAIN-2026-01/segments/1/warc/indexed.warc.gz"
+    (root / "crawl" / indexed).parent.mkdir(parents=True)
+    synthetic.write_sample_warc(str(root / "crawl" / indexed), pages=20, seed=31, host="indexed.example.org")
+    ccindexdata.write_index(
+        root / "crawl" / "index.parquet", ccindexdata.index_rows(str(root / "crawl" / indexed), indexed)
+    )
     return {
         "output": {"shard_size": "40KB"},
         "sources": {
@@ -200,6 +207,14 @@ def mixed_recipe(root, pages: int = 30, articles: int = 12) -> dict:
                 "badwords_keep": 0.5,  # a share chosen by id: the same documents on either engine
             },
             "code": {"repos": [str(root / "repos" / "*")], "max_unit_bytes": 20_000},
+            "crawl_index": {
+                "kind": "commoncrawl",
+                "cc_index": [str(root / "crawl" / "index.parquet")],
+                "cc_base_url": str(root / "crawl"),
+                "languages": ["en", "de"],
+                "index_language_mode": "any",
+                "index_unit_records": 4,
+            },
         },
         "dedup": {"prefer": ["wikipedia"], "line_dedup": True},
     }

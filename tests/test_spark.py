@@ -49,6 +49,7 @@ def mixed(tmp_path_factory):
     assert stats.edits["line_dedup.books.lines"] >= 4 and stats.edits["line_dedup.books.bytes"] > 0
     assert stats.records_skipped["license.not_allowed"] == 4 and stats.edits["secrets.AWSKeyDetector"] == 1
     assert stats.dropped["code_generated.minified"] == 1 and "line_dedup.code.lines" not in stats.edits
+    assert stats.index["fetched"] == stats.index["selected"] > 4  # read through the index, in several units
     return root, table, outputs(root / "direct")
 
 
