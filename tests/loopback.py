@@ -19,6 +19,7 @@ class LoopbackServer:
         self.bytes_served: collections.Counter = collections.Counter()  # path → body bytes sent
         self.bandwidth = 0  # bytes a second per connection (0: as fast as loopback goes)
         self.requests: list[tuple[str, str | None]] = []  # (path, Range header)
+        self.connections = 0  # TCP connections accepted (HTTP/1.1: a client may send many requests on one)
         server = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -26,6 +27,10 @@ class LoopbackServer:
 
             def log_message(self, *args):
                 pass
+
+            def setup(self):
+                super().setup()
+                server.connections += 1
 
             def do_GET(self):
                 path = self.path

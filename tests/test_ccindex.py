@@ -67,12 +67,16 @@ def test_index_mode_keeps_what_whole_warcs_keep_among_the_selected_for_fewer_byt
     whole = curate(server, tmp_path / "whole", "--warc-paths", str(tmp_path / "warc.paths"), "--languages", "de")
     whole_bytes = sum(server.bytes_served.values())
     server.bytes_served.clear()
+    server.requests.clear()
+    server.connections = 0
     filler = big_index(tmp_path / "big.parquet", rows)
     index_url = f"{server.url}/{LISTED.format('warc')}"
     server.files["/" + LISTED.format("warc")] = (tmp_path / "big.parquet").read_bytes()  # over HTTP too
     stats = curate(server, tmp_path / "index", "--cc-index", index_url, "--languages", "de",
                    "--sources.commoncrawl.index_gap_bytes", "0")  # only touching records merge  # fmt: skip
     index_file_bytes = server.bytes_served.pop("/" + LISTED.format("warc"))
+    range_requests = sum(len(server.requests_for(f"/{name}")) for name in WARCS)
+    assert range_requests > 10 and server.connections < range_requests / 3  # ranges share kept-alive connections
     assert index_file_bytes < (tmp_path / "big.parquet").stat().st_size / 2  # the footer and the columns it needs
     index_bytes = sum(server.bytes_served.values())
     selected = {r["url"] for r in rows if r["fetch_status"] == 200 and (r["content_languages"] or "").startswith("deu")}

@@ -6,9 +6,9 @@ reads one index file through range requests (its footer, then only the columns i
 keeps the captures with `fetch_status` 200 and an HTML MIME type that match every given rule: languages (CLD2's
 `content_languages`, up to three ISO 639-3 codes, comma-separated, the likeliest first: `primary` takes the first,
 `any` any of them), hosts or registered domains (a listed domain takes its subdomains), URL patterns (RE2 regular
-expressions), and a SQL expression over the index's columns (evaluated by DuckDB). `plan_units` groups a file's
-selected captures into units of one WARC each; `coalesce` merges a unit's byte ranges that lie close together, so
-neighbouring records cost one request.
+expressions), and a SQL expression over the index's columns (evaluated by DuckDB). `batches` cuts one WARC's
+selected captures into units; `coalesce` merges a unit's byte ranges that lie close together, so neighbouring
+records cost one request.
 """
 
 from __future__ import annotations
@@ -78,7 +78,7 @@ class Selection:
 
     def columns(self, schema: pa.Schema) -> list[str]:
         """The columns reading needs: the required ones, the rules', and those the SQL expression names."""
-        wanted = [*REQUIRED, "content_mime_detected", "content_mime_type", "warc_record_length"]
+        wanted = [*REQUIRED, "content_mime_detected", "content_mime_type"]
         if self.languages:
             wanted.append("content_languages")
         if self.hosts:

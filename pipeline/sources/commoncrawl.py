@@ -239,6 +239,23 @@ def _iterate(stream, max_html_bytes: int, start: int = 0) -> Iterator[WarcItem |
         yield item
 
 
+def _capture_record(member: bytes, capture: ccindex.Capture, max_html_bytes: int) -> tuple[str | None, WarcItem]:
+    """A capture's bytes as the one record the index row promises: (None, the record), or (why not, the error):
+    "range" (the bytes end early), "record" (not one readable record) or "url_mismatch" (another URL's)."""
+    if len(member) < capture.length:
+        return "range", ReadError("the file ends inside the record")
+    try:
+        items = [i for i in _iterate(io.BytesIO(member), max_html_bytes, capture.offset) if not isinstance(i, _Broken)]
+    except Exception as exc:  # warcio refuses bytes that are not a record at all
+        items = [ReadError(_one_line(exc))]
+    first = items[0] if items else ReadError("no record")
+    if isinstance(first, ReadError) or len(items) != 1:
+        return "record", first
+    if isinstance(first, HtmlPage) and first.url != capture.url:
+        return "url_mismatch", first
+    return None, first
+
+
 def _classify(record, max_html_bytes: int) -> WarcItem:
     if record.rec_type != "response":
         return Skipped("not_response", -1)
@@ -556,45 +573,28 @@ class CommonCrawl(Source):
         `failed.url_mismatch`) and named in the log."""
         for name, count in unit.counts:
             yield Counted(name, count)
-        with RangeReader(unit.warc) as ranges:
-            yield from self._fetch_captures(unit, ranges)
-
-    def _fetch_captures(self, unit: IndexUnit, ranges: RangeReader) -> Iterator[WarcItem | Counted]:
         crawl = crawl_of(unit.warc)
-        for start, end, captures in ccindex.coalesce(unit.captures, self.settings.index_gap_bytes):
-            try:
-                data = ranges.read(start, end - start)
-            except (FetchError, OSError) as exc:
-                log.warning("%s: bytes %d-%d (%d captures) cannot be fetched: %s", unit.warc, start, end,
-                            len(captures), _one_line(exc))  # fmt: skip
-                yield Counted("failed.fetch", len(captures))
-                continue
-            yield Counted("bytes_fetched", len(data))
-            for capture in captures:
-                member = data[capture.offset - start : capture.offset - start + capture.length]
-                failure = "range" if len(member) < capture.length else None
-                page = None
-                if failure is None:
-                    try:
-                        items = [i for i in _iterate(io.BytesIO(member), self.settings.max_html_bytes, capture.offset)
-                                 if not isinstance(i, _Broken)]  # fmt: skip
-                    except Exception as exc:  # warcio refuses bytes that are not a record at all
-                        items = [ReadError(_one_line(exc))]
-                    first = items[0] if items else ReadError("no record")
-                    if isinstance(first, ReadError) or len(items) != 1:
-                        failure = "record"
-                    elif isinstance(first, HtmlPage) and first.url != capture.url:
-                        failure = "url_mismatch"
-                    page = first
-                if failure is not None:
-                    log.warning("%s @ %d+%d (%s): capture failed: %s", unit.warc, capture.offset, capture.length,
-                                capture.url, failure)  # fmt: skip
-                    yield Counted(f"failed.{failure}")
+        with RangeReader(unit.warc) as ranges:
+            for start, end, captures in ccindex.coalesce(unit.captures, self.settings.index_gap_bytes):
+                try:
+                    data = ranges.read(start, end - start)
+                except (FetchError, OSError) as exc:
+                    log.warning("%s: bytes %d-%d (%d captures) cannot be fetched: %s", unit.warc, start, end,
+                                len(captures), _one_line(exc))  # fmt: skip
+                    yield Counted("failed.fetch", len(captures))
                     continue
-                yield Counted("fetched")
-                if isinstance(page, HtmlPage):
-                    page.path, page.crawl = unit.warc, crawl
-                if page is not None:
+                yield Counted("bytes_fetched", len(data))
+                for capture in captures:
+                    member = data[capture.offset - start : capture.offset - start + capture.length]
+                    failure, page = _capture_record(member, capture, self.settings.max_html_bytes)
+                    if failure is not None:
+                        log.warning("%s @ %d+%d (%s): capture failed: %s", unit.warc, capture.offset, capture.length,
+                                    capture.url, failure)  # fmt: skip
+                        yield Counted(f"failed.{failure}")
+                        continue
+                    yield Counted("fetched")
+                    if isinstance(page, HtmlPage):
+                        page.path, page.crawl = unit.warc, crawl
                     yield page
 
     def document(self, record: WarcItem) -> Document | Dropped | Skipped | ReadError:
