@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import collections
 import http.server
+import socket
 import threading
 import time
 
@@ -31,6 +32,9 @@ class LoopbackServer:
             def setup(self):
                 super().setup()
                 server.connections += 1
+                # as web servers do: a response's headers and body are separate writes, and with Nagle's algorithm
+                # the body of a second response on a kept-alive connection waits for the client's delayed ACK
+                self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
             def do_GET(self):
                 path = self.path
